@@ -1,0 +1,99 @@
+"""What one command needs, built lazily: config, database, workflows, engine, acting user, now.
+
+The CLI creates one :class:`App` per invocation. Each piece is made on first use so that a command
+pays only for what it touches (``ocop --help`` imports no database code at all).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import Config, User, load_config, resolve_now
+from .errors import PermissionDenied
+
+if TYPE_CHECKING:
+    from .definitions import Registry
+    from .engine import Engine
+    from .store import Store
+
+
+class App:
+    def __init__(
+        self,
+        config_path: str | os.PathLike[str] | None = None,
+        acting_user: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.env = os.environ if env is None else env
+        self.config_path = Path(config_path or self.env.get("OCOP_CONFIG") or "config.toml")
+        self.acting_user = acting_user
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.config_path, self.env)
+
+    @cached_property
+    def now(self) -> datetime:
+        """One instant per command: every row it writes carries the same "now"."""
+        return resolve_now(self.config, self.env)
+
+    @cached_property
+    def store(self) -> Store:
+        from .store import Store
+
+        return Store(self.config.database_url)
+
+    def checked_store(self) -> Store:
+        """The store, refusing to go on against a database ``ocop init`` has not prepared."""
+        self.store.check_schema()
+        return self.store
+
+    @cached_property
+    def registry(self) -> Registry:
+        from .definitions import Registry
+
+        return Registry(self.config.workflows_dir)
+
+    @cached_property
+    def engine(self) -> Engine:
+        from .engine import Engine
+
+        now = self.now
+        return Engine(self.checked_store(), self.registry, self.config, clock=lambda: now)
+
+    def actor(self) -> User:
+        """The acting user: ``--as``/``OCOP_USER``/``[cli] default_user``, checked against the login.
+
+        With ``[security] require_os_user`` the login of the process's effective uid decides;
+        ``$USER`` and ``$LOGNAME`` are ignored because anyone can set them.
+        """
+        config = self.config
+        wanted = self.acting_user or self.env.get("OCOP_USER") or config.default_user
+        if config.require_os_user:
+            login = current_login()
+            mine = [u for u in config.users.values() if u.os_user == login]
+            if not mine:
+                raise PermissionDenied(
+                    f"login '{login}' is not the os_user of any user in {config.path}"
+                )
+            if wanted is not None and wanted != mine[0].key:
+                raise PermissionDenied(
+                    f"login '{login}' may act only as {mine[0].key}, not as {wanted}"
+                )
+            return mine[0]
+        if wanted is None:
+            from .errors import UsageError
+
+            raise UsageError("no acting user: give --as USER, set OCOP_USER or [cli] default_user")
+        return config.user(wanted)
+
+
+def current_login() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name

@@ -1,0 +1,343 @@
+"""The audit trail: append-only, hash-chained per dossier, verifiable, exportable.
+
+Each entry's hash covers the previous entry's hash and a canonical JSON of the entry, so changing,
+removing or reordering any entry breaks every later link. Database triggers (see the first
+migration) reject UPDATE and DELETE; the chain is what still catches an edit made by someone who
+dropped them. Verification streams the table ordered by (dossier, seq), so its memory does not
+grow with the number of dossiers.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .store import Store, audit_t, dossier_t, dumps
+
+GENESIS = "0" * 64
+
+
+def iso_utc(instant: datetime) -> str:
+    """The one text form of an instant inside hashes: UTC, microseconds, explicit offset."""
+    return instant.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def canonical(entry: dict[str, Any]) -> bytes:
+    """Sorted keys, no spaces, UTF-8: equal entries give equal bytes on every machine."""
+    return json.dumps(entry, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
+def entry_hash(
+    *,
+    dossier_id: str,
+    seq: int,
+    trigger: str,
+    from_state: str | None,
+    to_state: str,
+    actor: str,
+    reason: str | None,
+    at: datetime,
+    data_before: Any,
+    data_after: Any,
+    prev_hash: str,
+) -> str:
+    body = {
+        "dossier": dossier_id,
+        "seq": seq,
+        "trigger": trigger,
+        "from": from_state,
+        "to": to_state,
+        "actor": actor,
+        "reason": reason,
+        "at": iso_utc(at),
+        "data_before": data_before,
+        "data_after": data_after,
+        "prev_hash": prev_hash,
+    }
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def last_link(conn: Connection, dossier_id: str) -> tuple[int, str]:
+    """(seq, hash) of the newest entry of a dossier, or (0, GENESIS)."""
+    row = conn.execute(
+        sa.select(audit_t.c.seq, audit_t.c.hash)
+        .where(audit_t.c.dossier_id == dossier_id)
+        .order_by(audit_t.c.seq.desc())
+        .limit(1)
+    ).first()
+    return (row.seq, row.hash) if row else (0, GENESIS)
+
+
+def append(
+    conn: Connection,
+    *,
+    dossier_id: str,
+    trigger: str,
+    from_state: str | None,
+    to_state: str,
+    actor: str,
+    reason: str | None,
+    at: datetime,
+    data_before: Any,
+    data_after: Any,
+) -> tuple[int, str]:
+    """Append one entry to a dossier's chain inside the caller's transaction; (seq, hash)."""
+    prev_seq, prev_hash = last_link(conn, dossier_id)
+    seq = prev_seq + 1
+    digest = entry_hash(
+        dossier_id=dossier_id,
+        seq=seq,
+        trigger=trigger,
+        from_state=from_state,
+        to_state=to_state,
+        actor=actor,
+        reason=reason,
+        at=at,
+        data_before=data_before,
+        data_after=data_after,
+        prev_hash=prev_hash,
+    )
+    conn.execute(
+        audit_t.insert().values(
+            dossier_id=dossier_id,
+            seq=seq,
+            trigger=trigger,
+            from_state=from_state,
+            to_state=to_state,
+            actor=actor,
+            reason=reason,
+            at=at,
+            data_before=None if data_before is None else dumps(data_before),
+            data_after=dumps(data_after),
+            prev_hash=prev_hash,
+            hash=digest,
+        )
+    )
+    return seq, digest
+
+
+def entry_document(row: Any, timezone: Any = UTC) -> dict[str, Any]:
+    """An entry as shown by ``dossier history --json`` and exported for auditors."""
+    return {
+        "dossier": row.dossier_id,
+        "seq": row.seq,
+        "trigger": row.trigger,
+        "from": row.from_state,
+        "to": row.to_state,
+        "actor": row.actor,
+        "reason": row.reason,
+        "at": row.at.astimezone(timezone).isoformat(),
+        "data": json.loads(row.data_after),
+        "data_before": None if row.data_before is None else json.loads(row.data_before),
+        "prev_hash": row.prev_hash,
+        "hash": row.hash,
+    }
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    dossier: str
+    seq: int | None
+    problem: str
+
+
+@dataclass
+class VerifyReport:
+    dossiers_checked: int = 0
+    entries_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "dossiers_checked": self.dossiers_checked,
+            "entries_checked": self.entries_checked,
+            "problems": [p.__dict__ for p in self.problems],
+        }
+
+
+def _stream(conn: Connection, query: sa.Select[Any]) -> Iterator[Any]:
+    yield from conn.execution_options(stream_results=True, yield_per=2000).execute(query)
+
+
+def verify(store: Store, dossier_id: str | None = None) -> VerifyReport:
+    """Recompute every chain; name the first broken entry of each bad chain.
+
+    Also checks that each dossier's current state and data are what its last entry says, so a
+    quiet UPDATE of the dossier table (bypassing the engine) is found too.
+    """
+    report = VerifyReport()
+    entries = sa.select(audit_t).order_by(audit_t.c.dossier_id, audit_t.c.seq)
+    dossiers = sa.select(dossier_t.c.id, dossier_t.c.state, dossier_t.c.data).order_by(
+        dossier_t.c.id
+    )
+    if dossier_id is not None:
+        entries = entries.where(audit_t.c.dossier_id == dossier_id)
+        dossiers = dossiers.where(dossier_t.c.id == dossier_id)
+    with store.read() as conn:
+        current = {}
+        tails: dict[str, tuple[str, Any]] = {}
+        chain = _ChainCheck(report)
+        for row in _stream(conn, entries):
+            tail = chain.feed(row)
+            if tail is not None:
+                tails[tail[0]] = tail[1]
+        final = chain.finish()
+        if final is not None:
+            tails[final[0]] = final[1]
+        for row in _stream(conn, dossiers):
+            current = row
+            report.dossiers_checked += 1
+            tail_row = tails.pop(current.id, None)
+            _check_current(report, current, tail_row)
+        for orphan in tails:
+            report.problems.append(Problem(orphan, None, "history entries for a missing dossier"))
+    return report
+
+
+class _ChainCheck:
+    """Walks entries in (dossier, seq) order, one dossier at a time."""
+
+    def __init__(self, report: VerifyReport) -> None:
+        self.report = report
+        self.dossier: str | None = None
+        self.expected_seq = 1
+        self.prev_hash = GENESIS
+        self.broken = False
+        self.last: Any = None
+
+    def feed(self, row: Any) -> tuple[str, Any] | None:
+        done = None
+        if row.dossier_id != self.dossier:
+            done = self.finish()
+            self.dossier, self.expected_seq, self.prev_hash = row.dossier_id, 1, GENESIS
+            self.broken = False
+        self.report.entries_checked += 1
+        self.last = row
+        if self.broken:
+            return done
+        problem = self._check(row)
+        if problem:
+            self.report.problems.append(Problem(row.dossier_id, row.seq, problem))
+            self.broken = True
+        self.expected_seq = row.seq + 1
+        self.prev_hash = row.hash
+        return done
+
+    def finish(self) -> tuple[str, Any] | None:
+        if self.dossier is None:
+            return None
+        return (self.dossier, None if self.broken else self.last)
+
+    def _check(self, row: Any) -> str | None:
+        if row.seq != self.expected_seq:
+            return f"sequence gap: expected seq {self.expected_seq}, found {row.seq}"
+        if row.prev_hash != self.prev_hash:
+            return "prev_hash does not match the previous entry's hash"
+        try:
+            before = None if row.data_before is None else json.loads(row.data_before)
+            after = json.loads(row.data_after)
+        except ValueError:
+            return "stored data is not valid JSON"
+        digest = entry_hash(
+            dossier_id=row.dossier_id,
+            seq=row.seq,
+            trigger=row.trigger,
+            from_state=row.from_state,
+            to_state=row.to_state,
+            actor=row.actor,
+            reason=row.reason,
+            at=row.at,
+            data_before=before,
+            data_after=after,
+            prev_hash=row.prev_hash,
+        )
+        if digest != row.hash:
+            return "hash mismatch: the entry was changed after it was written"
+        return None
+
+
+def _check_current(report: VerifyReport, dossier: Any, tail: Any) -> None:
+    if tail is None:
+        if not any(p.dossier == dossier.id for p in report.problems):
+            report.problems.append(Problem(dossier.id, None, "dossier has no history"))
+        return
+    if dossier.state != tail.to_state:
+        report.problems.append(
+            Problem(
+                dossier.id,
+                tail.seq,
+                f"dossier is in state {dossier.state} but its history ends in {tail.to_state}",
+            )
+        )
+        return
+    snapshot = json.loads(tail.data_after)
+    if json.loads(dossier.data) != snapshot.get("data"):
+        report.problems.append(
+            Problem(dossier.id, tail.seq, "dossier data differs from its last history entry")
+        )
+
+
+# --- export -----------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = (
+    "dossier",
+    "seq",
+    "trigger",
+    "from",
+    "to",
+    "actor",
+    "reason",
+    "at",
+    "data",
+    "data_before",
+    "prev_hash",
+    "hash",
+)
+
+
+def export(
+    store: Store,
+    out: IO[str],
+    *,
+    fmt: str = "jsonl",
+    since: datetime | None = None,
+    timezone: Any = UTC,
+) -> int:
+    """Write the trail (oldest first per dossier) as CSV or JSON Lines; returns entries written."""
+    query = sa.select(audit_t).order_by(audit_t.c.dossier_id, audit_t.c.seq)
+    if since is not None:
+        query = query.where(audit_t.c.at >= since)
+    count = 0
+    writer = None
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
+        writer.writeheader()
+    with store.read() as conn:
+        for row in _stream(conn, query):
+            document = entry_document(row, timezone)
+            if writer is not None:
+                document["data"] = dumps(document["data"])
+                document["data_before"] = (
+                    None if document["data_before"] is None else dumps(document["data_before"])
+                )
+                writer.writerow(document)
+            else:
+                out.write(json.dumps(document, ensure_ascii=False) + "\n")
+            count += 1
+    return count

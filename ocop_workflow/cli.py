@@ -1,0 +1,736 @@
+"""The ``ocop`` command: parse, call one library function, print. Nothing else lives here.
+
+Imports of the database stack, the state machine library and the calendar happen inside the
+commands, so ``ocop --help`` starts in a fraction of the time a database command needs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from .errors import OcopError
+
+if TYPE_CHECKING:
+    from .app import App
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(func)
+
+
+def emit_json(document: Any) -> None:
+    click.echo(json.dumps(document, ensure_ascii=False, indent=2, default=str))
+
+
+def app_of(ctx: click.Context) -> App:
+    from .app import App
+
+    obj = ctx.find_root().obj
+    assert isinstance(obj, App)
+    return obj
+
+
+def tz_of(app: App) -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(app.config.timezone)
+
+
+def writing(app: App) -> None:
+    """Commands that change the database log their events (after commit) through structlog."""
+    from . import log
+
+    log.configure()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="OCOP_CONFIG",
+    default="config.toml",
+    show_default=True,
+    metavar="PATH",
+    help="The config file (env OCOP_CONFIG).",
+)
+@click.option(
+    "--as",
+    "acting_user",
+    envvar="OCOP_USER",
+    metavar="USER",
+    help="The acting user, a key of [users] (env OCOP_USER).",
+)
+@click.version_option(package_name="ocop_workflow", prog_name="ocop")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str, acting_user: str | None) -> None:
+    """ocop — the OCOP (One Commune One Product) dossier workflow engine.
+
+    Dossiers move registration → business plan → production → evaluation → promotion → review;
+    every move is audited, deadlines are counted in working days and fire on their own.
+    """
+    from .app import App
+
+    ctx.obj = App(config_path, acting_user)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: maps every failure to its one-line message and documented exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    json_mode = "--json" in args
+    try:
+        cli.main(args=args, prog_name="ocop", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        if json_mode:
+            _json_error("usage", exc.format_message())
+        sys.exit(exc.exit_code)
+    except OcopError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        if json_mode and not getattr(exc, "reported", False):
+            document: dict[str, Any] = {"code": exc.code, "message": exc.message}
+            reasons = getattr(exc, "reasons", None) or getattr(exc, "problems", None)
+            if reasons and len(reasons) > 1:
+                document["reasons"] = reasons
+            click.echo(json.dumps({"error": document}, ensure_ascii=False))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so in one line, keep the traceback for OCOP_DEBUG
+        import os
+
+        if os.environ.get("OCOP_DEBUG"):
+            raise
+        click.echo(
+            f"error: unexpected {type(exc).__name__}: {exc} (set OCOP_DEBUG=1 for a traceback)",
+            err=True,
+        )
+        if json_mode:
+            _json_error("unexpected", f"{type(exc).__name__}: {exc}")
+        sys.exit(1)
+    sys.exit(0)
+
+
+def _json_error(code: str, message: str) -> None:
+    click.echo(json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False))
+
+
+# --- init -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def init(ctx: click.Context, as_json: bool) -> None:
+    """Create or upgrade the database schema (idempotent; safe on every start)."""
+    from .migrate import upgrade
+
+    app = app_of(ctx)
+    before, after = upgrade(app.store)
+    document = {"database": app.store.safe_url, "revision_before": before, "revision": after}
+    if as_json:
+        emit_json(document)
+    elif before == after:
+        click.echo(f"database {app.store.safe_url} is up to date (revision {after})")
+    else:
+        click.echo(f"database {app.store.safe_url} upgraded {before or 'empty'} → {after}")
+
+
+# --- workflow ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def workflow() -> None:
+    """Shipped and configured workflows: list, show, validate, diagram."""
+
+
+@workflow.command("list")
+@json_option
+@click.pass_context
+def workflow_list(ctx: click.Context, as_json: bool) -> None:
+    """The workflows in the workflows folder, the default marked."""
+    app = app_of(ctx)
+    rows = [
+        {
+            "name": wf.name,
+            "version": wf.version,
+            "title": wf.title,
+            "default": wf.name == app.config.default_workflow,
+            "states": len(wf.states),
+            "triggers": len(wf.triggers),
+            "file": str(wf.path),
+        }
+        for wf in app.registry.all()
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    from .render import table
+
+    click.echo(
+        table(
+            ["name", "default", "version", "title"],
+            [(r["name"], "*" if r["default"] else "", r["version"], r["title"]) for r in rows],
+        )
+    )
+
+
+@workflow.command("show")
+@click.argument("name")
+@json_option
+@click.pass_context
+def workflow_show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """States, stages, triggers, roles and deadlines of workflow NAME."""
+    from .workflow_info import describe
+
+    app = app_of(ctx)
+    document = describe(app, name)
+    if as_json:
+        emit_json(document)
+        return
+    from .render import table
+
+    click.echo(f"{document['name']} — {document['title']} ({document['version']})")
+    if document["legal_basis"]:
+        click.echo(f"basis: {document['legal_basis']}")
+    click.echo("")
+    click.echo(
+        table(
+            ["state", "stage", "label", "deadline"],
+            [
+                (s["name"] + (" (final)" if s["final"] else ""), s["stage"], s["label_vi"],
+                 s["deadline"] or "")
+                for s in document["states"]
+            ],
+        )
+    )
+    click.echo("")
+    click.echo(
+        table(
+            ["trigger", "from", "to", "who", "guards"],
+            [
+                (t["trigger"], t["from"], t["to"], ", ".join(t["roles"]), ", ".join(t["guards"]))
+                for t in document["transitions"]
+            ],
+        )
+    )
+    if document.get("dossiers") is not None:
+        click.echo("")
+        click.echo(f"dossiers on {name}: {document['dossiers']}")
+
+
+@workflow.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=True, path_type=str))
+@json_option
+@click.pass_context
+def workflow_validate(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
+    """Check workflow files (default: the configured folder); list every problem; exit 1 if any."""
+    from .workflow_info import validate
+
+    app = app_of(ctx)
+    checked, problems = validate(app, paths)
+    if as_json:
+        emit_json({"ok": not problems, "files": checked, "problems": problems})
+    else:
+        for problem in problems:
+            click.echo(problem)
+        if not problems:
+            click.echo(f"{len(checked)} workflow file(s) valid: {', '.join(checked)}")
+    if problems:
+        from .errors import WorkflowFileError
+
+        error = WorkflowFileError(f"{len(problems)} problem(s) in workflow files", problems)
+        error.reported = True  # type: ignore[attr-defined]
+        raise error
+
+
+@workflow.command("diagram")
+@click.argument("name")
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "dot", "svg"]), default="mermaid",
+    show_default=True, help="Diagram language.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here.")
+@click.pass_context
+def workflow_diagram(ctx: click.Context, name: str, fmt: str, output: str | None) -> None:
+    """The state diagram of workflow NAME (Mermaid, Graphviz DOT, or SVG via Graphviz)."""
+    from .diagram import render
+
+    text = render(app_of(ctx).registry.get(name), fmt)
+    if output:
+        from pathlib import Path
+
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+# --- dossier ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def dossier() -> None:
+    """Register, list, show and advance dossiers; their triggers and history."""
+
+
+set_option = click.option(
+    "--set", "pairs", multiple=True, metavar="K=V", help="Set a data field (repeatable)."
+)
+
+
+@dossier.command("register")
+@click.option("--product", required=True, help="Product name (tên sản phẩm).")
+@click.option("--producer", required=True, help="Producing organisation (chủ thể).")
+@click.option("--commune", required=True, help="Commune (xã).")
+@click.option("--group", help="Product group (e.g. thực phẩm, đồ uống).")
+@click.option("--workflow", "workflow_name", help="Workflow (default: [engine] default_workflow).")
+@click.option("--id", "dossier_id", help="Dossier id (default: OCOP-<year>-<n>).")
+@set_option
+@json_option
+@click.pass_context
+def dossier_register(
+    ctx: click.Context,
+    product: str,
+    producer: str,
+    commune: str,
+    group: str | None,
+    workflow_name: str | None,
+    dossier_id: str | None,
+    pairs: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Register a new dossier in its workflow's initial state."""
+    from .views import dossier_document
+
+    app = app_of(ctx)
+    writing(app)
+    actor = app.actor()
+    row = app.engine.register(
+        actor,
+        product=product,
+        producer=producer,
+        commune=commune,
+        group=group,
+        workflow=workflow_name,
+        dossier_id=dossier_id,
+        data=pairs,
+    )
+    document = dossier_document(row, app.registry, app.now, tz_of(app))
+    if as_json:
+        emit_json(document)
+    else:
+        click.echo(
+            f"registered {document['id']}: {document['product']} ({document['producer']}, "
+            f"{document['commune']}) — {document['state']} «{document['state_label']}»"
+            + (f", deadline {document['deadline_at']}" if document["deadline_at"] else "")
+        )
+
+
+@dossier.command("list")
+@click.option("--state", help="Only dossiers in this state.")
+@click.option("--stage", help="Only dossiers in this stage.")
+@click.option("--commune", help="Only dossiers of this commune.")
+@click.option("--overdue", is_flag=True, help="Only dossiers past their deadline.")
+@click.option("--workflow", "workflow_name", help="Only dossiers on this workflow.")
+@json_option
+@click.pass_context
+def dossier_list(
+    ctx: click.Context,
+    state: str | None,
+    stage: str | None,
+    commune: str | None,
+    overdue: bool,
+    workflow_name: str | None,
+    as_json: bool,
+) -> None:
+    """One row per dossier, filtered."""
+    from .views import DossierFilter, list_dossiers
+
+    app = app_of(ctx)
+    filters = DossierFilter(state, stage, commune, workflow_name, overdue)
+    rows = list_dossiers(app.checked_store(), app.registry, filters, app.now, tz_of(app))
+    if as_json:
+        emit_json(list(rows))
+        return
+    from .render import table
+
+    click.echo(
+        table(
+            ["id", "product", "commune", "state", "deadline", "overdue", "v"],
+            [
+                (
+                    r["id"], r["product"], r["commune"], r["state"],
+                    (r["deadline_at"] or "-")[:16].replace("T", " "), r["overdue"], r["version"],
+                )
+                for r in rows
+            ],
+        )
+    )
+
+
+@dossier.command("show")
+@click.argument("dossier_id", metavar="ID")
+@json_option
+@click.pass_context
+def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
+    """The dossier, its deadline and why, its pending timers, its next possible triggers."""
+    from .views import show_dossier
+
+    app = app_of(ctx)
+    document = show_dossier(app.checked_store(), app.registry, dossier_id, app.now, tz_of(app))
+    if as_json:
+        emit_json(document)
+        return
+    from .render import table
+
+    d = document
+    lines = [
+        f"{d['id']}  {d['product']}",
+        f"  producer   {d['producer']}",
+        f"  commune    {d['commune']}" + (f"   group {d['group']}" if d["group"] else ""),
+        f"  workflow   {d['workflow']} ({d['workflow_version']})",
+        f"  state      {d['state']} «{d['state_label']}»  stage {d['stage']}  version {d['version']}",
+        f"  since      {d['state_entered_at']}",
+    ]
+    if d["deadline_at"]:
+        lines.append(f"  deadline   {d['deadline_at']}" + ("  OVERDUE" if d["overdue"] else ""))
+        note = d["deadline"] or {}
+        if note:
+            lines.append(f"    why      {note.get('rule', '')}")
+            lines.append(f"             from {note.get('start')} to the end of {note.get('last_day')}")
+            off = note.get("days_off") or []
+            holidays = [f"{day} {why}" for day, why in off if why not in ("Saturday", "Sunday")]
+            if off:
+                lines.append(
+                    f"             skipping {len(off)} day(s) off"
+                    + (": " + "; ".join(holidays) if holidays else " (weekends)")
+                )
+    for key, value in d["data"].items():
+        lines.append(f"  {key:<10} {value}")
+    click.echo("\n".join(lines))
+    if d["timers"]:
+        click.echo("\npending timers")
+        click.echo(table(["id", "kind", "due"], [(t["id"], t["kind"], t["due_at"]) for t in d["timers"]]))
+    if d["next_triggers"]:
+        click.echo("\nnext possible triggers")
+        click.echo(
+            table(
+                ["trigger", "to", "who"],
+                [(t["trigger"], t["to"], ", ".join(t["roles"])) for t in d["next_triggers"]],
+            )
+        )
+
+
+@dossier.command("advance")
+@click.argument("dossier_id", metavar="ID")
+@click.argument("trigger")
+@click.option("--reason", help="Why (required by return, reject, withdraw, revoke…).")
+@set_option
+@click.option("--expect-version", type=int, help="Only if the dossier is still at this version.")
+@json_option
+@click.pass_context
+def dossier_advance(
+    ctx: click.Context,
+    dossier_id: str,
+    trigger: str,
+    reason: str | None,
+    pairs: tuple[str, ...],
+    expect_version: int | None,
+    as_json: bool,
+) -> None:
+    """Fire TRIGGER on dossier ID (one transaction; refused moves write nothing)."""
+    from .render import when
+
+    app = app_of(ctx)
+    writing(app)
+    actor = app.actor()
+    moved = app.engine.advance(
+        dossier_id, trigger, actor, reason=reason, data=pairs, expect_version=expect_version
+    )
+    tz = tz_of(app)
+    document = {
+        "id": moved.id,
+        "trigger": moved.trigger,
+        "from": moved.from_state,
+        "to": moved.to_state,
+        "seq": moved.seq,
+        "at": when(moved.at, tz),
+        "deadline_at": when(moved.deadline_at, tz),
+        "actor": moved.actor,
+        "version": moved.version,
+    }
+    if as_json:
+        emit_json(document)
+    else:
+        click.echo(
+            f"{moved.id}: {moved.from_state} → {moved.to_state} ({trigger} by {moved.actor}, "
+            f"entry {moved.seq})"
+            + (f", deadline {document['deadline_at']}" if moved.deadline_at else "")
+        )
+
+
+@dossier.command("triggers")
+@click.argument("dossier_id", metavar="ID")
+@json_option
+@click.pass_context
+def dossier_triggers(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
+    """For the acting user: each trigger from the current state, allowed or not, and why not."""
+    app = app_of(ctx)
+    actor = app.actor()
+    rows = app.engine.triggers(dossier_id, actor)
+    if as_json:
+        emit_json(rows)
+        return
+    from .render import table
+
+    click.echo(
+        table(
+            ["trigger", "to", "allowed", "why not"],
+            [
+                (
+                    r["trigger"] + (" (needs --reason)" if r["needs_reason"] else ""),
+                    r["to"],
+                    r["allowed"],
+                    "; ".join(r["reasons"]),
+                )
+                for r in rows
+            ],
+        )
+    )
+
+
+@dossier.command("history")
+@click.argument("dossier_id", metavar="ID")
+@json_option
+@click.pass_context
+def dossier_history(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
+    """The audit trail of dossier ID, oldest first."""
+    from .views import history
+
+    app = app_of(ctx)
+    entries = history(app.checked_store(), dossier_id, tz_of(app))
+    if as_json:
+        emit_json(entries)
+        return
+    from .render import table
+
+    click.echo(
+        table(
+            ["seq", "at", "trigger", "from", "to", "actor", "reason"],
+            [
+                (e["seq"], e["at"][:19].replace("T", " "), e["trigger"], e["from"], e["to"],
+                 e["actor"], e["reason"])
+                for e in entries
+            ],
+        )
+    )
+
+
+# --- timers, notifications, sweep, worker -----------------------------------------------------
+
+
+@cli.group()
+def timers() -> None:
+    """Reminders, deadlines, escalations and expiries."""
+
+
+@timers.command("list")
+@click.option("--dossier", "dossier_id", metavar="ID", help="Only this dossier's timers.")
+@click.option("--due", is_flag=True, help="Only timers already due now.")
+@click.option("--all", "include_all", is_flag=True, help="Fired and cancelled ones too.")
+@json_option
+@click.pass_context
+def timers_list(
+    ctx: click.Context, dossier_id: str | None, due: bool, include_all: bool, as_json: bool
+) -> None:
+    """Pending timers (with --all: every timer, whatever its status)."""
+    from .views import list_timers
+
+    app = app_of(ctx)
+    rows = list_timers(
+        app.checked_store(),
+        tz_of(app),
+        dossier_id=dossier_id,
+        due_before=app.now if due else None,
+        include_all=include_all,
+    )
+    if as_json:
+        emit_json(list(rows))
+        return
+    from .render import table
+
+    click.echo(
+        table(
+            ["id", "dossier", "kind", "state", "due", "status"],
+            [
+                (r["id"], r["dossier"], r["kind"], r["state"], r["due_at"][:16].replace("T", " "),
+                 r["status"])
+                for r in rows
+            ],
+        )
+    )
+
+
+@cli.group()
+def notifications() -> None:
+    """The outbox of notifications (file, email, webhook)."""
+
+
+@notifications.command("list")
+@click.option(
+    "--status", type=click.Choice(["pending", "sent", "dead"]), help="Only this status."
+)
+@click.option("--dossier", "dossier_id", metavar="ID", help="Only this dossier's notifications.")
+@json_option
+@click.pass_context
+def notifications_list(
+    ctx: click.Context, status: str | None, dossier_id: str | None, as_json: bool
+) -> None:
+    """The outbox, oldest first."""
+    from .views import list_notifications
+
+    app = app_of(ctx)
+    rows = list_notifications(app.checked_store(), tz_of(app), status=status, dossier_id=dossier_id)
+    if as_json:
+        emit_json(list(rows))
+        return
+    from .render import table
+
+    click.echo(
+        table(
+            ["id", "dossier", "kind", "channel", "recipient", "status", "tries", "subject"],
+            [
+                (r["id"], r["dossier"], r["kind"], r["channel"], r["recipient"], r["status"],
+                 r["attempts"], r["subject"])
+                for r in rows
+            ],
+        )
+    )
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def sweep(ctx: click.Context, as_json: bool) -> None:
+    """Once: fire every due timer, deliver pending notifications, print counts, exit."""
+    from .sweep import run_sweep
+
+    app = app_of(ctx)
+    writing(app)
+    counts = run_sweep(app.engine, app.now)
+    document = counts.document()
+    if as_json:
+        emit_json(document)
+    else:
+        click.echo(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in document.items()))
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run one sweep and exit (for cron).")
+@click.pass_context
+def worker(ctx: click.Context, once: bool) -> None:
+    """Run the scheduler until SIGINT/SIGTERM, then finish the sweep in flight and exit 0."""
+    from .scheduler import run_worker
+
+    app = app_of(ctx)
+    writing(app)
+    run_worker(app, once=once)
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def audit() -> None:
+    """Verify and export the tamper-evident audit trail."""
+
+
+@audit.command("verify")
+@click.option("--dossier", "dossier_id", metavar="ID", help="Only this dossier's chain.")
+@json_option
+@click.pass_context
+def audit_verify(ctx: click.Context, dossier_id: str | None, as_json: bool) -> None:
+    """Recompute the hash chains; exit 7 naming the first broken entry of each bad chain."""
+    from .audit import verify
+    from .errors import AuditFailure
+
+    app = app_of(ctx)
+    report = verify(app.checked_store(), dossier_id)
+    if as_json:
+        emit_json(report.document())
+    else:
+        for p in report.problems:
+            where = f"entry {p.seq}" if p.seq is not None else "dossier"
+            click.echo(f"{p.dossier} {where}: {p.problem}")
+        click.echo(
+            f"{'ok' if report.ok else 'FAILED'}: {report.dossiers_checked} dossier(s), "
+            f"{report.entries_checked} entries checked, {len(report.problems)} problem(s)"
+        )
+    if not report.ok:
+        first = report.problems[0]
+        error = AuditFailure(
+            f"audit verification failed: {len(report.problems)} problem(s), first in dossier "
+            f"{first.dossier}" + (f" entry {first.seq}" if first.seq is not None else "")
+        )
+        error.reported = True  # type: ignore[attr-defined]
+        raise error
+
+
+@audit.command("export")
+@click.option("--since", help="Only entries at or after this date (YYYY-MM-DD, local) or instant.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl",
+              show_default=True, help="Output format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here (default stdout).")
+@click.pass_context
+def audit_export(ctx: click.Context, since: str | None, fmt: str, output: str | None) -> None:
+    """The audit trail for auditors, oldest first per dossier."""
+    from .audit import export
+
+    app = app_of(ctx)
+    tz = tz_of(app)
+    since_at = _parse_since(since, tz) if since else None
+    store = app.checked_store()
+    if output:
+        with open(output, "w", encoding="utf-8", newline="") as out:
+            count = export(store, out, fmt=fmt, since=since_at, timezone=tz)
+        click.echo(f"wrote {count} entries to {output}", err=True)
+    else:
+        export(store, sys.stdout, fmt=fmt, since=since_at, timezone=tz)
+
+
+def _parse_since(text: str, tz: Any) -> Any:
+    from datetime import UTC, date, datetime
+
+    from .errors import UsageError
+
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        from .config import parse_instant
+
+        return parse_instant(text, "--since", UsageError)
+    return datetime.combine(day, datetime.min.time(), tzinfo=tz).astimezone(UTC)
+
+
+def _commands(group: click.Group, prefix: str = "") -> Iterable[tuple[str, click.Command]]:
+    """Every command path, for the test that requires help text on each."""
+    for name, command in group.commands.items():
+        yield f"{prefix}{name}", command
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")

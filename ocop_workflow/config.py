@@ -1,0 +1,462 @@
+"""config.toml → a frozen :class:`Config`, every key checked.
+
+An unknown key, a wrong type or a missing required key is a :class:`ConfigError` (exit 1) naming
+the key, never a traceback and never silently ignored. Relative paths resolve against the config
+file's folder, so ``ocop --config /srv/ocop/config.toml`` works from any directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SYSTEM_ACTOR = "system"
+KNOWN_ROLES = frozenset(
+    {
+        "producer",
+        "commune_officer",
+        "district_officer",
+        "province_officer",
+        "central_officer",
+        "council_member",
+        "council_chair",
+    }
+)
+CHANNELS = ("file", "email", "webhook")
+
+
+@dataclass(frozen=True)
+class User:
+    key: str
+    name: str
+    roles: frozenset[str]
+    communes: frozenset[str]
+    email: str | None = None
+    os_user: str | None = None
+    organisation: str | None = None
+
+    def covers(self, commune: str) -> bool:
+        """True when the user's commune scope includes ``commune`` ("*" = every commune)."""
+        return "*" in self.communes or commune in self.communes
+
+
+@dataclass(frozen=True)
+class FileChannel:
+    path: Path
+
+
+@dataclass(frozen=True)
+class EmailChannel:
+    host: str = "localhost"
+    port: int = 25
+    sender: str = "ocop@example.vn"
+    starttls: bool = False
+    username: str | None = None
+    password_env: str | None = None
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    url: str = "http://127.0.0.1:8080/ocop"
+    secret_env: str | None = None
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class NotificationsConfig:
+    channels: tuple[str, ...] = ("file",)
+    file: FileChannel | None = None
+    email: EmailChannel = field(default_factory=EmailChannel)
+    webhook: WebhookChannel = field(default_factory=WebhookChannel)
+    max_attempts: int = 5
+    backoff_seconds: float = 30.0
+    batch_size: int = 200
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    database_url: str
+    workflows_dir: Path
+    default_workflow: str
+    timezone: str
+    holidays: str
+    allow_clock_override: bool
+    default_user: str | None
+    sweep_interval_seconds: float
+    sweep_batch_size: int
+    notifications: NotificationsConfig
+    require_os_user: bool
+    users: Mapping[str, User]
+    targets: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+
+    def user(self, key: str) -> User:
+        from .errors import NotFound
+
+        if key == SYSTEM_ACTOR:
+            from .errors import PermissionDenied
+
+            raise PermissionDenied("'system' is the scheduler's own identity; no one can act as it")
+        try:
+            return self.users[key]
+        except KeyError:
+            raise NotFound(f"unknown user '{key}': not a key of [users] in {self.path}") from None
+
+
+# --- checking -------------------------------------------------------------------------------
+
+_Check = Callable[[str, Any], Any]
+
+
+def _typed(kind: type | tuple[type, ...], label: str) -> _Check:
+    def check(name: str, value: Any) -> Any:
+        if isinstance(value, bool) and kind is not bool and bool not in _as_tuple(kind):
+            raise ConfigError(f"config key '{name}' must be {label}, not {value!r}")
+        if not isinstance(value, kind):
+            raise ConfigError(f"config key '{name}' must be {label}, not {value!r}")
+        return value
+
+    return check
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+_str = _typed(str, "a string")
+_bool = _typed(bool, "true or false")
+_int = _typed(int, "an integer")
+_num = _typed((int, float), "a number")
+
+
+def _str_list(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config key '{name}' must be a list of strings, not {value!r}")
+    return tuple(value)
+
+
+def _positive(check: _Check) -> _Check:
+    def inner(name: str, value: Any) -> Any:
+        value = check(name, value)
+        if value <= 0:
+            raise ConfigError(f"config key '{name}' must be positive, not {value!r}")
+        return value
+
+    return inner
+
+
+def _section(data: Any, name: str, schema: Mapping[str, _Check]) -> dict[str, Any]:
+    """Check one table: it is a table, it has only known keys, each value passes its check."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{name}' must be a table")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{name}.{key}"
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            raise ConfigError(f"unknown config key '{full}' (known keys of [{name}]: {known})")
+        out[key] = schema[key](full, value)
+    return out
+
+
+def _require(values: Mapping[str, Any], section: str, key: str) -> Any:
+    if key not in values:
+        raise ConfigError(f"missing required config key '{section}.{key}'")
+    return values[key]
+
+
+TOP_LEVEL = frozenset(
+    {
+        "database",
+        "engine",
+        "clock",
+        "cli",
+        "scheduler",
+        "notifications",
+        "security",
+        "users",
+        "targets",
+    }
+)
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and check ``path``; apply ``OCOP_DATABASE_URL`` from ``env`` (default os.environ)."""
+    env = os.environ if env is None else env
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found (give --config PATH or set OCOP_CONFIG)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(data, path.resolve(), env)
+
+
+def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> Config:
+    for key in data:
+        if key not in TOP_LEVEL:
+            raise ConfigError(
+                f"unknown config key '{key}' in {path} (known: {', '.join(sorted(TOP_LEVEL))})"
+            )
+    base = path.parent
+
+    def resolve(p: str) -> Path:
+        candidate = Path(p).expanduser()
+        return candidate if candidate.is_absolute() else base / candidate
+
+    db = _section(data.get("database"), "database", {"url": _str})
+    url = env.get("OCOP_DATABASE_URL") or db.get("url") or "sqlite:///ocop.db"
+    url = _resolve_sqlite_url(url, base)
+
+    engine = _section(
+        data.get("engine"),
+        "engine",
+        {
+            "workflows_dir": _str,
+            "default_workflow": _str,
+            "timezone": _str,
+            "holidays": _str,
+        },
+    )
+    timezone = engine.get("timezone", "Asia/Ho_Chi_Minh")
+    _check_timezone(timezone)
+
+    clock = _section(data.get("clock"), "clock", {"allow_override": _bool})
+    cli = _section(data.get("cli"), "cli", {"default_user": _str})
+    scheduler = _section(
+        data.get("scheduler"),
+        "scheduler",
+        {"sweep_interval_seconds": _positive(_num), "batch_size": _positive(_int)},
+    )
+    security = _section(data.get("security"), "security", {"require_os_user": _bool})
+    notifications = _notifications(data.get("notifications"), resolve)
+    users = _users(data.get("users"))
+    targets = _targets(data.get("targets"))
+
+    default_user = cli.get("default_user")
+    if default_user is not None and default_user not in users:
+        raise ConfigError(
+            f"config key 'cli.default_user': '{default_user}' is not a key of [users]"
+        )
+
+    return Config(
+        path=path,
+        database_url=url,
+        workflows_dir=resolve(engine.get("workflows_dir", "workflows")),
+        default_workflow=engine.get("default_workflow", "ocop-1489"),
+        timezone=timezone,
+        holidays=engine.get("holidays", "VN"),
+        allow_clock_override=clock.get("allow_override", False),
+        default_user=default_user,
+        sweep_interval_seconds=float(scheduler.get("sweep_interval_seconds", 30)),
+        sweep_batch_size=scheduler.get("batch_size", 500),
+        notifications=notifications,
+        require_os_user=security.get("require_os_user", False),
+        users=users,
+        targets=targets,
+    )
+
+
+def _resolve_sqlite_url(url: str, base: Path) -> str:
+    """``sqlite:///ocop.db`` is relative to the config file's folder, not the caller's cwd."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////"):
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:" and not rest.startswith("file:"):
+            return prefix + str(base / rest)
+    return url
+
+
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"config key 'engine.timezone': unknown time zone '{name}'") from None
+
+
+def _notifications(data: Any, resolve: Callable[[str], Path]) -> NotificationsConfig:
+    top = dict(data or {})
+    file_raw = top.pop("file", None)
+    email_raw = top.pop("email", None)
+    webhook_raw = top.pop("webhook", None)
+    values = _section(
+        top,
+        "notifications",
+        {
+            "channels": _str_list,
+            "max_attempts": _positive(_int),
+            "backoff_seconds": _positive(_num),
+            "batch_size": _positive(_int),
+        },
+    )
+    channels = values.get("channels", ("file",))
+    for channel in channels:
+        if channel not in CHANNELS:
+            raise ConfigError(
+                f"config key 'notifications.channels': unknown channel '{channel}' "
+                f"(known: {', '.join(CHANNELS)})"
+            )
+    file_values = _section(file_raw, "notifications.file", {"path": _str})
+    email_values = _section(
+        email_raw,
+        "notifications.email",
+        {
+            "host": _str,
+            "port": _positive(_int),
+            "sender": _str,
+            "starttls": _bool,
+            "username": _str,
+            "password_env": _str,
+            "timeout_seconds": _positive(_num),
+        },
+    )
+    webhook_values = _section(
+        webhook_raw,
+        "notifications.webhook",
+        {"url": _str, "secret_env": _str, "timeout_seconds": _positive(_num)},
+    )
+    if "webhook" in channels and "url" not in webhook_values:
+        _require(webhook_values, "notifications.webhook", "url")
+    return NotificationsConfig(
+        channels=channels,
+        file=FileChannel(resolve(file_values.get("path", "outbox.jsonl"))),
+        email=EmailChannel(**email_values),
+        webhook=WebhookChannel(**webhook_values),
+        max_attempts=values.get("max_attempts", 5),
+        backoff_seconds=float(values.get("backoff_seconds", 30.0)),
+        batch_size=values.get("batch_size", 200),
+    )
+
+
+def _users(data: Any) -> dict[str, User]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config key 'users' must be a table of users")
+    users: dict[str, User] = {}
+    os_users: dict[str, str] = {}
+    for key, raw in data.items():
+        section = f"users.{key}"
+        if key == SYSTEM_ACTOR:
+            raise ConfigError("config key 'users.system': 'system' is reserved for the scheduler")
+        values = _section(
+            raw,
+            section,
+            {
+                "name": _str,
+                "roles": _str_list,
+                "communes": _str_list,
+                "email": _str,
+                "os_user": _str,
+                "organisation": _str,
+            },
+        )
+        roles = _require(values, section, "roles")
+        for role in roles:
+            if role == SYSTEM_ACTOR:
+                raise ConfigError(
+                    f"config key '{section}.roles': 'system' cannot be given to a user"
+                )
+            if role not in KNOWN_ROLES:
+                raise ConfigError(
+                    f"config key '{section}.roles': unknown role '{role}' "
+                    f"(known: {', '.join(sorted(KNOWN_ROLES))})"
+                )
+        if "producer" in roles and "organisation" not in values:
+            raise ConfigError(f"missing required config key '{section}.organisation' (a producer)")
+        os_user = values.get("os_user")
+        if os_user is not None:
+            if os_user in os_users:
+                raise ConfigError(
+                    f"config key '{section}.os_user': '{os_user}' is already the login of "
+                    f"users.{os_users[os_user]}"
+                )
+            os_users[os_user] = key
+        users[key] = User(
+            key=key,
+            name=values.get("name", key),
+            roles=frozenset(roles),
+            communes=frozenset(values.get("communes", ())),
+            email=values.get("email"),
+            os_user=os_user,
+            organisation=values.get("organisation"),
+        )
+    return users
+
+
+def _targets(data: Any) -> dict[int, dict[str, int]]:
+    """``[targets.<year>]``: named integer plan targets (read by the progress report)."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config key 'targets' must be a table of years")
+    out: dict[int, dict[str, int]] = {}
+    for year, raw in data.items():
+        if not year.isdigit():
+            raise ConfigError(f"config key 'targets.{year}': the table name must be a year")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config key 'targets.{year}' must be a table")
+        checked: dict[str, int] = {}
+        for key, value in raw.items():
+            checked[key] = _int(f"targets.{year}.{key}", value)
+        out[int(year)] = checked
+    return out
+
+
+# --- the clock --------------------------------------------------------------------------------
+
+
+def resolve_now(config: Config, env: Mapping[str, str] | None = None) -> datetime:
+    """The instant every command sees as "now": the real clock, or ``OCOP_NOW`` when allowed.
+
+    The override is refused unless ``[clock] allow_override = true`` so that a production audit
+    trail cannot be back-dated by an environment variable.
+    """
+    from datetime import UTC
+
+    env = os.environ if env is None else env
+    override = env.get("OCOP_NOW")
+    if not override:
+        return datetime.now(UTC)
+    if not config.allow_clock_override:
+        raise ConfigError(
+            "OCOP_NOW is set but [clock] allow_override is false in "
+            f"{config.path}: unset OCOP_NOW or allow the override (rehearsals only)"
+        )
+    return parse_instant(override, "OCOP_NOW", ConfigError)
+
+
+def parse_instant(text: str, what: str, error: type[Exception]) -> datetime:
+    """ISO 8601 with an explicit offset → aware UTC datetime."""
+    from datetime import UTC
+
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise error(
+            f"{what}: '{text}' is not an ISO 8601 instant (e.g. 2026-02-13T09:00+07:00)"
+        ) from None
+    if value.tzinfo is None:
+        raise error(f"{what}: '{text}' needs a UTC offset (e.g. +07:00)")
+    return value.astimezone(UTC)

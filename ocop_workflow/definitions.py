@@ -1,0 +1,664 @@
+"""Workflow definitions: ``workflows/*.toml`` read into frozen dataclasses and checked on load.
+
+A workflow file is data, written by people who know the OCOP rules, not Python. So every problem
+is named with its file and item, all at once (not just the first), and a file with any problem is
+refused as a whole: a half-valid rule set must never move a dossier.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from .config import KNOWN_ROLES, SYSTEM_ACTOR
+from .errors import NotFound, UsageError, WorkflowFileError
+
+FIELD_TYPES = ("str", "int", "float", "date", "email")
+DEADLINE_UNITS = ("working_days", "days", "months")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    """A data field a dossier may carry; ``protected`` fields are set only by the engine."""
+
+    name: str
+    type: str = "str"
+    label: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    protected: bool = False
+    choices: tuple[str, ...] = ()
+
+    def parse(self, text: str) -> Any:
+        """Turn the text of ``--set name=text`` into the stored value, or say what is wrong."""
+        where = f"--set {self.name}={text}"
+        value: Any
+        if self.type == "int":
+            try:
+                value = int(text)
+            except ValueError:
+                raise UsageError(f"{where}: '{self.name}' must be a whole number") from None
+        elif self.type == "float":
+            try:
+                value = float(text)
+            except ValueError:
+                raise UsageError(f"{where}: '{self.name}' must be a number") from None
+        elif self.type == "date":
+            try:
+                value = date.fromisoformat(text).isoformat()
+            except ValueError:
+                raise UsageError(f"{where}: '{self.name}' must be a date YYYY-MM-DD") from None
+        elif self.type == "email":
+            if not _EMAIL.match(text):
+                raise UsageError(f"{where}: '{self.name}' must be an e-mail address")
+            value = text
+        else:
+            if not text.strip():
+                raise UsageError(f"{where}: '{self.name}' must not be empty")
+            value = text
+        if self.choices and value not in self.choices:
+            raise UsageError(f"{where}: '{self.name}' must be one of {', '.join(self.choices)}")
+        if isinstance(value, int | float):
+            if self.minimum is not None and value < self.minimum:
+                raise UsageError(f"{where}: '{self.name}' must be at least {self.minimum:g}")
+            if self.maximum is not None and value > self.maximum:
+                raise UsageError(f"{where}: '{self.name}' must be at most {self.maximum:g}")
+        return value
+
+
+@dataclass(frozen=True)
+class DeadlineDef:
+    """When a state must be left, why (legal basis), and what fires around that instant.
+
+    ``amount`` of ``unit`` counted from state entry or from the date in data field
+    ``from_field``. Reminders fire ``remind_before`` units before the deadline; after it an
+    escalation repeats every ``escalate_every`` working days to ``escalate_to`` until the state
+    is left; ``on_expiry`` names a trigger the scheduler fires (as ``system``) at the deadline.
+    """
+
+    amount: int
+    unit: str
+    basis: str
+    from_field: str | None = None
+    remind_before: tuple[int, ...] = ()
+    remind_unit: str = "working_days"
+    escalate_every: int | None = None
+    escalate_to: tuple[str, ...] = ()
+    on_expiry: str | None = None
+    certificate: bool = False
+
+    def describe(self) -> str:
+        unit = self.unit.replace("_", " ")
+        start = f"from {self.from_field}" if self.from_field else "from entering the state"
+        return f"{self.amount} {unit} {start} ({self.basis})"
+
+
+@dataclass(frozen=True)
+class StateDef:
+    name: str
+    stage: str
+    label_vi: str
+    label_en: str
+    initial: bool = False
+    final: bool = False
+    level: str | None = None
+    recognise_stars: tuple[int, ...] = ()
+    deadline: DeadlineDef | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TransitionDef:
+    trigger: str
+    source: str
+    dest: str
+    roles: tuple[str, ...]
+    guards: tuple[str, ...] = ()
+    stamp: tuple[str, ...] = ()
+    label_vi: str = ""
+    label_en: str = ""
+
+
+@dataclass(frozen=True)
+class WorkflowDef:
+    name: str
+    version: str
+    title: str
+    legal_basis: str
+    path: Path
+    stages: tuple[str, ...]
+    states: Mapping[str, StateDef]
+    transitions: tuple[TransitionDef, ...]
+    fields: Mapping[str, FieldDef]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def initial(self) -> StateDef:
+        return next(s for s in self.states.values() if s.initial)
+
+    @property
+    def triggers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t.trigger for t in self.transitions))
+
+    def state(self, name: str) -> StateDef:
+        try:
+            return self.states[name]
+        except KeyError:
+            raise NotFound(f"workflow {self.name} has no state '{name}'") from None
+
+    def transitions_from(self, state: str) -> list[TransitionDef]:
+        return [t for t in self.transitions if t.source == state]
+
+    def transition(self, trigger: str, state: str) -> TransitionDef | None:
+        """The transition ``trigger`` fires from ``state``; None when not allowed there.
+
+        Raises NotFound when the workflow has no such trigger at all (exit 3, not 4).
+        """
+        if trigger not in self.triggers:
+            raise NotFound(
+                f"workflow {self.name} has no trigger '{trigger}' "
+                f"(triggers: {', '.join(self.triggers)})"
+            )
+        return next(
+            (t for t in self.transitions if t.trigger == trigger and t.source == state), None
+        )
+
+    def first_evaluation_state(self) -> StateDef:
+        return next(s for s in self.states.values() if s.level is not None)
+
+    def parse_data(self, pairs: Iterable[str], *, allow_protected: bool = False) -> dict[str, Any]:
+        """``K=V`` strings from ``--set`` → checked data values (UsageError names the bad one)."""
+        out: dict[str, Any] = {}
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise UsageError(f"--set {pair}: expected KEY=VALUE")
+            spec = self.fields.get(key)
+            if spec is None:
+                known = ", ".join(n for n, f in self.fields.items() if not f.protected)
+                raise UsageError(f"--set {pair}: unknown field '{key}' (fields: {known})")
+            if spec.protected and not allow_protected:
+                raise UsageError(
+                    f"--set {pair}: field '{key}' is protected: only the engine sets it"
+                )
+            out[key] = spec.parse(text)
+        return out
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+class _Problems:
+    """Collects every problem of one file, each prefixed with the file and the item."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.items: list[str] = []
+
+    def add(self, item: str, message: str) -> None:
+        self.items.append(f"{self.path}: {item}: {message}")
+
+
+_WORKFLOW_KEYS = {"name", "version", "title", "legal_basis", "stages", "in_force_from"}
+_STATE_KEYS = {
+    "stage",
+    "label_vi",
+    "label_en",
+    "initial",
+    "final",
+    "level",
+    "recognise_stars",
+    "deadline",
+    "forward_min_score",
+}
+_DEADLINE_KEYS = {
+    "working_days",
+    "days",
+    "months",
+    "basis",
+    "from_field",
+    "remind_working_days_before",
+    "remind_days_before",
+    "escalate_every_working_days",
+    "escalate_to",
+    "on_expiry",
+    "certificate",
+}
+_TRANSITION_KEYS = {"trigger", "source", "dest", "roles", "guards", "stamp", "label_vi", "label_en"}
+_FIELD_KEYS = {"type", "label", "min", "max", "protected", "choices"}
+_TOP_KEYS = {"workflow", "fields", "states", "transitions"}
+
+
+def _unknown(problems: _Problems, item: str, table: Mapping[str, Any], known: set[str]) -> None:
+    for key in table:
+        if key not in known:
+            problems.add(item, f"unknown key '{key}' (known: {', '.join(sorted(known))})")
+
+
+def _get(
+    problems: _Problems,
+    item: str,
+    table: Mapping[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    default: Any = None,
+    *,
+    required: bool = False,
+) -> Any:
+    if key not in table:
+        if required:
+            problems.add(item, f"missing required key '{key}'")
+        return default
+    value = table[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        problems.add(item, f"'{key}' has the wrong type ({value!r})")
+        return default
+    if not isinstance(value, kinds):
+        problems.add(item, f"'{key}' has the wrong type ({value!r})")
+        return default
+    return value
+
+
+def _str_tuple(
+    problems: _Problems, item: str, table: Mapping[str, Any], key: str
+) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.add(item, f"'{key}' must be a string or a list of strings")
+        return ()
+    return tuple(value)
+
+
+def _int_tuple(
+    problems: _Problems, item: str, table: Mapping[str, Any], key: str
+) -> tuple[int, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        problems.add(item, f"'{key}' must be a list of whole numbers")
+        return ()
+    return tuple(value)
+
+
+def parse_workflow(data: Mapping[str, Any], path: Path) -> tuple[WorkflowDef | None, list[str]]:
+    """Build and check one workflow; returns (definition or None, every problem found)."""
+    from .guards import GUARDS
+
+    problems = _Problems(path)
+    _unknown(problems, "top level", data, _TOP_KEYS)
+    head = data.get("workflow")
+    if not isinstance(head, dict):
+        problems.add("[workflow]", "missing table [workflow] with name, version, title, stages")
+        return None, problems.items
+    _unknown(problems, "[workflow]", head, _WORKFLOW_KEYS)
+    name = _get(problems, "[workflow]", head, "name", str, required=True)
+    version = _get(problems, "[workflow]", head, "version", str, required=True)
+    title = _get(problems, "[workflow]", head, "title", str, "")
+    legal_basis = _get(problems, "[workflow]", head, "legal_basis", str, "")
+    stages = _str_tuple(problems, "[workflow]", head, "stages")
+    if not stages:
+        problems.add("[workflow]", "'stages' must list the stages in order")
+    in_force_from = head.get("in_force_from")
+    if in_force_from is not None and not isinstance(in_force_from, date):
+        problems.add("[workflow]", "'in_force_from' must be a TOML date (YYYY-MM-DD)")
+
+    fields = _parse_fields(problems, data.get("fields", {}))
+    states = _parse_states(problems, data.get("states"), stages)
+    transitions = _parse_transitions(problems, data.get("transitions"), states, GUARDS, fields)
+    _check_graph(problems, states, transitions)
+    _check_deadlines(problems, states, transitions, fields)
+
+    if problems.items or name is None or version is None:
+        return None, problems.items
+    return (
+        WorkflowDef(
+            name=name,
+            version=version,
+            title=title,
+            legal_basis=legal_basis,
+            path=path,
+            stages=stages,
+            states=states,
+            transitions=tuple(transitions),
+            fields=fields,
+            extra={"in_force_from": in_force_from} if in_force_from else {},
+        ),
+        [],
+    )
+
+
+def _parse_fields(problems: _Problems, raw: Any) -> dict[str, FieldDef]:
+    if not isinstance(raw, dict):
+        problems.add("[fields]", "must be a table of fields")
+        return {}
+    out: dict[str, FieldDef] = {}
+    for fname, spec in raw.items():
+        item = f"fields.{fname}"
+        if not isinstance(spec, dict):
+            problems.add(item, "must be a table")
+            continue
+        _unknown(problems, item, spec, _FIELD_KEYS)
+        ftype = _get(problems, item, spec, "type", str, "str")
+        if ftype not in FIELD_TYPES:
+            problems.add(item, f"unknown type '{ftype}' (known: {', '.join(FIELD_TYPES)})")
+        out[fname] = FieldDef(
+            name=fname,
+            type=ftype,
+            label=_get(problems, item, spec, "label", str, ""),
+            minimum=_get(problems, item, spec, "min", (int, float)),
+            maximum=_get(problems, item, spec, "max", (int, float)),
+            protected=_get(problems, item, spec, "protected", bool, False),
+            choices=_str_tuple(problems, item, spec, "choices"),
+        )
+    return out
+
+
+def _parse_states(problems: _Problems, raw: Any, stages: tuple[str, ...]) -> dict[str, StateDef]:
+    if not isinstance(raw, dict) or not raw:
+        problems.add("[states]", "missing: a workflow needs states")
+        return {}
+    out: dict[str, StateDef] = {}
+    for sname, spec in raw.items():
+        item = f"states.{sname}"
+        if not isinstance(spec, dict):
+            problems.add(item, "must be a table")
+            continue
+        if not _NAME.match(sname):
+            problems.add(item, "state names are lower_case code names")
+        _unknown(problems, item, spec, _STATE_KEYS)
+        stage = _get(problems, item, spec, "stage", str, "", required=True)
+        if stage and stages and stage not in stages:
+            problems.add(item, f"unknown stage '{stage}' (stages: {', '.join(stages)})")
+        label_vi = _get(problems, item, spec, "label_vi", str, "", required=True)
+        label_en = _get(problems, item, spec, "label_en", str, "", required=True)
+        stars = _int_tuple(problems, item, spec, "recognise_stars")
+        for star in stars:
+            if not 1 <= star <= 5:
+                problems.add(item, f"recognise_stars: {star} is not a star rating 1-5")
+        deadline = None
+        if "deadline" in spec:
+            deadline = _parse_deadline(problems, f"{item}.deadline", spec["deadline"])
+        extra = {}
+        if "forward_min_score" in spec:
+            extra["forward_min_score"] = _get(
+                problems, item, spec, "forward_min_score", (int, float)
+            )
+        out[sname] = StateDef(
+            name=sname,
+            stage=stage,
+            label_vi=label_vi,
+            label_en=label_en,
+            initial=_get(problems, item, spec, "initial", bool, False),
+            final=_get(problems, item, spec, "final", bool, False),
+            level=_get(problems, item, spec, "level", str),
+            recognise_stars=stars,
+            deadline=deadline,
+            extra=extra,
+        )
+    initial = [s.name for s in out.values() if s.initial]
+    if len(initial) != 1:
+        found = ", ".join(initial) if initial else "none"
+        problems.add("[states]", f"exactly one state must have initial = true (found: {found})")
+    return out
+
+
+def _parse_deadline(problems: _Problems, item: str, spec: Any) -> DeadlineDef | None:
+    if not isinstance(spec, dict):
+        problems.add(item, "must be a table")
+        return None
+    _unknown(problems, item, spec, _DEADLINE_KEYS)
+    units = [u for u in DEADLINE_UNITS if u in spec]
+    if len(units) != 1:
+        problems.add(item, f"give exactly one of {', '.join(DEADLINE_UNITS)}")
+        return None
+    unit = units[0]
+    amount = _get(problems, item, spec, unit, int, 0)
+    if amount <= 0:
+        problems.add(item, f"'{unit}' must be a positive number, not {amount}")
+    basis = _get(problems, item, spec, "basis", str, "", required=True)
+    if "remind_working_days_before" in spec and "remind_days_before" in spec:
+        problems.add(item, "give remind_working_days_before or remind_days_before, not both")
+    remind_unit = "days" if "remind_days_before" in spec else "working_days"
+    remind = _int_tuple(problems, item, spec, f"remind_{remind_unit}_before")
+    for offset in remind:
+        if offset <= 0:
+            problems.add(item, f"reminder offsets must be positive, not {offset}")
+    every = _get(problems, item, spec, "escalate_every_working_days", int)
+    if every is not None and every <= 0:
+        problems.add(item, f"'escalate_every_working_days' must be positive, not {every}")
+    escalate_to = _str_tuple(problems, item, spec, "escalate_to")
+    for role in escalate_to:
+        if role not in KNOWN_ROLES:
+            problems.add(item, f"escalate_to: unknown role '{role}'")
+    if escalate_to and every is None:
+        problems.add(item, "escalate_to needs escalate_every_working_days")
+    return DeadlineDef(
+        amount=amount,
+        unit=unit,
+        basis=basis,
+        from_field=_get(problems, item, spec, "from_field", str),
+        remind_before=tuple(sorted(set(remind), reverse=True)),
+        remind_unit=remind_unit,
+        escalate_every=every,
+        escalate_to=escalate_to,
+        on_expiry=_get(problems, item, spec, "on_expiry", str),
+        certificate=_get(problems, item, spec, "certificate", bool, False),
+    )
+
+
+def _parse_transitions(
+    problems: _Problems,
+    raw: Any,
+    states: Mapping[str, StateDef],
+    guards: Mapping[str, Any],
+    fields: Mapping[str, FieldDef],
+) -> list[TransitionDef]:
+    if not isinstance(raw, list) or not raw:
+        problems.add("[[transitions]]", "missing: a workflow needs transitions")
+        return []
+    out: list[TransitionDef] = []
+    seen: dict[tuple[str, str], int] = {}
+    roles_known = KNOWN_ROLES | {SYSTEM_ACTOR}
+    for index, spec in enumerate(raw):
+        item = f"transitions[{index}]"
+        if not isinstance(spec, dict):
+            problems.add(item, "must be a table")
+            continue
+        trigger = _get(problems, item, spec, "trigger", str, "", required=True)
+        item = f"transitions[{index}] (trigger '{trigger}')"
+        _unknown(problems, item, spec, _TRANSITION_KEYS)
+        if trigger and not _NAME.match(trigger):
+            problems.add(item, "trigger names are lower_case code names")
+        if trigger == "register":
+            problems.add(item, "'register' is reserved for the first audit entry")
+        dest = _get(problems, item, spec, "dest", str, "", required=True)
+        if dest and dest not in states:
+            problems.add(item, f"unknown destination state '{dest}'")
+        sources = _str_tuple(problems, item, spec, "source")
+        if not sources:
+            problems.add(item, "missing required key 'source'")
+        if sources == ("*",):
+            sources = tuple(s.name for s in states.values() if not s.final and s.name != dest)
+        roles = _str_tuple(problems, item, spec, "roles")
+        if not roles:
+            problems.add(item, "missing required key 'roles' (who may fire it)")
+        for role in roles:
+            if role not in roles_known:
+                problems.add(item, f"unknown role '{role}'")
+        guard_names = _str_tuple(problems, item, spec, "guards")
+        for guard in guard_names:
+            if guard not in guards:
+                problems.add(item, f"unknown guard '{guard}' (known: {', '.join(sorted(guards))})")
+        stamp = _str_tuple(problems, item, spec, "stamp")
+        for fname in stamp:
+            if fields.get(fname) is None or fields[fname].type != "date":
+                problems.add(item, f"stamp: '{fname}' is not a date field of [fields]")
+        for source in sources:
+            if source not in states:
+                problems.add(item, f"unknown source state '{source}'")
+                continue
+            if states[source].final:
+                problems.add(item, f"'{source}' is a final state: no transition may leave it")
+            key = (trigger, source)
+            if key in seen:
+                problems.add(
+                    item,
+                    f"trigger '{trigger}' from '{source}' is already defined by "
+                    f"transitions[{seen[key]}]",
+                )
+                continue
+            seen[key] = index
+            out.append(
+                TransitionDef(
+                    trigger=trigger,
+                    source=source,
+                    dest=dest,
+                    roles=roles,
+                    guards=guard_names,
+                    stamp=stamp,
+                    label_vi=_get(problems, item, spec, "label_vi", str, ""),
+                    label_en=_get(problems, item, spec, "label_en", str, ""),
+                )
+            )
+    return out
+
+
+def _check_graph(
+    problems: _Problems, states: Mapping[str, StateDef], transitions: list[TransitionDef]
+) -> None:
+    """Every state reachable from the initial one; every non-final state can reach a final one."""
+    initial = [s.name for s in states.values() if s.initial]
+    if len(initial) != 1:
+        return
+    forward: dict[str, set[str]] = {name: set() for name in states}
+    backward: dict[str, set[str]] = {name: set() for name in states}
+    for t in transitions:
+        if t.source in states and t.dest in states:
+            forward[t.source].add(t.dest)
+            backward[t.dest].add(t.source)
+    reachable = _closure(initial, forward)
+    for name in states:
+        if name not in reachable:
+            problems.add(f"states.{name}", f"unreachable from the initial state '{initial[0]}'")
+    finals = [s.name for s in states.values() if s.final]
+    if not finals:
+        problems.add("[states]", "no final state (final = true): dossiers could never finish")
+        return
+    can_finish = _closure(finals, backward)
+    for name, state in states.items():
+        if not state.final and name not in can_finish:
+            problems.add(f"states.{name}", "cannot reach any final state")
+
+
+def _closure(start: Iterable[str], edges: Mapping[str, set[str]]) -> set[str]:
+    seen = set(start)
+    queue = deque(seen)
+    while queue:
+        for nxt in edges[queue.popleft()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return seen
+
+
+def _check_deadlines(
+    problems: _Problems,
+    states: Mapping[str, StateDef],
+    transitions: list[TransitionDef],
+    fields: Mapping[str, FieldDef],
+) -> None:
+    for name, state in states.items():
+        deadline = state.deadline
+        if deadline is None:
+            continue
+        item = f"states.{name}.deadline"
+        if state.final:
+            problems.add(item, "a final state has no deadline")
+        if deadline.from_field is not None:
+            spec = fields.get(deadline.from_field)
+            if spec is None or spec.type != "date":
+                problems.add(item, f"from_field: '{deadline.from_field}' is not a date field")
+        if deadline.on_expiry is not None and not any(
+            t.trigger == deadline.on_expiry and t.source == name for t in transitions
+        ):
+            problems.add(
+                item, f"on_expiry: trigger '{deadline.on_expiry}' does not exist from '{name}'"
+            )
+
+
+def load_workflow_file(path: Path) -> WorkflowDef:
+    definition, problems = check_workflow_file(path)
+    if definition is None:
+        raise WorkflowFileError(problems[0], problems)
+    return definition
+
+
+def check_workflow_file(path: Path) -> tuple[WorkflowDef | None, list[str]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return None, [f"{path}: cannot read: {exc.strerror}"]
+    except UnicodeDecodeError:
+        return None, [f"{path}: not UTF-8 text"]
+    except tomllib.TOMLDecodeError as exc:
+        return None, [f"{path}: invalid TOML: {exc}"]
+    return parse_workflow(data, path)
+
+
+class Registry:
+    """The workflows of one ``workflows_dir``, by name; files are parsed when first asked for."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._loaded: dict[str, WorkflowDef] | None = None
+        self._cache: dict[str, WorkflowDef] = {}
+
+    def _load(self) -> dict[str, WorkflowDef]:
+        if self._loaded is None:
+            if not self.folder.is_dir():
+                raise WorkflowFileError(f"workflows folder {self.folder} not found")
+            loaded: dict[str, WorkflowDef] = {}
+            for path in sorted(self.folder.glob("*.toml")):
+                definition = load_workflow_file(path)
+                if definition.name in loaded:
+                    raise WorkflowFileError(
+                        f"{path}: workflow name '{definition.name}' is also used by "
+                        f"{loaded[definition.name].path}"
+                    )
+                loaded[definition.name] = definition
+            self._loaded = loaded
+        return self._loaded
+
+    def get(self, name: str) -> WorkflowDef:
+        # Fast path: a dossier's workflow is usually in the file named after it, so a command
+        # touching one dossier parses one file, not the whole folder.
+        if name in self._cache:
+            return self._cache[name]
+        if self._loaded is None:
+            path = self.folder / f"{name}.toml"
+            if path.is_file():
+                definition = load_workflow_file(path)
+                if definition.name == name:
+                    self._cache[name] = definition
+                    return definition
+        try:
+            return self._load()[name]
+        except KeyError:
+            known = ", ".join(self._load()) or "none"
+            raise NotFound(f"unknown workflow '{name}' (known: {known})") from None
+
+    def all(self) -> list[WorkflowDef]:
+        return list(self._load().values())

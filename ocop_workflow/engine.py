@@ -1,0 +1,449 @@
+"""The engine: register a dossier, fire a trigger, list what may fire — each one transaction.
+
+``advance`` is permission → guards → the ``transitions`` machine → audit entry → timers → the
+dossier row updated under an optimistic version check, all in one database transaction (design.md).
+Any refusal raises before anything is written, and a lost race (zero rows updated) rolls the whole
+transaction back: the database is exactly as before. Events are logged only after commit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from . import audit, timers
+from .config import SYSTEM_ACTOR, Config, User
+from .definitions import Registry, TransitionDef, WorkflowDef
+from .errors import Conflict, NotFound, PermissionDenied, TransitionRefused, UsageError
+from .guards import GUARDS, GuardContext
+from .store import Store, counter_t, dossier_t, dumps, insert_ignore, timer_t
+
+if TYPE_CHECKING:
+    from .calendar import WorkCalendar
+
+#: The scheduler's identity: fires automatic transitions (``expire``); no login can claim it.
+SYSTEM = User(
+    key=SYSTEM_ACTOR,
+    name="Hệ thống OCOP",
+    roles=frozenset({SYSTEM_ACTOR}),
+    communes=frozenset({"*"}),
+)
+OFFICER_ROLES = frozenset(
+    {"commune_officer", "district_officer", "province_officer", "central_officer"}
+)
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What ``advance`` did, as shown by ``dossier advance --json``."""
+
+    id: str
+    trigger: str
+    from_state: str
+    to_state: str
+    seq: int
+    at: datetime
+    deadline_at: datetime | None
+    actor: str
+    version: int
+
+
+def snapshot(row: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The part of a dossier an audit entry records before and after a change."""
+    return {
+        "product": row["product"],
+        "producer": row["producer"],
+        "commune": row["commune"],
+        "group": row["product_group"],
+        "data": dict(json.loads(row["data"]) if data is None else data),
+    }
+
+
+def permission_problems(
+    user: User, transition: TransitionDef, dossier: Mapping[str, Any]
+) -> list[str]:
+    """Why ``user`` may not fire ``transition`` on ``dossier`` (empty when they may)."""
+    granting = [role for role in transition.roles if role in user.roles]
+    if not granting:
+        if transition.roles == (SYSTEM_ACTOR,):
+            return [f"only the scheduler (system) fires '{transition.trigger}'"]
+        return [
+            f"{user.key} lacks the role for '{transition.trigger}' "
+            f"(needs {' or '.join(transition.roles)})"
+        ]
+    if not user.covers(dossier["commune"]):
+        return [f"{user.key} does not cover commune {dossier['commune']}"]
+    if granting == ["producer"] and user.organisation != dossier["producer"]:
+        return [f"{user.key} acts for {user.organisation}, not for {dossier['producer']}"]
+    return []
+
+
+class Engine:
+    """Commands that change dossiers. The clock is injected: ``clock()`` is "now" everywhere."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        config: Config,
+        clock: Callable[[], datetime],
+        calendar: WorkCalendar | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.config = config
+        self.clock = clock
+        if calendar is not None:
+            self.__dict__["calendar"] = calendar
+
+    @cached_property
+    def calendar(self) -> WorkCalendar:
+        from .calendar import WorkCalendar
+
+        return WorkCalendar(self.config.timezone, self.config.holidays)
+
+    # --- register ---------------------------------------------------------------------------
+
+    def register(
+        self,
+        actor: User,
+        *,
+        product: str,
+        producer: str,
+        commune: str,
+        group: str | None = None,
+        workflow: str | None = None,
+        dossier_id: str | None = None,
+        data: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """A new dossier in its workflow's initial state, with the first audit entry."""
+        wf = self.registry.get(workflow or self.config.default_workflow)
+        for name, value in (
+            ("--product", product),
+            ("--producer", producer),
+            ("--commune", commune),
+        ):
+            if not value.strip():
+                raise UsageError(f"{name} must not be empty")
+        if dossier_id is not None and not _ID.match(dossier_id):
+            raise UsageError(
+                f"--id {dossier_id!r}: use letters, digits and . _ / - (at most 64 characters)"
+            )
+        values = wf.parse_data(data)
+        self._check_may_register(actor, producer, commune)
+        now = self.clock()
+        initial = wf.initial
+        with self.store.write() as conn:
+            if dossier_id is None:
+                dossier_id = self._next_id(conn, now)
+            elif conn.execute(
+                sa.select(dossier_t.c.id).where(dossier_t.c.id == dossier_id)
+            ).first():
+                raise Conflict(f"dossier {dossier_id} already exists: choose another --id")
+            row = {
+                "id": dossier_id,
+                "product": product.strip(),
+                "producer": producer.strip(),
+                "commune": commune.strip(),
+                "product_group": group,
+                "workflow": wf.name,
+                "workflow_version": wf.version,
+                "state": initial.name,
+                "stage": initial.stage,
+                "state_entered_at": now,
+                "state_entry_seq": 1,
+                "version": 1,
+                "data": dumps(values),
+                "created_at": now,
+                "updated_at": now,
+            }
+            deadline, timer_rows = timers.plan(
+                initial,
+                dossier_id=dossier_id,
+                entry_seq=1,
+                entered_at=now,
+                data=values,
+                cal=self.calendar,
+            )
+            row["deadline_at"] = deadline.at if deadline else None
+            row["deadline_note"] = timers.deadline_note_json(deadline)
+            conn.execute(dossier_t.insert().values(**row))
+            audit.append(
+                conn,
+                dossier_id=dossier_id,
+                trigger="register",
+                from_state=None,
+                to_state=initial.name,
+                actor=actor.key,
+                reason=None,
+                at=now,
+                data_before=None,
+                data_after=snapshot(row, values),
+            )
+            if timer_rows:
+                conn.execute(timer_t.insert(), timer_rows)
+        _log().info(
+            "dossier.registered",
+            dossier=dossier_id,
+            actor=actor.key,
+            workflow=wf.name,
+            to=initial.name,
+        )
+        return row
+
+    def _check_may_register(self, actor: User, producer: str, commune: str) -> None:
+        if actor.roles & OFFICER_ROLES:
+            if actor.covers(commune):
+                return
+            raise PermissionDenied(f"{actor.key} does not cover commune {commune}")
+        if "producer" in actor.roles:
+            if not actor.covers(commune):
+                raise PermissionDenied(f"{actor.key} does not cover commune {commune}")
+            if actor.organisation != producer:
+                raise PermissionDenied(
+                    f"{actor.key} registers only for {actor.organisation}, not for {producer}"
+                )
+            return
+        raise PermissionDenied(
+            f"{actor.key} may not register dossiers (needs producer or an officer role)"
+        )
+
+    def _next_id(self, conn: Connection, now: datetime) -> str:
+        year = self.calendar.local_date(now).year
+        name = f"dossier:{year}"
+        insert_ignore(conn, counter_t, {"name": name, "value": 0}, ["name"])
+        while True:
+            conn.execute(
+                counter_t.update()
+                .where(counter_t.c.name == name)
+                .values(value=counter_t.c.value + 1)
+            )
+            value = conn.execute(
+                sa.select(counter_t.c.value).where(counter_t.c.name == name)
+            ).scalar_one()
+            candidate = f"OCOP-{year}-{value:04d}"
+            if not conn.execute(
+                sa.select(dossier_t.c.id).where(dossier_t.c.id == candidate)
+            ).first():
+                return candidate
+
+    # --- advance ----------------------------------------------------------------------------
+
+    def advance(
+        self,
+        dossier_id: str,
+        trigger: str,
+        actor: User,
+        *,
+        reason: str | None = None,
+        data: Iterable[str] = (),
+        expect_version: int | None = None,
+    ) -> Moved:
+        """Fire ``trigger`` on a dossier as ``actor``, in one transaction."""
+        now = self.clock()
+        pairs = list(data)
+        with self.store.write() as conn:
+            moved = self.advance_in(
+                conn,
+                dossier_id,
+                trigger,
+                actor,
+                now=now,
+                reason=reason,
+                data=pairs,
+                expect_version=expect_version,
+            )
+        log_moved(moved)
+        return moved
+
+    def advance_in(
+        self,
+        conn: Connection,
+        dossier_id: str,
+        trigger: str,
+        actor: User,
+        *,
+        now: datetime,
+        reason: str | None = None,
+        data: Iterable[str] | Mapping[str, Any] = (),
+        expect_version: int | None = None,
+    ) -> Moved:
+        """The body of ``advance`` inside the caller's transaction (the sweep reuses it)."""
+        from .machine import move
+
+        found = self.store.lock_dossier(conn, dossier_id)
+        if found is None:
+            raise NotFound(f"dossier {dossier_id} not found")
+        row = found._mapping
+        if expect_version is not None and row["version"] != expect_version:
+            raise Conflict(
+                f"dossier {dossier_id} is at version {row['version']}, not {expect_version}: "
+                "it changed since you looked; check it again"
+            )
+        wf = self.registry.get(row["workflow"])
+        transition = self._transition(wf, trigger, row["state"])
+        problems = permission_problems(actor, transition, row)
+        if problems:
+            raise PermissionDenied("; ".join(problems))
+        before = json.loads(row["data"])
+        updates = (
+            dict(data)
+            if isinstance(data, Mapping)
+            else wf.parse_data(data, allow_protected=actor is SYSTEM)
+        )
+        after = {**before, **updates}
+        for name in transition.stamp:
+            after[name] = self.calendar.local_date(now).isoformat()
+        failures = guard_failures(wf, transition, row, after, reason)
+        if failures:
+            raise TransitionRefused(
+                f"'{trigger}' refused for dossier {dossier_id}: " + "; ".join(failures), failures
+            )
+        dest = move(wf, row["state"], trigger)
+        seq, _ = audit.append(
+            conn,
+            dossier_id=dossier_id,
+            trigger=trigger,
+            from_state=row["state"],
+            to_state=dest,
+            actor=actor.key,
+            reason=reason,
+            at=now,
+            data_before=snapshot(row, before),
+            data_after=snapshot(row, after),
+        )
+        conn.execute(
+            timer_t.update()
+            .where(timer_t.c.dossier_id == dossier_id, timer_t.c.status == "pending")
+            .values(status="cancelled")
+        )
+        deadline, timer_rows = timers.plan(
+            wf.state(dest),
+            dossier_id=dossier_id,
+            entry_seq=seq,
+            entered_at=now,
+            data=after,
+            cal=self.calendar,
+        )
+        if timer_rows:
+            conn.execute(timer_t.insert(), timer_rows)
+        dest_state = wf.state(dest)
+        updated = conn.execute(
+            dossier_t.update()
+            .where(dossier_t.c.id == dossier_id, dossier_t.c.version == row["version"])
+            .values(
+                state=dest,
+                stage=dest_state.stage,
+                state_entered_at=now,
+                state_entry_seq=seq,
+                deadline_at=deadline.at if deadline else None,
+                deadline_note=timers.deadline_note_json(deadline),
+                data=dumps(after),
+                version=row["version"] + 1,
+                updated_at=now,
+            )
+        )
+        if updated.rowcount != 1:
+            raise Conflict(f"dossier {dossier_id} changed while it was being moved; try again")
+        return Moved(
+            id=dossier_id,
+            trigger=trigger,
+            from_state=row["state"],
+            to_state=dest,
+            seq=seq,
+            at=now,
+            deadline_at=deadline.at if deadline else None,
+            actor=actor.key,
+            version=row["version"] + 1,
+        )
+
+    @staticmethod
+    def _transition(wf: WorkflowDef, trigger: str, state: str) -> TransitionDef:
+        transition = wf.transition(trigger, state)
+        if transition is None:
+            possible = ", ".join(t.trigger for t in wf.transitions_from(state)) or "none"
+            raise TransitionRefused(
+                f"'{trigger}' is not allowed from state {state} (possible from {state}: {possible})"
+            )
+        return transition
+
+    # --- what may fire ----------------------------------------------------------------------
+
+    def triggers(self, dossier_id: str, actor: User) -> list[dict[str, Any]]:
+        """Each trigger from the current state: may ``actor`` fire it now, and if not, why not."""
+        with self.store.read() as conn:
+            found = conn.execute(sa.select(dossier_t).where(dossier_t.c.id == dossier_id)).first()
+        if found is None:
+            raise NotFound(f"dossier {dossier_id} not found")
+        row = found._mapping
+        wf = self.registry.get(row["workflow"])
+        data = json.loads(row["data"])
+        out = []
+        for transition in wf.transitions_from(row["state"]):
+            reasons = permission_problems(actor, transition, row)
+            needs_reason = "reason_given" in transition.guards
+            reasons += guard_failures(
+                wf, transition, row, data, "(given)" if needs_reason else None
+            )
+            out.append(
+                {
+                    "trigger": transition.trigger,
+                    "to": transition.dest,
+                    "label": transition.label_vi,
+                    "allowed": not reasons,
+                    "reasons": reasons,
+                    "needs_reason": needs_reason,
+                }
+            )
+        return out
+
+
+def guard_failures(
+    wf: WorkflowDef,
+    transition: TransitionDef,
+    dossier: Mapping[str, Any],
+    data: Mapping[str, Any],
+    reason: str | None,
+) -> list[str]:
+    """Every failed guard of ``transition``, in the order the workflow file lists them."""
+    ctx = GuardContext(
+        workflow=wf,
+        transition=transition,
+        state=wf.state(transition.source),
+        dossier=dossier,
+        data=data,
+        reason=reason,
+    )
+    failures = []
+    for name in transition.guards:
+        message = GUARDS[name](ctx)
+        if message is not None:
+            failures.append(f"{name}: {message}")
+    return failures
+
+
+def log_moved(moved: Moved) -> None:
+    _log().info(
+        "dossier.advanced",
+        dossier=moved.id,
+        trigger=moved.trigger,
+        actor=moved.actor,
+        from_state=moved.from_state,
+        to_state=moved.to_state,
+        seq=moved.seq,
+    )
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("ocop.engine")

@@ -1,0 +1,89 @@
+"""One error hierarchy: every failure a user can cause carries its exit code.
+
+The CLI maps an :class:`OcopError` to ``error: <message>`` on stderr and the exit code of
+interface.md; anything else is a bug and exits 1. Library callers catch :class:`OcopError`.
+"""
+
+from __future__ import annotations
+
+
+class OcopError(Exception):
+    """Base of every expected failure. ``exit_code`` and ``code`` are part of the interface."""
+
+    exit_code: int = 1
+    code: str = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(OcopError):
+    """Bad config.toml, unknown key, wrong type, refused clock override."""
+
+    exit_code = 1
+    code = "config"
+
+
+class WorkflowFileError(OcopError):
+    """A workflow definition file is malformed or inconsistent."""
+
+    exit_code = 1
+    code = "workflow"
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+class EnvironmentProblem(OcopError):
+    """The database is unreachable or not initialised, or another process holds a lease."""
+
+    exit_code = 1
+    code = "environment"
+
+
+class UsageError(OcopError):
+    """A malformed value the option parser could not catch (bad --set, bad date)."""
+
+    exit_code = 2
+    code = "usage"
+
+
+class NotFound(OcopError):
+    """Unknown dossier, workflow, user or trigger."""
+
+    exit_code = 3
+    code = "not_found"
+
+
+class TransitionRefused(OcopError):
+    """The trigger is not allowed from the current state, or a guard failed."""
+
+    exit_code = 4
+    code = "refused"
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons or [message]
+
+
+class Conflict(OcopError):
+    """The dossier changed since the version the caller saw; nothing was written."""
+
+    exit_code = 5
+    code = "conflict"
+
+
+class PermissionDenied(OcopError):
+    """The acting user lacks the role or the commune scope."""
+
+    exit_code = 6
+    code = "permission_denied"
+
+
+class AuditFailure(OcopError):
+    """Audit verification found a problem."""
+
+    exit_code = 7
+    code = "audit_failed"

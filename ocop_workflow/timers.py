@@ -1,0 +1,135 @@
+"""Timers: planned as rows when a dossier enters a state, fired by the sweep when due.
+
+The row is the truth; APScheduler only wakes the sweep (scheduler.py). Entering a state inserts
+its reminders, its deadline (or certificate expiry) and its first escalation, each remembering the
+audit entry (``entry_seq``) that created it; leaving the state cancels them. A sweep fires what is
+due once, however long the machine was off: a reminder whose deadline has passed is superseded by
+the deadline notice, and a repeating escalation that missed several repeats is sent once and
+re-planned from now.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .calendar import WorkCalendar, add_months
+
+if TYPE_CHECKING:
+    from .definitions import DeadlineDef, StateDef
+
+#: Office reminders and escalations go out at the start of the working day, local time.
+OFFICE_HOUR = time(8, 0)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A computed deadline: the instant a dossier becomes overdue, and how it was reached."""
+
+    at: datetime
+    last_day: date
+    note: dict[str, Any]
+
+
+def compute_deadline(
+    spec: DeadlineDef, entered_at: datetime, data: dict[str, Any], cal: WorkCalendar
+) -> Deadline | None:
+    """Deadline of ``spec`` for a state entered at ``entered_at``; None if its start is unknown.
+
+    N working days from an entry on day D end with the N-th working day after D; the dossier is
+    overdue from 00:00 local the next day. Months count calendar months from the start date,
+    clamped (31 Jan + 1 month = 28/29 Feb), and end at 00:00 local on that date.
+    """
+    if spec.from_field is not None:
+        raw = data.get(spec.from_field)
+        if raw is None:
+            return None
+        start = date.fromisoformat(str(raw))
+    else:
+        start = cal.local_date(entered_at)
+    note: dict[str, Any] = {
+        "rule": spec.describe(),
+        "basis": spec.basis,
+        "start": start.isoformat(),
+    }
+    if spec.unit == "working_days":
+        last_day = cal.add_working_days(start, spec.amount)
+        at = cal.end_of(last_day)
+        note["days_off"] = [
+            [d.day.isoformat(), d.why] for d in cal.days_off_between(start, last_day)
+        ]
+    elif spec.unit == "days":
+        last_day = start + timedelta(days=spec.amount)
+        at = cal.end_of(last_day)
+    else:
+        end = add_months(start, spec.amount)
+        last_day = end - timedelta(days=1)
+        at = cal.at(end)
+    note["last_day"] = last_day.isoformat()
+    return Deadline(at=at, last_day=last_day, note=note)
+
+
+def plan(
+    state: StateDef,
+    *,
+    dossier_id: str,
+    entry_seq: int,
+    entered_at: datetime,
+    data: dict[str, Any],
+    cal: WorkCalendar,
+) -> tuple[Deadline | None, list[dict[str, Any]]]:
+    """The deadline of ``state`` and the timer rows to insert on entering it."""
+    spec = state.deadline
+    if spec is None:
+        return None, []
+    deadline = compute_deadline(spec, entered_at, data, cal)
+    if deadline is None:
+        return None, []
+    base = {
+        "dossier_id": dossier_id,
+        "state": state.name,
+        "entry_seq": entry_seq,
+        "deadline_at": deadline.at,
+        "status": "pending",
+        "created_at": entered_at,
+        "auto_trigger": None,
+        "repeat_working_days": None,
+    }
+    rows: list[dict[str, Any]] = []
+    reminder_kind = "expiry_notice" if spec.certificate else "reminder"
+    for offset in spec.remind_before:
+        if spec.remind_unit == "working_days":
+            due = cal.at(cal.working_day_counting_back(deadline.last_day, offset), OFFICE_HOUR)
+        else:
+            due = deadline.at - timedelta(days=offset)
+        if due > entered_at:
+            rows.append({**base, "kind": reminder_kind, "due_at": due})
+    rows.append(
+        {
+            **base,
+            "kind": "expiry" if spec.certificate else "deadline",
+            "due_at": deadline.at,
+            "auto_trigger": spec.on_expiry,
+        }
+    )
+    if spec.escalate_every is not None:
+        rows.append(
+            {
+                **base,
+                "kind": "escalation",
+                "due_at": next_escalation(deadline.last_day, spec.escalate_every, cal),
+                "repeat_working_days": spec.escalate_every,
+            }
+        )
+    return deadline, rows
+
+
+def next_escalation(after: date, every: int, cal: WorkCalendar) -> datetime:
+    """Start of the working day ``every`` working days after ``after``."""
+    return cal.at(cal.add_working_days(after, every), OFFICE_HOUR)
+
+
+def deadline_note_json(deadline: Deadline | None) -> str | None:
+    return None if deadline is None else json.dumps(deadline.note, ensure_ascii=False)

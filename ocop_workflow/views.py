@@ -1,0 +1,176 @@
+"""Read-side queries: dossiers, history, timers and the outbox as plain documents.
+
+These are what ``--json`` prints (the shapes of interface.md) and what the tables are made from.
+Nothing here writes, and nothing here imports the state-machine or calendar libraries, so reading
+commands start fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any
+
+import sqlalchemy as sa
+
+from .definitions import Registry
+from .errors import NotFound, UsageError
+from .render import when
+from .store import Store, audit_t, dossier_t, notification_t, timer_t
+
+
+@dataclass(frozen=True)
+class DossierFilter:
+    state: str | None = None
+    stage: str | None = None
+    commune: str | None = None
+    workflow: str | None = None
+    overdue: bool = False
+
+
+def dossier_document(
+    row: Mapping[str, Any], registry: Registry, now: datetime, tz: tzinfo
+) -> dict[str, Any]:
+    """A dossier as ``register``, ``show`` and ``list`` print it."""
+    state = registry.get(row["workflow"]).states.get(row["state"])
+    deadline = row["deadline_at"]
+    final = state.final if state else False
+    return {
+        "id": row["id"],
+        "product": row["product"],
+        "producer": row["producer"],
+        "commune": row["commune"],
+        "group": row["product_group"],
+        "workflow": row["workflow"],
+        "workflow_version": row["workflow_version"],
+        "state": row["state"],
+        "state_label": state.label_vi if state else row["state"],
+        "stage": row["stage"],
+        "final": final,
+        "state_entered_at": when(row["state_entered_at"], tz),
+        "deadline_at": when(deadline, tz),
+        "overdue": bool(deadline is not None and not final and deadline <= now),
+        "version": row["version"],
+        "data": json.loads(row["data"]),
+    }
+
+
+def get_dossier(store: Store, dossier_id: str) -> Mapping[str, Any]:
+    with store.read() as conn:
+        row = conn.execute(sa.select(dossier_t).where(dossier_t.c.id == dossier_id)).first()
+    if row is None:
+        raise NotFound(f"dossier {dossier_id} not found")
+    return row._mapping
+
+
+def list_dossiers(
+    store: Store, registry: Registry, filters: DossierFilter, now: datetime, tz: tzinfo
+) -> Iterator[dict[str, Any]]:
+    query = sa.select(dossier_t).order_by(dossier_t.c.id)
+    for column, value in (
+        (dossier_t.c.state, filters.state),
+        (dossier_t.c.stage, filters.stage),
+        (dossier_t.c.commune, filters.commune),
+        (dossier_t.c.workflow, filters.workflow),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.overdue:
+        query = query.where(dossier_t.c.deadline_at <= now)
+    with store.read() as conn:
+        for row in conn.execution_options(yield_per=1000).execute(query):
+            document = dossier_document(row._mapping, registry, now, tz)
+            if filters.overdue and not document["overdue"]:
+                continue
+            yield document
+
+
+def show_dossier(
+    store: Store, registry: Registry, dossier_id: str, now: datetime, tz: tzinfo
+) -> dict[str, Any]:
+    """The dossier, how its deadline was reached, its pending timers, its possible triggers."""
+    row = get_dossier(store, dossier_id)
+    document = dossier_document(row, registry, now, tz)
+    wf = registry.get(row["workflow"])
+    document["deadline"] = json.loads(row["deadline_note"]) if row["deadline_note"] else None
+    document["timers"] = list(list_timers(store, tz, dossier_id=dossier_id))
+    document["next_triggers"] = [
+        {"trigger": t.trigger, "to": t.dest, "roles": list(t.roles), "label": t.label_vi}
+        for t in wf.transitions_from(row["state"])
+    ]
+    return document
+
+
+def history(store: Store, dossier_id: str, tz: tzinfo) -> list[dict[str, Any]]:
+    from .audit import entry_document
+
+    get_dossier(store, dossier_id)
+    with store.read() as conn:
+        rows = conn.execute(
+            sa.select(audit_t).where(audit_t.c.dossier_id == dossier_id).order_by(audit_t.c.seq)
+        ).all()
+    return [entry_document(row, tz) for row in rows]
+
+
+def list_timers(
+    store: Store,
+    tz: tzinfo,
+    *,
+    dossier_id: str | None = None,
+    due_before: datetime | None = None,
+    include_all: bool = False,
+) -> Iterator[dict[str, Any]]:
+    query = sa.select(timer_t).order_by(timer_t.c.due_at, timer_t.c.id)
+    if dossier_id is not None:
+        query = query.where(timer_t.c.dossier_id == dossier_id)
+    if not include_all:
+        query = query.where(timer_t.c.status == "pending")
+    if due_before is not None:
+        query = query.where(timer_t.c.due_at <= due_before)
+    with store.read() as conn:
+        for row in conn.execution_options(yield_per=1000).execute(query):
+            yield {
+                "id": row.id,
+                "dossier": row.dossier_id,
+                "kind": row.kind,
+                "state": row.state,
+                "due_at": when(row.due_at, tz),
+                "deadline_at": when(row.deadline_at, tz),
+                "status": row.status,
+                "auto_trigger": row.auto_trigger,
+                "fired_at": when(row.fired_at, tz),
+                "late_seconds": row.late_seconds,
+            }
+
+
+NOTIFICATION_STATUSES = ("pending", "sent", "dead")
+
+
+def list_notifications(
+    store: Store, tz: tzinfo, *, status: str | None = None, dossier_id: str | None = None
+) -> Iterator[dict[str, Any]]:
+    if status is not None and status not in NOTIFICATION_STATUSES:
+        raise UsageError(f"--status {status}: use one of {', '.join(NOTIFICATION_STATUSES)}")
+    query = sa.select(notification_t).order_by(notification_t.c.id)
+    if status is not None:
+        query = query.where(notification_t.c.status == status)
+    if dossier_id is not None:
+        query = query.where(notification_t.c.dossier_id == dossier_id)
+    with store.read() as conn:
+        for row in conn.execution_options(yield_per=1000).execute(query):
+            yield {
+                "id": row.id,
+                "dossier": row.dossier_id,
+                "channel": row.channel,
+                "recipient": row.recipient,
+                "subject": row.subject,
+                "status": row.status,
+                "attempts": row.attempts,
+                "key": row.key,
+                "kind": row.kind,
+                "next_attempt_at": when(row.next_attempt_at, tz),
+                "sent_at": when(row.sent_at, tz),
+                "last_error": row.last_error,
+            }
