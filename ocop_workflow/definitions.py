@@ -125,6 +125,7 @@ class TransitionDef:
     stamp: tuple[str, ...] = ()
     label_vi: str = ""
     label_en: str = ""
+    remind: bool = True
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,17 @@ _DEADLINE_KEYS = {
     "on_expiry",
     "certificate",
 }
-_TRANSITION_KEYS = {"trigger", "source", "dest", "roles", "guards", "stamp", "label_vi", "label_en"}
+_TRANSITION_KEYS = {
+    "trigger",
+    "source",
+    "dest",
+    "roles",
+    "guards",
+    "stamp",
+    "label_vi",
+    "label_en",
+    "remind",
+}
 _FIELD_KEYS = {"type", "label", "min", "max", "protected", "choices"}
 _TOP_KEYS = {"workflow", "fields", "states", "transitions"}
 
@@ -531,6 +542,7 @@ def _parse_transitions(
                     stamp=stamp,
                     label_vi=_get(problems, item, spec, "label_vi", str, ""),
                     label_en=_get(problems, item, spec, "label_en", str, ""),
+                    remind=_get(problems, item, spec, "remind", bool, True),
                 )
             )
     return out

@@ -1,0 +1,175 @@
+"""``ocop worker``: APScheduler as the alarm clock that wakes the sweep — nothing more.
+
+One in-memory interval job calls the sweep every ``sweep_interval_seconds`` (UTC, coalesced, one
+instance at a time, no misfire limit, first run at start). There is never one APScheduler job per
+dossier or reminder: the timer rows are the truth, and APScheduler's own SQL job store has no
+locking, must not be shared by two schedulers and silently drops jobs it cannot unpickle.
+
+On SQLite only one worker may sweep a database: a lease row names the holder and is renewed every
+sweep; a second worker is refused with a clear message while the lease is live. On PostgreSQL any
+number of workers run side by side (the sweep claims with ``SKIP LOCKED``).
+
+SIGTERM and SIGINT stop the scheduler; the sweep in flight finishes, then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .errors import EnvironmentProblem
+from .store import Store, insert_ignore, lease_t
+
+if TYPE_CHECKING:
+    from .app import App
+    from .engine import Engine
+
+LEASE_NAME = "sqlite-worker"
+
+
+def live_clock(app: App) -> Callable[[], datetime]:
+    """Real time, or — in a rehearsal with OCOP_NOW — that instant moving on at real speed."""
+    start = app.now
+    if not app.env.get("OCOP_NOW"):
+        return lambda: datetime.now(UTC)
+    origin = time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - origin)
+
+
+class Lease:
+    """The SQLite worker lease: one holder, renewed each sweep, expiring if the holder dies."""
+
+    def __init__(self, store: Store, holder: str, ttl: timedelta) -> None:
+        self.store = store
+        self.holder = holder
+        self.ttl = ttl
+
+    def acquire(self, now: datetime) -> None:
+        with self.store.write() as conn:
+            insert_ignore(
+                conn,
+                lease_t,
+                {"name": LEASE_NAME, "holder": self.holder, "expires_at": now + self.ttl},
+                ["name"],
+            )
+            taken = conn.execute(
+                lease_t.update()
+                .where(
+                    lease_t.c.name == LEASE_NAME,
+                    sa.or_(lease_t.c.holder == self.holder, lease_t.c.expires_at <= now),
+                )
+                .values(holder=self.holder, expires_at=now + self.ttl)
+            ).rowcount
+            if not taken:
+                row = conn.execute(
+                    sa.select(lease_t).where(lease_t.c.name == LEASE_NAME)
+                ).one()
+                raise EnvironmentProblem(
+                    f"another worker ({row.holder}) is sweeping this SQLite database until "
+                    f"{row.expires_at.isoformat()}: on SQLite only one worker may run "
+                    "(use PostgreSQL for several)"
+                )
+
+    def release(self) -> None:
+        with self.store.write() as conn:
+            conn.execute(
+                lease_t.delete().where(
+                    lease_t.c.name == LEASE_NAME, lease_t.c.holder == self.holder
+                )
+            )
+
+
+def run_worker(app: App, *, once: bool = False) -> None:
+    """Sweep every ``sweep_interval_seconds`` until SIGTERM/SIGINT (or once, with ``once``)."""
+    from .engine import Engine
+
+    config = app.config
+    clock = live_clock(app)
+    engine = Engine(app.checked_store(), app.registry, config, clock=clock)
+    log = _log()
+    interval = config.sweep_interval_seconds
+    lease = None
+    if engine.store.is_sqlite:
+        holder = f"{socket.gethostname()}:{os.getpid()}"
+        lease = Lease(engine.store, holder, timedelta(seconds=max(3 * interval, 60)))
+        lease.acquire(clock())
+    worker = _Worker(engine, clock, lease)
+    try:
+        if once:
+            worker.tick()
+            return
+        _run_scheduler(worker, interval, log)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+class _Worker:
+    """One sweep at a time; a failing sweep is logged and the next one tries again."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime], lease: Lease | None):
+        self.engine = engine
+        self.clock = clock
+        self.lease = lease
+        self.busy = threading.Lock()
+
+    def tick(self) -> None:
+        from .sweep import run_sweep
+
+        with self.busy:
+            now = self.clock()
+            try:
+                if self.lease is not None:
+                    self.lease.acquire(now)
+                run_sweep(self.engine, now)
+            except Exception as exc:  # a database hiccup must never kill the worker
+                _log().error("worker.sweep_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _run_scheduler(worker: _Worker, interval: float, log: Any) -> None:
+    from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    scheduler = BlockingScheduler(timezone=UTC)
+
+    def on_error(event: JobExecutionEvent) -> None:
+        log.error("worker.job_error", job=event.job_id, error=repr(event.exception))
+
+    scheduler.add_listener(on_error, EVENT_JOB_ERROR)
+    scheduler.add_job(
+        worker.tick,
+        IntervalTrigger(seconds=interval, timezone=UTC),
+        id="sweep",
+        name="ocop sweep",
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=None,
+        next_run_time=datetime.now(UTC),
+    )
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("worker.stopping", signal=signal.Signals(signum).name)
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("worker.started", interval_seconds=interval, pid=os.getpid())
+    scheduler.start()
+    with worker.busy:  # the sweep in flight, if any, finishes before we return
+        pass
+    log.info("worker.stopped")
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("ocop.worker")

@@ -1,0 +1,357 @@
+"""The sweep: claim due timers, fire each once, write their notifications, then deliver.
+
+Claiming and firing happen in one transaction per batch. On PostgreSQL the claim is
+``FOR UPDATE SKIP LOCKED`` and the batch's dossiers are locked ``SKIP LOCKED`` too: any number of
+workers on any number of machines sweep side by side, a timer is fired by exactly one of them,
+and a sweeper never waits for a dossier an officer is moving (a timer of a busy dossier simply
+waits for the next sweep), so sweeps and officers cannot deadlock. On SQLite ``BEGIN IMMEDIATE``
+serialises the whole batch.
+
+After downtime the first sweep fires what is due once: reminders whose deadline has passed, or
+that a later reminder of the same state entry replaces, are marked ``superseded``; a repeating
+escalation is sent once and its next repeat planned from now, not from when it was due.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from . import messages, timers
+from .config import User
+from .definitions import WorkflowDef
+from .errors import OcopError
+from .store import dossier_t, insert_ignore, notification_t, timer_t
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+REMINDER_KINDS = frozenset({"reminder", "expiry_notice"})
+
+
+@dataclass
+class SweepCounts:
+    timers_fired: int = 0
+    timers_superseded: int = 0
+    timers_stale: int = 0
+    timers_deferred: int = 0
+    auto_transitions: int = 0
+    notifications_written: int = 0
+    notifications_sent: int = 0
+    notifications_failed: int = 0
+    notifications_dead: int = 0
+
+    def add(self, other: SweepCounts) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def document(self) -> dict[str, int]:
+        """The interface keys first (interface.md), then the details."""
+        keys = ("timers_fired", "notifications_sent", "notifications_failed", "notifications_dead")
+        rest = [k for k in self.__dataclass_fields__ if k not in keys]
+        return {k: getattr(self, k) for k in (*keys, *rest)}
+
+
+def run_sweep(
+    engine: Engine, now: datetime, *, deliver: bool = True, batch_size: int | None = None
+) -> SweepCounts:
+    """Fire every due timer (in batches until none is left), then deliver the outbox."""
+    counts = SweepCounts()
+    size = batch_size or engine.config.sweep_batch_size
+    while True:
+        batch = fire_due(engine, now, limit=size)
+        counts.add(batch)
+        claimed = batch.timers_fired + batch.timers_superseded + batch.timers_stale
+        if claimed == 0:
+            break
+    if deliver:
+        from .notify import deliver_pending
+
+        while True:
+            delivered = deliver_pending(engine.store, engine.config.notifications, now)
+            counts.notifications_sent += delivered.sent
+            counts.notifications_failed += delivered.failed
+            counts.notifications_dead += delivered.dead
+            if delivered.sent + delivered.failed + delivered.dead == 0:
+                break
+    _log_sweep(counts)
+    return counts
+
+
+def fire_due(engine: Engine, now: datetime, *, limit: int) -> SweepCounts:
+    """One batch: claim up to ``limit`` due timers and fire them, in one transaction."""
+    store = engine.store
+    counts = SweepCounts()
+    with store.write() as conn:
+        due = conn.execute(
+            store.claim_query(
+                sa.select(timer_t)
+                .where(timer_t.c.status == "pending", timer_t.c.due_at <= now)
+                .order_by(timer_t.c.due_at, timer_t.c.id)
+                .limit(limit)
+            )
+        ).all()
+        if not due:
+            return counts
+        dossiers = _lock_dossiers(engine, conn, sorted({t.dossier_id for t in due}))
+        by_dossier: dict[str, list[Any]] = defaultdict(list)
+        for timer in due:
+            by_dossier[timer.dossier_id].append(timer)
+        firing = _Firing(engine, conn, now, counts)
+        for dossier_id in sorted(by_dossier):
+            row = dossiers.get(dossier_id)
+            if row is None:  # an officer is moving it right now: next sweep
+                counts.timers_deferred += len(by_dossier[dossier_id])
+                continue
+            firing.dossier(row, by_dossier[dossier_id])
+        firing.flush()
+    return counts
+
+
+def _lock_dossiers(engine: Engine, conn: Connection, ids: Sequence[str]) -> dict[str, Any]:
+    """The batch's dossiers by id; ``_GONE`` for deleted ones; absent when busy (PostgreSQL).
+
+    On PostgreSQL the rows are locked ``SKIP LOCKED``: a dossier an officer is moving right now
+    is left out, and its timers wait for the next sweep instead of the sweeper waiting for it.
+    """
+    query = sa.select(dossier_t).where(dossier_t.c.id.in_(ids))
+    if not engine.store.is_sqlite:
+        query = query.with_for_update(skip_locked=True)
+    found: dict[str, Any] = {row.id: row._mapping for row in conn.execute(query)}
+    missing = set(ids) - set(found)
+    if missing and not engine.store.is_sqlite:
+        missing -= set(
+            conn.execute(sa.select(dossier_t.c.id).where(dossier_t.c.id.in_(missing))).scalars()
+        )
+    for dossier_id in missing:
+        found[dossier_id] = _GONE
+    return found
+
+
+_GONE: Mapping[str, Any] = {"state": None, "state_entry_seq": None}
+
+
+class _Firing:
+    """Fires the timers of one batch, buffering row updates and outbox inserts."""
+
+    def __init__(self, engine: Engine, conn: Connection, now: datetime, counts: SweepCounts):
+        self.engine = engine
+        self.conn = conn
+        self.now = now
+        self.counts = counts
+        self.tz = ZoneInfo(engine.config.timezone)
+        self.marks: list[dict[str, Any]] = []
+        self.outbox: list[dict[str, Any]] = []
+        self.new_timers: list[dict[str, Any]] = []
+
+    def mark(self, rows: Sequence[Any], status: str) -> None:
+        for timer in rows:
+            self._mark(timer, status)
+
+    def _mark(self, timer: Any, status: str) -> None:
+        self.marks.append(
+            {
+                "b_id": timer.id,
+                "b_status": status,
+                "b_fired_at": self.now,
+                "b_late": (self.now - timer.due_at).total_seconds(),
+            }
+        )
+        if status == "fired":
+            self.counts.timers_fired += 1
+        elif status == "superseded":
+            self.counts.timers_superseded += 1
+        else:
+            self.counts.timers_stale += 1
+
+    def dossier(self, row: Mapping[str, Any], due: list[Any]) -> None:
+        if row is _GONE:
+            self.mark(due, "stale")
+            return
+        wf = self.engine.registry.get(row["workflow"])
+        current = [
+            t for t in due if t.entry_seq == row["state_entry_seq"] and t.state == row["state"]
+        ]
+        self.mark([t for t in due if t not in current], "stale")
+        if not current:
+            return
+        deadline_due = any(t.kind not in REMINDER_KINDS for t in current)
+        reminders = [t for t in current if t.kind in REMINDER_KINDS]
+        latest = max(reminders, key=lambda t: (t.due_at, t.id)) if reminders else None
+        for timer in current:
+            if timer.kind in REMINDER_KINDS and (
+                deadline_due
+                or timer is not latest
+                or (timer.deadline_at is not None and timer.deadline_at <= self.now)
+            ):
+                self._mark(timer, "superseded")
+                continue
+            self._fire(wf, row, timer)
+        for timer in current:
+            if timer.auto_trigger:
+                self._auto_transition(row, timer)
+
+    def _fire(self, wf: WorkflowDef, row: Mapping[str, Any], timer: Any) -> None:
+        state = wf.state(timer.state)
+        subject, body = messages.compose(
+            timer.kind,
+            workflow=wf,
+            state=state,
+            dossier=row,
+            deadline_at=timer.deadline_at,
+            now=self.now,
+            tz=self.tz,
+        )
+        extra_roles = (
+            state.deadline.escalate_to if state.deadline and timer.kind == "escalation" else ()
+        )
+        for channel, recipient in recipients(self.engine, wf, row, timer.state, extra_roles):
+            self.outbox.append(
+                {
+                    "key": f"timer-{timer.id}/{channel}/{recipient}",
+                    "dossier_id": row["id"],
+                    "timer_id": timer.id,
+                    "kind": timer.kind,
+                    "channel": channel,
+                    "recipient": recipient,
+                    "subject": subject,
+                    "body": body,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": self.now,
+                    "created_at": self.now,
+                }
+            )
+        if timer.repeat_working_days:
+            cal = self.engine.calendar
+            self.new_timers.append(
+                {
+                    "dossier_id": timer.dossier_id,
+                    "state": timer.state,
+                    "entry_seq": timer.entry_seq,
+                    "kind": timer.kind,
+                    "due_at": timers.next_escalation(
+                        cal.local_date(self.now), timer.repeat_working_days, cal
+                    ),
+                    "deadline_at": timer.deadline_at,
+                    "status": "pending",
+                    "auto_trigger": None,
+                    "repeat_working_days": timer.repeat_working_days,
+                    "created_at": self.now,
+                }
+            )
+        self._mark(timer, "fired")
+
+    def _auto_transition(self, row: Mapping[str, Any], timer: Any) -> None:
+        """Fire the state's automatic trigger (e.g. ``expire``) as ``system``, audited."""
+        from .engine import SYSTEM, log_moved
+
+        self.flush()  # the move cancels the state's timers: record this batch's work first
+        savepoint = self.conn.begin_nested()
+        try:
+            moved = self.engine.advance_in(
+                self.conn,
+                row["id"],
+                timer.auto_trigger,
+                SYSTEM,
+                now=self.now,
+                reason=f"{timer.kind} timer {timer.id} due {timer.due_at.isoformat()}",
+            )
+        except OcopError as exc:
+            savepoint.rollback()
+            _log().warning(
+                "timer.auto_transition_refused",
+                dossier=row["id"],
+                timer=timer.id,
+                trigger=timer.auto_trigger,
+                error=exc.message,
+            )
+            return
+        savepoint.commit()
+        self.counts.auto_transitions += 1
+        log_moved(moved)
+
+    def flush(self) -> None:
+        if self.marks:
+            self.conn.execute(
+                timer_t.update()
+                .where(timer_t.c.id == sa.bindparam("b_id"), timer_t.c.status == "pending")
+                .values(
+                    status=sa.bindparam("b_status"),
+                    fired_at=sa.bindparam("b_fired_at"),
+                    late_seconds=sa.bindparam("b_late"),
+                ),
+                self.marks,
+            )
+            self.marks = []
+        if self.outbox:
+            self.counts.notifications_written += insert_ignore(
+                self.conn, notification_t, self.outbox, ["key"]
+            )
+            self.outbox = []
+        if self.new_timers:
+            self.conn.execute(timer_t.insert(), self.new_timers)
+            self.new_timers = []
+
+
+def recipients(
+    engine: Engine,
+    wf: WorkflowDef,
+    dossier: Mapping[str, Any],
+    state_name: str,
+    extra_roles: Sequence[str] = (),
+) -> list[tuple[str, str]]:
+    """(channel, recipient) pairs for a notification about ``dossier`` in ``state_name``.
+
+    Who: the users who may fire the state's outgoing triggers (those marked ``remind``) and
+    whose communes cover the dossier (a producer only for its own organisation), the users of
+    ``extra_roles`` (escalations), and the producer's e-mail from the dossier data. On the email
+    channel a recipient is an address; on the file and webhook channels it is the user's key.
+    """
+    from .engine import permission_problems
+
+    config = engine.config
+    outgoing = [t for t in wf.transitions_from(state_name) if t.remind]
+    users: list[User] = []
+    for user in config.users.values():
+        acts = any(not permission_problems(user, t, dossier) for t in outgoing)
+        escalated = bool(user.roles & set(extra_roles)) and user.covers(dossier["commune"])
+        if acts or escalated:
+            users.append(user)
+    data = json.loads(dossier["data"]) if isinstance(dossier["data"], str) else dossier["data"]
+    producer_email = data.get("producer_email")
+    pairs: list[tuple[str, str]] = []
+    for channel in config.notifications.channels:
+        seen: set[str] = set()
+        for user in users:
+            target = user.email if channel == "email" else user.key
+            if target and target not in seen:
+                seen.add(target)
+                pairs.append((channel, target))
+        if (
+            producer_email
+            and producer_email not in seen
+            and not any(u.email == producer_email for u in users)
+        ):
+            seen.add(producer_email)
+            pairs.append((channel, producer_email))
+    return pairs
+
+
+def _log_sweep(counts: SweepCounts) -> None:
+    if any(counts.document().values()):
+        _log().info("sweep.done", **counts.document())
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("ocop.sweep")
