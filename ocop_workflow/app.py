@@ -67,7 +67,7 @@ class App:
         return Engine(self.checked_store(), self.registry, self.config, clock=lambda: now)
 
     def actor(self) -> User:
-        """The acting user: ``--as``/``OCOP_USER``/``[cli] default_user``, checked against the login.
+        """The acting user (``--as``, ``OCOP_USER``, ``[cli] default_user``), checked vs the login.
 
         With ``[security] require_os_user`` the login of the process's effective uid decides;
         ``$USER`` and ``$LOGNAME`` are ignored because anyone can set them.

@@ -213,8 +213,12 @@ def workflow_show(ctx: click.Context, name: str, as_json: bool) -> None:
         table(
             ["state", "stage", "label", "deadline"],
             [
-                (s["name"] + (" (final)" if s["final"] else ""), s["stage"], s["label_vi"],
-                 s["deadline"] or "")
+                (
+                    s["name"] + (" (final)" if s["final"] else ""),
+                    s["stage"],
+                    s["label_vi"],
+                    s["deadline"] or "",
+                )
                 for s in document["states"]
             ],
         )
@@ -262,8 +266,12 @@ def workflow_validate(ctx: click.Context, paths: tuple[str, ...], as_json: bool)
 @workflow.command("diagram")
 @click.argument("name")
 @click.option(
-    "--format", "fmt", type=click.Choice(["mermaid", "dot", "svg"]), default="mermaid",
-    show_default=True, help="Diagram language.",
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot", "svg"]),
+    default="mermaid",
+    show_default=True,
+    help="Diagram language.",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here.")
 @click.pass_context
@@ -375,8 +383,13 @@ def dossier_list(
             ["id", "product", "commune", "state", "deadline", "overdue", "v"],
             [
                 (
-                    r["id"], r["product"], r["commune"], r["state"],
-                    (r["deadline_at"] or "-")[:16].replace("T", " "), r["overdue"], r["version"],
+                    r["id"],
+                    r["product"],
+                    r["commune"],
+                    r["state"],
+                    (r["deadline_at"] or "-")[:16].replace("T", " "),
+                    r["overdue"],
+                    r["version"],
                 )
                 for r in rows
             ],
@@ -405,7 +418,8 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
         f"  producer   {d['producer']}",
         f"  commune    {d['commune']}" + (f"   group {d['group']}" if d["group"] else ""),
         f"  workflow   {d['workflow']} ({d['workflow_version']})",
-        f"  state      {d['state']} «{d['state_label']}»  stage {d['stage']}  version {d['version']}",
+        f"  state      {d['state']} «{d['state_label']}»",
+        f"  stage      {d['stage']}   version {d['version']}",
         f"  since      {d['state_entered_at']}",
     ]
     if d["deadline_at"]:
@@ -413,7 +427,9 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
         note = d["deadline"] or {}
         if note:
             lines.append(f"    why      {note.get('rule', '')}")
-            lines.append(f"             from {note.get('start')} to the end of {note.get('last_day')}")
+            lines.append(
+                f"             from {note.get('start')} to the end of {note.get('last_day')}"
+            )
             off = note.get("days_off") or []
             holidays = [f"{day} {why}" for day, why in off if why not in ("Saturday", "Sunday")]
             if off:
@@ -426,7 +442,9 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     click.echo("\n".join(lines))
     if d["timers"]:
         click.echo("\npending timers")
-        click.echo(table(["id", "kind", "due"], [(t["id"], t["kind"], t["due_at"]) for t in d["timers"]]))
+        click.echo(
+            table(["id", "kind", "due"], [(t["id"], t["kind"], t["due_at"]) for t in d["timers"]])
+        )
     if d["next_triggers"]:
         click.echo("\nnext possible triggers")
         click.echo(
@@ -534,8 +552,15 @@ def dossier_history(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
         table(
             ["seq", "at", "trigger", "from", "to", "actor", "reason"],
             [
-                (e["seq"], e["at"][:19].replace("T", " "), e["trigger"], e["from"], e["to"],
-                 e["actor"], e["reason"])
+                (
+                    e["seq"],
+                    e["at"][:19].replace("T", " "),
+                    e["trigger"],
+                    e["from"],
+                    e["to"],
+                    e["actor"],
+                    e["reason"],
+                )
                 for e in entries
             ],
         )
@@ -579,8 +604,14 @@ def timers_list(
         table(
             ["id", "dossier", "kind", "state", "due", "status"],
             [
-                (r["id"], r["dossier"], r["kind"], r["state"], r["due_at"][:16].replace("T", " "),
-                 r["status"])
+                (
+                    r["id"],
+                    r["dossier"],
+                    r["kind"],
+                    r["state"],
+                    r["due_at"][:16].replace("T", " "),
+                    r["status"],
+                )
                 for r in rows
             ],
         )
@@ -593,9 +624,7 @@ def notifications() -> None:
 
 
 @notifications.command("list")
-@click.option(
-    "--status", type=click.Choice(["pending", "sent", "dead"]), help="Only this status."
-)
+@click.option("--status", type=click.Choice(["pending", "sent", "dead"]), help="Only this status.")
 @click.option("--dossier", "dossier_id", metavar="ID", help="Only this dossier's notifications.")
 @json_option
 @click.pass_context
@@ -616,8 +645,16 @@ def notifications_list(
         table(
             ["id", "dossier", "kind", "channel", "recipient", "status", "tries", "subject"],
             [
-                (r["id"], r["dossier"], r["kind"], r["channel"], r["recipient"], r["status"],
-                 r["attempts"], r["subject"])
+                (
+                    r["id"],
+                    r["dossier"],
+                    r["kind"],
+                    r["channel"],
+                    r["recipient"],
+                    r["status"],
+                    r["attempts"],
+                    r["subject"],
+                )
                 for r in rows
             ],
         )
@@ -694,9 +731,17 @@ def audit_verify(ctx: click.Context, dossier_id: str | None, as_json: bool) -> N
 
 @audit.command("export")
 @click.option("--since", help="Only entries at or after this date (YYYY-MM-DD, local) or instant.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl",
-              show_default=True, help="Output format.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here (default stdout).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default="jsonl",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write here (default stdout)."
+)
 @click.pass_context
 def audit_export(ctx: click.Context, since: str | None, fmt: str, output: str | None) -> None:
     """The audit trail for auditors, oldest first per dossier."""

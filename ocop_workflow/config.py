@@ -395,7 +395,7 @@ def _users(data: Any) -> dict[str, User]:
             os_users[os_user] = key
         users[key] = User(
             key=key,
-            name=values.get("name", key),
+            name=str(values.get("name", key)),
             roles=frozenset(roles),
             communes=frozenset(values.get("communes", ())),
             email=values.get("email"),

@@ -14,7 +14,7 @@ FORMATS = ("mermaid", "dot", "svg")
 def mermaid(wf: WorkflowDef) -> str:
     lines = ["stateDiagram-v2", f"    %% {wf.name} ({wf.version})"]
     for state in wf.states.values():
-        lines.append(f'    {state.name} : {state.label_vi}')
+        lines.append(f"    {state.name} : {state.label_vi}")
     lines.append(f"    [*] --> {wf.initial.name}")
     for t in wf.transitions:
         lines.append(f"    {t.source} --> {t.dest} : {t.trigger}")
@@ -28,7 +28,11 @@ def dot(wf: WorkflowDef) -> str:
     def quote(text: str) -> str:
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    lines = [f"digraph {quote(wf.name)} {{", "    rankdir=LR;", '    node [shape=box, style=rounded];']
+    lines = [
+        f"digraph {quote(wf.name)} {{",
+        "    rankdir=LR;",
+        "    node [shape=box, style=rounded];",
+    ]
     for state in wf.states.values():
         shape = ", peripheries=2" if state.final else ""
         label = quote(f"{state.label_vi}\\n({state.name})")

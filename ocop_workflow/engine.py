@@ -283,7 +283,7 @@ class Engine:
         found = self.store.lock_dossier(conn, dossier_id)
         if found is None:
             raise NotFound(f"dossier {dossier_id} not found")
-        row = found._mapping
+        row = dict(found._mapping)
         if expect_version is not None and row["version"] != expect_version:
             raise Conflict(
                 f"dossier {dossier_id} is at version {row['version']}, not {expect_version}: "
@@ -384,7 +384,7 @@ class Engine:
             found = conn.execute(sa.select(dossier_t).where(dossier_t.c.id == dossier_id)).first()
         if found is None:
             raise NotFound(f"dossier {dossier_id} not found")
-        row = found._mapping
+        row = dict(found._mapping)
         wf = self.registry.get(row["workflow"])
         data = json.loads(row["data"])
         out = []

@@ -69,9 +69,7 @@ class Lease:
                 .values(holder=self.holder, expires_at=now + self.ttl)
             ).rowcount
             if not taken:
-                row = conn.execute(
-                    sa.select(lease_t).where(lease_t.c.name == LEASE_NAME)
-                ).one()
+                row = conn.execute(sa.select(lease_t).where(lease_t.c.name == LEASE_NAME)).one()
                 raise EnvironmentProblem(
                     f"another worker ({row.holder}) is sweeping this SQLite database until "
                     f"{row.expires_at.isoformat()}: on SQLite only one worker may run "

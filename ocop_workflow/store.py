@@ -161,12 +161,12 @@ class Lease(SQLModel, table=True):
     expires_at: datetime = _utc_column(nullable=False)
 
 
-dossier_t: sa.Table = Dossier.__table__  # type: ignore[assignment]
-audit_t: sa.Table = AuditEntry.__table__  # type: ignore[assignment]
-timer_t: sa.Table = Timer.__table__  # type: ignore[assignment]
-notification_t: sa.Table = Notification.__table__  # type: ignore[assignment]
-counter_t: sa.Table = Counter.__table__  # type: ignore[assignment]
-lease_t: sa.Table = Lease.__table__  # type: ignore[assignment]
+dossier_t: sa.Table = SQLModel.metadata.tables["dossier"]
+audit_t: sa.Table = SQLModel.metadata.tables["audit_entry"]
+timer_t: sa.Table = SQLModel.metadata.tables["timer"]
+notification_t: sa.Table = SQLModel.metadata.tables["notification"]
+counter_t: sa.Table = SQLModel.metadata.tables["counter"]
+lease_t: sa.Table = SQLModel.metadata.tables["lease"]
 
 
 def dumps(value: Any) -> str:
@@ -302,10 +302,12 @@ def insert_ignore(
     index_elements: list[str],
 ) -> int:
     """INSERT … ON CONFLICT DO NOTHING on either dialect; returns the rows actually inserted."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    statement: sa.Insert
     if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
     else:
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    statement = dialect_insert(table).on_conflict_do_nothing(index_elements=index_elements)
+        statement = postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
     result = conn.execute(statement, rows)
     return max(result.rowcount, 0)

@@ -183,21 +183,28 @@ class _Firing:
         self.mark([t for t in due if t not in current], "stale")
         if not current:
             return
-        deadline_due = any(t.kind not in REMINDER_KINDS for t in current)
-        reminders = [t for t in current if t.kind in REMINDER_KINDS]
-        latest = max(reminders, key=lambda t: (t.due_at, t.id)) if reminders else None
         for timer in current:
-            if timer.kind in REMINDER_KINDS and (
-                deadline_due
-                or timer is not latest
-                or (timer.deadline_at is not None and timer.deadline_at <= self.now)
-            ):
+            if timer.id in self._superseded(current):
                 self._mark(timer, "superseded")
-                continue
-            self._fire(wf, row, timer)
+            else:
+                self._fire(wf, row, timer)
         for timer in current:
             if timer.auto_trigger:
                 self._auto_transition(row, timer)
+
+    def _superseded(self, current: list[Any]) -> set[int]:
+        """Reminders not worth sending: the deadline is due too, or passed, or a later one is."""
+        reminders = [t for t in current if t.kind in REMINDER_KINDS]
+        if not reminders:
+            return set()
+        if any(t.kind not in REMINDER_KINDS for t in current):
+            return {t.id for t in reminders}
+        latest = max(reminders, key=lambda t: (t.due_at, t.id))
+        return {
+            t.id
+            for t in reminders
+            if t is not latest or (t.deadline_at is not None and t.deadline_at <= self.now)
+        }
 
     def _fire(self, wf: WorkflowDef, row: Mapping[str, Any], timer: Any) -> None:
         state = wf.state(timer.state)

@@ -62,7 +62,7 @@ def get_dossier(store: Store, dossier_id: str) -> Mapping[str, Any]:
         row = conn.execute(sa.select(dossier_t).where(dossier_t.c.id == dossier_id)).first()
     if row is None:
         raise NotFound(f"dossier {dossier_id} not found")
-    return row._mapping
+    return dict(row._mapping)
 
 
 def list_dossiers(
@@ -81,7 +81,7 @@ def list_dossiers(
         query = query.where(dossier_t.c.deadline_at <= now)
     with store.read() as conn:
         for row in conn.execution_options(yield_per=1000).execute(query):
-            document = dossier_document(row._mapping, registry, now, tz)
+            document = dossier_document(dict(row._mapping), registry, now, tz)
             if filters.overdue and not document["overdue"]:
                 continue
             yield document

@@ -1,0 +1,238 @@
+"""Shared fixtures: a real SQLite file or a real PostgreSQL schema per test, a config, the CLI.
+
+PostgreSQL tests read ``OCOP_TEST_POSTGRES_URL`` (``.ci/run`` exports it). Without it they are
+skipped on a developer machine, but under CI (``CI=true``) a missing URL is an error: a skipped
+test proves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / "workflows"
+PG_ENV = "OCOP_TEST_POSTGRES_URL"
+
+USERS_TOML = """
+[users.lan]
+name = "Nguyễn Thị Lan"
+roles = ["commune_officer"]
+communes = ["Ia Le"]
+email = "lan@example.vn"
+
+[users.tuan]
+name = "Phạm Văn Tuấn"
+roles = ["commune_officer"]
+communes = ["Ia Phang"]
+email = "tuan@example.vn"
+
+[users.hung]
+name = "Trần Văn Hùng"
+roles = ["province_officer"]
+communes = ["*"]
+email = "hung@example.vn"
+
+[users.minh]
+name = "Lê Quang Minh"
+roles = ["central_officer"]
+communes = ["*"]
+email = "minh@example.vn"
+
+[users.htx_iale]
+name = "HTX Cà phê Ia Le"
+roles = ["producer"]
+communes = ["Ia Le"]
+organisation = "HTX Cà phê Ia Le"
+email = "htx.iale@example.vn"
+
+[users.htx_other]
+name = "HTX Hồ tiêu Ia Le"
+roles = ["producer"]
+communes = ["Ia Le"]
+organisation = "HTX Hồ tiêu Ia Le"
+
+[users.council]
+name = "Đỗ Thị Mai"
+roles = ["council_member"]
+communes = ["*"]
+"""
+
+
+def postgres_base_url() -> str | None:
+    url = os.environ.get(PG_ENV)
+    if not url and os.environ.get("CI") == "true":
+        raise RuntimeError(f"CI must export {PG_ENV}: PostgreSQL tests may not be skipped")
+    return url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema for one test, dropped afterwards."""
+    base = postgres_base_url()
+    if not base:
+        pytest.skip(f"{PG_ENV} not set")
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ocop.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Both databases: the same test runs on a SQLite file and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ocop.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@dataclass
+class Workspace:
+    """A folder with a config.toml, the shipped workflows, and a database at ``url``."""
+
+    root: Path
+    url: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OCOP_")}
+        env.update({"OCOP_CONFIG": str(self.config), "OCOP_DATABASE_URL": self.url})
+        env.update(self.extra_env)
+        env.update(overrides)
+        return env
+
+    def run(self, *args: str, user: str | None = None, now: str | None = None,
+            check: bool = False, **env: str) -> Result:
+        """Run ``ocop ARGS`` as a real subprocess."""
+        overrides = dict(env)
+        if user is not None:
+            overrides["OCOP_USER"] = user
+        if now is not None:
+            overrides["OCOP_NOW"] = now
+        done = subprocess.run(
+            [sys.executable, "-m", "ocop_workflow", *args],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            env=self.env(**overrides),
+            cwd=self.root,
+            timeout=120,
+        )
+        result = Result(done.returncode, done.stdout, done.stderr)
+        if check and done.returncode != 0:
+            raise AssertionError(f"ocop {' '.join(args)} failed: {result}")
+        return result
+
+    def app(self, *, user: str | None = None, now: str | None = None) -> Any:
+        """The in-process library view of the same workspace."""
+        from ocop_workflow.app import App
+
+        env = self.env()
+        if now is not None:
+            env["OCOP_NOW"] = now
+        return App(self.config, user, env=env)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+def write_config(root: Path, *, extra: str = "", allow_override: bool = True,
+                 channels: str = '["file"]') -> Path:
+    config = root / "config.toml"
+    config.write_text(
+        f"""
+[database]
+url = "sqlite:///unused.db"
+
+[engine]
+workflows_dir = "{WORKFLOWS}"
+default_workflow = "ocop-1489"
+
+[clock]
+allow_override = {"true" if allow_override else "false"}
+
+[notifications]
+channels = {channels}
+max_attempts = 3
+backoff_seconds = 1
+
+[notifications.file]
+path = "outbox.jsonl"
+{extra}
+{USERS_TOML}
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, db_url: str) -> Workspace:
+    """An initialised workspace on each database (SQLite file and PostgreSQL)."""
+    write_config(tmp_path)
+    ws = Workspace(tmp_path, db_url)
+    ws.run("init", check=True)
+    return ws
+
+
+@pytest.fixture
+def sqlite_workspace(tmp_path: Path, sqlite_url: str) -> Workspace:
+    """An initialised workspace on a SQLite file only (for tests about SQLite itself)."""
+    write_config(tmp_path)
+    ws = Workspace(tmp_path, sqlite_url)
+    ws.run("init", check=True)
+    return ws
+
+
+def dump_database(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, for "the database is exactly as before" assertions."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            names = sorted(sa.inspect(conn).get_table_names())
+            out = {}
+            for name in names:
+                rows = conn.execute(sa.text(f'SELECT * FROM "{name}"')).all()
+                out[name] = sorted(tuple(str(v) for v in row) for row in rows)
+            return out
+    finally:
+        engine.dispose()
