@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
@@ -175,11 +176,14 @@ def _stream(conn: Connection, query: sa.Select[Any]) -> Iterator[Any]:
     yield from conn.execution_options(stream_results=True, yield_per=2000).execute(query)
 
 
-def verify(store: Store, dossier_id: str | None = None) -> VerifyReport:
+def verify(
+    store: Store, dossier_id: str | None = None, documents_dir: Path | None = None
+) -> VerifyReport:
     """Recompute every chain; name the first broken entry of each bad chain.
 
     Also checks that each dossier's current state and data are what its last entry says, so a
-    quiet UPDATE of the dossier table (bypassing the engine) is found too.
+    quiet UPDATE of the dossier table (bypassing the engine) is found too, and — given the
+    documents folder — that every attached file is still there with the recorded hash.
     """
     report = VerifyReport()
     entries = sa.select(audit_t).order_by(audit_t.c.dossier_id, audit_t.c.seq)
@@ -205,6 +209,8 @@ def verify(store: Store, dossier_id: str | None = None) -> VerifyReport:
             report.dossiers_checked += 1
             tail_row = tails.pop(current.id, None)
             _check_current(report, current, tail_row)
+            if documents_dir is not None:
+                _check_documents(report, current, documents_dir)
         for orphan in tails:
             report.problems.append(Problem(orphan, None, "history entries for a missing dossier"))
     return report
@@ -291,6 +297,14 @@ def _check_current(report: VerifyReport, dossier: Any, tail: Any) -> None:
         report.problems.append(
             Problem(dossier.id, tail.seq, "dossier data differs from its last history entry")
         )
+
+
+def _check_documents(report: VerifyReport, dossier: Any, root: Path) -> None:
+    from .documents import verify_files
+
+    documents = json.loads(dossier.data).get("documents", [])
+    for problem in verify_files(root, documents):
+        report.problems.append(Problem(dossier.id, None, problem))
 
 
 # --- export -----------------------------------------------------------------------------------

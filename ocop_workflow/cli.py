@@ -438,8 +438,24 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
                     + (": " + "; ".join(holidays) if holidays else " (weekends)")
                 )
     for key, value in d["data"].items():
-        lines.append(f"  {key:<10} {value}")
+        if key not in STRUCTURED_DATA:
+            lines.append(f"  {key:<10} {value}")
+    for level, scoring in d["data"].get("scoring", {}).items():
+        lines.append(
+            f"  scoring    {level} council {scoring.get('council')}: " + _scoring_line(scoring)
+        )
     click.echo("\n".join(lines))
+    if d["documents"]:
+        click.echo("\ndocuments")
+        click.echo(
+            table(
+                ["kind", "required", "present", "files"],
+                [
+                    (x["kind"], x["required"], x["present"], ", ".join(x["files"]) or "MISSING")
+                    for x in d["documents"]
+                ],
+            )
+        )
     if d["timers"]:
         click.echo("\npending timers")
         click.echo(
@@ -453,6 +469,20 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
                 [(t["trigger"], t["to"], ", ".join(t["roles"])) for t in d["next_triggers"]],
             )
         )
+
+
+#: Data keys the engine keeps as structures; `dossier show` gives them their own sections.
+STRUCTURED_DATA = frozenset({"documents", "scoring", "previous_certificates"})
+
+
+def _scoring_line(scoring: dict[str, Any]) -> str:
+    scores = scoring.get("scores", {})
+    given = ", ".join(f"{who} {s['total']:g}" for who, s in scores.items()) or "no scores yet"
+    if not scoring.get("closed"):
+        return f"open ({given})"
+    result = scoring["result"]
+    capped = f", capped from {result['stars_by_points']}★" if result["capped"] else ""
+    return f"closed: mean {result['score']:g} → {result['stars']}★{capped} ({given})"
 
 
 @dossier.command("advance")
@@ -565,6 +595,103 @@ def dossier_history(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
             ],
         )
     )
+
+
+@dossier.command("attach")
+@click.argument("dossier_id", metavar="ID")
+@click.argument("kind")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@json_option
+@click.pass_context
+def dossier_attach(
+    ctx: click.Context, dossier_id: str, kind: str, file: str, as_json: bool
+) -> None:
+    """Attach FILE to dossier ID as a document of KIND (stored once by SHA-256, audited)."""
+    from pathlib import Path
+
+    from .documents import attach
+
+    app = app_of(ctx)
+    writing(app)
+    result = attach(app.engine, dossier_id, app.actor(), kind, Path(file))
+    if as_json:
+        emit_json(result)
+    elif result["already_attached"]:
+        click.echo(f"{dossier_id}: {result['name']} is already attached as {kind}")
+    else:
+        click.echo(
+            f"{dossier_id}: attached {result['name']} as {kind} "
+            f"({result['size']} bytes, sha256 {result['sha256'][:12]}…, entry {result['seq']})"
+        )
+
+
+# --- council scoring --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("dossier_id", metavar="ID")
+@click.option("--member", help="The council member whose score this is (a user key).")
+@click.option("--a", "part_a", type=float, help="Part A points.")
+@click.option("--b", "part_b", type=float, help="Part B points.")
+@click.option("--c", "part_c", type=float, help="Part C points.")
+@click.option("--note", help="The member's remark.")
+@click.option("--council", "council_key", help="The council (when several cover the dossier).")
+@click.option("--close", "close", is_flag=True, help="Chair: close the round (mean, stars).")
+@click.option("--rescore", is_flag=True, help="Chair: clear the scores (or --member's) to redo.")
+@click.option("--reason", help="Why a re-score is needed.")
+@json_option
+@click.pass_context
+def score(
+    ctx: click.Context,
+    dossier_id: str,
+    member: str | None,
+    part_a: float | None,
+    part_b: float | None,
+    part_c: float | None,
+    note: str | None,
+    council_key: str | None,
+    close: bool,
+    rescore: bool,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Council scoring of dossier ID: a member's score, or the chair's --close / --rescore."""
+    from . import council
+    from .errors import UsageError
+
+    app = app_of(ctx)
+    writing(app)
+    actor = app.actor()
+    if close and rescore:
+        raise UsageError("give --close or --rescore, not both")
+    if close:
+        result = council.close_scoring(app.engine, dossier_id, actor, council_key=council_key)
+    elif rescore:
+        result = council.rescore(
+            app.engine, dossier_id, actor, reason=reason, member=member, council_key=council_key
+        )
+    else:
+        if member is None:
+            raise UsageError("--member is required to record a score")
+        parts = {k: v for k, v in (("a", part_a), ("b", part_b), ("c", part_c)) if v is not None}
+        result = council.record_score(
+            app.engine,
+            dossier_id,
+            actor,
+            member=member,
+            parts=parts,
+            note=note,
+            council_key=council_key,
+        )
+    if as_json:
+        emit_json(result)
+        return
+    for level, scoring in result["scoring"].items():
+        click.echo(
+            f"{dossier_id} {level} council {scoring.get('council')}: {_scoring_line(scoring)}"
+        )
+        for reason in scoring.get("result", {}).get("capped", []):
+            click.echo(f"  capped: {reason}")
 
 
 # --- timers, notifications, sweep, worker -----------------------------------------------------
@@ -708,7 +835,7 @@ def audit_verify(ctx: click.Context, dossier_id: str | None, as_json: bool) -> N
     from .errors import AuditFailure
 
     app = app_of(ctx)
-    report = verify(app.checked_store(), dossier_id)
+    report = verify(app.checked_store(), dossier_id, app.config.documents_dir)
     if as_json:
         emit_json(report.document())
     else:

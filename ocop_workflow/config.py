@@ -82,6 +82,21 @@ class NotificationsConfig:
 
 
 @dataclass(frozen=True)
+class Council:
+    """An evaluation council (Hội đồng đánh giá, phân hạng) of one level; the chair is a member."""
+
+    key: str
+    title: str
+    level: str
+    chair: str
+    members: tuple[str, ...]
+    communes: frozenset[str] = frozenset({"*"})
+
+    def covers(self, commune: str) -> bool:
+        return "*" in self.communes or commune in self.communes
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     database_url: str
@@ -97,6 +112,8 @@ class Config:
     require_os_user: bool
     users: Mapping[str, User]
     targets: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+    councils: Mapping[str, Council] = field(default_factory=dict)
+    documents_dir: Path = Path("documents")
 
     def user(self, key: str) -> User:
         from .errors import NotFound
@@ -186,6 +203,8 @@ TOP_LEVEL = frozenset(
         "security",
         "users",
         "targets",
+        "councils",
+        "documents",
     }
 )
 
@@ -251,6 +270,8 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
     notifications = _notifications(data.get("notifications"), resolve)
     users = _users(data.get("users"))
     targets = _targets(data.get("targets"))
+    councils = _councils(data.get("councils"), users)
+    documents = _section(data.get("documents"), "documents", {"dir": _str})
 
     default_user = cli.get("default_user")
     if default_user is not None and default_user not in users:
@@ -273,6 +294,8 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         require_os_user=security.get("require_os_user", False),
         users=users,
         targets=targets,
+        councils=councils,
+        documents_dir=resolve(documents.get("dir", "documents")),
     )
 
 
@@ -403,6 +426,47 @@ def _users(data: Any) -> dict[str, User]:
             organisation=values.get("organisation"),
         )
     return users
+
+
+def _councils(data: Any, users: Mapping[str, User]) -> dict[str, Council]:
+    """``[councils.<key>]``: who sits on each evaluation council; every member is a user."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config key 'councils' must be a table of councils")
+    out: dict[str, Council] = {}
+    for key, raw in data.items():
+        section = f"councils.{key}"
+        values = _section(
+            raw,
+            section,
+            {
+                "title": _str,
+                "level": _str,
+                "chair": _str,
+                "members": _str_list,
+                "communes": _str_list,
+            },
+        )
+        level = _require(values, section, "level")
+        chair = _require(values, section, "chair")
+        members = tuple(_require(values, section, "members"))
+        if chair not in members:
+            members = (chair, *members)
+        for member in members:
+            if member not in users:
+                raise ConfigError(f"config key '{section}.members': '{member}' is not a user")
+        if len(set(members)) != len(members):
+            raise ConfigError(f"config key '{section}.members': a member is listed twice")
+        out[key] = Council(
+            key=key,
+            title=str(values.get("title", key)),
+            level=level,
+            chair=chair,
+            members=members,
+            communes=frozenset(values.get("communes", ["*"])),
+        )
+    return out
 
 
 def _targets(data: Any) -> dict[int, dict[str, int]]:

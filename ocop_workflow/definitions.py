@@ -7,6 +7,7 @@ refused as a whole: a half-valid rule set must never move a dossier.
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from collections import deque
@@ -112,6 +113,9 @@ class StateDef:
     level: str | None = None
     recognise_stars: tuple[int, ...] = ()
     deadline: DeadlineDef | None = None
+    council: bool = False
+    forward_min_score: float | None = None
+    watches: tuple[DeadlineDef, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -126,6 +130,31 @@ class TransitionDef:
     label_vi: str = ""
     label_en: str = ""
     remind: bool = True
+    certificate_months: int | None = None
+
+
+@dataclass(frozen=True)
+class ScorecardDef:
+    """The council scorecard of a rule version: part maxima, star bands, council rules."""
+
+    parts: Mapping[str, float]
+    part_labels: Mapping[str, str]
+    bands: tuple[tuple[int, float], ...]  # (stars, minimum mean points), highest first
+    quorum: float = 0.75
+    max_spread: float = 10.0
+    certificate_min_stars: int = 3
+    mandatory_documents: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return sum(self.parts.values())
+
+    def stars_for(self, points: float) -> int:
+        """Stars from the mean points: the highest band whose minimum is reached; else 1."""
+        for stars, minimum in self.bands:
+            if points >= minimum:
+                return stars
+        return 1
 
 
 @dataclass(frozen=True)
@@ -140,6 +169,16 @@ class WorkflowDef:
     transitions: tuple[TransitionDef, ...]
     fields: Mapping[str, FieldDef]
     extra: Mapping[str, Any] = field(default_factory=dict)
+    scorecard: ScorecardDef | None = None
+    groups: Mapping[str, str] = field(default_factory=dict)
+    documents: Mapping[str, str] = field(default_factory=dict)
+    mandatory_documents: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def required_documents(self, group: str | None) -> tuple[str, ...]:
+        """Document kinds a dossier of product ``group`` must hold before it is submitted."""
+        if group is not None and group in self.mandatory_documents:
+            return self.mandatory_documents[group]
+        return self.mandatory_documents.get("default", ())
 
     @property
     def initial(self) -> StateDef:
@@ -220,6 +259,8 @@ _STATE_KEYS = {
     "recognise_stars",
     "deadline",
     "forward_min_score",
+    "council",
+    "certificate_watch",
 }
 _DEADLINE_KEYS = {
     "working_days",
@@ -244,9 +285,19 @@ _TRANSITION_KEYS = {
     "label_vi",
     "label_en",
     "remind",
+    "certificate_months",
 }
 _FIELD_KEYS = {"type", "label", "min", "max", "protected", "choices"}
-_TOP_KEYS = {"workflow", "fields", "states", "transitions"}
+_TOP_KEYS = {"workflow", "fields", "states", "transitions", "scorecard", "groups", "documents"}
+_SCORECARD_KEYS = {
+    "parts",
+    "part_labels",
+    "bands",
+    "quorum",
+    "max_spread",
+    "certificate_min_stars",
+    "mandatory_documents",
+}
 
 
 def _unknown(problems: _Problems, item: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -331,6 +382,12 @@ def parse_workflow(data: Mapping[str, Any], path: Path) -> tuple[WorkflowDef | N
     transitions = _parse_transitions(problems, data.get("transitions"), states, GUARDS, fields)
     _check_graph(problems, states, transitions)
     _check_deadlines(problems, states, transitions, fields)
+    groups = _parse_labels(problems, "[groups]", data.get("groups", {}))
+    documents, mandatory = _parse_documents(problems, data.get("documents", {}), groups)
+    scorecard = _parse_scorecard(problems, data.get("scorecard"), documents)
+    for state in states.values():
+        if state.council and scorecard is None:
+            problems.add(f"states.{state.name}", "council = true needs a [scorecard]")
 
     if problems.items or name is None or version is None:
         return None, problems.items
@@ -346,8 +403,109 @@ def parse_workflow(data: Mapping[str, Any], path: Path) -> tuple[WorkflowDef | N
             transitions=tuple(transitions),
             fields=fields,
             extra={"in_force_from": in_force_from} if in_force_from else {},
+            scorecard=scorecard,
+            groups=groups,
+            documents=documents,
+            mandatory_documents=mandatory,
         ),
         [],
+    )
+
+
+def _parse_labels(problems: _Problems, item: str, raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        problems.add(item, 'must be a table of name = "label"')
+        return {}
+    return dict(raw)
+
+
+def _parse_documents(
+    problems: _Problems, raw: Any, groups: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    if not isinstance(raw, dict):
+        problems.add("[documents]", "must be a table with kinds and mandatory")
+        return {}, {}
+    _unknown(problems, "[documents]", raw, {"kinds", "mandatory"})
+    kinds = _parse_labels(problems, "documents.kinds", raw.get("kinds", {}))
+    mandatory: dict[str, tuple[str, ...]] = {}
+    table = raw.get("mandatory", {})
+    if not isinstance(table, dict):
+        problems.add("documents.mandatory", "must be a table of group = [kinds]")
+        table = {}
+    for group, _value in table.items():
+        item = f"documents.mandatory.{group}"
+        if group != "default" and group not in groups:
+            problems.add(item, f"unknown product group '{group}' (see [groups])")
+        listed = _str_tuple(problems, item, table, group)
+        for kind in listed:
+            if kind not in kinds:
+                problems.add(item, f"unknown document kind '{kind}' (see [documents.kinds])")
+        mandatory[group] = listed
+    return kinds, mandatory
+
+
+def _parse_scorecard(
+    problems: _Problems, raw: Any, documents: Mapping[str, str]
+) -> ScorecardDef | None:
+    if raw is None:
+        return None
+    item = "[scorecard]"
+    if not isinstance(raw, dict):
+        problems.add(item, "must be a table")
+        return None
+    _unknown(problems, item, raw, _SCORECARD_KEYS)
+    parts_raw = _get(problems, item, raw, "parts", dict, {}, required=True)
+    parts: dict[str, float] = {}
+    for part, maximum in parts_raw.items():
+        if isinstance(maximum, bool) or not isinstance(maximum, int | float) or maximum <= 0:
+            problems.add(item, f"parts.{part}: the maximum must be a positive number")
+            continue
+        if not _NAME.match(part):
+            problems.add(item, f"parts.{part}: part names are lower_case code names")
+        parts[part] = float(maximum)
+    if parts and abs(sum(parts.values()) - 100) > 1e-9:
+        problems.add(item, f"parts add up to {sum(parts.values()):g}, not 100")
+    bands_raw = _get(problems, item, raw, "bands", dict, {}, required=True)
+    bands: list[tuple[int, float]] = []
+    for stars, minimum in bands_raw.items():
+        if not stars.isdigit() or not 1 <= int(stars) <= 5:
+            problems.add(item, f"bands.{stars}: a band is named by its stars, 1-5")
+            continue
+        if isinstance(minimum, bool) or not isinstance(minimum, int | float):
+            problems.add(item, f"bands.{stars}: the minimum points must be a number")
+            continue
+        bands.append((int(stars), float(minimum)))
+    bands.sort(reverse=True)
+    for (high, high_min), (low, low_min) in itertools.pairwise(bands):
+        if high_min <= low_min:
+            problems.add(item, f"bands: {high}★ needs more points than {low}★")
+    mandatory: dict[int, tuple[str, ...]] = {}
+    table = raw.get("mandatory_documents", {})
+    if not isinstance(table, dict):
+        problems.add(item, "mandatory_documents must be a table of stars = [kinds]")
+        table = {}
+    for stars, _value in table.items():
+        listed = _str_tuple(problems, f"scorecard.mandatory_documents.{stars}", table, stars)
+        for kind in listed:
+            if kind not in documents:
+                problems.add(
+                    f"scorecard.mandatory_documents.{stars}", f"unknown document kind '{kind}'"
+                )
+        if stars.isdigit():
+            mandatory[int(stars)] = listed
+        else:
+            problems.add(f"scorecard.mandatory_documents.{stars}", "name a star level, 1-5")
+    quorum = float(_get(problems, item, raw, "quorum", (int, float), 0.75))
+    if not 0 < quorum <= 1:
+        problems.add(item, f"quorum must be a fraction in (0, 1], not {quorum}")
+    return ScorecardDef(
+        parts=parts,
+        part_labels=_parse_labels(problems, "scorecard.part_labels", raw.get("part_labels", {})),
+        bands=tuple(bands),
+        quorum=quorum,
+        max_spread=float(_get(problems, item, raw, "max_spread", (int, float), 10)),
+        certificate_min_stars=_get(problems, item, raw, "certificate_min_stars", int, 3),
+        mandatory_documents=mandatory,
     )
 
 
@@ -402,11 +560,19 @@ def _parse_states(problems: _Problems, raw: Any, stages: tuple[str, ...]) -> dic
         deadline = None
         if "deadline" in spec:
             deadline = _parse_deadline(problems, f"{item}.deadline", spec["deadline"])
-        extra = {}
-        if "forward_min_score" in spec:
-            extra["forward_min_score"] = _get(
-                problems, item, spec, "forward_min_score", (int, float)
+        watches: tuple[DeadlineDef, ...] = ()
+        if "certificate_watch" in spec:
+            watch = _parse_deadline(
+                problems, f"{item}.certificate_watch", spec["certificate_watch"]
             )
+            if watch is not None:
+                if watch.from_field is None or watch.on_expiry is not None:
+                    problems.add(
+                        f"{item}.certificate_watch",
+                        "a certificate watch counts from a date field and fires no trigger",
+                    )
+                watches = (watch,)
+        forward_min = _get(problems, item, spec, "forward_min_score", (int, float))
         out[sname] = StateDef(
             name=sname,
             stage=stage,
@@ -417,7 +583,9 @@ def _parse_states(problems: _Problems, raw: Any, stages: tuple[str, ...]) -> dic
             level=_get(problems, item, spec, "level", str),
             recognise_stars=stars,
             deadline=deadline,
-            extra=extra,
+            council=_get(problems, item, spec, "council", bool, False),
+            forward_min_score=None if forward_min is None else float(forward_min),
+            watches=watches,
         )
     initial = [s.name for s in out.values() if s.initial]
     if len(initial) != 1:
@@ -543,6 +711,7 @@ def _parse_transitions(
                     label_vi=_get(problems, item, spec, "label_vi", str, ""),
                     label_en=_get(problems, item, spec, "label_en", str, ""),
                     remind=_get(problems, item, spec, "remind", bool, True),
+                    certificate_months=_get(problems, item, spec, "certificate_months", int),
                 )
             )
     return out
@@ -593,6 +762,14 @@ def _check_deadlines(
     fields: Mapping[str, FieldDef],
 ) -> None:
     for name, state in states.items():
+        for watch in state.watches:
+            if watch.from_field is not None and (
+                fields.get(watch.from_field) is None or fields[watch.from_field].type != "date"
+            ):
+                problems.add(
+                    f"states.{name}.certificate_watch",
+                    f"from_field: '{watch.from_field}' is not a date field",
+                )
         deadline = state.deadline
         if deadline is None:
             continue

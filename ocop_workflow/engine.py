@@ -87,6 +87,23 @@ def permission_problems(
     return []
 
 
+def may_act_for(actor: User, producer: str, commune: str) -> None:
+    """Registering and attaching: an officer covering the commune, or the producer itself."""
+    if actor.roles & OFFICER_ROLES:
+        if actor.covers(commune):
+            return
+        raise PermissionDenied(f"{actor.key} does not cover commune {commune}")
+    if "producer" in actor.roles:
+        if not actor.covers(commune):
+            raise PermissionDenied(f"{actor.key} does not cover commune {commune}")
+        if actor.organisation != producer:
+            raise PermissionDenied(
+                f"{actor.key} acts only for {actor.organisation}, not for {producer}"
+            )
+        return
+    raise PermissionDenied(f"{actor.key} needs the producer role or an officer role for this")
+
+
 class Engine:
     """Commands that change dossiers. The clock is injected: ``clock()`` is "now" everywhere."""
 
@@ -138,8 +155,13 @@ class Engine:
             raise UsageError(
                 f"--id {dossier_id!r}: use letters, digits and . _ / - (at most 64 characters)"
             )
+        if wf.groups and group is not None and group not in wf.groups:
+            raise UsageError(
+                f"--group {group}: unknown product group for {wf.name} "
+                f"(groups: {', '.join(wf.groups)})"
+            )
         values = wf.parse_data(data)
-        self._check_may_register(actor, producer, commune)
+        may_act_for(actor, producer, commune)
         now = self.clock()
         initial = wf.initial
         with self.store.write() as conn:
@@ -200,22 +222,6 @@ class Engine:
         )
         return row
 
-    def _check_may_register(self, actor: User, producer: str, commune: str) -> None:
-        if actor.roles & OFFICER_ROLES:
-            if actor.covers(commune):
-                return
-            raise PermissionDenied(f"{actor.key} does not cover commune {commune}")
-        if "producer" in actor.roles:
-            if not actor.covers(commune):
-                raise PermissionDenied(f"{actor.key} does not cover commune {commune}")
-            if actor.organisation != producer:
-                raise PermissionDenied(
-                    f"{actor.key} registers only for {actor.organisation}, not for {producer}"
-                )
-            return
-        raise PermissionDenied(
-            f"{actor.key} may not register dossiers (needs producer or an officer role)"
-        )
 
     def _next_id(self, conn: Connection, now: datetime) -> str:
         year = self.calendar.local_date(now).year
@@ -301,8 +307,11 @@ class Engine:
             else wf.parse_data(data, allow_protected=actor is SYSTEM)
         )
         after = {**before, **updates}
+        today = self.calendar.local_date(now)
         for name in transition.stamp:
-            after[name] = self.calendar.local_date(now).isoformat()
+            after[name] = today.isoformat()
+        if transition.certificate_months is not None:
+            issue_certificate(after, before, today, transition.certificate_months)
         failures = guard_failures(wf, transition, row, after, reason)
         if failures:
             raise TransitionRefused(
@@ -366,6 +375,51 @@ class Engine:
             version=row["version"] + 1,
         )
 
+    def amend(
+        self,
+        dossier_id: str,
+        actor: User,
+        event: str,
+        change: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
+        *,
+        reason: str | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """Change a dossier's data without moving it (a score, a document), audited as ``event``.
+
+        ``change(row, data)`` returns the new data or raises an :class:`OcopError`; it runs inside
+        the transaction with the dossier locked, so what it checks cannot change under it.
+        Returns (audit seq, new data).
+        """
+        now = self.clock()
+        with self.store.write() as conn:
+            found = self.store.lock_dossier(conn, dossier_id)
+            if found is None:
+                raise NotFound(f"dossier {dossier_id} not found")
+            row = dict(found._mapping)
+            before = json.loads(row["data"])
+            after = change(row, json.loads(row["data"]))
+            seq, _ = audit.append(
+                conn,
+                dossier_id=dossier_id,
+                trigger=event,
+                from_state=row["state"],
+                to_state=row["state"],
+                actor=actor.key,
+                reason=reason,
+                at=now,
+                data_before=snapshot(row, before),
+                data_after=snapshot(row, after),
+            )
+            updated = conn.execute(
+                dossier_t.update()
+                .where(dossier_t.c.id == dossier_id, dossier_t.c.version == row["version"])
+                .values(data=dumps(after), version=row["version"] + 1, updated_at=now)
+            )
+            if updated.rowcount != 1:
+                raise Conflict(f"dossier {dossier_id} changed meanwhile; try again")
+        _log().info("dossier.amended", dossier=dossier_id, change=event, actor=actor.key, seq=seq)
+        return seq, after
+
     @staticmethod
     def _transition(wf: WorkflowDef, trigger: str, state: str) -> TransitionDef:
         transition = wf.transition(trigger, state)
@@ -405,6 +459,35 @@ class Engine:
                 }
             )
         return out
+
+
+def issue_certificate(
+    after: dict[str, Any], before: Mapping[str, Any], today: Any, months: int
+) -> None:
+    """Record a new certificate; the one it supersedes (an upgrade, a renewal) is kept in
+    ``previous_certificates`` so the dossier tells its whole certificate history."""
+    from datetime import timedelta
+
+    from .calendar import add_months
+
+    if before.get("certificate_no") and before.get("certified_on"):
+        previous = list(before.get("previous_certificates", []))
+        previous.append(
+            {
+                key: before.get(key)
+                for key in (
+                    "certificate_no",
+                    "decision_no",
+                    "certified_on",
+                    "valid_until",
+                    "certificate_stars",
+                )
+            }
+        )
+        after["previous_certificates"] = previous
+    after["certified_on"] = today.isoformat()
+    after["certificate_stars"] = after.get("stars")
+    after["valid_until"] = (add_months(today, months) - timedelta(days=1)).isoformat()
 
 
 def guard_failures(

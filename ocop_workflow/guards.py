@@ -52,7 +52,66 @@ def stars_within_level(ctx: GuardContext) -> str | None:
     return None
 
 
+
+
+def documents_complete(ctx: GuardContext) -> str | None:
+    """A dossier goes to evaluation only with every mandatory document of its product group."""
+    required = ctx.workflow.required_documents(ctx.dossier.get("product_group"))
+    present = {d.get("kind") for d in ctx.data.get("documents", [])}
+    missing = [kind for kind in required if kind not in present]
+    if not missing:
+        return None
+    named = "; ".join(f"{k} ({ctx.workflow.documents.get(k, k)})" for k in missing)
+    return f"missing mandatory documents: {named}"
+
+
+def current_scoring(ctx: GuardContext) -> dict[str, Any] | None:
+    """This level's scoring of the current round (state entry), or None if not started."""
+    level = ctx.state.level
+    scoring = ctx.data.get("scoring", {}).get(level or "")
+    if not scoring or scoring.get("round") != ctx.dossier.get("state_entry_seq"):
+        return None
+    return dict(scoring)
+
+
+def scoring_closed(ctx: GuardContext) -> str | None:
+    """Stars come only from a council whose chair has closed the scoring of this round."""
+    scoring = current_scoring(ctx)
+    if scoring is None:
+        return f"the {ctx.state.level} council has not scored this dossier yet (ocop score)"
+    if not scoring.get("closed"):
+        return f"the {ctx.state.level} council's scoring is not closed by its chair yet"
+    return None
+
+
+def score_at_least(ctx: GuardContext) -> str | None:
+    """Forwarding needs the level's threshold (e.g. ≥ 90 points for the central council)."""
+    minimum = ctx.state.forward_min_score
+    if minimum is None:
+        return None
+    scoring = current_scoring(ctx)
+    if scoring is None or not scoring.get("closed"):
+        return f"forwarding needs a closed council score of at least {minimum:g} points"
+    score = float(scoring["result"]["score"])
+    if score < minimum:
+        return f"score {score:g} is below the {minimum:g} points needed to forward"
+    return None
+
+
+def certificate_details(ctx: GuardContext) -> str | None:
+    """A certificate names its number and the recognition decision (quyết định công nhận)."""
+    missing = [k for k in ("certificate_no", "decision_no") if not ctx.data.get(k)]
+    if missing:
+        return "record the certificate: " + ", ".join(f"--set {k}=…" for k in missing)
+    return None
+
+
+#: The names workflow files may use in ``guards = [...]``.
 GUARDS: Mapping[str, Guard] = {
     "reason_given": reason_given,
     "stars_within_level": stars_within_level,
+    "documents_complete": documents_complete,
+    "scoring_closed": scoring_closed,
+    "score_at_least": score_at_least,
+    "certificate_details": certificate_details,
 }

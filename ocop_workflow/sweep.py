@@ -183,8 +183,9 @@ class _Firing:
         self.mark([t for t in due if t not in current], "stale")
         if not current:
             return
+        superseded = self._superseded(current)
         for timer in current:
-            if timer.id in self._superseded(current):
+            if timer.id in superseded:
                 self._mark(timer, "superseded")
             else:
                 self._fire(wf, row, timer)
@@ -193,18 +194,27 @@ class _Firing:
                 self._auto_transition(row, timer)
 
     def _superseded(self, current: list[Any]) -> set[int]:
-        """Reminders not worth sending: the deadline is due too, or passed, or a later one is."""
-        reminders = [t for t in current if t.kind in REMINDER_KINDS]
-        if not reminders:
-            return set()
-        if any(t.kind not in REMINDER_KINDS for t in current):
-            return {t.id for t in reminders}
-        latest = max(reminders, key=lambda t: (t.due_at, t.id))
-        return {
-            t.id
-            for t in reminders
-            if t is not latest or (t.deadline_at is not None and t.deadline_at <= self.now)
-        }
+        """Reminders not worth sending: their deadline is due too, or passed, or a later one is.
+
+        Reminders belong to the deadline they announce (a state may have its own deadline and a
+        certificate it watches), so they are compared per ``deadline_at``.
+        """
+        out: set[int] = set()
+        groups: dict[Any, list[Any]] = defaultdict(list)
+        for timer in current:
+            groups[timer.deadline_at].append(timer)
+        for deadline_at, group in groups.items():
+            reminders = [t for t in group if t.kind in REMINDER_KINDS]
+            if not reminders:
+                continue
+            if any(t.kind not in REMINDER_KINDS for t in group) or (
+                deadline_at is not None and deadline_at <= self.now
+            ):
+                out.update(t.id for t in reminders)
+                continue
+            latest = max(reminders, key=lambda t: (t.due_at, t.id))
+            out.update(t.id for t in reminders if t is not latest)
+        return out
 
     def _fire(self, wf: WorkflowDef, row: Mapping[str, Any], timer: Any) -> None:
         state = wf.state(timer.state)

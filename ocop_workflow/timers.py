@@ -80,23 +80,42 @@ def plan(
     data: dict[str, Any],
     cal: WorkCalendar,
 ) -> tuple[Deadline | None, list[dict[str, Any]]]:
-    """The deadline of ``state`` and the timer rows to insert on entering it."""
-    spec = state.deadline
-    if spec is None:
-        return None, []
-    deadline = compute_deadline(spec, entered_at, data, cal)
-    if deadline is None:
-        return None, []
+    """The deadline of ``state`` and the timer rows to insert on entering it.
+
+    Besides the state's own deadline, a state may *watch* a certificate (its expiry keeps being
+    announced while a renewal or upgrade is evaluated); a watch never sets the dossier's deadline
+    and never fires a trigger.
+    """
     base = {
         "dossier_id": dossier_id,
         "state": state.name,
         "entry_seq": entry_seq,
-        "deadline_at": deadline.at,
         "status": "pending",
         "created_at": entered_at,
         "auto_trigger": None,
         "repeat_working_days": None,
     }
+    rows: list[dict[str, Any]] = []
+    deadline = None
+    if state.deadline is not None:
+        deadline = compute_deadline(state.deadline, entered_at, data, cal)
+        if deadline is not None:
+            rows += _rows(state.deadline, deadline, base, entered_at, cal)
+    for watch in state.watches:
+        watched = compute_deadline(watch, entered_at, data, cal)
+        if watched is not None:
+            rows += _rows(watch, watched, base, entered_at, cal)
+    return deadline, rows
+
+
+def _rows(
+    spec: DeadlineDef,
+    deadline: Deadline,
+    base: dict[str, Any],
+    entered_at: datetime,
+    cal: WorkCalendar,
+) -> list[dict[str, Any]]:
+    base = {**base, "deadline_at": deadline.at}
     rows: list[dict[str, Any]] = []
     reminder_kind = "expiry_notice" if spec.certificate else "reminder"
     for offset in spec.remind_before:
@@ -123,7 +142,7 @@ def plan(
                 "repeat_working_days": spec.escalate_every,
             }
         )
-    return deadline, rows
+    return rows
 
 
 def next_escalation(after: date, every: int, cal: WorkCalendar) -> datetime:

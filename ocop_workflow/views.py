@@ -96,6 +96,14 @@ def show_dossier(
     wf = registry.get(row["workflow"])
     document["deadline"] = json.loads(row["deadline_note"]) if row["deadline_note"] else None
     document["timers"] = list(list_timers(store, tz, dossier_id=dossier_id))
+    from .documents import checklist
+
+    document["documents"] = checklist(
+        wf.documents,
+        wf.required_documents(row["product_group"]),
+        document["data"].get("documents", []),
+    )
+    document["documents_missing"] = [d["kind"] for d in document["documents"] if not d["present"]]
     document["next_triggers"] = [
         {"trigger": t.trigger, "to": t.dest, "roles": list(t.roles), "label": t.label_vi}
         for t in wf.transitions_from(row["state"])

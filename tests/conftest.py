@@ -65,7 +65,75 @@ organisation = "HTX Hồ tiêu Ia Le"
 name = "Đỗ Thị Mai"
 roles = ["council_member"]
 communes = ["*"]
+
+[users.dung]
+name = "Võ Văn Dũng"
+roles = ["district_officer"]
+communes = ["Ia Le", "Ia Phang"]
+email = "dung@example.vn"
+""" + "".join(
+    f"""
+[users.{key}]
+name = "{name}"
+roles = ["{role}"]
+communes = ["*"]
 """
+    for key, name, role in [
+        ("chair", "Chủ tịch Hội đồng tỉnh", "council_chair"),
+        *[(f"m{i}", f"Thành viên {i}", "council_member") for i in range(1, 7)],
+        ("tw_chair", "Chủ tịch Hội đồng Trung ương", "council_chair"),
+        *[(f"tw{i}", f"Thành viên Trung ương {i}", "council_member") for i in range(1, 4)],
+        ("h_chair", "Chủ tịch Hội đồng huyện", "council_chair"),
+        *[(f"h{i}", f"Thành viên huyện {i}", "council_member") for i in range(1, 4)],
+    ]
+) + """
+[councils.tinh]
+title = "Hội đồng đánh giá, phân hạng sản phẩm OCOP tỉnh"
+level = "province"
+chair = "chair"
+members = ["chair", "m1", "m2", "m3", "m4", "m5", "m6"]
+
+[councils.trung_uong]
+title = "Hội đồng Trung ương"
+level = "central"
+chair = "tw_chair"
+members = ["tw_chair", "tw1", "tw2", "tw3"]
+
+[councils.huyen]
+title = "Hội đồng cấp huyện"
+level = "district"
+chair = "h_chair"
+members = ["h_chair", "h1", "h2", "h3"]
+"""
+
+#: The mandatory documents of a non-tourism dossier (ocop-1489 [documents.mandatory] default).
+MANDATORY_DOCUMENTS = (
+    "registration_form",
+    "business_plan",
+    "organisation",
+    "business_registration",
+    "samples",
+)
+
+
+def attach_mandatory(ws: Workspace, dossier_id: str, user: str = "htx_iale",
+                     now: str | None = None) -> None:
+    """Attach one small file per mandatory document kind (so submit_dossier may pass)."""
+    for kind in MANDATORY_DOCUMENTS:
+        path = ws.root / f"{dossier_id}-{kind}.pdf"
+        path.write_text(f"{dossier_id} {kind} — hồ sơ", encoding="utf-8")
+        ws.run("dossier", "attach", dossier_id, kind, str(path), user=user, now=now, check=True)
+
+
+def council_scores(ws: Workspace, dossier_id: str, scores: dict[str, tuple[float, float, float]],
+                   chair: str = "chair", close: bool = True, now: str | None = None) -> Result:
+    """Each member's score entered by the chair, then (optionally) the chair closes the round."""
+    for member, (a, b, c) in scores.items():
+        ws.run("score", dossier_id, "--member", member, "--a", str(a), "--b", str(b),
+               "--c", str(c), user=chair, now=now, check=True)
+    if close:
+        return ws.run("score", dossier_id, "--close", "--json", user=chair, now=now)
+    return Result(0, "", "")
 
 
 def postgres_base_url() -> str | None:

@@ -1,0 +1,154 @@
+"""Dossier documents: files kept in a content-addressed store, recorded and audited.
+
+A file is stored once under ``<documents dir>/<sha256[:2]>/<sha256>`` whatever its name and however
+often it is attached; the dossier records kind, name, size and hash, and the audit trail records the
+attachment. ``audit verify`` re-hashes the stored files, so a file swapped on disk is found.
+Real dossiers run to 300–500 pages, so files are hashed and copied in chunks, never read whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .config import User
+from .engine import Engine, may_act_for
+from .errors import NotFound, UsageError
+
+CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def blob_path(root: Path, sha256: str) -> Path:
+    return root / sha256[:2] / sha256
+
+
+def store_file(root: Path, source: Path) -> tuple[str, int, bool]:
+    """Copy ``source`` into the store (atomically, once); returns (sha256, size, newly stored)."""
+    sha256, size = file_digest(source)
+    target = blob_path(root, sha256)
+    if target.exists():
+        return sha256, size, False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return sha256, size, True
+
+
+def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path) -> dict[str, Any]:
+    """Store ``source`` and record it on the dossier as a document of ``kind`` (audited).
+
+    Attaching the same content with the same kind again changes nothing.
+    """
+    from .views import get_dossier
+
+    row = get_dossier(engine.store, dossier_id)
+    wf = engine.registry.get(row["workflow"])
+    if kind not in wf.documents:
+        raise UsageError(
+            f"unknown document kind '{kind}' (kinds of {wf.name}: {', '.join(wf.documents)})"
+        )
+    may_act_for(actor, row["producer"], row["commune"])
+    if not source.is_file():
+        raise NotFound(f"file {source} not found")
+    sha256, size, _ = store_file(engine.config.documents_dir, source)
+    entry = {
+        "kind": kind,
+        "name": source.name,
+        "size": size,
+        "sha256": sha256,
+        "at": engine.clock().isoformat(),
+        "by": actor.key,
+    }
+    existing = [d for d in _documents(row) if d.get("kind") == kind and d.get("sha256") == sha256]
+    if existing:
+        return {**existing[0], "dossier": dossier_id, "already_attached": True}
+
+    def change(locked: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        may_act_for(actor, locked["producer"], locked["commune"])
+        data["documents"] = [*data.get("documents", []), entry]
+        return data
+
+    seq, _ = engine.amend(
+        dossier_id, actor, "attach", change, reason=f"{kind}: {source.name} ({sha256[:12]})"
+    )
+    return {**entry, "dossier": dossier_id, "seq": seq, "already_attached": False}
+
+
+def _documents(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    import json
+
+    return list(json.loads(row["data"]).get("documents", []))
+
+
+def checklist(
+    kinds: Mapping[str, str], required: Iterable[str], documents: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """For ``dossier show``: every required kind present or missing, then other attachments."""
+    docs = list(documents)
+    out = []
+    for kind in required:
+        held = [d for d in docs if d.get("kind") == kind]
+        out.append(
+            {
+                "kind": kind,
+                "label": kinds.get(kind, kind),
+                "required": True,
+                "present": bool(held),
+                "files": [d.get("name") for d in held],
+            }
+        )
+    required_set = set(required)
+    others = [str(d.get("kind")) for d in docs if d.get("kind") not in required_set]
+    for other in dict.fromkeys(others):
+        held = [d for d in docs if d.get("kind") == other]
+        out.append(
+            {
+                "kind": other,
+                "label": kinds.get(other, other),
+                "required": False,
+                "present": True,
+                "files": [d.get("name") for d in held],
+            }
+        )
+    return out
+
+
+def verify_files(root: Path, documents: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Problems with the stored files of one dossier: missing, or content changed."""
+    problems = []
+    for document in documents:
+        sha256 = str(document.get("sha256", ""))
+        path = blob_path(root, sha256)
+        if not path.is_file():
+            problems.append(f"document {document.get('name')} ({document.get('kind')}) is missing")
+            continue
+        actual, _ = file_digest(path)
+        if actual != sha256:
+            problems.append(
+                f"document {document.get('name')} ({document.get('kind')}) was altered on disk: "
+                f"sha256 {actual[:12]}… ≠ recorded {sha256[:12]}…"
+            )
+    return problems
