@@ -356,6 +356,15 @@ def dossier_register(
 @click.option("--commune", help="Only dossiers of this commune.")
 @click.option("--overdue", is_flag=True, help="Only dossiers past their deadline.")
 @click.option("--workflow", "workflow_name", help="Only dossiers on this workflow.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "xlsx"]),
+    default="table",
+    show_default=True,
+    help="Output format (xlsx needs -o).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file.")
 @json_option
 @click.pass_context
 def dossier_list(
@@ -365,16 +374,27 @@ def dossier_list(
     commune: str | None,
     overdue: bool,
     workflow_name: str | None,
+    fmt: str,
+    output: str | None,
     as_json: bool,
 ) -> None:
-    """One row per dossier, filtered."""
-    from .views import DossierFilter, list_dossiers
+    """One row per dossier, filtered; as a table, JSON, CSV or XLSX."""
+    from .views import DOSSIER_COLUMNS, DossierFilter, list_dossiers
 
     app = app_of(ctx)
     filters = DossierFilter(state, stage, commune, workflow_name, overdue)
     rows = list_dossiers(app.checked_store(), app.registry, filters, app.now, tz_of(app))
     if as_json:
         emit_json(list(rows))
+        return
+    if fmt != "table":
+        from pathlib import Path
+
+        from .exports import write_table
+
+        count = write_table(rows, DOSSIER_COLUMNS, fmt, Path(output) if output else None)
+        if output:
+            click.echo(f"wrote {count} dossier(s) to {output}", err=True)
         return
     from .render import table
 
@@ -623,6 +643,66 @@ def dossier_attach(
             f"{dossier_id}: attached {result['name']} as {kind} "
             f"({result['size']} bytes, sha256 {result['sha256'][:12]}…, entry {result['seq']})"
         )
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--dry-run", is_flag=True, help="Check every row, write nothing.")
+@json_option
+@click.pass_context
+def import_(ctx: click.Context, file: str, dry_run: bool, as_json: bool) -> None:
+    """Register dossiers from FILE.csv or FILE.xlsx: every row checked first, all or nothing."""
+    from pathlib import Path
+
+    from .importer import ImportRejected, import_file
+
+    app = app_of(ctx)
+    writing(app)
+    actor = app.actor()
+    path = Path(file)
+    with progress_bar("checking rows", _count_rows(path)) as advance:
+        try:
+            report = import_file(app.engine, actor, path, dry_run=dry_run, progress=advance)
+        except ImportRejected as rejected:
+            for problem in rejected.problems:
+                click.echo(problem, err=True)
+            if as_json:
+                emit_json(rejected.report.document())
+                rejected.reported = True  # type: ignore[attr-defined]
+            raise
+    if as_json:
+        emit_json(report.document())
+    elif dry_run:
+        click.echo(
+            f"{path.name}: {report.rows} row(s) checked, all valid (dry run, nothing written)"
+        )
+    else:
+        click.echo(f"{path.name}: imported {report.imported} dossier(s)")
+
+
+def _count_rows(path: Any) -> int:
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open("rb") as handle:
+                return max(sum(1 for _ in handle) - 1, 0)
+    except OSError:
+        return 0
+    return 0
+
+
+def progress_bar(label: str, length: int) -> Any:
+    """A progress bar on stderr for long operations — only on a terminal, never in a pipe."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def bar() -> Any:
+        if not sys.stderr.isatty() or length < 1000:
+            yield lambda _n: None
+            return
+        with click.progressbar(length=length, label=label, file=sys.stderr) as progress:
+            yield progress.update
+
+    return bar()
 
 
 # --- council scoring --------------------------------------------------------------------------

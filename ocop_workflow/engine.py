@@ -43,6 +43,20 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
 
 
 @dataclass(frozen=True)
+class NewDossier:
+    """A new dossier, checked and ready to insert (by ``register`` or an import)."""
+
+    workflow: WorkflowDef
+    state: str
+    dossier_id: str | None
+    product: str
+    producer: str
+    commune: str
+    group: str | None
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Moved:
     """What ``advance`` did, as shown by ``dossier advance --json``."""
 
@@ -143,85 +157,134 @@ class Engine:
         data: Iterable[str] = (),
     ) -> dict[str, Any]:
         """A new dossier in its workflow's initial state, with the first audit entry."""
+        new = self.check_new(
+            actor,
+            product=product,
+            producer=producer,
+            commune=commune,
+            group=group,
+            workflow=workflow,
+            dossier_id=dossier_id,
+            values=self.registry.get(workflow or self.config.default_workflow).parse_data(data),
+        )
+        now = self.clock()
+        with self.store.write() as conn:
+            row = self.insert_new(conn, new, actor, now)
+        _log().info(
+            "dossier.registered",
+            dossier=row["id"],
+            actor=actor.key,
+            workflow=row["workflow"],
+            to=row["state"],
+        )
+        return row
+
+    def check_new(
+        self,
+        actor: User,
+        *,
+        product: str,
+        producer: str,
+        commune: str,
+        group: str | None,
+        workflow: str | None,
+        dossier_id: str | None,
+        values: dict[str, Any],
+        state: str | None = None,
+    ) -> NewDossier:
+        """Everything about a new dossier that can be checked before touching the database."""
         wf = self.registry.get(workflow or self.config.default_workflow)
         for name, value in (
-            ("--product", product),
-            ("--producer", producer),
-            ("--commune", commune),
+            ("product", product),
+            ("producer", producer),
+            ("commune", commune),
         ):
             if not value.strip():
                 raise UsageError(f"{name} must not be empty")
         if dossier_id is not None and not _ID.match(dossier_id):
             raise UsageError(
-                f"--id {dossier_id!r}: use letters, digits and . _ / - (at most 64 characters)"
+                f"id {dossier_id!r}: use letters, digits and . _ / - (at most 64 characters)"
             )
         if wf.groups and group is not None and group not in wf.groups:
             raise UsageError(
-                f"--group {group}: unknown product group for {wf.name} "
+                f"group {group}: unknown product group for {wf.name} "
                 f"(groups: {', '.join(wf.groups)})"
             )
-        values = wf.parse_data(data)
+        target = wf.state(state) if state is not None else wf.initial
         may_act_for(actor, producer, commune)
-        now = self.clock()
-        initial = wf.initial
-        with self.store.write() as conn:
-            if dossier_id is None:
-                dossier_id = self._next_id(conn, now)
-            elif conn.execute(
-                sa.select(dossier_t.c.id).where(dossier_t.c.id == dossier_id)
-            ).first():
-                raise Conflict(f"dossier {dossier_id} already exists: choose another --id")
-            row = {
-                "id": dossier_id,
-                "product": product.strip(),
-                "producer": producer.strip(),
-                "commune": commune.strip(),
-                "product_group": group,
-                "workflow": wf.name,
-                "workflow_version": wf.version,
-                "state": initial.name,
-                "stage": initial.stage,
-                "state_entered_at": now,
-                "state_entry_seq": 1,
-                "version": 1,
-                "data": dumps(values),
-                "created_at": now,
-                "updated_at": now,
-            }
-            deadline, timer_rows = timers.plan(
-                initial,
-                dossier_id=dossier_id,
-                entry_seq=1,
-                entered_at=now,
-                data=values,
-                cal=self.calendar,
-            )
-            row["deadline_at"] = deadline.at if deadline else None
-            row["deadline_note"] = timers.deadline_note_json(deadline)
-            conn.execute(dossier_t.insert().values(**row))
-            audit.append(
-                conn,
-                dossier_id=dossier_id,
-                trigger="register",
-                from_state=None,
-                to_state=initial.name,
-                actor=actor.key,
-                reason=None,
-                at=now,
-                data_before=None,
-                data_after=snapshot(row, values),
-            )
-            if timer_rows:
-                conn.execute(timer_t.insert(), timer_rows)
-        _log().info(
-            "dossier.registered",
-            dossier=dossier_id,
-            actor=actor.key,
-            workflow=wf.name,
-            to=initial.name,
+        return NewDossier(
+            workflow=wf,
+            state=target.name,
+            dossier_id=dossier_id,
+            product=product.strip(),
+            producer=producer.strip(),
+            commune=commune.strip(),
+            group=group,
+            values=values,
         )
-        return row
 
+    def insert_new(
+        self,
+        conn: Connection,
+        new: NewDossier,
+        actor: User,
+        now: datetime,
+        *,
+        entered_at: datetime | None = None,
+        trigger: str = "register",
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Insert a checked new dossier, its first audit entry and its state's timers."""
+        dossier_id = new.dossier_id
+        if dossier_id is None:
+            dossier_id = self._next_id(conn, now)
+        elif conn.execute(sa.select(dossier_t.c.id).where(dossier_t.c.id == dossier_id)).first():
+            raise Conflict(f"dossier {dossier_id} already exists: choose another id")
+        state = new.workflow.state(new.state)
+        entered = entered_at or now
+        row = {
+            "id": dossier_id,
+            "product": new.product,
+            "producer": new.producer,
+            "commune": new.commune,
+            "product_group": new.group,
+            "workflow": new.workflow.name,
+            "workflow_version": new.workflow.version,
+            "state": state.name,
+            "stage": state.stage,
+            "state_entered_at": entered,
+            "state_entry_seq": 1,
+            "version": 1,
+            "data": dumps(new.values),
+            "created_at": now,
+            "updated_at": now,
+        }
+        deadline, timer_rows = timers.plan(
+            state,
+            dossier_id=dossier_id,
+            entry_seq=1,
+            entered_at=entered,
+            data=new.values,
+            cal=self.calendar,
+        )
+        row["deadline_at"] = deadline.at if deadline else None
+        row["deadline_note"] = timers.deadline_note_json(deadline)
+        conn.execute(dossier_t.insert().values(**row))
+        audit.append(
+            conn,
+            dossier_id=dossier_id,
+            trigger=trigger,
+            from_state=None,
+            to_state=state.name,
+            actor=actor.key,
+            reason=reason,
+            at=now,
+            data_before=None,
+            data_after=snapshot(row, new.values),
+        )
+        if timer_rows:
+            conn.execute(timer_t.insert(), timer_rows)
+        return row
 
     def _next_id(self, conn: Connection, now: datetime) -> str:
         year = self.calendar.local_date(now).year

@@ -30,6 +30,25 @@ class DossierFilter:
     overdue: bool = False
 
 
+#: The columns of ``dossier list --format csv|xlsx`` (and of an import file: see importer.py).
+DOSSIER_COLUMNS = (
+    "id",
+    "product",
+    "producer",
+    "commune",
+    "group",
+    "workflow",
+    "state",
+    "state_label",
+    "stage",
+    "state_entered_at",
+    "deadline_at",
+    "overdue",
+    "version",
+    "data",
+)
+
+
 def dossier_document(
     row: Mapping[str, Any], registry: Registry, now: datetime, tz: tzinfo
 ) -> dict[str, Any]:

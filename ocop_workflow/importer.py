@@ -1,0 +1,248 @@
+"""``ocop import``: dossiers from a CSV or XLSX sheet, all or nothing.
+
+Offices moving from spreadsheets bring their dossiers as rows: ``product, producer, commune`` and
+optionally ``id, group, workflow``, a ``state`` (with ``state_entered_at``) for dossiers already
+under way, and one column per data field of the workflow. Every row is checked before anything is
+written; a single bad row means nothing is imported, and every bad row is named with its line
+number and reason. The import runs in one transaction; each dossier's first audit entry is an
+``import`` entry naming the file and line, so the trail says where the dossier came from.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .config import User, parse_instant
+from .engine import Engine, NewDossier
+from .errors import OcopError, UsageError
+
+BASE_COLUMNS = (
+    "id",
+    "product",
+    "producer",
+    "commune",
+    "group",
+    "workflow",
+    "state",
+    "state_entered_at",
+    "data",
+)
+#: Columns of ``dossier list --format csv|xlsx`` that an import ignores (derived or per-database),
+#: so that an export can be imported elsewhere as it is.
+EXPORT_ONLY = ("state_label", "stage", "deadline_at", "overdue", "version")
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0
+    imported: int = 0
+    dry_run: bool = False
+    problems: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "imported": self.imported,
+            "dry_run": self.dry_run,
+            "problems": self.problems,
+            "ids": self.ids,
+        }
+
+
+class ImportRejected(UsageError):
+    """The file has bad rows; nothing was written. ``problems`` names each line."""
+
+    def __init__(self, message: str, report: ImportReport) -> None:
+        super().__init__(message)
+        self.report = report
+        self.problems = report.problems
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number as a person sees it, row) from a CSV (UTF-8, BOM tolerated) or XLSX file."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            _check_header(reader.fieldnames or [], path)
+            for row in reader:
+                yield reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}
+    elif suffix == ".xlsx":
+        from openpyxl import load_workbook
+
+        book = load_workbook(path, read_only=True, data_only=True)
+        try:
+            sheet = book.worksheets[0]
+            rows = sheet.iter_rows(values_only=True)
+            header = [str(h).strip() if h is not None else "" for h in next(rows, ())]
+            _check_header(header, path)
+            for number, values in enumerate(rows, start=2):
+                if values is None or all(v is None for v in values):
+                    continue
+                yield number, {h: _cell(v) for h, v in zip(header, values, strict=False) if h}
+        finally:
+            book.close()
+    else:
+        raise UsageError(f"{path}: import reads .csv or .xlsx files")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return (
+            value.date().isoformat() if value.time() == datetime.min.time() else value.isoformat()
+        )
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _check_header(header: Sequence[str], path: Path) -> None:
+    missing = [c for c in ("product", "producer", "commune") if c not in header]
+    if missing:
+        raise UsageError(f"{path}: the header lacks column(s) {', '.join(missing)}")
+
+
+def import_file(
+    engine: Engine,
+    actor: User,
+    path: Path,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Check every row, then (unless ``dry_run``) insert them all in one transaction."""
+    if not path.is_file():
+        from .errors import NotFound
+
+        raise NotFound(f"file {path} not found")
+    report = ImportReport(dry_run=dry_run)
+    checked: list[tuple[int, NewDossier, datetime | None]] = []
+    seen_ids: dict[str, int] = {}
+    for line, row in read_rows(path):
+        report.rows += 1
+        try:
+            new, entered = _check_row(engine, actor, row)
+            if new.dossier_id is not None:
+                if new.dossier_id in seen_ids:
+                    raise UsageError(
+                        f"id {new.dossier_id} is also on line {seen_ids[new.dossier_id]}"
+                    )
+                seen_ids[new.dossier_id] = line
+            checked.append((line, new, entered))
+        except OcopError as exc:
+            report.problems.append(f"{path.name}:{line}: {exc.message}")
+        if progress is not None:
+            progress(1)
+    report.problems += _ids_taken(engine, seen_ids, path.name)
+    if report.problems:
+        raise ImportRejected(
+            f"{len(report.problems)} bad row(s) in {path.name}; nothing was imported", report
+        )
+    if dry_run:
+        return report
+    now = engine.clock()
+    with engine.store.write() as conn:
+        for line, new, entered in checked:
+            try:
+                row = engine.insert_new(
+                    conn,
+                    new,
+                    actor,
+                    now,
+                    entered_at=entered,
+                    trigger="import",
+                    reason=f"imported from {path.name} line {line}",
+                )
+            except OcopError as exc:  # e.g. an id already in the database: all or nothing
+                report.problems.append(f"{path.name}:{line}: {exc.message}")
+                continue
+            report.ids.append(row["id"])
+        if report.problems:
+            raise ImportRejected(
+                f"{len(report.problems)} bad row(s) in {path.name}; nothing was imported", report
+            )
+    report.imported = len(report.ids)
+    return report
+
+
+def _data_column(text: str) -> dict[str, str]:
+    """The ``data`` column of an export: a JSON object; its workflow fields are imported."""
+    import json
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise UsageError("the data column is not a JSON object") from None
+    if not isinstance(value, dict):
+        raise UsageError("the data column is not a JSON object")
+    return {k: str(v) for k, v in value.items() if v is not None and not isinstance(v, dict | list)}
+
+
+def _ids_taken(engine: Engine, ids: dict[str, int], name: str) -> list[str]:
+    """Rows whose id is already a dossier in the database (checked in chunks)."""
+    import sqlalchemy as sa
+
+    from .store import dossier_t
+
+    taken: list[str] = []
+    wanted = list(ids)
+    with engine.store.read() as conn:
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            for found in conn.execute(
+                sa.select(dossier_t.c.id).where(dossier_t.c.id.in_(chunk))
+            ).scalars():
+                taken.append(f"{name}:{ids[found]}: dossier {found} already exists")
+    return sorted(taken, key=lambda p: int(p.split(":")[1]))
+
+
+def _check_row(
+    engine: Engine, actor: User, row: dict[str, str]
+) -> tuple[NewDossier, datetime | None]:
+    wf = engine.registry.get(row.get("workflow") or engine.config.default_workflow)
+    known = (*BASE_COLUMNS, *EXPORT_ONLY)
+    unknown = [c for c in row if c not in known and c not in wf.fields and row[c]]
+    if unknown:
+        raise UsageError(f"unknown column(s) for {wf.name}: {', '.join(unknown)}")
+    state = row.get("state") or None
+    values: dict[str, Any] = {}
+    texts = _data_column(row.get("data", ""))
+    for name, spec in wf.fields.items():
+        text = row.get(name, "") or texts.get(name, "")
+        if not text:
+            continue
+        if spec.protected and state is None:
+            raise UsageError(f"{name} is set by the engine; give it only with a state")
+        values[name] = spec.parse(text)
+    entered = None
+    if row.get("state_entered_at"):
+        if state is None:
+            raise UsageError("state_entered_at needs a state")
+        text = row["state_entered_at"]
+        entered = parse_instant(
+            text if "T" in text else f"{text}T00:00:00+07:00", "state_entered_at", UsageError
+        )
+    if state is not None and state not in wf.states:
+        raise UsageError(f"unknown state '{state}' in {wf.name}")
+    new = engine.check_new(
+        actor,
+        product=row.get("product", ""),
+        producer=row.get("producer", ""),
+        commune=row.get("commune", ""),
+        group=row.get("group") or None,
+        workflow=wf.name,
+        dossier_id=row.get("id") or None,
+        values=values,
+        state=state,
+    )
+    return new, entered
