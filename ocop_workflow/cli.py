@@ -897,6 +897,141 @@ def worker(ctx: click.Context, once: bool) -> None:
     run_worker(app, once=once)
 
 
+# --- reports ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def report() -> None:
+    """Progress against the plan's targets; the HTML report of a year."""
+
+
+@report.command("progress")
+@click.option("--year", type=int, required=True, help="The plan year ([targets.<year>]).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "xlsx"]),
+    default="table",
+    show_default=True,
+    help="Output format (xlsx needs -o).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file.")
+@json_option
+@click.pass_context
+def report_progress(
+    ctx: click.Context, year: int, fmt: str, output: str | None, as_json: bool
+) -> None:
+    """Each target of YEAR: reached, left, by commune and stage; overdue and stuck dossiers."""
+    from .report import progress
+
+    app = app_of(ctx)
+    tz = tz_of(app)
+    document = progress(app.checked_store(), app.registry, app.config, year, app.now, tz)
+    if as_json:
+        emit_json(document)
+        return
+    if fmt != "table":
+        from pathlib import Path
+
+        from .errors import UsageError
+
+        if fmt == "xlsx":
+            from .report import write_xlsx
+
+            if not output:
+                raise UsageError("--format xlsx needs -o FILE.xlsx")
+            write_xlsx(document, Path(output))
+        else:
+            from .exports import write_table
+            from .report import target_rows_for_csv
+
+            rows = target_rows_for_csv(document)
+            columns = list(rows[0]) if rows else ["metric"]
+            write_table(rows, columns, "csv", Path(output) if output else None)
+        if output:
+            click.echo(f"wrote {output}", err=True)
+        return
+    click.echo(print_progress(document))
+
+
+def print_progress(document: dict[str, Any]) -> str:
+    """The progress report as text for a terminal."""
+    from .render import table
+
+    parts = [
+        f"OCOP {document['year']} — progress against the plan ({document['generated_at'][:10]})"
+    ]
+    parts.append(
+        table(
+            ["target", "plan", "reached", "left", "what"],
+            [
+                (r["metric"], r["target"], r["reached"], r["left"], r["label"])
+                for r in document["targets"]
+            ],
+        )
+    )
+    if document["communes"]:
+        parts.append("\nby commune")
+        parts.append(
+            table(
+                ["target", *document["communes"]],
+                [
+                    (r["metric"], *[r["by_commune"].get(c, 0) for c in document["communes"]])
+                    for r in document["targets"]
+                ],
+            )
+        )
+    parts.append("\nby stage: " + ", ".join(f"{k} {v}" for k, v in document["by_stage"].items()))
+    if document["overdue"]:
+        parts.append("\noverdue")
+        parts.append(
+            table(
+                ["id", "product", "commune", "state", "days late"],
+                [
+                    (o["id"], o["product"], o["commune"], o["state"], o["days_late"])
+                    for o in document["overdue"]
+                ],
+            )
+        )
+    if document["stuck"]:
+        parts.append("\nlongest in their stage")
+        parts.append(
+            table(
+                ["id", "product", "state", "since", "days"],
+                [
+                    (s["id"], s["product"], s["state"], s["since"][:10], s["days"])
+                    for s in document["stuck"]
+                ],
+            )
+        )
+    return "\n".join(parts)
+
+
+@report.command("html")
+@click.option("--year", type=int, required=True, help="The plan year.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), required=True, help="The HTML file to write."
+)
+@click.option(
+    "--weeks",
+    type=int,
+    default=4,
+    show_default=True,
+    help="How many coming weeks the deadline calendar shows.",
+)
+@click.pass_context
+def report_html(ctx: click.Context, year: int, output: str, weeks: int) -> None:
+    """One self-contained HTML file: funnel, deadline calendar, timelines, workflow diagram."""
+    from pathlib import Path
+
+    from .html_report import render_year
+
+    app = app_of(ctx)
+    html = render_year(app, year, weeks=weeks)
+    Path(output).write_text(html, encoding="utf-8")
+    click.echo(f"wrote {output}", err=True)
+
+
 # --- audit ------------------------------------------------------------------------------------
 
 
