@@ -17,7 +17,7 @@ import argparse
 import csv
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -339,7 +339,7 @@ class Rehearsal:
         )
 
 
-def _split(total: float, parts: dict[str, float]) -> dict[str, float]:
+def _split(total: float, parts: Mapping[str, float]) -> dict[str, float]:
     """Spread a total over the scorecard parts in proportion to their maxima."""
     out = {k: round(total * v / 100, 1) for k, v in parts.items()}
     last = list(parts)[-1]

@@ -360,7 +360,7 @@ def _diagram(wf: WorkflowDef) -> str:
     for state in wf.states.values():
         columns["final" if state.final else state.stage].append(state.name)
     order = [s for s in wf.stages if s in columns] + (["final"] if "final" in columns else [])
-    box_w, box_h, gap_x, gap_y = 150, 40, 60, 26
+    box_w, box_h, gap_x, gap_y = 136, 40, 34, 26
     pos: dict[str, tuple[float, float]] = {}
     for col, stage in enumerate(order):
         for row, name in enumerate(columns[stage]):
@@ -407,5 +407,5 @@ def _diagram(wf: WorkflowDef) -> str:
     return "".join(parts)
 
 
-def _short(text: str, limit: int = 26) -> str:
+def _short(text: str, limit: int = 24) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
