@@ -122,7 +122,10 @@ def _lock_dossiers(engine: Engine, conn: Connection, ids: Sequence[str]) -> dict
     On PostgreSQL the rows are locked ``SKIP LOCKED``: a dossier an officer is moving right now
     is left out, and its timers wait for the next sweep instead of the sweeper waiting for it.
     """
-    query = sa.select(dossier_t).where(dossier_t.c.id.in_(ids))
+    c = dossier_t.c
+    query = sa.select(
+        c.id, c.product, c.producer, c.commune, c.workflow, c.state, c.state_entry_seq, c.data
+    ).where(c.id.in_(ids))
     if not engine.store.is_sqlite:
         query = query.with_for_update(skip_locked=True)
     found: dict[str, Any] = {row.id: row._mapping for row in conn.execute(query)}
@@ -151,6 +154,7 @@ class _Firing:
         self.marks: list[dict[str, Any]] = []
         self.outbox: list[dict[str, Any]] = []
         self.new_timers: list[dict[str, Any]] = []
+        self._recipients: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
 
     def mark(self, rows: Sequence[Any], status: str) -> None:
         for timer in rows:
@@ -230,7 +234,7 @@ class _Firing:
         extra_roles = (
             state.deadline.escalate_to if state.deadline and timer.kind == "escalation" else ()
         )
-        for channel, recipient in recipients(self.engine, wf, row, timer.state, extra_roles):
+        for channel, recipient in self.recipients(wf, row, timer.state, extra_roles):
             self.outbox.append(
                 {
                     "key": f"timer-{timer.id}/{channel}/{recipient}",
@@ -266,6 +270,16 @@ class _Firing:
                 }
             )
         self._mark(timer, "fired")
+
+    def recipients(
+        self, wf: WorkflowDef, row: Mapping[str, Any], state: str, extra_roles: tuple[str, ...]
+    ) -> list[tuple[str, str]]:
+        """``recipients`` remembered per batch: most timers share workflow, state and commune."""
+        key = (wf.name, state, row["commune"], row["producer"], extra_roles, row["data"])
+        found = self._recipients.get(key)
+        if found is None:
+            found = self._recipients[key] = recipients(self.engine, wf, row, state, extra_roles)
+        return found
 
     def _auto_transition(self, row: Mapping[str, Any], timer: Any) -> None:
         """Fire the state's automatic trigger (e.g. ``expire``) as ``system``, audited."""
