@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,7 +177,10 @@ def _stream(conn: Connection, query: sa.Select[Any]) -> Iterator[Any]:
 
 
 def verify(
-    store: Store, dossier_id: str | None = None, documents_dir: Path | None = None
+    store: Store,
+    dossier_id: str | None = None,
+    documents_dir: Path | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Recompute every chain; name the first broken entry of each bad chain.
 
@@ -198,6 +201,8 @@ def verify(
         tails: dict[str, tuple[str, Any]] = {}
         chain = _ChainCheck(report)
         for row in _stream(conn, entries):
+            if progress is not None and report.entries_checked % 1000 == 999:
+                progress(1000)
             tail = chain.feed(row)
             if tail is not None:
                 tails[tail[0]] = tail[1]
@@ -297,6 +302,14 @@ def _check_current(report: VerifyReport, dossier: Any, tail: Any) -> None:
         report.problems.append(
             Problem(dossier.id, tail.seq, "dossier data differs from its last history entry")
         )
+
+
+def count_entries(store: Store, dossier_id: str | None = None) -> int:
+    query = sa.select(sa.func.count()).select_from(audit_t)
+    if dossier_id is not None:
+        query = query.where(audit_t.c.dossier_id == dossier_id)
+    with store.read() as conn:
+        return int(conn.execute(query).scalar_one())
 
 
 def _check_documents(report: VerifyReport, dossier: Any, root: Path) -> None:

@@ -392,7 +392,10 @@ def dossier_list(
 
         from .exports import write_table
 
-        count = write_table(rows, DOSSIER_COLUMNS, fmt, Path(output) if output else None)
+        with progress_bar("exporting", _count_dossiers(app) if output else 0) as advance:
+            count = write_table(
+                _counted(rows, advance), DOSSIER_COLUMNS, fmt, Path(output) if output else None
+            )
         if output:
             click.echo(f"wrote {count} dossier(s) to {output}", err=True)
         return
@@ -680,6 +683,23 @@ def import_(ctx: click.Context, file: str, dry_run: bool, as_json: bool) -> None
         click.echo(f"{path.name}: imported {report.imported} dossier(s)")
 
 
+def _count_dossiers(app: App) -> int:
+    if not sys.stderr.isatty():
+        return 0
+    import sqlalchemy as sa
+
+    from .store import dossier_t
+
+    with app.store.read() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(dossier_t)).scalar_one())
+
+
+def _counted(rows: Iterable[Any], advance: Callable[[int], None]) -> Iterable[Any]:
+    for row in rows:
+        advance(1)
+        yield row
+
+
 def _count_rows(path: Any) -> int:
     try:
         if path.suffix.lower() == ".csv":
@@ -873,11 +893,13 @@ def notifications_list(
 @click.pass_context
 def sweep(ctx: click.Context, as_json: bool) -> None:
     """Once: fire every due timer, deliver pending notifications, print counts, exit."""
-    from .sweep import run_sweep
+    from .sweep import count_due, run_sweep
 
     app = app_of(ctx)
     writing(app)
-    counts = run_sweep(app.engine, app.now)
+    due = count_due(app.engine, app.now) if sys.stderr.isatty() else 0
+    with progress_bar("firing timers", due) as advance:
+        counts = run_sweep(app.engine, app.now, progress=advance)
     document = counts.document()
     if as_json:
         emit_json(document)
@@ -1046,11 +1068,14 @@ def audit() -> None:
 @click.pass_context
 def audit_verify(ctx: click.Context, dossier_id: str | None, as_json: bool) -> None:
     """Recompute the hash chains; exit 7 naming the first broken entry of each bad chain."""
-    from .audit import verify
+    from .audit import count_entries, verify
     from .errors import AuditFailure
 
     app = app_of(ctx)
-    report = verify(app.checked_store(), dossier_id, app.config.documents_dir)
+    store = app.checked_store()
+    total = count_entries(store, dossier_id) if sys.stderr.isatty() else 0
+    with progress_bar("verifying", total) as advance:
+        report = verify(store, dossier_id, app.config.documents_dir, progress=advance)
     if as_json:
         emit_json(report.document())
     else:

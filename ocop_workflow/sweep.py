@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -61,15 +61,25 @@ class SweepCounts:
 
 
 def run_sweep(
-    engine: Engine, now: datetime, *, deliver: bool = True, batch_size: int | None = None
+    engine: Engine,
+    now: datetime,
+    *,
+    deliver: bool = True,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> SweepCounts:
-    """Fire every due timer (in batches until none is left), then deliver the outbox."""
+    """Fire every due timer (in batches until none is left), then deliver the outbox.
+
+    ``progress`` is told how many timers each batch settled (the CLI draws a bar with it).
+    """
     counts = SweepCounts()
     size = batch_size or engine.config.sweep_batch_size
     while True:
         batch = fire_due(engine, now, limit=size)
         counts.add(batch)
         claimed = batch.timers_fired + batch.timers_superseded + batch.timers_stale
+        if progress is not None:
+            progress(claimed)
         if claimed == 0:
             break
     if deliver:
@@ -84,6 +94,18 @@ def run_sweep(
                 break
     _log_sweep(counts)
     return counts
+
+
+def count_due(engine: Engine, now: datetime) -> int:
+    """How many timers are due (for a progress bar; the index answers it)."""
+    with engine.store.read() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).where(
+                    timer_t.c.status == "pending", timer_t.c.due_at <= now
+                )
+            ).scalar_one()
+        )
 
 
 def fire_due(engine: Engine, now: datetime, *, limit: int) -> SweepCounts:
