@@ -190,9 +190,10 @@ def verify(
     """
     report = VerifyReport()
     entries = sa.select(audit_t).order_by(audit_t.c.dossier_id, audit_t.c.seq)
-    dossiers = sa.select(dossier_t.c.id, dossier_t.c.state, dossier_t.c.data).order_by(
-        dossier_t.c.id
-    )
+    c = dossier_t.c
+    dossiers = sa.select(
+        c.id, c.state, c.data, c.product, c.producer, c.commune, c.product_group
+    ).order_by(c.id)
     if dossier_id is not None:
         entries = entries.where(audit_t.c.dossier_id == dossier_id)
         dossiers = dossiers.where(dossier_t.c.id == dossier_id)
@@ -298,6 +299,17 @@ def _check_current(report: VerifyReport, dossier: Any, tail: Any) -> None:
         )
         return
     snapshot = json.loads(tail.data_after)
+    for key, column in (
+        ("product", "product"),
+        ("producer", "producer"),
+        ("commune", "commune"),
+        ("group", "product_group"),
+    ):
+        if snapshot.get(key) != getattr(dossier, column):
+            report.problems.append(
+                Problem(dossier.id, tail.seq, f"dossier {key} differs from its last history entry")
+            )
+            return
     if json.loads(dossier.data) != snapshot.get("data"):
         report.problems.append(
             Problem(dossier.id, tail.seq, "dossier data differs from its last history entry")

@@ -94,8 +94,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "ocop"
+        click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+        if json_mode:
+            _json_error("usage", exc.format_message())
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {exc.format_message()}", err=True)
         if json_mode:
             _json_error("usage", exc.format_message())
         sys.exit(exc.exit_code)

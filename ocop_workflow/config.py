@@ -319,6 +319,8 @@ def _check_timezone(name: str) -> None:
 
 
 def _notifications(data: Any, resolve: Callable[[str], Path]) -> NotificationsConfig:
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError("config key 'notifications' must be a table")
     top = dict(data or {})
     file_raw = top.pop("file", None)
     email_raw = top.pop("email", None)

@@ -66,7 +66,8 @@ def record_score(
         }
         return data
 
-    _, data = engine.amend(dossier_id, actor, "score", change, reason=note)
+    said = f"score of {member}" + (f": {note}" if note else "")
+    _, data = engine.amend(dossier_id, actor, "score", change, reason=said)
     return _summary(data, engine, dossier_id)
 
 
@@ -87,8 +88,9 @@ def close_scoring(
         if failures:
             raise TransitionRefused("scoring cannot be closed: " + "; ".join(failures), failures)
         totals = [s["total"] for s in scoring["scores"].values()]
-        mean = round(sum(totals) / len(totals), 2)
-        by_points = card.stars_for(mean)
+        exact = sum(totals) / len(totals)
+        mean = round(exact, 2)
+        by_points = card.stars_for(round(exact, 6))  # the band of the mean, not of its rounding
         stars, capped = cap_stars(wf, card, by_points, data)
         scoring["closed"] = True
         scoring["result"] = {
@@ -160,7 +162,7 @@ def council_rule_failures(
     if scores:
         low = min(scores.items(), key=lambda kv: kv[1]["total"])
         high = max(scores.items(), key=lambda kv: kv[1]["total"])
-        spread = high[1]["total"] - low[1]["total"]
+        spread = round(high[1]["total"] - low[1]["total"], 6)  # 64.4 - 54.4 is 10.000000000000007
         if spread > card.max_spread:
             failures.append(
                 f"scores_agree: totals differ by {spread:g} points ({low[0]} {low[1]['total']:g}, "

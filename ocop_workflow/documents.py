@@ -88,13 +88,27 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
 
     def change(locked: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         may_act_for(actor, locked["producer"], locked["commune"])
+        for held in data.get("documents", []):  # checked again under the lock: no double record
+            if held.get("kind") == kind and held.get("sha256") == sha256:
+                raise _AlreadyAttached(held)
         data["documents"] = [*data.get("documents", []), entry]
         return data
 
-    seq, _ = engine.amend(
-        dossier_id, actor, "attach", change, reason=f"{kind}: {source.name} ({sha256[:12]})"
-    )
+    try:
+        seq, _ = engine.amend(
+            dossier_id, actor, "attach", change, reason=f"{kind}: {source.name} ({sha256[:12]})"
+        )
+    except _AlreadyAttached as already:
+        return {**already.document, "dossier": dossier_id, "already_attached": True}
     return {**entry, "dossier": dossier_id, "seq": seq, "already_attached": False}
+
+
+class _AlreadyAttached(Exception):
+    """Raised inside the transaction to leave the dossier untouched (rolled back, nothing new)."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        super().__init__(document.get("name"))
+        self.document = document
 
 
 def _documents(row: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -47,11 +47,12 @@ def stars_within_level(ctx: GuardContext) -> str | None:
     allowed = ", ".join(f"{s}★" for s in power)
     if stars is None:
         return f"no recognised stars recorded: set stars (this level may recognise {allowed})"
+    card = ctx.workflow.scorecard
+    if card is not None and stars < card.certificate_min_stars:
+        return f"{stars}★ earns no certificate (at least {card.certificate_min_stars}★ does)"
     if stars not in power:
         return f"{stars}★ is beyond the power of {ctx.state.name} (it may recognise {allowed})"
     return None
-
-
 
 
 def documents_complete(ctx: GuardContext) -> str | None:
