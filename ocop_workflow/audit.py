@@ -77,10 +77,11 @@ def last_link(conn: Connection, dossier_id: str) -> tuple[int, str]:
     return (row.seq, row.hash) if row else (0, GENESIS)
 
 
-def append(
-    conn: Connection,
+def entry_row(
     *,
     dossier_id: str,
+    seq: int,
+    prev_hash: str,
     trigger: str,
     from_state: str | None,
     to_state: str,
@@ -89,10 +90,8 @@ def append(
     at: datetime,
     data_before: Any,
     data_after: Any,
-) -> tuple[int, str]:
-    """Append one entry to a dossier's chain inside the caller's transaction; (seq, hash)."""
-    prev_seq, prev_hash = last_link(conn, dossier_id)
-    seq = prev_seq + 1
+) -> dict[str, Any]:
+    """The stored row of one entry, its hash computed (no database needed)."""
     digest = entry_hash(
         dossier_id=dossier_id,
         seq=seq,
@@ -106,23 +105,31 @@ def append(
         data_after=data_after,
         prev_hash=prev_hash,
     )
-    conn.execute(
-        audit_t.insert().values(
-            dossier_id=dossier_id,
-            seq=seq,
-            trigger=trigger,
-            from_state=from_state,
-            to_state=to_state,
-            actor=actor,
-            reason=reason,
-            at=at,
-            data_before=None if data_before is None else dumps(data_before),
-            data_after=dumps(data_after),
-            prev_hash=prev_hash,
-            hash=digest,
-        )
-    )
-    return seq, digest
+    return {
+        "dossier_id": dossier_id,
+        "seq": seq,
+        "trigger": trigger,
+        "from_state": from_state,
+        "to_state": to_state,
+        "actor": actor,
+        "reason": reason,
+        "at": at,
+        "data_before": None if data_before is None else dumps(data_before),
+        "data_after": dumps(data_after),
+        "prev_hash": prev_hash,
+        "hash": digest,
+    }
+
+
+def append(conn: Connection, *, dossier_id: str, **entry: Any) -> tuple[int, str]:
+    """Append one entry to a dossier's chain inside the caller's transaction; (seq, hash).
+
+    ``entry`` holds the keyword arguments of :func:`entry_row` other than seq and prev_hash.
+    """
+    prev_seq, prev_hash = last_link(conn, dossier_id)
+    row = entry_row(dossier_id=dossier_id, seq=prev_seq + 1, prev_hash=prev_hash, **entry)
+    conn.execute(audit_t.insert(), [row])
+    return row["seq"], row["hash"]
 
 
 def entry_document(row: Any, timezone: Any = UTC) -> dict[str, Any]:

@@ -33,6 +33,8 @@ class WorkCalendar:
 
         self.tz = ZoneInfo(timezone)
         self.country = country
+        self._working: dict[date, bool] = {}
+        self._after: dict[tuple[date, int], date] = {}
         try:
             self._holidays: Any = holidays.country_holidays(country)
         except NotImplementedError:
@@ -43,7 +45,11 @@ class WorkCalendar:
     # --- days -----------------------------------------------------------------------------
 
     def is_working_day(self, day: date) -> bool:
-        return bool(self._holidays.is_working_day(day))
+        # Remembered: a deadline computation asks about the same few weeks thousands of times.
+        known = self._working.get(day)
+        if known is None:
+            known = self._working[day] = bool(self._holidays.is_working_day(day))
+        return known
 
     def why_off(self, day: date) -> str | None:
         """Why ``day`` is not worked (holiday name, or the weekday), None for a working day."""
@@ -56,11 +62,15 @@ class WorkCalendar:
         """The n-th working day after ``start`` (``start`` itself not counted); n=0 → start."""
         if n < 0:
             raise ValueError("n must be >= 0")
-        day = start
-        while n > 0:
+        found = self._after.get((start, n))
+        if found is not None:
+            return found
+        day, left = start, n
+        while left > 0:
             day += _DAY
             if self.is_working_day(day):
-                n -= 1
+                left -= 1
+        self._after[(start, n)] = day
         return day
 
     def working_day_counting_back(self, last: date, k: int) -> date:

@@ -442,37 +442,38 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     from .render import table
 
     d = document
-    lines = [
-        f"{d['id']}  {d['product']}",
-        f"  producer   {d['producer']}",
-        f"  commune    {d['commune']}" + (f"   group {d['group']}" if d["group"] else ""),
-        f"  workflow   {d['workflow']} ({d['workflow_version']})",
-        f"  state      {d['state']} «{d['state_label']}»",
-        f"  stage      {d['stage']}   version {d['version']}",
-        f"  since      {d['state_entered_at']}",
+    pairs: list[tuple[str, str]] = [
+        ("producer", d["producer"]),
+        ("commune", d["commune"] + (f"   group {d['group']}" if d["group"] else "")),
+        ("workflow", f"{d['workflow']} ({d['workflow_version']})"),
+        ("state", f"{d['state']} «{d['state_label']}»"),
+        ("stage", f"{d['stage']}   version {d['version']}"),
+        ("since", str(d["state_entered_at"])),
     ]
     if d["deadline_at"]:
-        lines.append(f"  deadline   {d['deadline_at']}" + ("  OVERDUE" if d["overdue"] else ""))
+        pairs.append(("deadline", d["deadline_at"] + ("  OVERDUE" if d["overdue"] else "")))
         note = d["deadline"] or {}
         if note:
-            lines.append(f"    why      {note.get('rule', '')}")
-            lines.append(
-                f"             from {note.get('start')} to the end of {note.get('last_day')}"
-            )
+            pairs.append(("  why", note.get("rule", "")))
+            pairs.append(("", f"from {note.get('start')} to the end of {note.get('last_day')}"))
             off = note.get("days_off") or []
             holidays = [f"{day} {why}" for day, why in off if why not in ("Saturday", "Sunday")]
             if off:
-                lines.append(
-                    f"             skipping {len(off)} day(s) off"
-                    + (": " + "; ".join(holidays) if holidays else " (weekends)")
+                pairs.append(
+                    (
+                        "",
+                        f"skipping {len(off)} day(s) off"
+                        + (": " + "; ".join(holidays) if holidays else " (weekends)"),
+                    )
                 )
-    for key, value in d["data"].items():
-        if key not in STRUCTURED_DATA:
-            lines.append(f"  {key:<10} {value}")
+    pairs += [(k, str(v)) for k, v in d["data"].items() if k not in STRUCTURED_DATA]
     for level, scoring in d["data"].get("scoring", {}).items():
-        lines.append(
-            f"  scoring    {level} council {scoring.get('council')}: " + _scoring_line(scoring)
+        pairs.append(
+            ("scoring", f"{level} council {scoring.get('council')}: " + _scoring_line(scoring))
         )
+    width = max(len(label) for label, _ in pairs)
+    lines = [f"{d['id']}  {d['product']}"]
+    lines += [f"  {label:<{width}}  {value}" for label, value in pairs]
     click.echo("\n".join(lines))
     if d["documents"]:
         click.echo("\ndocuments")

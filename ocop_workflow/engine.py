@@ -24,7 +24,7 @@ from .config import SYSTEM_ACTOR, Config, User
 from .definitions import Registry, TransitionDef, WorkflowDef
 from .errors import Conflict, NotFound, PermissionDenied, TransitionRefused, UsageError
 from .guards import GUARDS, GuardContext
-from .store import Store, counter_t, dossier_t, dumps, insert_ignore, timer_t
+from .store import Store, audit_t, counter_t, dossier_t, dumps, insert_ignore, timer_t
 
 if TYPE_CHECKING:
     from .calendar import WorkCalendar
@@ -235,11 +235,38 @@ class Engine:
         reason: str | None = None,
     ) -> dict[str, Any]:
         """Insert a checked new dossier, its first audit entry and its state's timers."""
-        dossier_id = new.dossier_id
-        if dossier_id is None:
-            dossier_id = self._next_id(conn, now)
-        elif conn.execute(sa.select(dossier_t.c.id).where(dossier_t.c.id == dossier_id)).first():
-            raise Conflict(f"dossier {dossier_id} already exists: choose another id")
+        if new.dossier_id is None:
+            dossier_id = self.next_ids(conn, now, 1)[0]
+        elif conn.execute(
+            sa.select(dossier_t.c.id).where(dossier_t.c.id == new.dossier_id)
+        ).first():
+            raise Conflict(f"dossier {new.dossier_id} already exists: choose another id")
+        else:
+            dossier_id = new.dossier_id
+        row, entry, timer_rows = self.new_rows(
+            new, dossier_id, actor, now, entered_at=entered_at, trigger=trigger, reason=reason
+        )
+        try:
+            conn.execute(dossier_t.insert(), [row])
+        except sa.exc.IntegrityError:  # another officer registered this id a moment ago
+            raise Conflict(f"dossier {dossier_id} already exists: choose another id") from None
+        conn.execute(audit_t.insert(), [entry])
+        if timer_rows:
+            conn.execute(timer_t.insert(), timer_rows)
+        return row
+
+    def new_rows(
+        self,
+        new: NewDossier,
+        dossier_id: str,
+        actor: User,
+        now: datetime,
+        *,
+        entered_at: datetime | None = None,
+        trigger: str = "register",
+        reason: str | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """The dossier row, its first audit entry and its timers — built, not yet written."""
         state = new.workflow.state(new.state)
         entered = entered_at or now
         row = {
@@ -269,10 +296,10 @@ class Engine:
         )
         row["deadline_at"] = deadline.at if deadline else None
         row["deadline_note"] = timers.deadline_note_json(deadline)
-        conn.execute(dossier_t.insert().values(**row))
-        audit.append(
-            conn,
+        entry = audit.entry_row(
             dossier_id=dossier_id,
+            seq=1,
+            prev_hash=audit.GENESIS,
             trigger=trigger,
             from_state=None,
             to_state=state.name,
@@ -282,28 +309,32 @@ class Engine:
             data_before=None,
             data_after=snapshot(row, new.values),
         )
-        if timer_rows:
-            conn.execute(timer_t.insert(), timer_rows)
-        return row
+        return row, entry, timer_rows
 
-    def _next_id(self, conn: Connection, now: datetime) -> str:
+    def next_ids(self, conn: Connection, now: datetime, count: int) -> list[str]:
+        """Reserve ``count`` new dossier ids ``OCOP-<year>-<n>`` (one counter update)."""
         year = self.calendar.local_date(now).year
         name = f"dossier:{year}"
         insert_ignore(conn, counter_t, {"name": name, "value": 0}, ["name"])
-        while True:
+        ids: list[str] = []
+        while len(ids) < count:
+            wanted = count - len(ids)
             conn.execute(
                 counter_t.update()
                 .where(counter_t.c.name == name)
-                .values(value=counter_t.c.value + 1)
+                .values(value=counter_t.c.value + wanted)
             )
-            value = conn.execute(
+            last = conn.execute(
                 sa.select(counter_t.c.value).where(counter_t.c.name == name)
             ).scalar_one()
-            candidate = f"OCOP-{year}-{value:04d}"
-            if not conn.execute(
-                sa.select(dossier_t.c.id).where(dossier_t.c.id == candidate)
-            ).first():
-                return candidate
+            candidates = [f"OCOP-{year}-{n:04d}" for n in range(last - wanted + 1, last + 1)]
+            taken = set(
+                conn.execute(
+                    sa.select(dossier_t.c.id).where(dossier_t.c.id.in_(candidates))
+                ).scalars()
+            )
+            ids += [c for c in candidates if c not in taken]
+        return ids
 
     # --- advance ----------------------------------------------------------------------------
 

@@ -36,6 +36,8 @@ def write_table(
     if fmt == "csv":
         handle = output.open("w", encoding="utf-8-sig", newline="") if output else sys.stdout
         try:
+            if output is None:
+                handle.write("\ufeff")  # the BOM spreadsheet programs need for UTF-8
             writer = csv.writer(handle)
             writer.writerow(columns)
             for row in rows:

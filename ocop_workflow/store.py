@@ -244,6 +244,14 @@ class Store:
 
     def check_schema(self) -> None:
         """Refuse to run against a database that ``ocop init`` has not brought up to date."""
+        database = sa.engine.make_url(self.url).database
+        if self.is_sqlite and database and database != ":memory:":
+            from pathlib import Path
+
+            if not Path(database).exists():  # do not leave an empty file behind
+                raise EnvironmentProblem(
+                    f"database {self.safe_url} does not exist: run `ocop init`"
+                )
         try:
             with self.read() as conn:
                 revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()

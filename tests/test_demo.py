@@ -1,0 +1,155 @@
+"""``make demo``: the 2020 district plan rehearsed end to end, and its figures checked.
+
+The rehearsal is run as a newcomer runs it (a subprocess), then its progress report is read back
+through ``ocop`` and compared with figures worked out independently from the rehearsed scenario
+(``demo.NEW`` and ``demo.UPGRADES``): what the plan says happened must be what the audit trail
+counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ocop_workflow import demo
+
+ROOT = Path(__file__).resolve().parents[1]
+END_OF_YEAR = "2020-12-31T17:00+07:00"
+#: (the rehearsal's folder, the finished process, its wall time in seconds)
+Rehearsed = tuple[Path, "subprocess.CompletedProcess[str]", float]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCOP_")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Rehearsed:
+    folder = tmp_path_factory.mktemp("rehearsal") / "demo"
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "ocop_workflow.demo", "--dir", str(folder)],
+        capture_output=True, text=True, encoding="utf-8", env=clean_env(), cwd=ROOT, timeout=300,
+    )
+    return folder, done, time.perf_counter() - started
+
+
+def ocop(folder: Path, *args: str) -> Any:
+    """``ocop ARGS --json`` against the rehearsal's own config, at the end of 2020."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ocop_workflow", *args, "--json"],
+        capture_output=True, text=True, encoding="utf-8", cwd=folder, timeout=120,
+        env=clean_env(OCOP_CONFIG=str(folder / "config.toml"), OCOP_NOW=END_OF_YEAR),
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def test_the_demo_rehearses_2020_in_under_a_minute_and_its_audit_trail_verifies(
+    rehearsal: Rehearsed,
+) -> None:
+    folder, done, elapsed = rehearsal
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "Traceback" not in done.stderr
+    assert elapsed < 60, f"the demo took {elapsed:.1f} s"
+    assert "audit verify: ok" in done.stdout
+    for name in ("config.toml", "ocop-2020.db", "outbox.jsonl", "report-2020.html"):
+        assert (folder / name).is_file(), name
+    assert (folder / "documents").is_dir()
+    html = (folder / "report-2020.html").read_text(encoding="utf-8")
+    assert "Chương trình OCOP năm 2020" in html and "<svg" in html
+    assert ocop(folder, "audit", "verify")["ok"] is True
+
+
+def test_the_demo_report_counts_what_the_scenario_rehearsed(
+    rehearsal: Rehearsed,
+) -> None:
+    folder, done, _ = rehearsal
+    assert done.returncode == 0, done.stderr[-3000:]
+    new, upgrades = demo.NEW, demo.UPGRADES
+
+    # worked out from the scenario, not from the engine:
+    # - every idea registered in 2020 is a new product;
+    # - a new product reaches 3 stars when the district council scores it 50 or more and nobody
+    #   refuses it ("not_certified"); the late plan is approved late but still certified;
+    # - an upgrade reaches 4 stars when the province scores 70 or more and the product story
+    #   (a 4-star mandatory document) is there;
+    # - organisations are the distinct producers of the year's dossiers.
+    reaching_3 = [
+        p for p in new
+        if p.district_score is not None and p.district_score >= 50
+        and p.story not in ("not_certified", "rejected")
+    ]
+    to_4 = [p for p in upgrades if (p.province_score or 0) >= 70 and p.has_story]
+    expected = {
+        "products_supported": len(new) + len(upgrades),
+        "new_products": len(new),
+        "new_products_3_stars": len(reaching_3),
+        "upgrades_to_4_stars": len(to_4),
+        "organisations": len({p.producer for p in [*new, *upgrades]}),
+    }
+    # the scenario as the plan tells it: 13 new, 4 upgrades, one refused 4 stars for lack of a
+    # product story, one idea rejected and one refused at the district council
+    assert (len(new), len(upgrades), len(to_4)) == (13, 4, 3)
+
+    report = ocop(folder, "report", "progress", "--year", "2020")
+    reached = {t["metric"]: t["reached"] for t in report["targets"]}
+    assert reached == expected
+    targets = {t["metric"]: t["target"] for t in report["targets"]}
+    assert targets == demo.TARGETS
+    for t in report["targets"]:
+        assert t["left"] == max(t["target"] - t["reached"], 0)
+        if t["metric"] != "organisations":  # a producer may work in several communes
+            assert sum(t["by_commune"].values()) == t["reached"], t
+    assert set(report["communes"]) == {p.commune for p in [*new, *upgrades]}
+
+    listed = {d["product"]: d for d in ocop(folder, "dossier", "list")}
+    assert set(listed) == {p.product for p in [*new, *upgrades]}
+    for p in reaching_3:
+        assert listed[p.product]["data"]["certificate_stars"] >= 3, p.product
+    for p in upgrades:
+        stars = listed[p.product]["data"]["certificate_stars"]
+        assert (stars >= 4) == (p in to_4), (p.product, stars)
+
+
+def test_the_outbox_holds_reminders_deadlines_and_escalations_of_the_two_late_dossiers(
+    rehearsal: Rehearsed,
+) -> None:
+    folder, done, _ = rehearsal
+    assert done.returncode == 0, done.stderr[-3000:]
+    listed = {d["product"]: d["id"] for d in ocop(folder, "dossier", "list")}
+    late = {p.story: listed[p.product] for p in demo.NEW if p.story in ("late_idea", "late_plan")}
+    assert set(late) == {"late_idea", "late_plan"}
+
+    lines = [json.loads(line) for line in
+             (folder / "outbox.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert lines
+    for story, dossier in late.items():
+        kinds = {line["kind"] for line in lines if line["dossier"] == dossier}
+        assert {"reminder", "deadline", "escalation"} <= kinds, (story, dossier, kinds)
+    # only the two late dossiers were escalated
+    escalated = {line["dossier"] for line in lines if line["kind"] == "escalation"}
+    assert escalated == set(late.values())
+
+
+def test_make_demo_works_from_the_repository_root() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    assert (ROOT / ".venv" / "bin" / "python").exists(), "make demo reuses the repository .venv"
+    done = subprocess.run(
+        ["make", "demo"], cwd=ROOT, capture_output=True, text=True, encoding="utf-8",
+        env=clean_env(), timeout=300,
+    )
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "audit verify: ok" in done.stdout
+    assert (ROOT / "demo-output" / "report-2020.html").is_file()
