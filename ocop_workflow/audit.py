@@ -121,14 +121,28 @@ def entry_row(
     }
 
 
-def append(conn: Connection, *, dossier_id: str, **entry: Any) -> tuple[int, str]:
+_INSERT = audit_t.insert()
+
+
+def append(
+    conn: Connection,
+    *,
+    dossier_id: str,
+    head: tuple[int | None, str | None] | None = None,
+    **entry: Any,
+) -> tuple[int, str]:
     """Append one entry to a dossier's chain inside the caller's transaction; (seq, hash).
 
-    ``entry`` holds the keyword arguments of :func:`entry_row` other than seq and prev_hash.
+    ``head`` is the chain's (seq, hash) when the caller already read it with the dossier lock
+    (``Store.lock_dossier``); otherwise it is read here. ``entry`` holds the keyword arguments of
+    :func:`entry_row` other than seq and prev_hash.
     """
-    prev_seq, prev_hash = last_link(conn, dossier_id)
+    if head is None or head[0] is None:
+        prev_seq, prev_hash = last_link(conn, dossier_id)
+    else:
+        prev_seq, prev_hash = int(head[0]), str(head[1])
     row = entry_row(dossier_id=dossier_id, seq=prev_seq + 1, prev_hash=prev_hash, **entry)
-    conn.execute(audit_t.insert(), [row])
+    conn.execute(_INSERT, [row])
     return row["seq"], row["hash"]
 
 

@@ -39,6 +39,16 @@ SYSTEM = User(
 OFFICER_ROLES = frozenset(
     {"commune_officer", "district_officer", "province_officer", "central_officer"}
 )
+# The hot path's statements, built once (building one costs more than SQLite running it).
+_CANCEL_TIMERS = (
+    timer_t.update()
+    .where(timer_t.c.dossier_id == sa.bindparam("b_dossier"), timer_t.c.status == "pending")
+    .values(status="cancelled")
+)
+_INSERT_TIMER = timer_t.insert()
+_MOVE_DOSSIER = dossier_t.update().where(
+    dossier_t.c.id == sa.bindparam("b_id"), dossier_t.c.version == sa.bindparam("b_seen")
+)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
 
 
@@ -415,6 +425,7 @@ class Engine:
         seq, _ = audit.append(
             conn,
             dossier_id=dossier_id,
+            head=(row["audit_seq"], row["audit_hash"]),
             trigger=trigger,
             from_state=row["state"],
             to_state=dest,
@@ -424,11 +435,7 @@ class Engine:
             data_before=snapshot(row, before),
             data_after=snapshot(row, after),
         )
-        conn.execute(
-            timer_t.update()
-            .where(timer_t.c.dossier_id == dossier_id, timer_t.c.status == "pending")
-            .values(status="cancelled")
-        )
+        conn.execute(_CANCEL_TIMERS, {"b_dossier": dossier_id})
         deadline, timer_rows = timers.plan(
             wf.state(dest),
             dossier_id=dossier_id,
@@ -438,22 +445,23 @@ class Engine:
             cal=self.calendar,
         )
         if timer_rows:
-            conn.execute(timer_t.insert(), timer_rows)
+            conn.execute(_INSERT_TIMER, timer_rows)
         dest_state = wf.state(dest)
         updated = conn.execute(
-            dossier_t.update()
-            .where(dossier_t.c.id == dossier_id, dossier_t.c.version == row["version"])
-            .values(
-                state=dest,
-                stage=dest_state.stage,
-                state_entered_at=now,
-                state_entry_seq=seq,
-                deadline_at=deadline.at if deadline else None,
-                deadline_note=timers.deadline_note_json(deadline),
-                data=dumps(after),
-                version=row["version"] + 1,
-                updated_at=now,
-            )
+            _MOVE_DOSSIER,
+            {
+                "b_id": dossier_id,
+                "b_seen": row["version"],
+                "state": dest,
+                "stage": dest_state.stage,
+                "state_entered_at": now,
+                "state_entry_seq": seq,
+                "deadline_at": deadline.at if deadline else None,
+                "deadline_note": timers.deadline_note_json(deadline),
+                "data": dumps(after),
+                "version": row["version"] + 1,
+                "updated_at": now,
+            },
         )
         if updated.rowcount != 1:
             raise Conflict(f"dossier {dossier_id} changed while it was being moved; try again")
@@ -495,6 +503,7 @@ class Engine:
             seq, _ = audit.append(
                 conn,
                 dossier_id=dossier_id,
+                head=(row["audit_seq"], row["audit_hash"]),
                 trigger=event,
                 from_state=row["state"],
                 to_state=row["state"],

@@ -169,6 +169,26 @@ counter_t: sa.Table = SQLModel.metadata.tables["counter"]
 lease_t: sa.Table = SQLModel.metadata.tables["lease"]
 
 
+def _lock_query() -> sa.Select[Any]:
+    head = (
+        sa.select(audit_t.c.seq, audit_t.c.hash)
+        .where(audit_t.c.dossier_id == dossier_t.c.id)
+        .order_by(audit_t.c.seq.desc())
+        .limit(1)
+        .correlate(dossier_t)
+    )
+    return sa.select(
+        dossier_t,
+        head.with_only_columns(audit_t.c.seq).scalar_subquery().label("audit_seq"),
+        head.with_only_columns(audit_t.c.hash).scalar_subquery().label("audit_hash"),
+    ).where(dossier_t.c.id == sa.bindparam("dossier_id"))
+
+
+# Built once: constructing a statement per call costs more than SQLite executing it.
+_LOCK_SQLITE = _lock_query()
+_LOCK_FOR_UPDATE = _lock_query().with_for_update(of=dossier_t)
+
+
 def dumps(value: Any) -> str:
     """JSON as stored: UTF-8 text, Vietnamese intact, keys sorted so equal data is equal text."""
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
@@ -224,11 +244,13 @@ class Store:
                 ) from None
 
     def lock_dossier(self, conn: Connection, dossier_id: str) -> sa.Row[Any] | None:
-        """Load a dossier for update: ``FOR UPDATE`` on PostgreSQL, the write lock on SQLite."""
-        query = sa.select(dossier_t).where(dossier_t.c.id == dossier_id)
-        if not self.is_sqlite:
-            query = query.with_for_update()
-        return conn.execute(query).first()
+        """Load a dossier for update: ``FOR UPDATE`` on PostgreSQL, the write lock on SQLite.
+
+        The row carries ``audit_seq`` and ``audit_hash``, the head of its audit chain, so a
+        transition needs no second round trip to link its entry.
+        """
+        query = _LOCK_SQLITE if self.is_sqlite else _LOCK_FOR_UPDATE
+        return conn.execute(query, {"dossier_id": dossier_id}).first()
 
     def claim_query(self, query: sa.Select[Any]) -> sa.Select[Any]:
         """Rows claimed by one of several workers: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL."""
