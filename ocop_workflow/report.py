@@ -183,6 +183,16 @@ def _dossiers(store: Store, ids: set[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _brief(row: Any, label: str) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "product": row.product,
+        "commune": row.commune,
+        "state": row.state,
+        "state_label": label,
+    }
+
+
 def overdue(store: Store, registry: Registry, now: datetime, tz: tzinfo) -> list[dict[str, Any]]:
     """Dossiers past their deadline, most late first, with how late (days)."""
     query = (
@@ -196,11 +206,7 @@ def overdue(store: Store, registry: Registry, now: datetime, tz: tzinfo) -> list
                 continue
             out.append(
                 {
-                    "id": row.id,
-                    "product": row.product,
-                    "commune": row.commune,
-                    "state": row.state,
-                    "state_label": state.label_vi,
+                    **_brief(row, state.label_vi),
                     "deadline_at": row.deadline_at.astimezone(tz).isoformat(),
                     "days_late": round((now - row.deadline_at).total_seconds() / 86400, 1),
                 }
@@ -211,21 +217,24 @@ def overdue(store: Store, registry: Registry, now: datetime, tz: tzinfo) -> list
 def stuck(
     store: Store, registry: Registry, now: datetime, tz: tzinfo, limit: int = 10
 ) -> list[dict[str, Any]]:
-    """The non-final dossiers that have been longest in their current state."""
-    query = sa.select(dossier_t).order_by(dossier_t.c.state_entered_at).limit(limit * 5)
-    out = []
+    """The dossiers still being worked on that have been longest in their current state.
+
+    Certified products (promotion, review) wait by design and are left out.
+    """
+    query = (
+        sa.select(dossier_t)
+        .where(dossier_t.c.stage.notin_(("promotion", "review")))
+        .order_by(dossier_t.c.state_entered_at)
+    )
+    out: list[dict[str, Any]] = []
     with store.read() as conn:
-        for row in conn.execute(query):
+        for row in conn.execution_options(yield_per=500).execute(query):
             state = registry.get(row.workflow).states.get(row.state)
-            if state is None or state.final or state.stage in ("promotion", "review"):
+            if state is None or state.final:
                 continue
             out.append(
                 {
-                    "id": row.id,
-                    "product": row.product,
-                    "commune": row.commune,
-                    "state": row.state,
-                    "state_label": state.label_vi,
+                    **_brief(row, state.label_vi),
                     "since": row.state_entered_at.astimezone(tz).isoformat(),
                     "days": round((now - row.state_entered_at).total_seconds() / 86400, 1),
                 }
