@@ -14,6 +14,7 @@ SIGTERM and SIGINT stop the scheduler; the sweep in flight finishes, then the pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -86,7 +87,11 @@ class Lease:
 
 
 def run_worker(app: App, *, once: bool = False) -> None:
-    """Sweep every ``sweep_interval_seconds`` until SIGTERM/SIGINT (or once, with ``once``)."""
+    """Sweep every ``sweep_interval_seconds`` until SIGTERM/SIGINT (or once, with ``once``).
+
+    The signal handlers are installed first, before the SQLite lease is taken: a worker stopped
+    while it is still starting exits 0 and releases the lease like one stopped later.
+    """
     from .engine import Engine
 
     config = app.config
@@ -94,34 +99,67 @@ def run_worker(app: App, *, once: bool = False) -> None:
     engine = Engine(app.checked_store(), app.registry, config, clock=clock)
     log = _log()
     interval = config.sweep_interval_seconds
+    stop = _Stop(log)
+    if not once:
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
     lease = None
     if engine.store.is_sqlite:
         holder = f"{socket.gethostname()}:{os.getpid()}"
         lease = Lease(engine.store, holder, timedelta(seconds=max(3 * interval, 60)))
         lease.acquire(clock())
-    worker = _Worker(engine, clock, lease)
+    worker = _Worker(engine, clock, lease, stop)
     try:
         if once:
             worker.tick()
             return
-        _run_scheduler(worker, interval, log)
+        if not stop.requested.is_set():
+            _run_scheduler(worker, interval, stop, log)
     finally:
         if lease is not None:
             lease.release()
 
 
+class _Stop:
+    """The SIGTERM/SIGINT handler: remember the request, stop the scheduler if it runs."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.requested = threading.Event()
+        self.scheduler: Any = None
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        self.log.info("worker.stopping", signal=signal.Signals(signum).name)
+        self.requested.set()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        from apscheduler.schedulers import SchedulerNotRunningError
+
+        if self.scheduler is not None:
+            # Not started yet: the first job sees the request and stops it.
+            with contextlib.suppress(SchedulerNotRunningError):
+                self.scheduler.shutdown(wait=False)
+
+
 class _Worker:
     """One sweep at a time; a failing sweep is logged and the next one tries again."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime], lease: Lease | None):
+    def __init__(
+        self, engine: Engine, clock: Callable[[], datetime], lease: Lease | None, stop: _Stop
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.lease = lease
+        self.stop = stop
         self.busy = threading.Lock()
 
     def tick(self) -> None:
         from .sweep import run_sweep
 
+        if self.stop.requested.is_set():  # a signal came while the scheduler was starting
+            self.stop.shutdown()
+            return
         with self.busy:
             now = self.clock()
             try:
@@ -132,7 +170,7 @@ class _Worker:
                 _log().error("worker.sweep_failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def _run_scheduler(worker: _Worker, interval: float, log: Any) -> None:
+def _run_scheduler(worker: _Worker, interval: float, stop: _Stop, log: Any) -> None:
     from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
     from apscheduler.schedulers.blocking import BlockingScheduler
     from apscheduler.triggers.interval import IntervalTrigger
@@ -153,13 +191,7 @@ def _run_scheduler(worker: _Worker, interval: float, log: Any) -> None:
         misfire_grace_time=None,
         next_run_time=datetime.now(UTC),
     )
-
-    def stop(signum: int, _frame: Any) -> None:
-        log.info("worker.stopping", signal=signal.Signals(signum).name)
-        scheduler.shutdown(wait=False)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop.scheduler = scheduler
     log.info("worker.started", interval_seconds=interval, pid=os.getpid())
     scheduler.start()
     with worker.busy:  # the sweep in flight, if any, finishes before we return

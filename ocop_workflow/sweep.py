@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 REMINDER_KINDS = frozenset({"reminder", "expiry_notice"})
+#: A certificate's notices always reach its producer, whatever state the dossier is in.
+CERTIFICATE_KINDS = frozenset({"expiry_notice", "expiry"})
 
 
 @dataclass
@@ -124,10 +126,11 @@ def fire_due(engine: Engine, now: datetime, *, limit: int) -> SweepCounts:
         if not due:
             return counts
         dossiers = _lock_dossiers(engine, conn, sorted({t.dossier_id for t in due}))
+        others = _other_due(conn, due, now)
         by_dossier: dict[str, list[Any]] = defaultdict(list)
         for timer in due:
             by_dossier[timer.dossier_id].append(timer)
-        firing = _Firing(engine, conn, now, counts)
+        firing = _Firing(engine, conn, now, counts, others)
         for dossier_id in sorted(by_dossier):
             row = dossiers.get(dossier_id)
             if row is None:  # an officer is moving it right now: next sweep
@@ -164,10 +167,42 @@ def _lock_dossiers(engine: Engine, conn: Connection, ids: Sequence[str]) -> dict
 _GONE: Mapping[str, Any] = {"state": None, "state_entry_seq": None}
 
 
+def _other_due(conn: Connection, due: Sequence[Any], now: datetime) -> dict[str, list[Any]]:
+    """Due timers of the batch's dossiers that did not fit in the batch, by dossier.
+
+    A reminder is superseded by a later due one (or by its due deadline) even when the later one
+    lands in the next batch or with another worker.
+    """
+    ids = sorted({t.dossier_id for t in due})
+    batch = {t.id for t in due}
+    query = sa.select(
+        timer_t.c.id,
+        timer_t.c.dossier_id,
+        timer_t.c.entry_seq,
+        timer_t.c.state,
+        timer_t.c.kind,
+        timer_t.c.due_at,
+        timer_t.c.deadline_at,
+    ).where(timer_t.c.dossier_id.in_(ids), timer_t.c.status == "pending", timer_t.c.due_at <= now)
+    out: dict[str, list[Any]] = defaultdict(list)
+    for row in conn.execute(query):
+        if row.id not in batch:
+            out[row.dossier_id].append(row)
+    return out
+
+
 class _Firing:
     """Fires the timers of one batch, buffering row updates and outbox inserts."""
 
-    def __init__(self, engine: Engine, conn: Connection, now: datetime, counts: SweepCounts):
+    def __init__(
+        self,
+        engine: Engine,
+        conn: Connection,
+        now: datetime,
+        counts: SweepCounts,
+        others: Mapping[str, list[Any]] | None = None,
+    ):
+        self.others = others or {}
         self.engine = engine
         self.conn = conn
         self.now = now
@@ -209,7 +244,12 @@ class _Firing:
         self.mark([t for t in due if t not in current], "stale")
         if not current:
             return
-        superseded = self._superseded(current)
+        later = [
+            t
+            for t in self.others.get(row["id"], [])
+            if t.entry_seq == row["state_entry_seq"] and t.state == row["state"]
+        ]
+        superseded = self._superseded(current, later)
         for timer in current:
             if timer.id in superseded:
                 self._mark(timer, "superseded")
@@ -219,15 +259,16 @@ class _Firing:
             if timer.auto_trigger:
                 self._auto_transition(row, timer)
 
-    def _superseded(self, current: list[Any]) -> set[int]:
+    def _superseded(self, current: list[Any], later: Sequence[Any] = ()) -> set[int]:
         """Reminders not worth sending: their deadline is due too, or passed, or a later one is.
 
         Reminders belong to the deadline they announce (a state may have its own deadline and a
         certificate it watches), so they are compared per ``deadline_at``.
         """
         out: set[int] = set()
+        mine = {t.id for t in current}
         groups: dict[Any, list[Any]] = defaultdict(list)
-        for timer in current:
+        for timer in [*current, *later]:
             groups[timer.deadline_at].append(timer)
         for deadline_at, group in groups.items():
             reminders = [t for t in group if t.kind in REMINDER_KINDS]
@@ -236,10 +277,10 @@ class _Firing:
             if any(t.kind not in REMINDER_KINDS for t in group) or (
                 deadline_at is not None and deadline_at <= self.now
             ):
-                out.update(t.id for t in reminders)
+                out.update(t.id for t in reminders if t.id in mine)
                 continue
             latest = max(reminders, key=lambda t: (t.due_at, t.id))
-            out.update(t.id for t in reminders if t is not latest)
+            out.update(t.id for t in reminders if t.id != latest.id and t.id in mine)
         return out
 
     def _fire(self, wf: WorkflowDef, row: Mapping[str, Any], timer: Any) -> None:
@@ -256,6 +297,8 @@ class _Firing:
         extra_roles = (
             state.deadline.escalate_to if state.deadline and timer.kind == "escalation" else ()
         )
+        if timer.kind in CERTIFICATE_KINDS:
+            extra_roles = (*extra_roles, "producer")
         for channel, recipient in self.recipients(wf, row, timer.state, extra_roles):
             self.outbox.append(
                 {
@@ -377,6 +420,8 @@ def recipients(
     for user in config.users.values():
         acts = any(not permission_problems(user, t, dossier) for t in outgoing)
         escalated = bool(user.roles & set(extra_roles)) and user.covers(dossier["commune"])
+        if escalated and user.roles & set(extra_roles) == {"producer"}:
+            escalated = user.organisation == dossier["producer"]  # only its own producer
         if acts or escalated:
             users.append(user)
     data = json.loads(dossier["data"]) if isinstance(dossier["data"], str) else dossier["data"]
