@@ -11,6 +11,7 @@ number and reason. The import runs in one transaction; each dossier's first audi
 from __future__ import annotations
 
 import csv
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,7 +67,21 @@ class ImportRejected(UsageError):
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number as a person sees it, row) from a CSV (UTF-8, BOM tolerated) or XLSX file."""
+    """(line number as a person sees it, row) from a CSV (UTF-8, BOM tolerated) or XLSX file.
+
+    A file that is not what its name says is a usage error naming the file, not a traceback.
+    """
+    try:
+        yield from _read_rows(path)
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text (save the sheet as CSV UTF-8)") from None
+    except (csv.Error, OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, OcopError):
+            raise
+        raise UsageError(f"{path}: cannot be read as {path.suffix or 'a sheet'}: {exc}") from None
+
+
+def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open(encoding="utf-8-sig", newline="") as handle:
