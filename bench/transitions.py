@@ -3,9 +3,10 @@
 Run it from the project folder::
 
     .venv/bin/python bench/transitions.py            # N = 10,000 dossiers, the real figures
-    .venv/bin/python bench/transitions.py --quick    # N = 500, a smoke check of a few seconds
+    .venv/bin/python bench/transitions.py --quick    # N = 500, a smoke check (under a minute)
 
-Figures are printed as they come; the last line is one JSON object with every figure.
+Figures are printed as they come; the last line is one JSON object with every figure. (This file
+shares its name with the ``transitions`` library: ``main`` first drops bench/ from the import path.)
 
 **Throughput.** N dossiers are registered with ``Engine.register`` and walked through the whole
 ocop-1489 cycle: ``Engine.advance`` accept_idea, approve_plan, submit_dossier, forward, certify
@@ -22,7 +23,7 @@ ticks one second per call; events go through the product's structlog pipeline (J
 /dev/null. ``transitions_per_s`` counts the ``advance`` calls only (7 per dossier, each its own
 committed transaction; time = the sum of those calls). Registrations (``registrations_per_s``)
 and the attach/score writes (``amends_per_s``) are reported separately, and ``writes_per_s`` is
-every write over the whole walk's wall time.
+every write over the time of all engine calls.
 
 **Why a floor.** Transitions per second depend as much on the machine (CPU, disk, SQLite build,
 other load) as on the engine, so the same run also does the irreducible writes with the
