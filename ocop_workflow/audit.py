@@ -210,36 +210,53 @@ def verify(
     documents folder — that every attached file is still there with the recorded hash.
     """
     report = VerifyReport()
-    entries = sa.select(audit_t).order_by(audit_t.c.dossier_id, audit_t.c.seq)
+    byte_order = "C" if store.dialect == "postgresql" else "BINARY"
+    entries = sa.select(audit_t).order_by(audit_t.c.dossier_id.collate(byte_order), audit_t.c.seq)
     c = dossier_t.c
     dossiers = sa.select(
         c.id, c.state, c.data, c.product, c.producer, c.commune, c.product_group
-    ).order_by(c.id)
+    ).order_by(c.id.collate(byte_order))
     if dossier_id is not None:
         entries = entries.where(audit_t.c.dossier_id == dossier_id)
         dossiers = dossiers.where(dossier_t.c.id == dossier_id)
     with store.read() as conn:
-        current = {}
-        tails: dict[str, tuple[str, Any]] = {}
+        # Both streams are in the same (byte) order of dossier id, walked side by side: memory
+        # stays flat whatever the number of dossiers.
+        rows = iter(_stream(conn, dossiers))
+        waiting = next(rows, None)
+
+        def settle(dossier: str, tail: Any) -> None:
+            nonlocal waiting
+            while waiting is not None and waiting.id < dossier:
+                check(waiting, None)
+                waiting = next(rows, None)
+            if waiting is not None and waiting.id == dossier:
+                check(waiting, tail)
+                waiting = next(rows, None)
+            else:
+                report.problems.append(
+                    Problem(dossier, None, "history entries for a missing dossier")
+                )
+
+        def check(dossier: Any, tail: Any) -> None:
+            report.dossiers_checked += 1
+            _check_current(report, dossier, tail)
+            if documents_dir is not None:
+                _check_documents(report, dossier, documents_dir)
+
         chain = _ChainCheck(report)
         for row in _stream(conn, entries):
             if progress is not None and report.entries_checked % 1000 == 999:
                 progress(1000)
-            tail = chain.feed(row)
-            if tail is not None:
-                tails[tail[0]] = tail[1]
+            done = chain.feed(row)
+            if done is not None:
+                settle(*done)
         final = chain.finish()
         if final is not None:
-            tails[final[0]] = final[1]
-        for row in _stream(conn, dossiers):
-            current = row
-            report.dossiers_checked += 1
-            tail_row = tails.pop(current.id, None)
-            _check_current(report, current, tail_row)
-            if documents_dir is not None:
-                _check_documents(report, current, documents_dir)
-        for orphan in tails:
-            report.problems.append(Problem(orphan, None, "history entries for a missing dossier"))
+            settle(*final)
+        while waiting is not None:
+            check(waiting, None)
+            waiting = next(rows, None)
     return report
 
 

@@ -21,7 +21,7 @@ from sqlmodel import Field, SQLModel
 from .errors import EnvironmentProblem
 
 #: The Alembic head this code expects; ``tests/test_migrations.py`` pins it to the scripts.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -101,10 +101,13 @@ class Timer(SQLModel, table=True):
     """A reminder, deadline, escalation or expiry that fires on its own: the row is the truth."""
 
     __tablename__ = "timer"
-    __table_args__ = (sa.Index("ix_timer_status_due", "status", "due_at"),)
+    __table_args__ = (
+        sa.Index("ix_timer_status_due", "status", "due_at"),
+        sa.Index("ix_timer_dossier_status_due", "dossier_id", "status", "due_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    dossier_id: str = Field(index=True)
+    dossier_id: str
     state: str
     entry_seq: int
     kind: str
