@@ -29,10 +29,12 @@ TIMERS_PER_DOSSIER = 4  # reminder 5 and 1 working days before, deadline, escala
 T0 = "2026-03-02T09:00:00+07:00"  # registered on a Monday: due by the end of 23 March
 NOW = datetime.fromisoformat("2026-04-14T12:00:00+07:00")  # three weeks after the deadline
 NEXT_ESCALATION = datetime.fromisoformat("2026-04-21T08:00:00+07:00")  # 5 working days on
+# Small batches keep the workers busy for several seconds, so the kill test kills them mid-work
+# (with batches of 100 the 2,000 timers are done before the first kill).
 CONFIG = """
 [scheduler]
 sweep_interval_seconds = 1
-batch_size = 100
+batch_size = 1
 """
 #: A claim on an outbox row lasts 5 minutes of the claimer's clock (notify.LEASE): what a killed
 #: worker had claimed is taken over by a worker whose clock is past that.
