@@ -288,10 +288,9 @@ class Rehearsal:
         moved = self.engine.advance(
             self.ids[p.product], trigger, self.user(who), reason=reason, data=data
         )
-        late = ""
         self.say(
             f"{self.stamp()}  {who:<12} {trigger:<12} {moved.id}  {p.product} → "
-            f"{moved.to_state}{late}" + (f"  «{reason}»" if reason else "")
+            f"{moved.to_state}" + (f"  «{reason}»" if reason else "")
         )
 
     def attach_all(self, p: Product, kinds: list[str]) -> None:
