@@ -242,7 +242,8 @@ class Result:
 
 
 def write_config(root: Path, *, extra: str = "", allow_override: bool = True,
-                 channels: str = '["file"]') -> Path:
+                 channels: str = '["file"]', notifications: str = "") -> Path:
+    """A config for tests; ``notifications`` adds keys to the ``[notifications]`` table."""
     config = root / "config.toml"
     config.write_text(
         f"""
@@ -260,7 +261,7 @@ allow_override = {"true" if allow_override else "false"}
 channels = {channels}
 max_attempts = 3
 backoff_seconds = 1
-
+{notifications}
 [notifications.file]
 path = "outbox.jsonl"
 {extra}
