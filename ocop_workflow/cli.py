@@ -239,9 +239,26 @@ def workflow_show(ctx: click.Context, name: str, as_json: bool) -> None:
             ],
         )
     )
-    if document.get("dossiers") is not None:
+    if document["dossiers"] is not None:
         click.echo("")
-        click.echo(f"dossiers on {name}: {document['dossiers']}")
+        click.echo(_dossiers_line(name, document))
+
+
+#: How many dossier ids ``workflow show`` prints before pointing at ``dossier list``.
+SHOWN_IDS = 10
+
+
+def _dossiers_line(name: str, document: dict[str, Any]) -> str:
+    count, ids = document["dossiers"], document["dossier_ids"]
+    line = f"dossiers on {name}: {count}"
+    if document["dossiers_by_version"]:
+        versions = ", ".join(f"{n} on {v}" for v, n in document["dossiers_by_version"].items())
+        line += f" ({versions})"
+    if ids:
+        shown = ", ".join(ids[:SHOWN_IDS])
+        more = f", … {count - SHOWN_IDS} more" if count > SHOWN_IDS else ""
+        line += f"\n  {shown}{more}\n  all of them: ocop dossier list --workflow {name}"
+    return line
 
 
 @workflow.command("validate")

@@ -50,28 +50,40 @@ def describe(app: App, name: str) -> dict[str, Any]:
             f.name: {"type": f.type, "label": f.label, "protected": f.protected}
             for f in wf.fields.values()
         },
-        "dossiers": _dossier_count(app, wf.name),
     }
+    document.update(_dossiers_on(app, wf.name))
     return document
 
 
-def _dossier_count(app: App, name: str) -> int | None:
-    """How many dossiers are pinned to this workflow (None when there is no database yet)."""
+def _dossiers_on(app: App, name: str) -> dict[str, Any]:
+    """Which dossiers are pinned to this workflow, and on which version of its file.
+
+    A dossier stays on the rule version it was registered under, so an officer changing rules
+    needs to see which files are still in use. ``dossiers`` is None when there is no database
+    yet (``ocop init`` not run): the workflow can be read before anything is stored.
+    """
     import sqlalchemy as sa
 
     from .errors import EnvironmentProblem
     from .store import dossier_t
 
+    d = dossier_t.c
     try:
         store = app.checked_store()
         with store.read() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count()).where(dossier_t.c.workflow == name)
-                ).scalar_one()
-            )
+            rows = conn.execute(
+                sa.select(d.id, d.workflow_version).where(d.workflow == name).order_by(d.id)
+            ).all()
     except EnvironmentProblem:
-        return None
+        return {"dossiers": None, "dossier_ids": [], "dossiers_by_version": {}}
+    by_version: dict[str, int] = {}
+    for row in rows:
+        by_version[row.workflow_version] = by_version.get(row.workflow_version, 0) + 1
+    return {
+        "dossiers": len(rows),
+        "dossier_ids": [row.id for row in rows],
+        "dossiers_by_version": by_version,
+    }
 
 
 def validate(app: App, paths: tuple[str, ...]) -> tuple[list[str], list[str]]:

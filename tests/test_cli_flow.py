@@ -636,3 +636,19 @@ def test_workflow_show_json_describes_states_triggers_and_roles(populated: Popul
         "certify", "not_certified", "start_review", "renew", "close", "withdraw", "revoke",
         "expire",
     }
+
+
+def test_workflow_show_lists_ten_dossier_ids_then_points_to_dossier_list() -> None:
+    from ocop_workflow.cli import _dossiers_line
+
+    ids = [f"OCOP-2026-{n:04d}" for n in range(1, 13)]
+    line = _dossiers_line("ocop-1489", {
+        "dossiers": 12, "dossier_ids": ids, "dossiers_by_version": {"1489/QĐ-TTg": 12},
+    })
+    assert line.splitlines() == [
+        "dossiers on ocop-1489: 12 (12 on 1489/QĐ-TTg)",
+        "  " + ", ".join(ids[:10]) + ", … 2 more",
+        "  all of them: ocop dossier list --workflow ocop-1489",
+    ]
+    empty = {"dossiers": 0, "dossier_ids": [], "dossiers_by_version": {}}
+    assert _dossiers_line("ocop-148", empty) == "dossiers on ocop-148: 0"

@@ -496,8 +496,16 @@ def test_a_dossier_stays_on_the_rule_version_it_started_with(
                       "accept_idea", user="lan", now=T_IDEA)
     assert "district_officer" in message
 
-    described = ok(ws, "workflow", "show", "ocop-148")
-    assert described["dossiers"] == 1
+    # workflow show tells which dossiers each rule version still carries
+    for name, dossier in (("ocop-148", new), ("ocop-1489", old), ("ocop-1048", older)):
+        described = ok(ws, "workflow", "show", name)
+        assert described["dossiers"] == 1
+        assert described["dossier_ids"] == [dossier["id"]]
+        assert described["dossiers_by_version"] == {dossier["workflow_version"]: 1}
+    table = ws.run("workflow", "show", "ocop-148")
+    assert table.code == 0, str(table)
+    assert f"dossiers on ocop-148: 1 (1 on 148/QĐ-TTg)\n  {new['id']}\n" in table.stdout
+    assert old["id"] not in table.stdout
 
     # a group must be one of the workflow's groups
     message = refused(ws, 2, "usage", *register[:-1], "đồ uống", user="htx_iale")
