@@ -70,11 +70,14 @@ class App:
         """The acting user (``--as``, ``OCOP_USER``, ``[cli] default_user``), checked vs the login.
 
         With ``[security] require_os_user`` the login of the process's effective uid decides;
-        ``$USER`` and ``$LOGNAME`` are ignored because anyone can set them.
+        ``$USER`` and ``$LOGNAME`` are ignored because anyone can set them, and so is
+        ``default_user``: a shared config's convenience default must not lock every other
+        officer out. An explicit ``--as``/``OCOP_USER`` naming someone else is still refused.
         """
         config = self.config
-        wanted = self.acting_user or self.env.get("OCOP_USER") or config.default_user
+        explicit = self.acting_user or self.env.get("OCOP_USER")
         if config.require_os_user:
+            wanted = explicit
             login = current_login()
             mine = [u for u in config.users.values() if u.os_user == login]
             if not mine:
@@ -86,6 +89,7 @@ class App:
                     f"login '{login}' may act only as {mine[0].key}, not as {wanted}"
                 )
             return mine[0]
+        wanted = explicit or config.default_user
         if wanted is None:
             from .errors import UsageError
 

@@ -33,6 +33,7 @@ _LEADS = {
 }
 
 KINDS = tuple(_SUBJECTS)
+CERTIFICATE_KINDS = frozenset({"expiry_notice", "expiry"})
 
 
 def local_deadline(deadline_at: datetime | None, tz: tzinfo) -> str:
@@ -63,7 +64,7 @@ def compose(
         f"  - {t.label_vi or t.trigger} (ocop dossier advance {dossier['id']} {t.trigger}; "
         f"{', '.join(t.roles)})"
         for t in workflow.transitions_from(state.name)
-        if t.remind
+        if t.remind and set(t.roles) != {"system"}
     ]
     lines = [
         _LEADS[kind],
@@ -75,8 +76,9 @@ def compose(
         f"Bước hiện tại: {state.label_vi} ({state.name})",
         f"Hạn: {deadline}",
     ]
-    if state.deadline is not None:
-        lines.append(f"Căn cứ: {state.deadline.basis}")
+    basis = _basis(state, kind)
+    if basis:
+        lines.append(f"Căn cứ: {basis}")
     if deadline_at is not None and deadline_at < now:
         late_days = (now - deadline_at).days
         lines.append(f"Đã quá hạn: {late_days} ngày")
@@ -84,3 +86,16 @@ def compose(
         lines += ["", "Việc cần làm:", *todo]
     lines += ["", "— Hệ thống OCOP (thư tự động, vui lòng không trả lời)"]
     return subject, "\n".join(lines) + "\n"
+
+
+def _basis(state: StateDef, kind: str) -> str | None:
+    """The legal basis of the deadline this message is about.
+
+    A state re-evaluating a certified product has its own office deadline and also watches the
+    certificate; an expiry notice must cite the certificate's validity, not the office target.
+    """
+    about_certificate = kind in CERTIFICATE_KINDS
+    for spec in (state.deadline, *state.watches):
+        if spec is not None and spec.certificate == about_certificate:
+            return spec.basis
+    return None

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 REMINDER_KINDS = frozenset({"reminder", "expiry_notice"})
 #: A certificate's notices always reach its producer, whatever state the dossier is in.
-CERTIFICATE_KINDS = frozenset({"expiry_notice", "expiry"})
 
 
 @dataclass
@@ -297,7 +296,7 @@ class _Firing:
         extra_roles = (
             state.deadline.escalate_to if state.deadline and timer.kind == "escalation" else ()
         )
-        if timer.kind in CERTIFICATE_KINDS:
+        if timer.kind in messages.CERTIFICATE_KINDS:
             extra_roles = (*extra_roles, "producer")
         for channel, recipient in self.recipients(wf, row, timer.state, extra_roles):
             self.outbox.append(

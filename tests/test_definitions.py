@@ -346,6 +346,21 @@ def test_every_shipped_workflow_has_the_names_scripts_rely_on() -> None:
         assert all(t.roles == ("system",) for t in expire), path.name
 
 
+@pytest.mark.parametrize("path", sorted(WORKFLOWS.glob("*.toml")), ids=lambda p: p.name)
+def test_the_producer_or_any_officer_may_withdraw_under_every_rule_version(path: Path) -> None:
+    """interface.md: ``withdraw`` is for the producer or any officer, whatever the rule version."""
+    wf = load_workflow_file(path)
+    officers = {"commune_officer", "district_officer", "province_officer", "central_officer"}
+    withdraw = [t for t in wf.transitions if t.trigger == "withdraw"]
+    assert withdraw
+    levels = {wf.states[t.source].level for t in wf.transitions if wf.states[t.source].level}
+    for t in withdraw:
+        assert "producer" in t.roles
+        # every officer of a level the version has, and the commune officer everywhere
+        expected = {f"{level}_officer" for level in levels} | {"commune_officer"}
+        assert expected <= set(t.roles) <= officers | {"producer"}, t.roles
+
+
 # --- broken files ------------------------------------------------------------------------------
 
 

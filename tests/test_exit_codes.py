@@ -410,3 +410,20 @@ def test_require_os_user_refuses_a_login_with_no_user(tmp_path: Path) -> None:
     result = fails(ws, 6, "permission_denied", "dossier", "register", "--product", PRODUCT,
                    "--producer", PRODUCER, "--commune", "Ia Le", user="lan", USER="lan")
     assert LOGIN in one_error_line(result)
+
+
+def test_require_os_user_ignores_the_shared_default_user_and_lets_the_login_act(
+    tmp_path: Path,
+) -> None:
+    # the shipped config names a default_user; on a shared server that must not lock out
+    # every officer whose login is not that user
+    write_config(tmp_path, extra=OS_USERS + '\n[cli]\ndefault_user = "other"\n')
+    ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
+    ws.run("init", check=True)
+    registered = ok(ws, "dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
+                    "--commune", "Ia Le", "--id", "MINE-3")
+    assert registered["id"] == "MINE-3"
+    assert ok(ws, "dossier", "history", "MINE-3")[0]["actor"] == "me"
+    # naming the default user explicitly is still refused
+    fails(ws, 6, "permission_denied", "dossier", "register", "--product", PRODUCT,
+          "--producer", PRODUCER, "--commune", "Ia Le", user="other")
