@@ -37,6 +37,9 @@ def app_of(ctx: click.Context) -> App:
 
     obj = ctx.find_root().obj
     assert isinstance(obj, App)
+    if obj.acting_user is not None:
+        # a misspelt --as is a mistake even on a reading command (exit 3; 'system' exit 6)
+        obj.config.user(obj.acting_user)
     return obj
 
 
@@ -406,6 +409,7 @@ def dossier_list(
 
     app = app_of(ctx)
     filters = DossierFilter(state, stage, commune, workflow_name, overdue)
+    filters.check(app.registry)
     rows = list_dossiers(app.checked_store(), app.registry, filters, app.now, tz_of(app))
     if as_json:
         emit_json(list(rows))
@@ -836,9 +840,11 @@ def timers_list(
     ctx: click.Context, dossier_id: str | None, due: bool, include_all: bool, as_json: bool
 ) -> None:
     """Pending timers (with --all: every timer, whatever its status)."""
-    from .views import list_timers
+    from .views import get_dossier, list_timers
 
     app = app_of(ctx)
+    if dossier_id is not None:
+        get_dossier(app.checked_store(), dossier_id)  # an unknown id is exit 3, not "no timers"
     rows = list_timers(
         app.checked_store(),
         tz_of(app),
@@ -883,9 +889,11 @@ def notifications_list(
     ctx: click.Context, status: str | None, dossier_id: str | None, as_json: bool
 ) -> None:
     """The outbox, oldest first."""
-    from .views import list_notifications
+    from .views import get_dossier, list_notifications
 
     app = app_of(ctx)
+    if dossier_id is not None:
+        get_dossier(app.checked_store(), dossier_id)
     rows = list_notifications(app.checked_store(), tz_of(app), status=status, dossier_id=dossier_id)
     if as_json:
         emit_json(list(rows))
@@ -1100,6 +1108,10 @@ def audit_verify(ctx: click.Context, dossier_id: str | None, as_json: bool) -> N
     total = count_entries(store, dossier_id) if sys.stderr.isatty() else 0
     with progress_bar("verifying", total) as advance:
         report = verify(store, dossier_id, app.config.documents_dir, progress=advance)
+    if dossier_id is not None and report.dossiers_checked == 0 and report.ok:
+        from .errors import NotFound
+
+        raise NotFound(f"dossier {dossier_id} not found: neither the dossier nor any history")
     if as_json:
         emit_json(report.document())
     else:

@@ -29,6 +29,19 @@ class DossierFilter:
     workflow: str | None = None
     overdue: bool = False
 
+    def check(self, registry: Registry) -> None:
+        """A misspelt workflow, state or stage is an error (exit 3), not an empty answer.
+
+        An officer who types ``--state bussiness_plan`` must not conclude that nothing is
+        waiting. The commune is free text on the dossier, so an unknown one is just no match.
+        """
+        workflows = [registry.get(self.workflow)] if self.workflow else registry.all()
+        scope = f"workflow {self.workflow}" if self.workflow else "any workflow"
+        if self.state is not None and not any(self.state in wf.states for wf in workflows):
+            raise NotFound(f"--state {self.state}: no such state in {scope}")
+        if self.stage is not None and not any(self.stage in wf.stages for wf in workflows):
+            raise NotFound(f"--stage {self.stage}: no such stage in {scope}")
+
 
 #: The columns of ``dossier list --format csv|xlsx`` (and of an import file: see importer.py).
 DOSSIER_COLUMNS = (

@@ -236,6 +236,34 @@ def test_unknown_names_exit_3(sqlite_workspace: Workspace) -> None:
         assert named in one_error_line(result), (args, result.stderr)
 
 
+def test_reading_commands_refuse_unknown_names_rather_than_answer_nothing(
+    sqlite_workspace: Workspace,
+) -> None:
+    # an empty list for a misspelt name reads as "nothing waiting": it must be an error instead
+    ws = sqlite_workspace
+    d = register(ws)
+    cases: list[tuple[tuple[str, ...], str | None, str]] = [
+        (("dossier", "list", "--state", "bussiness_plan"), None, "bussiness_plan"),
+        (("dossier", "list", "--state", "evaluation_district", "--workflow", "ocop-1489"), None,
+         "evaluation_district"),
+        (("dossier", "list", "--stage", "evaluating"), None, "evaluating"),
+        (("dossier", "list", "--workflow", "ocop-2099"), None, "ocop-2099"),
+        (("timers", "list", "--dossier", "OCOP-1999-0404"), None, "OCOP-1999-0404"),
+        (("notifications", "list", "--dossier", "OCOP-1999-0404"), None, "OCOP-1999-0404"),
+        (("audit", "verify", "--dossier", "OCOP-1999-0404"), None, "OCOP-1999-0404"),
+        (("--as", "nobody", "dossier", "list"), None, "nobody"),
+        (("dossier", "show", d), "nobody", "nobody"),
+    ]
+    for args, user, named in cases:
+        result = fails(ws, 3, "not_found", *args, user=user)
+        assert named in one_error_line(result), (args, result.stderr)
+    # the same filters with real names answer normally
+    assert [r["id"] for r in ok(ws, "dossier", "list", "--state", "registration",
+                                "--workflow", "ocop-1489")] == [d]
+    assert ok(ws, "dossier", "list", "--state", "evaluation_district") == []  # a 148 state
+    assert ok(ws, "audit", "verify", "--dossier", d)["ok"] is True
+
+
 # --- 4: refused ---------------------------------------------------------------------------------
 
 
