@@ -95,20 +95,25 @@ def snapshot(row: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> d
 def permission_problems(
     user: User, transition: TransitionDef, dossier: Mapping[str, Any]
 ) -> list[str]:
-    """Why ``user`` may not fire ``transition`` on ``dossier`` (empty when they may)."""
+    """Every reason ``user`` may not fire ``transition`` on ``dossier`` (empty when they may).
+
+    All of them, not the first: an officer told only "wrong role" who then gets the role would
+    next be told "wrong commune"; ``dossier triggers`` must say everything that stands in the way.
+    """
+    if transition.roles == (SYSTEM_ACTOR,):
+        return [f"only the scheduler (system) fires '{transition.trigger}'"]
+    problems: list[str] = []
     granting = [role for role in transition.roles if role in user.roles]
     if not granting:
-        if transition.roles == (SYSTEM_ACTOR,):
-            return [f"only the scheduler (system) fires '{transition.trigger}'"]
-        return [
+        problems.append(
             f"{user.key} lacks the role for '{transition.trigger}' "
             f"(needs {' or '.join(transition.roles)})"
-        ]
+        )
     if not user.covers(dossier["commune"]):
-        return [f"{user.key} does not cover commune {dossier['commune']}"]
+        problems.append(f"{user.key} does not cover commune {dossier['commune']}")
     if granting == ["producer"] and user.organisation != dossier["producer"]:
-        return [f"{user.key} acts for {user.organisation}, not for {dossier['producer']}"]
-    return []
+        problems.append(f"{user.key} acts for {user.organisation}, not for {dossier['producer']}")
+    return problems
 
 
 def may_act_for(actor: User, producer: str, commune: str) -> None:
