@@ -1035,7 +1035,17 @@ def print_progress(document: dict[str, Any]) -> str:
                 ],
             )
         )
-    parts.append("\nby stage: " + ", ".join(f"{k} {v}" for k, v in document["by_stage"].items()))
+    parts.append("\nby stage (where the counted dossiers are now)")
+    parts.append(
+        table(
+            ["target", *document["stages"]],
+            [
+                (r["metric"], *[r["by_stage"].get(st, 0) for st in document["stages"]])
+                for r in document["targets"]
+            ]
+            + [("all dossiers", *[document["by_stage"].get(st, 0) for st in document["stages"]])],
+        )
+    )
     if document["overdue"]:
         parts.append("\noverdue")
         parts.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, tzinfo
 from typing import Any
@@ -41,6 +41,9 @@ class YearFacts:
     def supported(self) -> set[str]:
         return self.registered | self.upgraded | self.renewed
 
+
+#: The OCOP cycle's stages in order (interface.md): reports list stages this way.
+STAGES = ("registration", "business_plan", "production", "evaluation", "promotion", "review")
 
 #: metric name → (Vietnamese label, which dossiers count)
 METRICS: dict[str, tuple[str, Callable[[YearFacts], set[str]]]] = {
@@ -132,6 +135,7 @@ def progress(
                 c: len({d["producer"] for d in dossiers.values() if d["commune"] == c})
                 for c in communes
             }
+            by_stage = _organisations_by_stage(dossiers.values())
         else:
             label, select = METRICS[name]
             members = select(facts)
@@ -140,6 +144,7 @@ def progress(
                 c: sum(1 for d in members if dossiers.get(d, {}).get("commune") == c)
                 for c in communes
             }
+            by_stage = _count_by_stage(dossiers[d]["stage"] for d in members if d in dossiers)
         target = targets.get(name)
         reached = len(counted)
         rows.append(
@@ -151,25 +156,51 @@ def progress(
                 "left": None if target is None else max(target - reached, 0),
                 "done": None if target is None else reached >= target,
                 "by_commune": by_commune,
+                "by_stage": by_stage,
             }
         )
-    by_stage: dict[str, int] = defaultdict(int)
     by_state: dict[str, int] = defaultdict(int)
     for d in dossiers.values():
-        by_stage[d["stage"]] += 1
         by_state[d["state"]] += 1
     return {
         "year": year,
         "generated_at": now.astimezone(tz).isoformat(),
         "targets": rows,
         "communes": communes,
-        "by_stage": dict(by_stage),
+        "stages": list(STAGES),
+        "by_stage": _count_by_stage(d["stage"] for d in dossiers.values()),
         "by_state": dict(by_state),
         "overdue": overdue(store, registry, now, tz),
         "stuck": stuck(store, registry, now, tz),
         "dossiers": len(dossiers),
         "audit_entries": facts.entries,
     }
+
+
+def _count_by_stage(stages: Iterable[str]) -> dict[str, int]:
+    """How many of the counted dossiers are in each stage now, in the cycle's order."""
+    counts: dict[str, int] = defaultdict(int)
+    for stage in stages:
+        counts[stage] += 1
+    return {stage: counts[stage] for stage in _ordered(counts)}
+
+
+def _organisations_by_stage(dossiers: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Each organisation once, at the furthest stage any of its dossiers has reached."""
+    furthest: dict[str, str] = {}
+    for d in dossiers:
+        known = furthest.get(d["producer"])
+        if known is None or _rank(d["stage"]) > _rank(known):
+            furthest[d["producer"]] = d["stage"]
+    return _count_by_stage(furthest.values())
+
+
+def _rank(stage: str) -> int:
+    return STAGES.index(stage) if stage in STAGES else len(STAGES)
+
+
+def _ordered(stages: Iterable[str]) -> list[str]:
+    return sorted(stages, key=lambda s: (_rank(s), s))
 
 
 def _dossiers(store: Store, ids: set[str]) -> dict[str, dict[str, Any]]:
@@ -253,7 +284,10 @@ def write_xlsx(report: Mapping[str, Any], path: Any) -> None:
     assert sheet is not None
     sheet.title = f"Tiến độ {report['year']}"
     communes = report["communes"]
-    sheet.append(["Chỉ tiêu", "Nội dung", "Kế hoạch", "Đạt", "Còn lại", *communes])
+    stage_names = report["stages"]
+    sheet.append(
+        ["Chỉ tiêu", "Nội dung", "Kế hoạch", "Đạt", "Còn lại", *communes, *stage_names]
+    )
     for row in report["targets"]:
         sheet.append(
             [
@@ -263,6 +297,7 @@ def write_xlsx(report: Mapping[str, Any], path: Any) -> None:
                 row["reached"],
                 row["left"],
                 *[row["by_commune"].get(c, 0) for c in communes],
+                *[row["by_stage"].get(st, 0) for st in stage_names],
             ]
         )
     stages = book.create_sheet("Giai đoạn")
@@ -308,6 +343,7 @@ def target_rows_for_csv(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             "reached": r["reached"],
             "left": r["left"],
             **{f"commune:{c}": r["by_commune"].get(c, 0) for c in communes},
+            **{f"stage:{st}": r["by_stage"].get(st, 0) for st in report["stages"]},
         }
         for r in report["targets"]
     ]

@@ -135,6 +135,16 @@ def test_progress_counts_each_target_by_commune_and_stage_with_overdue_and_stuck
     assert targets["new_products"]["label"] == "Sản phẩm mới tham gia chu trình"
 
     assert report["by_stage"] == {"promotion": 1, "registration": 1, "business_plan": 1}
+    assert list(report["by_stage"]) == ["registration", "business_plan", "promotion"]
+    # each target by the stage its counted dossiers are in now; an organisation counts once,
+    # at its furthest dossier (the coffee cooperative: one certified, one still planning)
+    assert targets["new_products"]["by_stage"] == report["by_stage"]
+    assert targets["new_products_3_stars"]["by_stage"] == {"promotion": 1}
+    assert targets["organisations"]["by_stage"] == {"registration": 1, "promotion": 1}
+    human = year.ws.run("report", "progress", "--year", "2026", now=T_REPORT)
+    assert human.code == 0, str(human)
+    by_stage_table = human.stdout.split("by stage")[1].split("overdue")[0]
+    assert "new_products_3_stars" in by_stage_table and "all dossiers" in by_stage_table
     assert report["dossiers"] == 3
 
     # registered Monday 2 March: 15 working days end on Monday 23 March, overdue from 00:00 on
@@ -174,6 +184,8 @@ def test_progress_csv_and_xlsx_files_carry_the_vietnamese_labels(
     assert (rows["new_products_3_stars"]["reached"], rows["new_products_3_stars"]["left"]) == (
         "1", "1")
     assert rows["new_products"]["commune:Ia Phang"] == "1"
+    assert rows["organisations"]["stage:promotion"] == "1"
+    assert rows["organisations"]["stage:registration"] == "1"
 
     from openpyxl import load_workbook
 
@@ -182,9 +194,10 @@ def test_progress_csv_and_xlsx_files_carry_the_vietnamese_labels(
         assert book.sheetnames == ["Tiến độ 2026", "Giai đoạn", "Quá hạn", "Tồn đọng lâu nhất"]
         targets = [list(r) for r in book["Tiến độ 2026"].iter_rows(values_only=True)]
         assert targets[0] == ["Chỉ tiêu", "Nội dung", "Kế hoạch", "Đạt", "Còn lại", "Ia Le",
-                              "Ia Phang"]
-        assert ["new_products_3_stars", "Sản phẩm mới đạt từ 3 sao trở lên", 2, 1, 1, 1, 0] in (
-            targets)
+                              "Ia Phang", "registration", "business_plan", "production",
+                              "evaluation", "promotion", "review"]
+        assert ["new_products_3_stars", "Sản phẩm mới đạt từ 3 sao trở lên", 2, 1, 1, 1, 0,
+                0, 0, 0, 0, 1, 0] in targets
         late = [list(r) for r in book["Quá hạn"].iter_rows(values_only=True)]
         assert late[0][-1] == "Số ngày quá hạn"
         assert [r[0] for r in late[1:]] == [year.overdue]
