@@ -354,10 +354,15 @@ def _check_current(report: VerifyReport, dossier: Any, tail: Any) -> None:
         )
 
 
-def count_entries(store: Store, dossier_id: str | None = None) -> int:
+def count_entries(
+    store: Store, dossier_id: str | None = None, since: datetime | None = None
+) -> int:
+    """How many entries a verify or an export will walk (the length of its progress bar)."""
     query = sa.select(sa.func.count()).select_from(audit_t)
     if dossier_id is not None:
         query = query.where(audit_t.c.dossier_id == dossier_id)
+    if since is not None:
+        query = query.where(audit_t.c.at >= since)
     with store.read() as conn:
         return int(conn.execute(query).scalar_one())
 
@@ -395,8 +400,12 @@ def export(
     fmt: str = "jsonl",
     since: datetime | None = None,
     timezone: Any = UTC,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Write the trail (oldest first per dossier) as CSV or JSON Lines; returns entries written."""
+    """Write the trail (oldest first per dossier) as CSV or JSON Lines; returns entries written.
+
+    ``progress`` is told every 1,000 entries written (the CLI draws a bar with it).
+    """
     query = sa.select(audit_t).order_by(audit_t.c.dossier_id, audit_t.c.seq)
     if since is not None:
         query = query.where(audit_t.c.at >= since)
@@ -417,4 +426,6 @@ def export(
             else:
                 out.write(json.dumps(document, ensure_ascii=False) + "\n")
             count += 1
+            if progress is not None and count % 1000 == 0:
+                progress(1000)
     return count

@@ -419,7 +419,7 @@ def dossier_list(
 
         from .exports import write_table
 
-        with progress_bar("exporting", _count_dossiers(app) if output else 0) as advance:
+        with progress_bar("exporting", _count_dossiers(app)) as advance:
             count = write_table(
                 _counted(rows, advance), DOSSIER_COLUMNS, fmt, Path(output) if output else None
             )
@@ -729,11 +729,24 @@ def _counted(rows: Iterable[Any], advance: Callable[[int], None]) -> Iterable[An
 
 
 def _count_rows(path: Any) -> int:
+    """Data rows in the sheet, for the progress bar (0 when unknown: no bar, no error here —
+    the importer itself reports an unreadable file)."""
+    if not sys.stderr.isatty():
+        return 0
     try:
         if path.suffix.lower() == ".csv":
             with path.open("rb") as handle:
                 return max(sum(1 for _ in handle) - 1, 0)
-    except OSError:
+        if path.suffix.lower() == ".xlsx":
+            from openpyxl import load_workbook
+
+            book = load_workbook(path, read_only=True)
+            try:
+                sheet = book.active
+                return max((sheet.max_row or 1) - 1, 0) if sheet is not None else 0
+            finally:
+                book.close()
+    except Exception:  # a count for a bar must never be what fails an import
         return 0
     return 0
 
@@ -1158,18 +1171,21 @@ def audit_verify(ctx: click.Context, dossier_id: str | None, as_json: bool) -> N
 @click.pass_context
 def audit_export(ctx: click.Context, since: str | None, fmt: str, output: str | None) -> None:
     """The audit trail for auditors, oldest first per dossier."""
-    from .audit import export
+    from contextlib import nullcontext
+
+    from .audit import count_entries, export
 
     app = app_of(ctx)
     tz = tz_of(app)
     since_at = _parse_since(since, tz) if since else None
     store = app.checked_store()
+    total = count_entries(store, since=since_at) if sys.stderr.isatty() else 0
+    with (
+        open(output, "w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
+    ) as out, progress_bar("exporting", total) as advance:
+        count = export(store, out, fmt=fmt, since=since_at, timezone=tz, progress=advance)
     if output:
-        with open(output, "w", encoding="utf-8", newline="") as out:
-            count = export(store, out, fmt=fmt, since=since_at, timezone=tz)
         click.echo(f"wrote {count} entries to {output}", err=True)
-    else:
-        export(store, sys.stdout, fmt=fmt, since=since_at, timezone=tz)
 
 
 def _parse_since(text: str, tz: Any) -> Any:

@@ -7,8 +7,11 @@ import os
 import pty
 import subprocess
 import sys
+import threading
 
 from conftest import Workspace
+
+ROWS = 1500  # above the 1,000 items from which a bar is drawn
 
 
 def _sheet(ws: Workspace, rows: int) -> str:
@@ -21,35 +24,80 @@ def _sheet(ws: Workspace, rows: int) -> str:
     return str(path)
 
 
+def _on_terminal(ws: Workspace, *args: str) -> tuple[int, str, bytes]:
+    """Run ``ocop ARGS`` with stderr on a pseudo-terminal: (exit code, what the terminal showed,
+    stdout). The terminal is read while the command runs, as a real one would be: a bar redraws
+    often, and an unread terminal would block the writer."""
+    parent, child = pty.openpty()
+    seen: list[bytes] = []
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(parent, 65536)
+            except OSError:  # the child side closed: the command is done
+                return
+            if not chunk:
+                return
+            seen.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ocop_workflow", *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=child,
+            env=ws.env(OCOP_USER="hung"), cwd=ws.root, timeout=120,
+        )
+    finally:
+        os.close(child)
+        reader.join(timeout=10)
+        os.close(parent)
+    return done.returncode, b"".join(seen).decode("utf-8", "replace"), done.stdout
+
+
 def test_import_of_a_large_sheet_shows_a_progress_bar_on_a_terminal_only(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    sheet = _sheet(ws, 1500)
-    parent, child = pty.openpty()
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "ocop_workflow", "import", sheet, "--dry-run"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=child,
-            env=ws.env(OCOP_USER="hung"), cwd=ws.root, timeout=120,
-        )
-        os.close(child)
-        child = -1
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(parent, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        if child != -1:
-            os.close(child)
-        os.close(parent)
-    assert done.returncode == 0
-    text = seen.decode("utf-8", "replace")
-    assert "checking rows" in text and "100%" in text
+    sheet = _sheet(ws, ROWS)
+    code, terminal, _ = _on_terminal(ws, "import", sheet, "--dry-run")
+    assert code == 0
+    assert "checking rows" in terminal and "100%" in terminal
     piped = ws.run("import", sheet, "--dry-run", user="hung")
     assert piped.code == 0 and "checking rows" not in piped.stderr
+
+
+def test_xlsx_import_and_exports_to_stdout_show_progress_bars_without_touching_the_output(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    ws.run("import", _sheet(ws, ROWS), user="hung", check=True)
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["product", "producer", "commune"])
+    for n in range(ROWS):
+        sheet.append([f"Sản phẩm mới {n}", "HTX Cà phê Ia Le", "Ia Le"])
+    xlsx = ws.root / "ho-so-moi.xlsx"
+    book.save(xlsx)
+
+    code, terminal, _ = _on_terminal(ws, "import", str(xlsx), "--dry-run")
+    assert code == 0 and "checking rows" in terminal and "100%" in terminal, terminal
+
+    code, terminal, out = _on_terminal(ws, "dossier", "list", "--format", "csv")
+    assert code == 0 and "exporting" in terminal and "100%" in terminal, terminal
+    lines = out.decode("utf-8-sig").splitlines()
+    assert len(lines) == ROWS + 1 and "exporting" not in out.decode("utf-8-sig")
+
+    code, terminal, out = _on_terminal(ws, "audit", "export", "--format", "jsonl")
+    assert code == 0 and "exporting" in terminal, terminal
+    assert len(out.decode("utf-8").splitlines()) == ROWS  # one register entry each
+
+    code, terminal, _ = _on_terminal(ws, "audit", "verify")
+    assert code == 0 and "verifying" in terminal, terminal
+
+    piped = ws.run("audit", "export")
+    assert piped.code == 0 and "exporting" not in piped.stderr
