@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -429,3 +429,91 @@ def test_a_certificate_under_re_evaluation_still_tells_its_producer_before_it_la
     notices = [x for x in outbox(ws) if x["kind"] == "expiry_notice"]
     assert notices, outbox(ws)
     assert "htx_iale" in {x["recipient"] for x in notices}, notices
+
+
+# --- upgrade and revoke ------------------------------------------------------------------------
+
+
+def test_an_upgrade_keeps_the_old_certificate_watched_until_the_new_one_supersedes_it(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    dossier_id = certified_dossier(ws, "Cà phê bột Ia Le")
+    first = ok(ws, "dossier", "advance", dossier_id, "certify", *CERTIFICATE, user="hung",
+               now="2026-07-01T09:00:00+07:00")
+    assert first["to"] == "promotion"
+
+    # A year later the producer asks for a higher rating; the 2026 certificate stays valid.
+    upgraded = ok(ws, "dossier", "advance", dossier_id, "upgrade", user="htx_iale",
+                  now="2027-06-01T09:00:00+07:00")
+    assert (upgraded["from"], upgraded["to"]) == ("promotion", "evaluation_commune")
+    watched = {t["kind"]: t for t in timers_of(ws, dossier_id, "2027-06-01T09:00:00+07:00")}
+    assert same_instant(watched["expiry_notice"]["due_at"], "2029-06-01T00:00:00+07:00")
+    old_watch = {t["id"] for t in timers_of(ws, dossier_id, "2027-06-01T09:00:00+07:00")}
+
+    advance(ws, dossier_id, "forward", "2027-06-08T09:00:00+07:00")
+    with library(ws, "chair", "2027-06-22T09:00:00+07:00") as (engine, actor):
+        for member, (a, b, c) in FOUR_STAR_SCORES.items():
+            council.record_score(engine, dossier_id, actor, member=member,
+                                 parts={"a": a, "b": b, "c": c})
+        council.close_scoring(engine, dossier_id, actor)
+    second = ok(ws, "dossier", "advance", dossier_id, "certify",
+                "--set", "certificate_no=311/GCN-OCOP", "--set", "decision_no=777/QĐ-UBND",
+                user="hung", now="2027-07-01T09:00:00+07:00")
+    assert same_instant(second["deadline_at"], "2030-07-01T00:00:00+07:00"), second
+
+    data = ok(ws, "dossier", "show", dossier_id, now="2027-07-01T09:00:00+07:00")["data"]
+    assert (data["certificate_no"], data["certified_on"], data["valid_until"]) == (
+        "311/GCN-OCOP", "2027-07-01", "2030-06-30")
+    assert data["previous_certificates"] == [{
+        "certificate_no": "127/GCN-OCOP", "decision_no": "2345/QĐ-UBND",
+        "certified_on": "2026-07-01", "valid_until": "2029-06-30", "certificate_stars": 4,
+    }]
+    # the superseded certificate's timers are cancelled; only the new one is watched
+    everything = timers_of(ws, dossier_id, "2027-07-01T09:00:00+07:00", everything=True)
+    assert {t["status"] for t in everything if t["id"] in old_watch} == {"cancelled"}
+    pending = [t for t in everything if t["status"] == "pending"]
+    assert sorted((t["kind"], t["due_at"][:10]) for t in pending) == [
+        ("expiry", "2030-07-01"), ("expiry_notice", "2030-06-01")]
+
+
+def test_revoking_a_certificate_needs_a_reason_ends_the_dossier_and_cancels_its_timers(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    dossier_id = certified_dossier(ws, "Cà phê bột Ia Le")
+    ok(ws, "dossier", "advance", dossier_id, "certify", *CERTIFICATE, user="hung",
+       now="2026-07-01T09:00:00+07:00")
+    reason = "Sản phẩm vi phạm an toàn thực phẩm (biên bản kiểm tra 12/2026)"
+    refused = ws.run("dossier", "advance", dossier_id, "revoke", "--json", user="hung",
+                     now="2027-01-05T09:00:00+07:00")
+    assert refused.code == 4 and "reason_given" in refused.stderr, str(refused)
+    moved = ok(ws, "dossier", "advance", dossier_id, "revoke", "--reason", reason, user="hung",
+               now="2027-01-05T09:00:00+07:00")
+    assert (moved["from"], moved["to"]) == ("promotion", "revoked")
+    last = ok(ws, "dossier", "history", dossier_id, now="2027-01-05T09:00:00+07:00")[-1]
+    assert (last["trigger"], last["actor"], last["reason"]) == ("revoke", "hung", reason)
+    assert timers_of(ws, dossier_id, "2027-01-05T09:00:00+07:00") == []
+    # nobody is told a revoked certificate is about to expire
+    sweep(ws, "2029-07-02T09:00:00+07:00")
+    assert [x for x in outbox(ws) if x["dossier"] == dossier_id] == []
+
+
+def test_timers_list_due_shows_what_the_next_sweep_fires_and_all_shows_how_late_it_fired(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    dossier_id = register(ws, "2026-03-02T09:00:00+07:00")
+    planned = timers_of(ws, dossier_id, "2026-03-02T09:00:00+07:00")
+    first = min(planned, key=lambda t: t["due_at"])
+    assert ok(ws, "timers", "list", "--due", now="2026-03-02T09:00:00+07:00") == []
+    # the machine was off: the sweep runs one day and two hours after the first timer was due
+    later = (datetime.fromisoformat(first["due_at"]) + timedelta(days=1, hours=2)).isoformat()
+    due = ok(ws, "timers", "list", "--due", now=later)
+    assert first["id"] in {t["id"] for t in due}
+    assert all(datetime.fromisoformat(t["due_at"]) <= datetime.fromisoformat(later) for t in due)
+    sweep(ws, later)
+    assert ok(ws, "timers", "list", "--due", now=later) == []
+    fired = {t["id"]: t for t in timers_of(ws, dossier_id, later, everything=True)}
+    assert fired[first["id"]]["status"] in {"fired", "superseded"}
+    assert fired[first["id"]]["late_seconds"] == 26 * 3600
