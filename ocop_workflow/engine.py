@@ -100,10 +100,10 @@ def permission_problems(
     All of them, not the first: an officer told only "wrong role" who then gets the role would
     next be told "wrong commune"; ``dossier triggers`` must say everything that stands in the way.
     """
-    if transition.roles == (SYSTEM_ACTOR,):
+    granting = [role for role in transition.roles if role in user.roles]
+    if not granting and transition.roles == (SYSTEM_ACTOR,):
         return [f"only the scheduler (system) fires '{transition.trigger}'"]
     problems: list[str] = []
-    granting = [role for role in transition.roles if role in user.roles]
     if not granting:
         problems.append(
             f"{user.key} lacks the role for '{transition.trigger}' "

@@ -36,7 +36,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
@@ -89,8 +89,12 @@ def deliver_pending(
     limit: int | None = None,
     env: Mapping[str, str] | None = None,
     lease: timedelta = LEASE,
+    tz: tzinfo = UTC,
 ) -> DeliveryCounts:
     """Claim due pending notifications, send each, record the outcome; return the counts.
+
+    ``tz`` is the ``[engine] timezone``: the ``sent_at`` recipients read (file line, webhook
+    body) is shown in it, as every time of interface.md is; the database keeps UTC.
 
     ``now`` is the injected clock: it decides what is due, the lease, ``sent_at`` and the next
     attempt. Each outcome is written in its own short transaction right after the send, so a crash
@@ -110,7 +114,9 @@ def deliver_pending(
             if done and time.monotonic() > budget_end:
                 break
             attempt = row["attempts"] + 1
-            outgoing = {**row, "attempts": attempt, "status": "sent", "sent_at": now}
+            outgoing = {
+                **row, "attempts": attempt, "status": "sent", "sent_at": now.astimezone(tz)
+            }
             try:
                 send(outgoing, config, env)
             except Exception as exc:  # any failure is an attempt; one bad row must not block all
@@ -195,7 +201,7 @@ def message_document(row: Mapping[str, Any]) -> dict[str, Any]:
         "key": row["key"],
         "kind": row["kind"],
         "body": row["body"],
-        "sent_at": sent_at.astimezone(UTC).isoformat() if sent_at is not None else None,
+        "sent_at": sent_at.isoformat() if sent_at is not None else None,
     }
 
 

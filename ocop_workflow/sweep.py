@@ -87,7 +87,12 @@ def run_sweep(
         from .notify import deliver_pending
 
         while True:
-            delivered = deliver_pending(engine.store, engine.config.notifications, now)
+            delivered = deliver_pending(
+                engine.store,
+                engine.config.notifications,
+                now,
+                tz=ZoneInfo(engine.config.timezone),
+            )
             counts.notifications_sent += delivered.sent
             counts.notifications_failed += delivered.failed
             counts.notifications_dead += delivered.dead

@@ -497,3 +497,54 @@ def test_rows_left_when_the_lease_budget_is_spent_are_released_not_held(store, t
     assert all(r["status"] == "pending" and r["claimed_until"] is None for r in rest)
     assert all(r["attempts"] == 0 for r in rest)
     assert deliver_pending(store, config, T0, env={}).sent == 2
+
+
+# --- through the ocop command -------------------------------------------------------------------
+
+
+def test_ocop_sweep_leaves_undeliverable_email_dead_and_listed_while_the_file_copy_arrives(
+    tmp_path: Path, smtp: tuple[SmtpHandler, int, list[tuple[str, str]]]
+) -> None:
+    from conftest import Workspace, write_config
+
+    handler, port, _ = smtp
+    handler.rcpt_replies = ["550 5.1.1 mailbox unavailable"] * 100
+    write_config(
+        tmp_path,
+        channels='["file", "email"]',
+        extra=f'[notifications.email]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'sender = "{SENDER}"\ntimeout_seconds = 5\n',
+    )
+    ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
+    ws.run("init", check=True)
+    registered = ws.run("dossier", "register", "--product", "Cà phê bột Ia Le", "--producer",
+                        "HTX Cà phê Ia Le", "--commune", "Ia Le", "--json", user="lan",
+                        now="2026-03-02T09:00:00+07:00")
+    assert registered.code == 0, str(registered)
+    dossier_id = registered.json()["id"]
+
+    # the registration deadline passed unseen; three sweeps an hour apart use the 3 attempts
+    sweeps = []
+    for hour in ("09", "10", "11"):
+        done = ws.run("sweep", "--json", now=f"2026-04-01T{hour}:00:00+07:00")
+        assert done.code == 0, str(done)
+        sweeps.append(done.json())
+    assert sweeps[0]["timers_fired"] >= 1 and sweeps[0]["notifications_failed"] >= 1
+    assert sweeps[-1]["notifications_dead"] == sweeps[0]["notifications_failed"]
+
+    listed = ws.run("notifications", "list", "--status", "dead", "--json",
+                    now="2026-04-01T12:00:00+07:00")
+    assert listed.code == 0, str(listed)
+    dead = listed.json()
+    assert dead and {n["channel"] for n in dead} == {"email"}
+    assert {n["status"] for n in dead} == {"dead"} and {n["attempts"] for n in dead} == {3}
+    assert all("550" in n["last_error"] for n in dead)
+    assert "lan@example.vn" in {n["recipient"] for n in dead}
+    human = ws.run("notifications", "list", "--status", "dead", now="2026-04-01T12:00:00+07:00")
+    assert "dead" in human.stdout and "lan@example.vn" in human.stdout
+
+    # the file copy of the same notice arrived, its sent_at in the office's time zone
+    lines = [json.loads(x) for x in (tmp_path / "outbox.jsonl").read_text("utf-8").splitlines()]
+    mine = [x for x in lines if x["dossier"] == dossier_id]
+    assert mine and all(x["sent_at"].endswith("+07:00") for x in mine), mine
+    assert datetime.fromisoformat(mine[0]["sent_at"]) == datetime(2026, 4, 1, 2, 0, tzinfo=UTC)

@@ -50,3 +50,9 @@ def test_nobody_but_the_scheduler_fires_expire_whatever_their_roles() -> None:
                 frozenset({"*"}))
     (why,) = permission_problems(head, t("expire", "promotion"), DOSSIER)
     assert "only the scheduler (system)" in why
+
+
+def test_the_scheduler_itself_may_fire_expire_on_any_commune() -> None:
+    from ocop_workflow.engine import SYSTEM
+
+    assert permission_problems(SYSTEM, t("expire", "promotion"), DOSSIER) == []
