@@ -415,6 +415,30 @@ def test_refusal_without_json_prints_only_the_error_line(sqlite_workspace: Works
     assert "registration" in result.stderr
 
 
+def test_each_transition_is_logged_once_as_a_json_line_on_stderr_after_commit(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    d = register(ws)["id"]
+    moved = ws.run("dossier", "advance", d, "accept_idea", "--json", user="lan", now=T0)
+    assert moved.code == 0, str(moved)
+    assert moved.json()["to"] == "business_plan"  # stdout: the command's one JSON document
+    events = [json.loads(line) for line in moved.stderr.splitlines()]
+    advanced = [e for e in events if e["event"] == "dossier.advanced"]
+    assert len(advanced) == 1, events
+    (event,) = advanced
+    assert {k: event[k] for k in ("dossier", "trigger", "actor", "from_state", "to_state")} == {
+        "dossier": d, "trigger": "accept_idea", "actor": "lan",
+        "from_state": "registration", "to_state": "business_plan",
+    }
+    assert event["seq"] == 2 and event["level"] == "info"
+    assert datetime.fromisoformat(event["timestamp"]).utcoffset() is not None
+    # a refused move commits nothing and so logs no transition
+    refused = ws.run("dossier", "advance", d, "accept_idea", user="lan", now=T0)
+    assert refused.code == 4
+    assert "dossier.advanced" not in refused.stderr
+
+
 # --- reading commands on a populated workspace --------------------------------------------------
 
 
