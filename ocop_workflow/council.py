@@ -191,7 +191,7 @@ def cap_stars(
 def _scoring_context(
     engine: Engine, row: Mapping[str, Any], council_key: str | None
 ) -> tuple[WorkflowDef, StateDef, Council]:
-    wf = engine.registry.get(row["workflow"])
+    wf = engine.registry.for_dossier(row)
     state = wf.state(row["state"])
     if not state.council or state.level is None:
         raise TransitionRefused(

@@ -851,3 +851,22 @@ class Registry:
 
     def all(self) -> list[WorkflowDef]:
         return list(self._load().values())
+
+    def for_dossier(self, dossier: Mapping[str, Any]) -> WorkflowDef:
+        """The rules ``dossier`` started under, refusing to act on it under different ones.
+
+        A dossier records its workflow's name and version at registration. If the file now
+        holds another version (someone edited the rules in place), acting on the dossier would
+        silently move it to rules it never started under — what an auditor must be able to
+        exclude. The change is refused (exit 1) until the old file is restored or the new rules
+        get a name of their own, beside the old ones, as the shipped rule versions do.
+        """
+        wf = self.get(dossier["workflow"])
+        pinned = dossier.get("workflow_version")
+        if pinned is not None and pinned != wf.version:
+            raise WorkflowFileError(
+                f"dossier {dossier['id']} follows {wf.name} version {pinned}, but {wf.path} now "
+                f"holds version {wf.version}: a dossier stays on the rules it started with; "
+                "restore that file, or give the new rules a new workflow name"
+            )
+        return wf

@@ -65,7 +65,7 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
     from .views import get_dossier
 
     row = get_dossier(engine.store, dossier_id)
-    wf = engine.registry.get(row["workflow"])
+    wf = engine.registry.for_dossier(row)
     if kind not in wf.documents:
         raise UsageError(
             f"unknown document kind '{kind}' (kinds of {wf.name}: {', '.join(wf.documents)})"

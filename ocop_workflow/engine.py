@@ -404,7 +404,7 @@ class Engine:
                 f"dossier {dossier_id} is at version {row['version']}, not {expect_version}: "
                 "it changed since you looked; check it again"
             )
-        wf = self.registry.get(row["workflow"])
+        wf = self.registry.for_dossier(row)
         transition = self._transition(wf, trigger, row["state"])
         problems = permission_problems(actor, transition, row)
         if problems:
@@ -547,7 +547,7 @@ class Engine:
         if found is None:
             raise NotFound(f"dossier {dossier_id} not found")
         row = dict(found._mapping)
-        wf = self.registry.get(row["workflow"])
+        wf = self.registry.for_dossier(row)
         data = json.loads(row["data"])
         out = []
         for transition in wf.transitions_from(row["state"]):

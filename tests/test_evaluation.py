@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from conftest import (
     MANDATORY_DOCUMENTS,
+    WORKFLOWS,
     Result,
     Workspace,
     attach_mandatory,
@@ -510,6 +512,39 @@ def test_a_dossier_stays_on_the_rule_version_it_started_with(
     # a group must be one of the workflow's groups
     message = refused(ws, 2, "usage", *register[:-1], "đồ uống", user="htx_iale")
     assert "tourism" in message
+
+
+def test_rules_edited_in_place_do_not_silently_move_a_running_dossier(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    own = ws.root / "workflows"
+    shutil.copytree(WORKFLOWS, own)
+    text = ws.config.read_text(encoding="utf-8")
+    ws.config.write_text(text.replace(f'workflows_dir = "{WORKFLOWS}"',
+                                      f'workflows_dir = "{own}"'), encoding="utf-8")
+    dossier = ok(ws, "dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
+                 "--commune", "Ia Le", user="htx_iale", now=T_REGISTER)
+    original = (own / "ocop-1489.toml").read_text(encoding="utf-8")
+    (own / "ocop-1489.toml").write_text(
+        original.replace('version = "1489/QĐ-TTg"', 'version = "1489/QĐ-TTg sửa đổi"'),
+        encoding="utf-8")
+
+    message = refused(ws, 1, "workflow", "dossier", "advance", dossier["id"], "accept_idea",
+                      user="lan", now=T_IDEA)
+    assert dossier["id"] in message
+    assert "1489/QĐ-TTg sửa đổi" in message and "version 1489/QĐ-TTg," in message
+    attached = ws.root / "phieu-dang-ky.pdf"
+    attached.write_text("phiếu đăng ký", encoding="utf-8")
+    refused(ws, 1, "workflow", "dossier", "attach", dossier["id"], "registration_form",
+            str(attached), user="htx_iale", now=T_IDEA)
+    # reading still works: the officer can see what the dossier is and why it is held
+    assert ok(ws, "dossier", "show", dossier["id"], now=T_IDEA)["workflow_version"] == (
+        "1489/QĐ-TTg")
+
+    (own / "ocop-1489.toml").write_text(original, encoding="utf-8")
+    moved = ok(ws, "dossier", "advance", dossier["id"], "accept_idea", user="lan", now=T_IDEA)
+    assert moved["to"] == "business_plan"
 
 
 # --- documents ----------------------------------------------------------------------------------
