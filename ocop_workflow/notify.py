@@ -31,6 +31,7 @@ import logging
 import os
 import random
 import smtplib
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -259,7 +260,9 @@ def _send_email(
         message.set_content(row["body"], charset="utf-8", cte="quoted-printable")
         with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds) as smtp:
             if cfg.starttls:
-                smtp.starttls()
+                # The default context verifies the server's certificate and name: without it
+                # (smtplib's own default) anyone on the path could take the password.
+                smtp.starttls(context=ssl.create_default_context())
             if cfg.username and password is not None:
                 smtp.login(cfg.username, password)
             smtp.send_message(message)

@@ -314,6 +314,78 @@ def test_email_login_works_and_password_never_appears_in_error_or_logs(store, sm
     assert deliver_pending(store, config, now, env=env) == DeliveryCounts(sent=1)
 
 
+@pytest.fixture
+def tls_smtp(tmp_path: Path) -> Iterator[tuple[SmtpHandler, int, list[tuple[str, str]], Path]]:
+    """An SMTP server that accepts mail and logins only after STARTTLS, with a self-signed
+    certificate for 127.0.0.1 (returned, for the client to trust or not)."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "smtp-cert.pem", tmp_path / "smtp-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = SmtpHandler()
+    logins: list[tuple[str, str]] = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((_text(auth_data.login), _text(auth_data.password)))
+        return AuthResult(success=_text(auth_data.password) == PASSWORD, handled=False)
+
+    port = free_port()
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, authenticator=authenticator,
+        tls_context=context, require_starttls=True, auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        yield handler, port, logins, cert
+    finally:
+        controller.stop()
+
+
+def test_email_starttls_verifies_the_server_then_logs_in_and_delivers(store, tls_smtp, monkeypatch):
+    handler, port, logins, cert = tls_smtp
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the office trusts its mail server's CA
+    env = {"OCOP_SMTP_PASSWORD": PASSWORD}
+    config = email_config(port, starttls=True, username="ocop", password_env="OCOP_SMTP_PASSWORD")
+    row_id = add(store, channel="email")
+
+    assert deliver_pending(store, config, T0, env=env) == DeliveryCounts(sent=1)
+    assert logins == [("ocop", PASSWORD)]
+    message = email.message_from_bytes(handler.received[0], policy=email.policy.default)
+    assert message.get_content().strip() == BODY
+    assert get(store, row_id)["status"] == "sent"
+
+
+def test_email_starttls_to_an_untrusted_server_fails_before_the_password_is_sent(
+    store, tls_smtp, monkeypatch
+):
+    handler, port, logins, _ = tls_smtp
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")  # nobody vouches for the server
+    env = {"OCOP_SMTP_PASSWORD": PASSWORD}
+    config = email_config(port, starttls=True, username="ocop", password_env="OCOP_SMTP_PASSWORD")
+    row_id = add(store, channel="email")
+
+    assert deliver_pending(store, config, T0, env=env) == DeliveryCounts(failed=1)
+    row = get(store, row_id)
+    assert "CERTIFICATE_VERIFY_FAILED" in row["last_error"] or "certificate" in row["last_error"]
+    assert logins == [] and handler.received == []
+
+
+def test_email_without_starttls_is_refused_by_a_server_that_requires_it(store, tls_smtp):
+    handler, port, _, _ = tls_smtp
+    row_id = add(store, channel="email")
+    assert deliver_pending(store, email_config(port), T0, env={}) == DeliveryCounts(failed=1)
+    assert "530" in get(store, row_id)["last_error"]
+    assert handler.received == []
+
+
 def test_email_missing_password_variable_is_named_not_guessed(store, smtp):
     _, port, logins = smtp
     config = email_config(port, username="ocop", password_env="OCOP_SMTP_PASSWORD")
