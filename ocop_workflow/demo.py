@@ -46,10 +46,22 @@ class Product:
     commune: str
     group: str
     district_score: float | None  # None: never scored in 2020
-    province_score: float | None = None
+    province_score: float | None = None  # None: the province confirms the district's score
     story: str = "certify"  # certify | not_certified | rejected | late_idea | late_plan
     upgrade: bool = False
     has_story: bool = True  # product_story document (a 4★ mandatory criterion)
+
+    @property
+    def forwarded(self) -> bool:
+        """Scored 50 or more by the district and sent on: the plan counts stars recognised by
+        the province ("3 sao OCOP cấp tỉnh trở lên"), so every product that passes goes there."""
+        return self.district_score is not None and self.story != "not_certified"
+
+    @property
+    def province_points(self) -> float | None:
+        if not self.forwarded:
+            return None
+        return self.province_score if self.province_score is not None else self.district_score
 
 
 NEW = [
@@ -396,7 +408,7 @@ def run(root: Path, out: Callable[[str], None] = print) -> dict[str, Any]:
     r.on("2020-09-14")
     for p in NEW:
         if p.district_score is not None:
-            r.attach_all(p, MANDATORY + (FOUR_STAR if (p.province_score or 0) >= 70 else []))
+            r.attach_all(p, MANDATORY + (FOUR_STAR if (p.province_points or 0) >= 70 else []))
             r.advance("phong_nn", p, "submit_dossier")
     for p in UPGRADES:
         r.attach_all(p, MANDATORY + [k for k in FOUR_STAR if p.has_story or k != "product_story"])
@@ -406,7 +418,7 @@ def run(root: Path, out: Callable[[str], None] = print) -> dict[str, Any]:
     for p in [*NEW, *UPGRADES]:
         if p.district_score is not None:
             r.council("district", p, p.district_score)
-    r.on("2020-10-13")
+    r.on("2020-10-09")  # within the 20 working days the district has (from 14 September)
     decision = 0
     for p in [*NEW, *UPGRADES]:
         if p.district_score is None:
@@ -418,24 +430,16 @@ def run(root: Path, out: Callable[[str], None] = print) -> dict[str, Any]:
                 "not_certified",
                 reason="Chưa đạt 50 điểm; cần hoàn thiện bao bì, nhãn mác",
             )
-        elif p.province_score is not None:
-            r.advance("phong_nn", p, "forward")
         else:
-            decision += 1
-            r.advance(
-                "phong_nn",
-                p,
-                "certify",
-                data=(f"certificate_no=OCOP-CP-2020-{decision:03d}", "decision_no=1568/QĐ-UBND"),
-            )
+            r.advance("phong_nn", p, "forward")
     out("\n-- November: the province council scores and recognises --")
     r.on("2020-11-10")
     for p in [*NEW, *UPGRADES]:
-        if p.province_score is not None:
-            r.council("province", p, p.province_score)
+        if p.province_points is not None:
+            r.council("province", p, p.province_points)
     r.on("2020-11-17")
     for p in [*NEW, *UPGRADES]:
-        if p.province_score is not None:
+        if p.province_points is not None:
             decision += 1
             r.advance(
                 "so_nn",
