@@ -311,8 +311,12 @@ def test_html_report_is_one_self_contained_page_that_chromium_renders(
     year: Year, tmp_path: Path
 ) -> None:
     ws = year.ws
+    # the office's daily sweep: the overdue dossier's deadline notice goes out (a ▼ mark)
+    swept = ws.run("sweep", "--json", now=T_REPORT)
+    assert swept.code == 0 and swept.json()["timers_fired"] >= 1, str(swept)
     page = tmp_path / "bao-cao-2026.html"
-    done = ws.run("report", "html", "--year", "2026", "-o", str(page), now=T_REPORT)
+    done = ws.run("report", "html", "--year", "2026", "-o", str(page), "--weeks", "5",
+                  now=T_REPORT)
     assert done.code == 0, str(done)
     html = page.read_text(encoding="utf-8")
 
@@ -346,6 +350,30 @@ def test_html_report_is_one_self_contained_page_that_chromium_renders(
     certified = next(t for t in timelines if t.attrs["data-dossier"] == year.certified)
     assert "Cà phê bột Ia Le" in certified.all_text()
     assert len(certified.find("rect")) >= 6  # registration … promotion, one bar per state entry
+
+    # who moved it, and whether each state was left on time: the overdue registration is marked
+    titles = {t.attrs["data-dossier"]: [n.all_text() for n in t.find("title")] for t in timelines}
+    assert any("registration" in x and "QUÁ HẠN" in x for x in titles[year.overdue])
+    assert any(r.attrs.get("stroke") == "#d62828" for r in next(
+        t for t in timelines if t.attrs["data-dossier"] == year.overdue).find("rect"))
+    assert any("accept_idea bởi lan lúc 05/03/2026" in x and "đúng hạn" in x
+               for x in titles[year.certified]), titles[year.certified]
+    assert not any("QUÁ HẠN" in x for x in titles[year.certified])
+    assert any(x.startswith("deadline: [OCOP]") for x in titles[year.overdue])  # the ▼ sent
+
+    # the deadline calendar: --weeks 5 from the week of 1 July; the planning dossier's plan is
+    # due by the end of Tuesday 14 July (20 working days from 16 June), reminded 5 working days
+    # before, on 8 July, when the overdue dossier's next weekly escalation falls too
+    (calendar,) = dom.find("table", cls="cal")
+    weeks = calendar.find("tr")[1:]
+    assert len(weeks) == 5
+    assert [d.all_text() for d in weeks[0].find("div", cls="day")][0] == "29/06"
+    cells = {c.find("div", cls="day")[0].all_text(): c for w in weeks for c in w.find("td")}
+    tags = {day: sorted(t.attrs["title"] for t in cell.find("span", cls="tag"))
+            for day, cell in cells.items()}
+    assert tags["08/07"] == sorted([f"{year.planning} reminder", f"{year.overdue} escalation"])
+    assert tags["15/07"] == [f"{year.planning} deadline"]
+    assert tags["21/07"] == [f"{year.planning} escalation"]
 
     # the diagram of ocop-1489: one box per state
     diagrams = dom.find("svg", cls="diagram")
