@@ -367,7 +367,7 @@ def test_html_report_is_one_self_contained_page_that_chromium_renders(
     (calendar,) = dom.find("table", cls="cal")
     weeks = calendar.find("tr")[1:]
     assert len(weeks) == 5
-    assert [d.all_text() for d in weeks[0].find("div", cls="day")][0] == "29/06"
+    assert weeks[0].find("div", cls="day")[0].all_text() == "29/06"
     cells = {c.find("div", cls="day")[0].all_text(): c for w in weeks for c in w.find("td")}
     tags = {day: sorted(t.attrs["title"] for t in cell.find("span", cls="tag"))
             for day, cell in cells.items()}
