@@ -25,6 +25,11 @@ class DayOff:
     why: str
 
 
+#: Vietnamese weekday names, Monday first (``date.weekday()`` order); locale-independent.
+WEEKDAY_NAMES = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ nhật")
+WEEKEND_NAMES = frozenset(WEEKDAY_NAMES[5:])
+
+
 class WorkCalendar:
     """Working-day arithmetic for one country's holidays in one time zone."""
 
@@ -36,7 +41,11 @@ class WorkCalendar:
         self._working: dict[date, bool] = {}
         self._after: dict[tuple[date, int], date] = {}
         try:
+            # Holiday names in Vietnamese where the country's calendar has them: officers read
+            # "Mùng hai Tết Nguyên Đán" in `dossier show`, not "Lunar New Year".
             self._holidays: Any = holidays.country_holidays(country)
+            if "vi" in getattr(self._holidays, "supported_languages", ()):
+                self._holidays = holidays.country_holidays(country, language="vi")
         except NotImplementedError:
             raise ConfigError(
                 f"config key 'engine.holidays': unknown country '{country}'"
@@ -56,7 +65,7 @@ class WorkCalendar:
         if self.is_working_day(day):
             return None
         name = self._holidays.get(day)
-        return str(name) if name else day.strftime("%A")
+        return str(name) if name else WEEKDAY_NAMES[day.weekday()]
 
     def add_working_days(self, start: date, n: int) -> date:
         """The n-th working day after ``start`` (``start`` itself not counted); n=0 → start."""

@@ -453,6 +453,7 @@ def dossier_list(
 @click.pass_context
 def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     """The dossier, its deadline and why, its pending timers, its next possible triggers."""
+    from .calendar import WEEKEND_NAMES
     from .views import show_dossier
 
     app = app_of(ctx)
@@ -478,7 +479,7 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
             pairs.append(("  why", note.get("rule", "")))
             pairs.append(("", f"from {note.get('start')} to the end of {note.get('last_day')}"))
             off = note.get("days_off") or []
-            holidays = [f"{day} {why}" for day, why in off if why not in ("Saturday", "Sunday")]
+            holidays = [f"{day} {why}" for day, why in off if why not in WEEKEND_NAMES]
             if off:
                 pairs.append(
                     (

@@ -58,7 +58,7 @@ def local(text: str) -> datetime:
 def test_public_holidays_and_days_off_are_not_working_days(cal: WorkCalendar, day: date) -> None:
     assert day.weekday() < 5, "a weekday: only the holiday makes it a day off"
     assert not cal.is_working_day(day)
-    assert cal.why_off(day) not in (None, "Saturday", "Sunday")
+    assert cal.why_off(day) not in (None, "Thứ Bảy", "Chủ nhật")
 
 
 def test_tet_2026_is_named_as_the_reason_for_each_day_off(cal: WorkCalendar) -> None:
@@ -66,10 +66,12 @@ def test_tet_2026_is_named_as_the_reason_for_each_day_off(cal: WorkCalendar) -> 
     days = [d.day for d in off]
     assert days == [date(2026, 2, d) for d in (14, 15, 16, 17, 18, 19, 20, 21, 22)]
     reasons = {d.day: d.why for d in off}
-    assert reasons[date(2026, 2, 14)] == "Saturday"
-    assert reasons[date(2026, 2, 15)] == "Sunday"
-    assert "Lunar New Year" in reasons[date(2026, 2, 17)]
-    assert all("Lunar New Year" in reasons[date(2026, 2, d)] for d in range(16, 21))
+    assert reasons[date(2026, 2, 14)] == "Thứ Bảy"
+    assert reasons[date(2026, 2, 15)] == "Chủ nhật"
+    # in Vietnamese, as officers name them
+    assert reasons[date(2026, 2, 16)] == "Giao thừa Tết Nguyên Đán"
+    assert reasons[date(2026, 2, 18)] == "Mùng hai Tết Nguyên Đán"
+    assert all("Tết Nguyên Đán" in reasons[date(2026, 2, d)] for d in range(16, 21))
 
 
 def test_make_up_saturday_2026_08_22_is_a_working_day(cal: WorkCalendar) -> None:
@@ -85,8 +87,8 @@ def test_make_up_saturday_2026_08_22_is_a_working_day(cal: WorkCalendar) -> None
 def test_ordinary_weekdays_are_working_days_and_weekends_are_not(cal: WorkCalendar) -> None:
     assert cal.is_working_day(date(2026, 3, 2))  # a Monday in March
     assert not cal.is_working_day(date(2026, 3, 7))
-    assert cal.why_off(date(2026, 3, 7)) == "Saturday"
-    assert cal.why_off(date(2026, 3, 8)) == "Sunday"
+    assert cal.why_off(date(2026, 3, 7)) == "Thứ Bảy"
+    assert cal.why_off(date(2026, 3, 8)) == "Chủ nhật"
 
 
 # --- counting working days ----------------------------------------------------------------------
@@ -202,7 +204,7 @@ def test_business_plan_entered_the_friday_before_tet_is_due_after_the_holiday(
     assert "20 working days" in note["rule"]
     off = dict((day, why) for day, why in note["days_off"])
     assert all(f"2026-02-{d}" in off for d in range(16, 21))
-    assert "Lunar New Year" in off["2026-02-17"]
+    assert off["2026-02-17"] == "Tết Nguyên Đán"
     # 5 weekdays of Tết plus 5 weekends between 13 Feb and 20 Mar.
     assert len(note["days_off"]) == 5 + 10
 

@@ -150,8 +150,18 @@ def test_business_plan_entered_before_tet_reminds_warns_and_escalates_until_it_i
     days_off = dict(why["days_off"])
     tet = [f"2026-02-{d}" for d in range(16, 21)]  # Monday to Friday
     assert [d for d in days_off if "2026-02-15" < d < "2026-02-21"] == tet, days_off
-    assert all("Lunar New Year" in days_off[d] for d in tet), days_off
-    assert days_off["2026-02-14"] == "Saturday"
+    assert all("Tết Nguyên Đán" in days_off[d] for d in tet), days_off
+    assert days_off["2026-02-14"] == "Thứ Bảy"
+    # the same explanation for a person at a terminal
+    human = ws.run("dossier", "show", late, now=entered)
+    assert human.code == 0, str(human)
+    why_lines = human.stdout.split("deadline", 1)[1].splitlines()[:4]
+    text = "\n".join(why_lines)
+    assert "2026-03-21T00:00:00+07:00" in why_lines[0]
+    assert "20 working days" in why_lines[1]
+    assert "from 2026-02-13 to the end of 2026-03-20" in text
+    assert "skipping 15 day(s) off: 2026-02-16 Giao thừa Tết Nguyên Đán;" in text
+    assert "Thứ Bảy" not in text  # weekends are counted, not listed one by one
 
     # The other plan is approved long before its deadline: its timers are cancelled.
     ok(ws, "dossier", "advance", early, "approve_plan", user="lan", now="2026-03-02T09:00:00+07:00")
