@@ -245,12 +245,16 @@ def verify(
                 _check_documents(report, dossier, documents_dir)
 
         chain = _ChainCheck(report)
+        shown = 0
         for row in _stream(conn, entries):
-            if progress is not None and report.entries_checked % 1000 == 999:
+            if progress is not None and report.entries_checked - shown >= 1000:
                 progress(1000)
+                shown += 1000
             done = chain.feed(row)
             if done is not None:
                 settle(*done)
+        if progress is not None and report.entries_checked > shown:
+            progress(report.entries_checked - shown)  # end the bar at 100 %
         final = chain.finish()
         if final is not None:
             settle(*final)
@@ -428,4 +432,6 @@ def export(
             count += 1
             if progress is not None and count % 1000 == 0:
                 progress(1000)
+    if progress is not None and count % 1000:
+        progress(count % 1000)  # the bar ends at 100 %, not at the last full thousand
     return count

@@ -33,12 +33,19 @@ def emit_json(document: Any) -> None:
 
 
 def app_of(ctx: click.Context) -> App:
+    from click.core import ParameterSource
+
     from .app import App
 
-    obj = ctx.find_root().obj
+    root = ctx.find_root()
+    obj = root.obj
     assert isinstance(obj, App)
-    if obj.acting_user is not None:
-        # a misspelt --as is a mistake even on a reading command (exit 3; 'system' exit 6)
+    if obj.acting_user is not None and (
+        root.get_parameter_source("acting_user") == ParameterSource.COMMANDLINE
+    ):
+        # A misspelt --as typed on the command line is a mistake even on a reading command
+        # (exit 3; 'system' exit 6). OCOP_USER is only checked where an actor is needed: a stale
+        # value in a cron job's environment must not stop `ocop sweep` or `ocop init`.
         obj.config.user(obj.acting_user)
     return obj
 
@@ -419,7 +426,9 @@ def dossier_list(
 
         from .exports import write_table
 
-        with progress_bar("exporting", _count_dossiers(app)) as advance:
+        # no bar when the data itself goes to the terminal: it would be drawn between the lines
+        total = _count_dossiers(app, filters) if output or not sys.stdout.isatty() else 0
+        with progress_bar("exporting", total) as advance:
             count = write_table(
                 _counted(rows, advance), DOSSIER_COLUMNS, fmt, Path(output) if output else None
             )
@@ -712,15 +721,13 @@ def import_(ctx: click.Context, file: str, dry_run: bool, as_json: bool) -> None
         click.echo(f"{path.name}: imported {report.imported} dossier(s)")
 
 
-def _count_dossiers(app: App) -> int:
+def _count_dossiers(app: App, filters: Any) -> int:
+    """How many dossiers an export will write (the bar's length); 0 off a terminal."""
     if not sys.stderr.isatty():
         return 0
-    import sqlalchemy as sa
+    from .views import count_dossiers
 
-    from .store import dossier_t
-
-    with app.store.read() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(dossier_t)).scalar_one())
+    return count_dossiers(app.checked_store(), filters, app.now)
 
 
 def _counted(rows: Iterable[Any], advance: Callable[[int], None]) -> Iterable[Any]:
@@ -1180,7 +1187,9 @@ def audit_export(ctx: click.Context, since: str | None, fmt: str, output: str | 
     tz = tz_of(app)
     since_at = _parse_since(since, tz) if since else None
     store = app.checked_store()
-    total = count_entries(store, since=since_at) if sys.stderr.isatty() else 0
+    total = count_entries(store, since=since_at) if sys.stderr.isatty() and (
+        output or not sys.stdout.isatty()
+    ) else 0
     with (
         open(output, "w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
     ) as out, progress_bar("exporting", total) as advance:

@@ -22,7 +22,14 @@ from sqlalchemy.engine import Connection
 from . import audit, timers
 from .config import SYSTEM_ACTOR, Config, User
 from .definitions import Registry, TransitionDef, WorkflowDef
-from .errors import Conflict, NotFound, PermissionDenied, TransitionRefused, UsageError
+from .errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    TransitionRefused,
+    UsageError,
+    WorkflowFileError,
+)
 from .guards import GUARDS, GuardContext
 from .store import Store, audit_t, counter_t, dossier_t, dumps, insert_ignore, timer_t
 
@@ -391,8 +398,14 @@ class Engine:
         reason: str | None = None,
         data: Iterable[str] | Mapping[str, Any] = (),
         expect_version: int | None = None,
+        pinned: bool = True,
     ) -> Moved:
-        """The body of ``advance`` inside the caller's transaction (the sweep reuses it)."""
+        """The body of ``advance`` inside the caller's transaction (the sweep reuses it).
+
+        ``pinned=False`` (the sweep's automatic transitions only) fires a timer planned under
+        the dossier's own rules even if its workflow file has since changed version: a
+        certificate must not outlive its expiry because someone edited a file.
+        """
         from .machine import move
 
         found = self.store.lock_dossier(conn, dossier_id)
@@ -404,7 +417,7 @@ class Engine:
                 f"dossier {dossier_id} is at version {row['version']}, not {expect_version}: "
                 "it changed since you looked; check it again"
             )
-        wf = self.registry.for_dossier(row)
+        wf = self.registry.for_dossier(row) if pinned else self.registry.get(row["workflow"])
         transition = self._transition(wf, trigger, row["state"])
         problems = permission_problems(actor, transition, row)
         if problems:
@@ -547,11 +560,16 @@ class Engine:
         if found is None:
             raise NotFound(f"dossier {dossier_id} not found")
         row = dict(found._mapping)
-        wf = self.registry.for_dossier(row)
+        wf = self.registry.get(row["workflow"])
+        try:
+            self.registry.for_dossier(row)
+            held: list[str] = []
+        except WorkflowFileError as exc:  # still a reading command: say why nothing may fire
+            held = [exc.message]
         data = json.loads(row["data"])
         out = []
         for transition in wf.transitions_from(row["state"]):
-            reasons = permission_problems(actor, transition, row)
+            reasons = held + permission_problems(actor, transition, row)
             needs_reason = "reason_given" in transition.guards
             reasons += guard_failures(
                 wf, transition, row, data, "(given)" if needs_reason else None

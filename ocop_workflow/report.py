@@ -167,7 +167,7 @@ def progress(
         "generated_at": now.astimezone(tz).isoformat(),
         "targets": rows,
         "communes": communes,
-        "stages": list(STAGES),
+        "stages": _ordered({*STAGES, *(d["stage"] for d in dossiers.values())}),
         "by_stage": _count_by_stage(d["stage"] for d in dossiers.values()),
         "by_state": dict(by_state),
         "overdue": overdue(store, registry, now, tz),

@@ -153,7 +153,15 @@ def _lock_dossiers(engine: Engine, conn: Connection, ids: Sequence[str]) -> dict
     """
     c = dossier_t.c
     query = sa.select(
-        c.id, c.product, c.producer, c.commune, c.workflow, c.state, c.state_entry_seq, c.data
+        c.id,
+        c.product,
+        c.producer,
+        c.commune,
+        c.workflow,
+        c.workflow_version,
+        c.state,
+        c.state_entry_seq,
+        c.data,
     ).where(c.id.in_(ids))
     if not engine.store.is_sqlite:
         query = query.with_for_update(skip_locked=True)
@@ -242,6 +250,16 @@ class _Firing:
             self.mark(due, "stale")
             return
         wf = self.engine.registry.get(row["workflow"])
+        if row["workflow_version"] != wf.version:
+            # Officers are refused until the file is sorted out (Registry.for_dossier); the
+            # timers planned under the dossier's own rules still fire, so no deadline is lost.
+            _log().warning(
+                "sweep.workflow_version_changed",
+                dossier=row["id"],
+                workflow=wf.name,
+                dossier_version=row["workflow_version"],
+                file_version=wf.version,
+            )
         current = [
             t for t in due if t.entry_seq == row["state_entry_seq"] and t.state == row["state"]
         ]
@@ -363,6 +381,7 @@ class _Firing:
                 timer.auto_trigger,
                 SYSTEM,
                 now=self.now,
+                pinned=False,
                 reason=f"{timer.kind} timer {timer.id} due {timer.due_at.isoformat()}",
             )
         except OcopError as exc:

@@ -97,10 +97,7 @@ def get_dossier(store: Store, dossier_id: str) -> Mapping[str, Any]:
     return dict(row._mapping)
 
 
-def list_dossiers(
-    store: Store, registry: Registry, filters: DossierFilter, now: datetime, tz: tzinfo
-) -> Iterator[dict[str, Any]]:
-    query = sa.select(dossier_t).order_by(dossier_t.c.id)
+def _filtered(query: Any, filters: DossierFilter, now: datetime) -> Any:
     for column, value in (
         (dossier_t.c.state, filters.state),
         (dossier_t.c.stage, filters.stage),
@@ -111,6 +108,20 @@ def list_dossiers(
             query = query.where(column == value)
     if filters.overdue:
         query = query.where(dossier_t.c.deadline_at <= now)
+    return query
+
+
+def count_dossiers(store: Store, filters: DossierFilter, now: datetime) -> int:
+    """How many dossiers ``list_dossiers`` will walk (an upper bound with ``overdue``)."""
+    query = _filtered(sa.select(sa.func.count()).select_from(dossier_t), filters, now)
+    with store.read() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def list_dossiers(
+    store: Store, registry: Registry, filters: DossierFilter, now: datetime, tz: tzinfo
+) -> Iterator[dict[str, Any]]:
+    query = _filtered(sa.select(dossier_t).order_by(dossier_t.c.id), filters, now)
     with store.read() as conn:
         for row in conn.execution_options(yield_per=1000).execute(query):
             document = dossier_document(dict(row._mapping), registry, now, tz)

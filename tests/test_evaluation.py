@@ -542,9 +542,49 @@ def test_rules_edited_in_place_do_not_silently_move_a_running_dossier(
     assert ok(ws, "dossier", "show", dossier["id"], now=T_IDEA)["workflow_version"] == (
         "1489/QĐ-TTg")
 
+    # and `dossier triggers`, a reading command, answers: nothing may fire, and why
+    triggers = ok(ws, "dossier", "triggers", dossier["id"], user="lan", now=T_IDEA)
+    assert triggers and not any(t["allowed"] for t in triggers)
+    assert all("1489/QĐ-TTg sửa đổi" in t["reasons"][0] for t in triggers)
+
     (own / "ocop-1489.toml").write_text(original, encoding="utf-8")
     moved = ok(ws, "dossier", "advance", dossier["id"], "accept_idea", user="lan", now=T_IDEA)
     assert moved["to"] == "business_plan"
+
+
+def test_a_certificate_still_expires_on_time_while_its_rules_file_is_being_edited(
+    sqlite_workspace: Workspace,
+) -> None:
+    """Officers are held while the file's version differs; the scheduler is not: the expiry
+    planned under the dossier's own rules fires, so no deadline is lost to an edit."""
+    ws = sqlite_workspace
+    own = ws.root / "workflows"
+    shutil.copytree(WORKFLOWS, own)
+    text = ws.config.read_text(encoding="utf-8")
+    ws.config.write_text(text.replace(f'workflows_dir = "{WORKFLOWS}"',
+                                      f'workflows_dir = "{own}"'), encoding="utf-8")
+    sheet = ws.root / "chung-nhan-2023.csv"
+    with sheet.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "product", "producer", "commune", "group", "state",
+                         "state_entered_at", "certified_on", "valid_until", "stars",
+                         "certificate_stars", "certificate_no", "decision_no"])
+        writer.writerow(["OCOP-2023-0001", PRODUCT, PRODUCER, "Ia Le", "food", "promotion",
+                         "2023-01-10", "2023-01-10", "2026-01-09", "3", "3", "OCOP-GL-2023-001",
+                         "15/QĐ-UBND"])
+    ok(ws, "import", str(sheet), user="hung", now="2025-06-02T09:00:00+07:00")
+    path = own / "ocop-1489.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        'version = "1489/QĐ-TTg"', 'version = "1489/QĐ-TTg sửa đổi"'), encoding="utf-8")
+
+    swept = ws.run("sweep", "--json", now="2026-02-02T09:00:00+07:00")
+    assert swept.code == 0, str(swept)
+    assert swept.json()["auto_transitions"] == 1, swept.stdout
+    warnings = [json.loads(line) for line in swept.stderr.splitlines()]
+    assert any(w["event"] == "sweep.workflow_version_changed"
+               and w["dossier"] == "OCOP-2023-0001" for w in warnings), swept.stderr
+    last = ok(ws, "dossier", "history", "OCOP-2023-0001", now="2026-02-02T09:00:00+07:00")[-1]
+    assert (last["trigger"], last["actor"], last["to"]) == ("expire", "system", "expired")
 
 
 # --- documents ----------------------------------------------------------------------------------

@@ -93,11 +93,18 @@ def test_xlsx_import_and_exports_to_stdout_show_progress_bars_without_touching_t
     assert len(lines) == ROWS + 1 and "exporting" not in out.decode("utf-8-sig")
 
     code, terminal, out = _on_terminal(ws, "audit", "export", "--format", "jsonl")
-    assert code == 0 and "exporting" in terminal, terminal
+    assert code == 0 and "exporting" in terminal and "100%" in terminal, terminal
     assert len(out.decode("utf-8").splitlines()) == ROWS  # one register entry each
 
     code, terminal, _ = _on_terminal(ws, "audit", "verify")
-    assert code == 0 and "verifying" in terminal, terminal
+    assert code == 0 and "verifying" in terminal and "100%" in terminal, terminal
+
+    # a filtered export's bar counts what the filter keeps, and still ends at 100 %
+    ws.run("dossier", "register", "--product", "Mật ong Ia Phang", "--producer", "HTX Ia Phang",
+           "--commune", "Ia Phang", user="hung", check=True)
+    code, terminal, out = _on_terminal(ws, "dossier", "list", "--format", "csv",
+                                       "--commune", "Ia Le")
+    assert code == 0 and "100%" in terminal, terminal
 
     piped = ws.run("audit", "export")
     assert piped.code == 0 and "exporting" not in piped.stderr
