@@ -514,15 +514,21 @@ def test_a_dossier_stays_on_the_rule_version_it_started_with(
     assert "tourism" in message
 
 
-def test_rules_edited_in_place_do_not_silently_move_a_running_dossier(
-    sqlite_workspace: Workspace,
-) -> None:
-    ws = sqlite_workspace
+def own_workflows(ws: Workspace) -> Path:
+    """A copy of the shipped workflow files the workspace's config points at (to edit)."""
     own = ws.root / "workflows"
     shutil.copytree(WORKFLOWS, own)
     text = ws.config.read_text(encoding="utf-8")
     ws.config.write_text(text.replace(f'workflows_dir = "{WORKFLOWS}"',
                                       f'workflows_dir = "{own}"'), encoding="utf-8")
+    return own
+
+
+def test_rules_edited_in_place_do_not_silently_move_a_running_dossier(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    own = own_workflows(ws)
     dossier = ok(ws, "dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
                  "--commune", "Ia Le", user="htx_iale", now=T_REGISTER)
     original = (own / "ocop-1489.toml").read_text(encoding="utf-8")
@@ -558,11 +564,7 @@ def test_a_certificate_still_expires_on_time_while_its_rules_file_is_being_edite
     """Officers are held while the file's version differs; the scheduler is not: the expiry
     planned under the dossier's own rules fires, so no deadline is lost to an edit."""
     ws = sqlite_workspace
-    own = ws.root / "workflows"
-    shutil.copytree(WORKFLOWS, own)
-    text = ws.config.read_text(encoding="utf-8")
-    ws.config.write_text(text.replace(f'workflows_dir = "{WORKFLOWS}"',
-                                      f'workflows_dir = "{own}"'), encoding="utf-8")
+    own = own_workflows(ws)
     sheet = ws.root / "chung-nhan-2023.csv"
     with sheet.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
