@@ -43,9 +43,10 @@ class WorkCalendar:
         try:
             # Holiday names in Vietnamese where the country's calendar has them: officers read
             # "Mùng hai Tết Nguyên Đán" in `dossier show`, not "Lunar New Year".
-            self._holidays: Any = holidays.country_holidays(country)
-            if "vi" in getattr(self._holidays, "supported_languages", ()):
-                self._holidays = holidays.country_holidays(country, language="vi")
+            languages = getattr(getattr(holidays, country, None), "supported_languages", ())
+            self._holidays: Any = holidays.country_holidays(
+                country, language="vi" if "vi" in languages else None
+            )
         except NotImplementedError:
             raise ConfigError(
                 f"config key 'engine.holidays': unknown country '{country}'"

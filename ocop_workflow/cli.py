@@ -426,8 +426,7 @@ def dossier_list(
 
         from .exports import write_table
 
-        # no bar when the data itself goes to the terminal: it would be drawn between the lines
-        total = _count_dossiers(app, filters) if output or not sys.stdout.isatty() else 0
+        total = _count_dossiers(app, filters) if _bar_wanted(data_on_stdout=not output) else 0
         with progress_bar("exporting", total) as advance:
             count = write_table(
                 _counted(rows, advance), DOSSIER_COLUMNS, fmt, Path(output) if output else None
@@ -701,7 +700,7 @@ def import_(ctx: click.Context, file: str, dry_run: bool, as_json: bool) -> None
     writing(app)
     actor = app.actor()
     path = Path(file)
-    with progress_bar("checking rows", _count_rows(path)) as advance:
+    with progress_bar("checking rows", _count_rows(path) if _bar_wanted() else 0) as advance:
         try:
             report = import_file(app.engine, actor, path, dry_run=dry_run, progress=advance)
         except ImportRejected as rejected:
@@ -722,9 +721,7 @@ def import_(ctx: click.Context, file: str, dry_run: bool, as_json: bool) -> None
 
 
 def _count_dossiers(app: App, filters: Any) -> int:
-    """How many dossiers an export will write (the bar's length); 0 off a terminal."""
-    if not sys.stderr.isatty():
-        return 0
+    """How many dossiers an export will write (the bar's length)."""
     from .views import count_dossiers
 
     return count_dossiers(app.checked_store(), filters, app.now)
@@ -739,8 +736,6 @@ def _counted(rows: Iterable[Any], advance: Callable[[int], None]) -> Iterable[An
 def _count_rows(path: Any) -> int:
     """Data rows in the sheet, for the progress bar (0 when unknown: no bar, no error here —
     the importer itself reports an unreadable file)."""
-    if not sys.stderr.isatty():
-        return 0
     try:
         if path.suffix.lower() == ".csv":
             with path.open("rb") as handle:
@@ -757,6 +752,12 @@ def _count_rows(path: Any) -> int:
     except Exception:  # a count for a bar must never be what fails an import
         return 0
     return 0
+
+
+def _bar_wanted(*, data_on_stdout: bool = False) -> bool:
+    """Whether to count for a progress bar at all: stderr is a terminal, and the data is not
+    being printed on that terminal too (the bar would be drawn between its lines)."""
+    return sys.stderr.isatty() and not (data_on_stdout and sys.stdout.isatty())
 
 
 def progress_bar(label: str, length: int) -> Any:
@@ -950,7 +951,7 @@ def sweep(ctx: click.Context, as_json: bool) -> None:
 
     app = app_of(ctx)
     writing(app)
-    due = count_due(app.engine, app.now) if sys.stderr.isatty() else 0
+    due = count_due(app.engine, app.now) if _bar_wanted() else 0
     with progress_bar("firing timers", due) as advance:
         counts = run_sweep(app.engine, app.now, progress=advance)
     document = counts.document()
@@ -1045,28 +1046,19 @@ def print_progress(document: dict[str, Any]) -> str:
             ],
         )
     )
+    def breakdown(key: str, columns: list[str], *extra: tuple[Any, ...]) -> str:
+        """One row per target, one column per commune or stage."""
+        rows = [(r["metric"], *[r[key].get(c, 0) for c in columns]) for r in document["targets"]]
+        return table(["target", *columns], [*rows, *extra])
+
     if document["communes"]:
-        parts.append("\nby commune")
-        parts.append(
-            table(
-                ["target", *document["communes"]],
-                [
-                    (r["metric"], *[r["by_commune"].get(c, 0) for c in document["communes"]])
-                    for r in document["targets"]
-                ],
-            )
-        )
-    parts.append("\nby stage (where the counted dossiers are now)")
-    parts.append(
-        table(
-            ["target", *document["stages"]],
-            [
-                (r["metric"], *[r["by_stage"].get(st, 0) for st in document["stages"]])
-                for r in document["targets"]
-            ]
-            + [("all dossiers", *[document["by_stage"].get(st, 0) for st in document["stages"]])],
-        )
-    )
+        parts += ["\nby commune", breakdown("by_commune", document["communes"])]
+    stages = document["stages"]
+    every_dossier = ("all dossiers", *[document["by_stage"].get(s, 0) for s in stages])
+    parts += [
+        "\nby stage (where the counted dossiers are now)",
+        breakdown("by_stage", stages, every_dossier),
+    ]
     if document["overdue"]:
         parts.append("\noverdue")
         parts.append(
@@ -1136,7 +1128,7 @@ def audit_verify(ctx: click.Context, dossier_id: str | None, as_json: bool) -> N
 
     app = app_of(ctx)
     store = app.checked_store()
-    total = count_entries(store, dossier_id) if sys.stderr.isatty() else 0
+    total = count_entries(store, dossier_id) if _bar_wanted() else 0
     with progress_bar("verifying", total) as advance:
         report = verify(store, dossier_id, app.config.documents_dir, progress=advance)
     if dossier_id is not None and report.dossiers_checked == 0 and report.ok:
@@ -1187,9 +1179,7 @@ def audit_export(ctx: click.Context, since: str | None, fmt: str, output: str | 
     tz = tz_of(app)
     since_at = _parse_since(since, tz) if since else None
     store = app.checked_store()
-    total = count_entries(store, since=since_at) if sys.stderr.isatty() and (
-        output or not sys.stdout.isatty()
-    ) else 0
+    total = count_entries(store, since=since_at) if _bar_wanted(data_on_stdout=not output) else 0
     with (
         open(output, "w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
     ) as out, progress_bar("exporting", total) as advance:

@@ -132,6 +132,11 @@ class TransitionDef:
     remind: bool = True
     certificate_months: int | None = None
 
+    @property
+    def automatic(self) -> bool:
+        """Fired only by the scheduler (``expire``): nobody may, nobody is reminded to."""
+        return self.roles == (SYSTEM_ACTOR,)
+
 
 @dataclass(frozen=True)
 class ScorecardDef:
@@ -710,7 +715,8 @@ def _parse_transitions(
                     stamp=stamp,
                     label_vi=_get(problems, item, spec, "label_vi", str, ""),
                     label_en=_get(problems, item, spec, "label_en", str, ""),
-                    remind=_get(problems, item, spec, "remind", bool, True),
+                    # a scheduler-only trigger is nobody's to-do unless the file says otherwise
+                    remind=_get(problems, item, spec, "remind", bool, roles != (SYSTEM_ACTOR,)),
                     certificate_months=_get(problems, item, spec, "certificate_months", int),
                 )
             )

@@ -108,7 +108,7 @@ def permission_problems(
     next be told "wrong commune"; ``dossier triggers`` must say everything that stands in the way.
     """
     granting = [role for role in transition.roles if role in user.roles]
-    if not granting and transition.roles == (SYSTEM_ACTOR,):
+    if not granting and transition.automatic:
         return [f"only the scheduler (system) fires '{transition.trigger}'"]
     problems: list[str] = []
     if not granting:
@@ -560,12 +560,11 @@ class Engine:
         if found is None:
             raise NotFound(f"dossier {dossier_id} not found")
         row = dict(found._mapping)
-        wf = self.registry.get(row["workflow"])
+        held: list[str] = []
         try:
-            self.registry.for_dossier(row)
-            held: list[str] = []
+            wf = self.registry.for_dossier(row)
         except WorkflowFileError as exc:  # still a reading command: say why nothing may fire
-            held = [exc.message]
+            wf, held = self.registry.get(row["workflow"]), [exc.message]
         data = json.loads(row["data"])
         out = []
         for transition in wf.transitions_from(row["state"]):

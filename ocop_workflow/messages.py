@@ -33,6 +33,8 @@ _LEADS = {
 }
 
 KINDS = tuple(_SUBJECTS)
+#: About a certificate rather than an office deadline: they cite the certificate's validity and
+#: always reach its producer, whatever state the dossier is in.
 CERTIFICATE_KINDS = frozenset({"expiry_notice", "expiry"})
 
 
@@ -64,7 +66,7 @@ def compose(
         f"  - {t.label_vi or t.trigger} (ocop dossier advance {dossier['id']} {t.trigger}; "
         f"{', '.join(t.roles)})"
         for t in workflow.transitions_from(state.name)
-        if t.remind and set(t.roles) != {"system"}
+        if t.remind
     ]
     lines = [
         _LEADS[kind],

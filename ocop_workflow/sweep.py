@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 REMINDER_KINDS = frozenset({"reminder", "expiry_notice"})
-#: A certificate's notices always reach its producer, whatever state the dossier is in.
 
 
 @dataclass

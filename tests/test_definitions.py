@@ -344,6 +344,7 @@ def test_every_shipped_workflow_has_the_names_scripts_rely_on() -> None:
             assert trigger in wf.triggers, (path.name, trigger)
         expire = [t for t in wf.transitions if t.trigger == "expire"]
         assert all(t.roles == ("system",) for t in expire), path.name
+        assert not any(t.remind for t in expire), path.name  # nobody's to-do
 
 
 @pytest.mark.parametrize("path", sorted(WORKFLOWS.glob("*.toml")), ids=lambda p: p.name)

@@ -124,22 +124,27 @@ class SmtpHandler:
         return "250 Message accepted"
 
 
-@pytest.fixture
-def smtp() -> Iterator[tuple[SmtpHandler, int, list[tuple[str, str]]]]:
-    handler = SmtpHandler()
-    logins: list[tuple[str, str]] = []
+def recording_authenticator(logins: list[tuple[str, str]]) -> Any:
+    """Accepts PASSWORD only and records every (login, password) tried."""
 
     def authenticator(server, session, envelope, mechanism, auth_data):
         logins.append((_text(auth_data.login), _text(auth_data.password)))
         # handled=False: let aiosmtpd answer "535 ... credentials invalid" itself.
         return AuthResult(success=_text(auth_data.password) == PASSWORD, handled=False)
 
+    return authenticator
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[SmtpHandler, int, list[tuple[str, str]]]]:
+    handler = SmtpHandler()
+    logins: list[tuple[str, str]] = []
     port = free_port()
     controller = Controller(
         handler,
         hostname="127.0.0.1",
         port=port,
-        authenticator=authenticator,
+        authenticator=recording_authenticator(logins),
         auth_require_tls=False,
     )
     controller.start()
@@ -332,14 +337,9 @@ def tls_smtp(tmp_path: Path) -> Iterator[tuple[SmtpHandler, int, list[tuple[str,
     context.load_cert_chain(cert, key)
     handler = SmtpHandler()
     logins: list[tuple[str, str]] = []
-
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        logins.append((_text(auth_data.login), _text(auth_data.password)))
-        return AuthResult(success=_text(auth_data.password) == PASSWORD, handled=False)
-
     port = free_port()
     controller = Controller(
-        handler, hostname="127.0.0.1", port=port, authenticator=authenticator,
+        handler, hostname="127.0.0.1", port=port, authenticator=recording_authenticator(logins),
         tls_context=context, require_starttls=True, auth_require_tls=True,
     )
     controller.start()
