@@ -1,9 +1,11 @@
-"""Working days in the business time zone, from the ``holidays`` package's calendar.
+"""Working days in the business time zone: the ``holidays`` package under government decisions.
 
 Vietnamese administrative deadlines count working days (ngày làm việc): weekends and public
-holidays, including observed and substituted days off, do not count; make-up Saturdays
-(``weekend_workdays``) do. Holiday data is loaded lazily per year, so importing this module is
-cheap and a calendar spanning decades costs only the years it touches.
+holidays, including observed and substituted days off, do not count; make-up Saturdays do. The
+Labour Code's holidays come from the ``holidays`` package; the government's yearly swaps, the
+announced Tết periods and a province's own days come from :mod:`calendar_data`, which decides a
+date over the package (and drops the package entries no text supports). Holiday data is loaded
+lazily per year, so a calendar spanning decades costs only the years it touches.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .calendar_data import CalendarData, DayDecision
 from .errors import ConfigError
 
 _DAY = timedelta(days=1)
@@ -25,6 +28,9 @@ class DayOff:
     why: str
 
 
+LABOUR_CODE = "Bộ luật Lao động 2019, Điều 112"
+LABOUR_CODE_2012 = "Bộ luật Lao động 2012, Điều 115"
+
 #: Vietnamese weekday names, Monday first (``date.weekday()`` order); locale-independent.
 WEEKDAY_NAMES = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ nhật")
 WEEKEND_NAMES = frozenset(WEEKDAY_NAMES[5:])
@@ -33,11 +39,25 @@ WEEKEND_NAMES = frozenset(WEEKDAY_NAMES[5:])
 class WorkCalendar:
     """Working-day arithmetic for one country's holidays in one time zone."""
 
-    def __init__(self, timezone: str = "Asia/Ho_Chi_Minh", country: str = "VN") -> None:
+    def __init__(
+        self,
+        timezone: str = "Asia/Ho_Chi_Minh",
+        country: str = "VN",
+        local: tuple[DayDecision, ...] = (),
+        data: CalendarData | None = None,
+    ) -> None:
         import holidays
+
+        from . import calendar_data
 
         self.tz = ZoneInfo(timezone)
         self.country = country
+        self.data = data if data is not None else calendar_data.load(country, local)
+        self._period_days = {
+            p.start + timedelta(days=k): p
+            for p in self.data.periods
+            for k in range((p.end - p.start).days + 1)
+        }
         self._working: dict[date, bool] = {}
         self._after: dict[tuple[date, int], date] = {}
         try:
@@ -54,19 +74,79 @@ class WorkCalendar:
 
     # --- days -----------------------------------------------------------------------------
 
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of what decides the working days; stored with every planned deadline."""
+        return self.data.fingerprint
+
     def is_working_day(self, day: date) -> bool:
         # Remembered: a deadline computation asks about the same few weeks thousands of times.
         known = self._working.get(day)
         if known is None:
-            known = self._working[day] = bool(self._holidays.is_working_day(day))
+            known = self._working[day] = self._decide(day)
         return known
+
+    def _decide(self, day: date) -> bool:
+        decision = self.data.days.get(day)
+        if decision is not None:
+            return not decision.off
+        if day in self._period_days:
+            return False
+        if self.data.unconfirmed_for(day, self._package_name(day)) is not None:
+            return day.weekday() < 5
+        return bool(self._holidays.is_working_day(day))
+
+    def _package_name(self, day: date) -> str | None:
+        name = self._holidays.get(day)
+        if name:
+            return str(name)
+        if day.weekday() >= 5 and self._holidays.is_working_day(day):
+            return "làm bù"  # a make-up Saturday of the package
+        return None
 
     def why_off(self, day: date) -> str | None:
         """Why ``day`` is not worked (holiday name, or the weekday), None for a working day."""
         if self.is_working_day(day):
             return None
-        name = self._holidays.get(day)
-        return str(name) if name else WEEKDAY_NAMES[day.weekday()]
+        named = self.named(day)
+        if named is None or (
+            day.weekday() >= 5 and day not in self.data.days and self._package_name(day) is None
+        ):
+            return WEEKDAY_NAMES[day.weekday()]  # a weekend inside a Tết period is a weekend
+        return named[0]
+
+    def named(self, day: date) -> tuple[str, str] | None:
+        """(name, source) of a day some text makes off or worked; None for an ordinary day."""
+        decision = self.data.days.get(day)
+        if decision is not None:
+            return decision.name, decision.source
+        period = self._period_days.get(day)
+        package = self._package_name(day)
+        if package is not None and self.data.unconfirmed_for(day, package) is not None:
+            package = None
+        if period is not None:
+            return (package or period.name), period.source
+        if package is None or package == "làm bù":
+            if package == "làm bù":
+                return "Làm bù", LABOUR_CODE + " (gói holidays)"
+            return None
+        return package, LABOUR_CODE if day.year >= 2021 else LABOUR_CODE_2012
+
+    def year(self, year: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        """Every named day off and every worked weekend day of ``year``: (days_off, worked)."""
+        days_off: list[dict[str, str]] = []
+        worked: list[dict[str, str]] = []
+        day = date(year, 1, 1)
+        while day.year == year:
+            named = self.named(day)
+            if named is not None:
+                entry = {"date": day.isoformat(), "name": named[0], "source": named[1]}
+                if not self.is_working_day(day):
+                    days_off.append(entry)
+                elif day.weekday() >= 5:
+                    worked.append(entry)
+            day += _DAY
+        return days_off, worked
 
     def add_working_days(self, start: date, n: int) -> date:
         """The n-th working day after ``start`` (``start`` itself not counted); n=0 → start."""

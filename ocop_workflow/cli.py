@@ -1208,3 +1208,12 @@ def _commands(group: click.Group, prefix: str = "") -> Iterable[tuple[str, click
         yield f"{prefix}{name}", command
         if isinstance(command, click.Group):
             yield from _commands(command, f"{prefix}{name} ")
+
+
+def _register_subcommands() -> None:
+    from .cli_calendar import calendar_group
+
+    cli.add_command(calendar_group)
+
+
+_register_subcommands()

@@ -13,9 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .calendar_data import DayDecision
 
 SYSTEM_ACTOR = "system"
 KNOWN_ROLES = frozenset(
@@ -114,6 +117,8 @@ class Config:
     targets: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
     councils: Mapping[str, Council] = field(default_factory=dict)
     documents_dir: Path = Path("documents")
+    #: A province's own days off (and worked Saturdays), each with its source: ``[calendar]``.
+    calendar_days: tuple[DayDecision, ...] = ()
 
     def user(self, key: str) -> User:
         from .errors import NotFound
@@ -205,6 +210,7 @@ TOP_LEVEL = frozenset(
         "targets",
         "councils",
         "documents",
+        "calendar",
     }
 )
 
@@ -272,6 +278,9 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
     targets = _targets(data.get("targets"))
     councils = _councils(data.get("councils"), users)
     documents = _section(data.get("documents"), "documents", {"dir": _str})
+    from .calendar_data import parse_local
+
+    calendar_days = parse_local(data.get("calendar"))
 
     default_user = cli.get("default_user")
     if default_user is not None and default_user not in users:
@@ -296,6 +305,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         targets=targets,
         councils=councils,
         documents_dir=resolve(documents.get("dir", "documents")),
+        calendar_days=calendar_days,
     )
 
 

@@ -162,7 +162,9 @@ class Engine:
     def calendar(self) -> WorkCalendar:
         from .calendar import WorkCalendar
 
-        return WorkCalendar(self.config.timezone, self.config.holidays)
+        return WorkCalendar(
+            self.config.timezone, self.config.holidays, local=self.config.calendar_days
+        )
 
     # --- register ---------------------------------------------------------------------------
 

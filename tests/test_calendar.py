@@ -49,7 +49,6 @@ def local(text: str) -> datetime:
         date(2026, 4, 27),  # Hùng Kings' commemoration (26 April, a Sunday) observed on Monday
         date(2026, 4, 30),  # Liberation Day
         date(2026, 5, 1),  # International Labour Day
-        date(2026, 8, 31),  # day off swapped for the make-up Saturday 22 August
         date(2026, 9, 1),  # National Day holiday
         date(2026, 9, 2),  # National Day
         date(2026, 1, 1),  # New Year's Day
@@ -74,14 +73,14 @@ def test_tet_2026_is_named_as_the_reason_for_each_day_off(cal: WorkCalendar) -> 
     assert all("Tết Nguyên Đán" in reasons[date(2026, 2, d)] for d in range(16, 21))
 
 
-def test_make_up_saturday_2026_08_22_is_a_working_day(cal: WorkCalendar) -> None:
-    saturday = date(2026, 8, 22)
+def test_make_up_saturday_2026_01_10_is_a_working_day(cal: WorkCalendar) -> None:
+    saturday = date(2026, 1, 10)
     assert saturday.weekday() == 5
     assert cal.is_working_day(saturday)
     assert cal.why_off(saturday) is None
-    assert not cal.is_working_day(date(2026, 8, 29)), "an ordinary Saturday stays off"
+    assert not cal.is_working_day(date(2026, 1, 17)), "an ordinary Saturday stays off"
     # The Friday before counts the make-up Saturday as its next working day.
-    assert cal.add_working_days(date(2026, 8, 21), 1) == saturday
+    assert cal.add_working_days(date(2026, 1, 9), 1) == saturday
 
 
 def test_ordinary_weekdays_are_working_days_and_weekends_are_not(cal: WorkCalendar) -> None:
@@ -117,13 +116,14 @@ def test_adding_working_days_across_30_april_and_1_may(cal: WorkCalendar) -> Non
     assert cal.add_working_days(date(2026, 4, 24), 1) == date(2026, 4, 28)
 
 
-def test_adding_working_days_across_national_day_counts_the_make_up_saturday(
+def test_adding_working_days_across_holidays_counts_the_make_up_saturday(
     cal: WorkCalendar,
 ) -> None:
-    # Fri 28 Aug → Mon 31 Aug, Tue 1 and Wed 2 Sep off → Thu 3 Sep.
-    assert cal.add_working_days(date(2026, 8, 28), 1) == date(2026, 9, 3)
-    # From Thu 20 Aug: Fri 21, Sat 22 (make-up), Mon 24 … three working days end on Mon 24.
-    assert cal.add_working_days(date(2026, 8, 20), 3) == date(2026, 8, 24)
+    # Fri 28 Aug 2026 → Mon 31 Aug (no approved swap), then Tue 1 and Wed 2 Sep off → Thu 3.
+    assert cal.add_working_days(date(2026, 8, 28), 1) == date(2026, 8, 31)
+    assert cal.add_working_days(date(2026, 8, 28), 2) == date(2026, 9, 3)
+    # From Wed 7 Jan 2026: Thu 8, Fri 9, Sat 10 (make-up) … three working days end on Sat 10.
+    assert cal.add_working_days(date(2026, 1, 7), 3) == date(2026, 1, 10)
 
 
 def test_negative_working_days_are_refused(cal: WorkCalendar) -> None:

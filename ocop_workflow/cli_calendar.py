@@ -1,0 +1,98 @@
+"""``ocop calendar``: the office's working-day questions, answered from the layered calendar.
+
+Needs only the config (time zone, ``[engine] holidays``, ``[calendar]``), never the database.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import TYPE_CHECKING
+
+import click
+
+from .cli import app_of, emit_json, json_option
+
+if TYPE_CHECKING:
+    from .calendar import WorkCalendar
+
+
+@click.group("calendar")
+def calendar_group() -> None:
+    """Days off and worked Saturdays with their sources; counting working days."""
+
+
+def _calendar(ctx: click.Context) -> WorkCalendar:
+    from .calendar import WorkCalendar
+
+    config = app_of(ctx).config
+    return WorkCalendar(config.timezone, config.holidays, local=config.calendar_days)
+
+
+@calendar_group.command("show")
+@click.option("--year", type=click.IntRange(1990, 2100), required=True, help="The year to list.")
+@json_option
+@click.pass_context
+def calendar_show(ctx: click.Context, year: int, as_json: bool) -> None:
+    """Every day off and every worked weekend day of YEAR, each with its name and source."""
+    cal = _calendar(ctx)
+    days_off, worked = cal.year(year)
+    if as_json:
+        emit_json({"year": year, "days_off": days_off, "worked_days": worked})
+        return
+    from .calendar import WEEKDAY_NAMES
+
+    def line(entry: dict[str, str]) -> str:
+        day = date.fromisoformat(entry["date"])
+        weekday = WEEKDAY_NAMES[day.weekday()]
+        return f"  {day:%d/%m/%Y} {weekday:<8} {entry['name']} — {entry['source']}"
+
+    click.echo(f"Ngày nghỉ năm {year} ({len(days_off)}):")
+    for entry in days_off:
+        click.echo(line(entry))
+    click.echo(f"Ngày cuối tuần đi làm ({len(worked)}):")
+    for entry in worked:
+        click.echo(line(entry))
+
+
+@calendar_group.command("add")
+@click.option(
+    "--from", "start", required=True, metavar="DATE", help="Start day YYYY-MM-DD (not counted)."
+)
+@click.option(
+    "--working-days", "count", type=click.IntRange(0, 2000), required=True, help="How many."
+)
+@json_option
+@click.pass_context
+def calendar_add(ctx: click.Context, start: str, count: int, as_json: bool) -> None:
+    """The N-th working day after DATE, naming every day off skipped on the way."""
+    from .calendar import WEEKDAY_NAMES
+    from .errors import UsageError
+
+    try:
+        first = date.fromisoformat(start)
+    except ValueError:
+        raise UsageError(f"--from {start}: expected a date YYYY-MM-DD") from None
+    if not 1990 <= first.year <= 2095:
+        raise UsageError(f"--from {start}: outside the calendar's years 1990-2095")
+    cal = _calendar(ctx)
+    result = cal.add_working_days(first, count)
+    skipped = []
+    for off in cal.days_off_between(first, result):
+        named = cal.named(off.day)
+        skipped.append(
+            {"date": off.day.isoformat(), "name": off.why, "source": named[1] if named else None}
+        )
+    if as_json:
+        emit_json(
+            {
+                "from": first.isoformat(),
+                "working_days": count,
+                "date": result.isoformat(),
+                "days_off": skipped,
+            }
+        )
+        return
+    click.echo(f"{result.isoformat()} ({WEEKDAY_NAMES[result.weekday()]})")
+    for entry in skipped:
+        if entry["source"]:
+            click.echo(f"  bỏ qua {entry['date']} {entry['name']} — {entry['source']}")
