@@ -22,6 +22,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check ocop_workflow tests bench
+	$(BIN)/ruff format --check ocop_workflow tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 

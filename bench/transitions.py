@@ -293,9 +293,7 @@ def walk(
                 elif op == "attach":
                     documents.attach(engine, dossier_id, user, what, files[what])
                 elif op == "score":
-                    council.record_score(
-                        engine, dossier_id, user, member=what, parts=SCORES[what]
-                    )
+                    council.record_score(engine, dossier_id, user, member=what, parts=SCORES[what])
                 else:
                     council.close_scoring(engine, dossier_id, user)
                 times.append(time.perf_counter() - started)
@@ -469,16 +467,28 @@ class Floor:
         # so that the floor's JSON and hashing work is of the same size.
         payload = {
             "documents": [
-                {"kind": kind, "name": f"{kind}.pdf", "size": 5_000, "sha256": "ab" * 32,
-                 "at": START.isoformat(), "by": "htx"}
+                {
+                    "kind": kind,
+                    "name": f"{kind}.pdf",
+                    "size": 5_000,
+                    "sha256": "ab" * 32,
+                    "at": START.isoformat(),
+                    "by": "htx",
+                }
                 for kind in DOCUMENT_KINDS
             ],
-            "scoring": {"province": {
-                "round": 5, "council": "province", "closed": True,
-                "scores": {m: {**p, "total": 75.0, "note": None, "at": START.isoformat()}
-                           for m, p in SCORES.items()},
-                "result": {"score": 75.0, "stars": 4},
-            }},
+            "scoring": {
+                "province": {
+                    "round": 5,
+                    "council": "province",
+                    "closed": True,
+                    "scores": {
+                        m: {**p, "total": 75.0, "note": None, "at": START.isoformat()}
+                        for m, p in SCORES.items()
+                    },
+                    "result": {"score": 75.0, "stars": 4},
+                }
+            },
             "score": 75.0,
             "stars": 4,
         }
@@ -487,21 +497,39 @@ class Floor:
         for i in range(self.n):
             dossier_id = f"OCOP-2026-{i + 1:04d}"
             at = self.clock()
-            snap = {"product": f"Cà phê {i}", "producer": PRODUCER, "commune": COMMUNE,
-                    "group": None, "data": {}}
-            row = _entry(dossier_id, 1, "register", None, "registration", "htx", at, None, snap,
-                         "0" * 64)
+            snap = {
+                "product": f"Cà phê {i}",
+                "producer": PRODUCER,
+                "commune": COMMUNE,
+                "group": None,
+                "data": {},
+            }
+            row = _entry(
+                dossier_id, 1, "register", None, "registration", "htx", at, None, snap, "0" * 64
+            )
             db.execute("BEGIN IMMEDIATE")
-            db.execute(INSERT_DOSSIER, (dossier_id, f"Cà phê {i}", PRODUCER, COMMUNE,
-                                        _sqlite_text(at), _sqlite_text(at), _sqlite_text(at)))
+            db.execute(
+                INSERT_DOSSIER,
+                (
+                    dossier_id,
+                    f"Cà phê {i}",
+                    PRODUCER,
+                    COMMUNE,
+                    _sqlite_text(at),
+                    _sqlite_text(at),
+                    _sqlite_text(at),
+                ),
+            )
             db.execute(INSERT_AUDIT, row)
             db.execute("COMMIT")
             self.ids.append(dossier_id)
             self.hashes.append(row[-1])
             self.data.append({**snap, "data": dict(payload)})
         self.register_s = time.perf_counter() - started
-        say(f"floor:  {self.n} registrations in {self.register_s:.2f} s = "
-            f"{self.n / self.register_s:,.0f}/s")
+        say(
+            f"floor:  {self.n} registrations in {self.register_s:.2f} s = "
+            f"{self.n / self.register_s:,.0f}/s"
+        )
 
     def step(self, trigger: str, lo: int, hi: int) -> None:
         """Dossiers ``lo:hi`` moved by ``trigger``: one UPDATE + one audit INSERT, one commit
@@ -516,16 +544,30 @@ class Floor:
             before = self.data[k]
             after = {**before, "data": {**before["data"]}}
             if trigger == "certify":
-                after["data"].update(certificate_no=f"GCN-{dossier_id}",
-                                     decision_no="123/QĐ-UBND",
-                                     certified_on=at.date().isoformat(),
-                                     valid_until="2029-03-01", certificate_stars=4)
-            row = _entry(dossier_id, seq, trigger, source, dest, actor, at, before, after,
-                         self.hashes[k])
+                after["data"].update(
+                    certificate_no=f"GCN-{dossier_id}",
+                    decision_no="123/QĐ-UBND",
+                    certified_on=at.date().isoformat(),
+                    valid_until="2029-03-01",
+                    certificate_stars=4,
+                )
+            row = _entry(
+                dossier_id, seq, trigger, source, dest, actor, at, before, after, self.hashes[k]
+            )
             db.execute("BEGIN IMMEDIATE")
-            db.execute(UPDATE_DOSSIER, (dest, stage, _sqlite_text(at), seq,
-                                        _dumps(after["data"]), _sqlite_text(at), dossier_id,
-                                        seq - 1))
+            db.execute(
+                UPDATE_DOSSIER,
+                (
+                    dest,
+                    stage,
+                    _sqlite_text(at),
+                    seq,
+                    _dumps(after["data"]),
+                    _sqlite_text(at),
+                    dossier_id,
+                    seq - 1,
+                ),
+            )
             db.execute(INSERT_AUDIT, row)
             db.execute("COMMIT")
             self.hashes[k] = row[-1]
@@ -572,8 +614,9 @@ def build_bulk(folder: Path, total: int, batch: int = 10_000) -> Path:
             at = START + timedelta(seconds=i)
             day = cal.local_date(at)
             if day not in plans:
-                plans[day] = timers.plan(initial, dossier_id="-", entry_seq=1, entered_at=at,
-                                         data={}, cal=cal)
+                plans[day] = timers.plan(
+                    initial, dossier_id="-", entry_seq=1, entered_at=at, data={}, cal=cal
+                )
             deadline, template = plans[day]
             row = {
                 "id": dossier_id,
@@ -606,19 +649,32 @@ def build_bulk(folder: Path, total: int, batch: int = 10_000) -> Path:
                 "reason": None,
                 "at": at,
             }
-            digest = audit.entry_hash(**fields, data_before=None, data_after=after,
-                                      prev_hash=audit.GENESIS)
-            entries.append({**fields, "data_before": None, "data_after": dumps(after),
-                            "prev_hash": audit.GENESIS, "hash": digest})
-            timer_rows.extend({**t, "dossier_id": dossier_id, "created_at": at}
-                              for t in template if t["due_at"] > at)
+            digest = audit.entry_hash(
+                **fields, data_before=None, data_after=after, prev_hash=audit.GENESIS
+            )
+            entries.append(
+                {
+                    **fields,
+                    "data_before": None,
+                    "data_after": dumps(after),
+                    "prev_hash": audit.GENESIS,
+                    "hash": digest,
+                }
+            )
+            timer_rows.extend(
+                {**t, "dossier_id": dossier_id, "created_at": at}
+                for t in template
+                if t["due_at"] > at
+            )
         with engine.store.write() as conn:
             conn.execute(dossier_t.insert(), dossiers)
             conn.execute(audit_t.insert(), entries)
             conn.execute(timer_t.insert(), timer_rows)
     engine.store.dispose()
-    say(f"memory: built a {total:,}-dossier database in {time.perf_counter() - started:.1f} s "
-        "(bulk Core inserts)")
+    say(
+        f"memory: built a {total:,}-dossier database in {time.perf_counter() - started:.1f} s "
+        "(bulk Core inserts)"
+    )
     return config_path
 
 
@@ -634,13 +690,17 @@ def child_advance(config_path: Path, total: int, count: int) -> None:
     files = document_files(config_path.parent)
     started = time.perf_counter()
     seconds = walk(engine, ids, files)
-    print(json.dumps({
-        "baseline_mb": round(baseline, 1),
-        "peak_mb": round(peak_rss_mb(), 1),
-        "advances": len(seconds["advance"]),
-        "writes": len(seconds["advance"]) + len(seconds["amend"]),
-        "seconds": round(time.perf_counter() - started, 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "baseline_mb": round(baseline, 1),
+                "peak_mb": round(peak_rss_mb(), 1),
+                "advances": len(seconds["advance"]),
+                "writes": len(seconds["advance"]) + len(seconds["amend"]),
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
+    )
 
 
 def child_verify(config_path: Path) -> None:
@@ -651,14 +711,18 @@ def child_verify(config_path: Path) -> None:
     baseline = peak_rss_mb()
     started = time.perf_counter()
     report = verify(engine.store)
-    print(json.dumps({
-        "baseline_mb": round(baseline, 1),
-        "peak_mb": round(peak_rss_mb(), 1),
-        "seconds": round(time.perf_counter() - started, 2),
-        "ok": report.ok,
-        "entries": report.entries_checked,
-        "dossiers": report.dossiers_checked,
-    }))
+    print(
+        json.dumps(
+            {
+                "baseline_mb": round(baseline, 1),
+                "peak_mb": round(peak_rss_mb(), 1),
+                "seconds": round(time.perf_counter() - started, 2),
+                "ok": report.ok,
+                "entries": report.entries_checked,
+                "dossiers": report.dossiers_checked,
+            }
+        )
+    )
 
 
 def run_child(*args: str) -> dict[str, Any]:
@@ -681,17 +745,21 @@ def bench_memory(folder: Path, totals: list[int], count: int) -> tuple[dict[str,
         moved = run_child("--child-advance", str(config_path), str(total), str(count))
         result[f"rss_mb_{label}"] = moved["peak_mb"]
         result[f"rss_baseline_mb_{label}"] = moved["baseline_mb"]
-        say(f"memory: {count} dossiers walked ({moved['writes']} writes) in a {total:,}-dossier "
+        say(
+            f"memory: {count} dossiers walked ({moved['writes']} writes) in a {total:,}-dossier "
             f"database: peak RSS {moved['peak_mb']} MB (after start-up {moved['baseline_mb']} "
-            f"MB), {moved['writes'] / moved['seconds']:,.0f} writes/s")
+            f"MB), {moved['writes'] / moved['seconds']:,.0f} writes/s"
+        )
         checked = run_child("--child-verify", str(config_path))
         if not checked["ok"]:
             raise SystemExit(f"audit verify failed on the {total:,}-dossier database")
         result[f"verify_rss_mb_{label}"] = checked["peak_mb"]
         result[f"verify_s_{label}"] = checked["seconds"]
-        say(f"memory: audit.verify of {checked['entries']:,} entries / {checked['dossiers']:,} "
+        say(
+            f"memory: audit.verify of {checked['entries']:,} entries / {checked['dossiers']:,} "
             f"dossiers: {checked['seconds']} s, peak RSS {checked['peak_mb']} MB "
-            f"(after start-up {checked['baseline_mb']} MB)")
+            f"(after start-up {checked['baseline_mb']} MB)"
+        )
     assert first is not None
     return result, first
 
@@ -719,8 +787,9 @@ def bench_startup(config_path: Path, dossier_id: str, repeats: int) -> dict[str,
     for round_no in range(repeats + 1):  # round 0 warms the page cache and .pyc files
         for name, command in commands.items():
             started = time.perf_counter()
-            done = subprocess.run(command, env=env, cwd=config_path.parent,
-                                  capture_output=True, check=False)
+            done = subprocess.run(
+                command, env=env, cwd=config_path.parent, capture_output=True, check=False
+            )
             elapsed = time.perf_counter() - started
             if done.returncode != 0:
                 raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.decode()}")
@@ -728,9 +797,11 @@ def bench_startup(config_path: Path, dossier_id: str, repeats: int) -> dict[str,
                 times[name].append(elapsed)
     result = {name: round(statistics.median(values), 4) for name, values in times.items()}
     result["show_ratio"] = round(result["show_s"] / result["import_sqlmodel_s"], 3)
-    say(f"start-up (median of {repeats}): ocop --help {result['help_s']} s, "
+    say(
+        f"start-up (median of {repeats}): ocop --help {result['help_s']} s, "
         f"ocop dossier show {result['show_s']} s, import sqlmodel {result['import_sqlmodel_s']} s"
-        f", python -c pass {result['python_s']} s → show_ratio {result['show_ratio']}")
+        f", python -c pass {result['python_s']} s → show_ratio {result['show_ratio']}"
+    )
     return result
 
 
@@ -760,13 +831,21 @@ def main(argv: list[str] | None = None) -> None:
     unshadow()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=None, help="dossiers to walk (default 10,000)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke check: N=500, 10k-dossier memory only, 3 start-up repeats")
-    parser.add_argument("--walk", type=int, default=None,
-                        help="dossiers the memory subprocess walks (default 1,000; 50 --quick)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke check: N=500, 10k-dossier memory only, 3 start-up repeats",
+    )
+    parser.add_argument(
+        "--walk",
+        type=int,
+        default=None,
+        help="dossiers the memory subprocess walks (default 1,000; 50 --quick)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--child-advance", nargs=3, metavar=("CONFIG", "TOTAL", "COUNT"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child-advance", nargs=3, metavar=("CONFIG", "TOTAL", "COUNT"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--child-verify", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_advance:

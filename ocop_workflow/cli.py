@@ -1046,6 +1046,7 @@ def print_progress(document: dict[str, Any]) -> str:
             ],
         )
     )
+
     def breakdown(key: str, columns: list[str], *extra: tuple[Any, ...]) -> str:
         """One row per target, one column per commune or stage."""
         rows = [(r["metric"], *[r[key].get(c, 0) for c in columns]) for r in document["targets"]]
@@ -1181,8 +1182,11 @@ def audit_export(ctx: click.Context, since: str | None, fmt: str, output: str | 
     store = app.checked_store()
     total = count_entries(store, since=since_at) if _bar_wanted(data_on_stdout=not output) else 0
     with (
-        open(output, "w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
-    ) as out, progress_bar("exporting", total) as advance:
+        (
+            open(output, "w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
+        ) as out,
+        progress_bar("exporting", total) as advance,
+    ):
         count = export(store, out, fmt=fmt, since=since_at, timezone=tz, progress=advance)
     if output:
         click.echo(f"wrote {count} entries to {output}", err=True)

@@ -115,9 +115,7 @@ def deliver_pending(
             if done and time.monotonic() > budget_end:
                 break
             attempt = row["attempts"] + 1
-            outgoing = {
-                **row, "attempts": attempt, "status": "sent", "sent_at": now.astimezone(tz)
-            }
+            outgoing = {**row, "attempts": attempt, "status": "sent", "sent_at": now.astimezone(tz)}
             try:
                 send(outgoing, config, env)
             except Exception as exc:  # any failure is an attempt; one bad row must not block all

@@ -285,9 +285,7 @@ def write_xlsx(report: Mapping[str, Any], path: Any) -> None:
     sheet.title = f"Tiến độ {report['year']}"
     communes = report["communes"]
     stage_names = report["stages"]
-    sheet.append(
-        ["Chỉ tiêu", "Nội dung", "Kế hoạch", "Đạt", "Còn lại", *communes, *stage_names]
-    )
+    sheet.append(["Chỉ tiêu", "Nội dung", "Kế hoạch", "Đạt", "Còn lại", *communes, *stage_names])
     for row in report["targets"]:
         sheet.append(
             [

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 PG_ENV = "OCOP_TEST_POSTGRES_URL"
 
-USERS_TOML = """
+USERS_TOML = (
+    """
 [users.lan]
 name = "Nguyễn Thị Lan"
 roles = ["commune_officer"]
@@ -71,22 +72,24 @@ name = "Võ Văn Dũng"
 roles = ["district_officer"]
 communes = ["Ia Le", "Ia Phang"]
 email = "dung@example.vn"
-""" + "".join(
-    f"""
+"""
+    + "".join(
+        f"""
 [users.{key}]
 name = "{name}"
 roles = ["{role}"]
 communes = ["*"]
 """
-    for key, name, role in [
-        ("chair", "Chủ tịch Hội đồng tỉnh", "council_chair"),
-        *[(f"m{i}", f"Thành viên {i}", "council_member") for i in range(1, 7)],
-        ("tw_chair", "Chủ tịch Hội đồng Trung ương", "council_chair"),
-        *[(f"tw{i}", f"Thành viên Trung ương {i}", "council_member") for i in range(1, 4)],
-        ("h_chair", "Chủ tịch Hội đồng huyện", "council_chair"),
-        *[(f"h{i}", f"Thành viên huyện {i}", "council_member") for i in range(1, 4)],
-    ]
-) + """
+        for key, name, role in [
+            ("chair", "Chủ tịch Hội đồng tỉnh", "council_chair"),
+            *[(f"m{i}", f"Thành viên {i}", "council_member") for i in range(1, 7)],
+            ("tw_chair", "Chủ tịch Hội đồng Trung ương", "council_chair"),
+            *[(f"tw{i}", f"Thành viên Trung ương {i}", "council_member") for i in range(1, 4)],
+            ("h_chair", "Chủ tịch Hội đồng huyện", "council_chair"),
+            *[(f"h{i}", f"Thành viên huyện {i}", "council_member") for i in range(1, 4)],
+        ]
+    )
+    + """
 [councils.tinh]
 title = "Hội đồng đánh giá, phân hạng sản phẩm OCOP tỉnh"
 level = "province"
@@ -105,6 +108,7 @@ level = "district"
 chair = "h_chair"
 members = ["h_chair", "h1", "h2", "h3"]
 """
+)
 
 #: The mandatory documents of a non-tourism dossier (ocop-1489 [documents.mandatory] default).
 MANDATORY_DOCUMENTS = (
@@ -116,8 +120,9 @@ MANDATORY_DOCUMENTS = (
 )
 
 
-def attach_mandatory(ws: Workspace, dossier_id: str, user: str = "htx_iale",
-                     now: str | None = None) -> None:
+def attach_mandatory(
+    ws: Workspace, dossier_id: str, user: str = "htx_iale", now: str | None = None
+) -> None:
     """Attach one small file per mandatory document kind (so submit_dossier may pass)."""
     for kind in MANDATORY_DOCUMENTS:
         path = ws.root / f"{dossier_id}-{kind}.pdf"
@@ -125,12 +130,31 @@ def attach_mandatory(ws: Workspace, dossier_id: str, user: str = "htx_iale",
         ws.run("dossier", "attach", dossier_id, kind, str(path), user=user, now=now, check=True)
 
 
-def council_scores(ws: Workspace, dossier_id: str, scores: dict[str, tuple[float, float, float]],
-                   chair: str = "chair", close: bool = True, now: str | None = None) -> Result:
+def council_scores(
+    ws: Workspace,
+    dossier_id: str,
+    scores: dict[str, tuple[float, float, float]],
+    chair: str = "chair",
+    close: bool = True,
+    now: str | None = None,
+) -> Result:
     """Each member's score entered by the chair, then (optionally) the chair closes the round."""
     for member, (a, b, c) in scores.items():
-        ws.run("score", dossier_id, "--member", member, "--a", str(a), "--b", str(b),
-               "--c", str(c), user=chair, now=now, check=True)
+        ws.run(
+            "score",
+            dossier_id,
+            "--member",
+            member,
+            "--a",
+            str(a),
+            "--b",
+            str(b),
+            "--c",
+            str(c),
+            user=chair,
+            now=now,
+            check=True,
+        )
     if close:
         return ws.run("score", dossier_id, "--close", "--json", user=chair, now=now)
     return Result(0, "", "")
@@ -196,8 +220,14 @@ class Workspace:
         env.update(overrides)
         return env
 
-    def run(self, *args: str, user: str | None = None, now: str | None = None,
-            check: bool = False, **env: str) -> Result:
+    def run(
+        self,
+        *args: str,
+        user: str | None = None,
+        now: str | None = None,
+        check: bool = False,
+        **env: str,
+    ) -> Result:
         """Run ``ocop ARGS`` as a real subprocess."""
         overrides = dict(env)
         if user is not None:
@@ -241,8 +271,14 @@ class Result:
         return f"exit {self.code}\nstdout: {self.stdout}\nstderr: {self.stderr}"
 
 
-def write_config(root: Path, *, extra: str = "", allow_override: bool = True,
-                 channels: str = '["file"]', notifications: str = "") -> Path:
+def write_config(
+    root: Path,
+    *,
+    extra: str = "",
+    allow_override: bool = True,
+    channels: str = '["file"]',
+    notifications: str = "",
+) -> Path:
     """A config for tests; ``notifications`` adds keys to the ``[notifications]`` table."""
     config = root / "config.toml"
     config.write_text(

@@ -112,9 +112,7 @@ def problems_of(report: audit.VerifyReport) -> list[tuple[str, int | None]]:
 # --- the database refuses ------------------------------------------------------------------------
 
 
-def test_database_rejects_an_update_of_an_audit_entry(
-    trail: dict[str, str], db: sa.Engine
-) -> None:
+def test_database_rejects_an_update_of_an_audit_entry(trail: dict[str, str], db: sa.Engine) -> None:
     before = entries(db)
     with pytest.raises(sa.exc.DBAPIError, match="append-only"), db.begin() as conn:
         conn.execute(
@@ -125,9 +123,7 @@ def test_database_rejects_an_update_of_an_audit_entry(
     assert entries(db) == before
 
 
-def test_database_rejects_a_delete_of_an_audit_entry(
-    trail: dict[str, str], db: sa.Engine
-) -> None:
+def test_database_rejects_a_delete_of_an_audit_entry(trail: dict[str, str], db: sa.Engine) -> None:
     before = entries(db)
     with pytest.raises(sa.exc.DBAPIError, match="append-only"), db.begin() as conn:
         conn.execute(audit_t.delete().where(audit_t.c.dossier_id == trail["rejected"]))
@@ -136,8 +132,8 @@ def test_database_rejects_a_delete_of_an_audit_entry(
 
 def test_database_rejects_emptying_the_audit_table(trail: dict[str, str], db: sa.Engine) -> None:
     before = entries(db)
-    statement = "DELETE FROM audit_entry" if db.dialect.name == "sqlite" else (
-        "TRUNCATE audit_entry"
+    statement = (
+        "DELETE FROM audit_entry" if db.dialect.name == "sqlite" else ("TRUNCATE audit_entry")
     )
     with pytest.raises(sa.exc.DBAPIError, match="append-only"), db.begin() as conn:
         conn.execute(sa.text(statement))
@@ -183,7 +179,9 @@ def test_an_untouched_trail_verifies(
     assert result.code == 0, result
     document = result.json()
     assert (document["ok"], document["dossiers_checked"], document["entries_checked"]) == (
-        True, 2, 6
+        True,
+        2,
+        6,
     )
     assert document["problems"] == []
 
@@ -250,9 +248,16 @@ def test_an_edit_that_recomputes_the_entry_hash_breaks_the_next_link(
     drop_protection(db)
     row = entries(db, dossier_id)[1]
     digest = audit.entry_hash(
-        dossier_id=dossier_id, seq=2, trigger=row.trigger, from_state=row.from_state,
-        to_state=row.to_state, actor="hung", reason=row.reason, at=row.at,
-        data_before=json.loads(row.data_before), data_after=json.loads(row.data_after),
+        dossier_id=dossier_id,
+        seq=2,
+        trigger=row.trigger,
+        from_state=row.from_state,
+        to_state=row.to_state,
+        actor="hung",
+        reason=row.reason,
+        at=row.at,
+        data_before=json.loads(row.data_before),
+        data_after=json.loads(row.data_after),
         prev_hash=row.prev_hash,
     )
     with db.begin() as conn:
@@ -270,25 +275,19 @@ def test_a_deleted_middle_entry_is_found_as_a_sequence_gap(
     dossier_id = trail["withdrawn"]
     drop_protection(db)
     with db.begin() as conn:
-        conn.execute(
-            audit_t.delete().where(audit_t.c.dossier_id == dossier_id, audit_t.c.seq == 2)
-        )
+        conn.execute(audit_t.delete().where(audit_t.c.dossier_id == dossier_id, audit_t.c.seq == 2))
     report = audit.verify(store)
     assert problems_of(report) == [(dossier_id, 3)], report.problems
     assert "gap" in report.problems[0].problem
     assert_verify_names(workspace, dossier_id, 3)
 
 
-def test_a_deleted_last_entry_is_found(
-    trail: dict[str, str], db: sa.Engine, store: Store
-) -> None:
+def test_a_deleted_last_entry_is_found(trail: dict[str, str], db: sa.Engine, store: Store) -> None:
     """Dropping the newest entry leaves a valid chain that no longer matches the dossier."""
     dossier_id = trail["withdrawn"]
     drop_protection(db)
     with db.begin() as conn:
-        conn.execute(
-            audit_t.delete().where(audit_t.c.dossier_id == dossier_id, audit_t.c.seq == 4)
-        )
+        conn.execute(audit_t.delete().where(audit_t.c.dossier_id == dossier_id, audit_t.c.seq == 4))
     report = audit.verify(store)
     assert [p.dossier for p in report.problems] == [dossier_id], report.problems
 
@@ -329,9 +328,7 @@ def test_a_dossier_moved_to_another_commune_or_producer_by_sql_is_found(
     """Commune and producer decide who may act on a dossier; every entry records them."""
     dossier_id = trail["withdrawn"]
     with db.begin() as conn:
-        conn.execute(
-            dossier_t.update().where(dossier_t.c.id == dossier_id).values({column: value})
-        )
+        conn.execute(dossier_t.update().where(dossier_t.c.id == dossier_id).values({column: value}))
     assert [p.dossier for p in audit.verify(store).problems] == [dossier_id]
 
 
@@ -353,7 +350,9 @@ def test_export_jsonl_holds_every_entry_with_vietnamese_intact(
     by_key = {(e["dossier"], e["seq"]): e for e in lines}
     withdrawn = by_key[(trail["withdrawn"], 4)]
     assert (withdrawn["trigger"], withdrawn["actor"], withdrawn["reason"]) == (
-        "withdraw", "htx_iale", WITHDRAW_REASON
+        "withdraw",
+        "htx_iale",
+        WITHDRAW_REASON,
     )
     assert withdrawn["from"] == "production" and withdrawn["to"] == "withdrawn"
 

@@ -258,8 +258,9 @@ def test_planning_business_plan_timers_gives_reminders_deadline_and_escalation(
         ("deadline", "2026-03-21T00:00:00+07:00"),
         ("escalation", "2026-03-27T08:00:00+07:00"),  # 5 working days after the last day
     ]
-    assert all(r["due_at"].tzinfo is not None and r["due_at"].utcoffset() == timedelta(0)
-               for r in rows), "stored in UTC"
+    assert all(
+        r["due_at"].tzinfo is not None and r["due_at"].utcoffset() == timedelta(0) for r in rows
+    ), "stored in UTC"
     assert rows[2]["due_at"] == datetime(2026, 3, 20, 17, 0, tzinfo=UTC)
     assert {r["entry_seq"] for r in rows} == {2}
     assert {r["deadline_at"] for r in rows} == {deadline.at}

@@ -141,7 +141,10 @@ def test_cli_calendar_add_answers_the_office_question(tmp_path: Path) -> None:
     document = done.json()
     assert document["date"] == "2026-01-05"
     assert [d["date"] for d in document["days_off"]] == [
-        "2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"
+        "2026-01-01",
+        "2026-01-02",
+        "2026-01-03",
+        "2026-01-04",
     ]
     assert not (tmp_path / "none.db").exists()  # a calendar question never touches the database
     bad = ws.run("calendar", "add", "--from", "31/12/2025", "--working-days", "1")

@@ -50,7 +50,16 @@ DOSSIER_KEYS = {
 }
 ADVANCE_KEYS = {"id", "trigger", "from", "to", "seq", "at", "deadline_at"}
 HISTORY_KEYS = {
-    "seq", "trigger", "from", "to", "actor", "reason", "at", "data", "prev_hash", "hash",
+    "seq",
+    "trigger",
+    "from",
+    "to",
+    "actor",
+    "reason",
+    "at",
+    "data",
+    "prev_hash",
+    "hash",
 }
 TRIGGER_KEYS = {"trigger", "to", "allowed", "reasons"}
 
@@ -70,9 +79,7 @@ def ok(ws: Workspace, *args: str, user: str | None = None, now: str = T0) -> Any
     return result.json()
 
 
-def refused(
-    ws: Workspace, exit_code: int, code: str, *args: str, user: str, now: str = T0
-) -> str:
+def refused(ws: Workspace, exit_code: int, code: str, *args: str, user: str, now: str = T0) -> str:
     """Run a command that must be refused: its exit code, the error on stderr (one line) and as
     JSON on stdout, and not one row of the database changed. Returns the message."""
     before = dump_database(ws.url)
@@ -168,16 +175,22 @@ CENTRAL_SCORES = {
 CERTIFICATE = ("--set", "certificate_no=127/GCN-OCOP", "--set", "decision_no=2345/QĐ-UBND")
 
 
-def attach(ws: Workspace, dossier_id: str, kinds: tuple[str, ...], now: str = T0,
-           user: str = "htx_iale") -> None:
+def attach(
+    ws: Workspace, dossier_id: str, kinds: tuple[str, ...], now: str = T0, user: str = "htx_iale"
+) -> None:
     for kind in kinds:
         path = ws.root / f"{dossier_id}-{kind}.pdf"
         path.write_text(f"{dossier_id}: {kind} — bản scan", encoding="utf-8")
         ok(ws, "dossier", "attach", dossier_id, kind, str(path), user=user, now=now)
 
 
-def score(ws: Workspace, dossier_id: str, scores: dict[str, tuple[float, float, float]],
-          chair: str, now: str = T0) -> dict[str, Any]:
+def score(
+    ws: Workspace,
+    dossier_id: str,
+    scores: dict[str, tuple[float, float, float]],
+    chair: str,
+    now: str = T0,
+) -> dict[str, Any]:
     """The council's scoring through ``ocop score``; returns the chair's closing document."""
     result = council_scores(ws, dossier_id, scores, chair=chair, now=now)
     assert result.code == 0, str(result)
@@ -190,12 +203,30 @@ def score(ws: Workspace, dossier_id: str, scores: dict[str, tuple[float, float, 
 HAPPY_PATH = [
     ("lan", "accept_idea", "registration", "business_plan", (), "2026-03-05T10:00:00+07:00"),
     ("lan", "approve_plan", "business_plan", "production", (), "2026-03-10T14:30:00+07:00"),
-    ("htx_iale", "submit_dossier", "production", "evaluation_commune", (),
-     "2026-06-01T08:15:00+07:00"),
-    ("lan", "forward", "evaluation_commune", "evaluation_province", (),
-     "2026-06-05T16:00:00+07:00"),
-    ("hung", "certify", "evaluation_province", "promotion", CERTIFICATE,
-     "2026-07-01T09:00:00+07:00"),
+    (
+        "htx_iale",
+        "submit_dossier",
+        "production",
+        "evaluation_commune",
+        (),
+        "2026-06-01T08:15:00+07:00",
+    ),
+    (
+        "lan",
+        "forward",
+        "evaluation_commune",
+        "evaluation_province",
+        (),
+        "2026-06-05T16:00:00+07:00",
+    ),
+    (
+        "hung",
+        "certify",
+        "evaluation_province",
+        "promotion",
+        CERTIFICATE,
+        "2026-07-01T09:00:00+07:00",
+    ),
     ("hung", "start_review", "promotion", "review", (), "2026-09-01T09:00:00+07:00"),
     ("hung", "close", "review", "closed", (), "2026-12-01T09:00:00+07:00"),
 ]
@@ -222,8 +253,7 @@ WRONG_ATTEMPTS: dict[str, list[tuple[int, str, str, tuple[str, ...], tuple[str, 
     ],
     "evaluation_province": [
         # no council score, hence no stars, and no certificate: every failed guard is named
-        (4, "hung", "certify", (),
-         ("scoring_closed", "stars_within_level", "certificate_details")),
+        (4, "hung", "certify", (), ("scoring_closed", "stars_within_level", "certificate_details")),
         # the stars are the council's to give, not the officer's to type
         (2, "hung", "certify", ("--set", "stars=4", *CERTIFICATE), ("stars", "protected")),
         (6, "lan", "certify", CERTIFICATE, ("province_officer",)),
@@ -262,8 +292,16 @@ def test_cycle_to_close_by_the_right_roles_every_wrong_attempt_refused_unchanged
     for user, trigger, source, dest, extra, now in HAPPY_PATH:
         for exit_code, who, wrong, arguments, named in WRONG_ATTEMPTS.get(source, []):
             message = refused(
-                ws, exit_code, ERROR_CODES[exit_code],
-                "dossier", "advance", dossier_id, wrong, *arguments, user=who, now=now,
+                ws,
+                exit_code,
+                ERROR_CODES[exit_code],
+                "dossier",
+                "advance",
+                dossier_id,
+                wrong,
+                *arguments,
+                user=who,
+                now=now,
             )
             for name in named:
                 assert name in message, (source, who, wrong, message)
@@ -428,8 +466,11 @@ def test_each_transition_is_logged_once_as_a_json_line_on_stderr_after_commit(
     assert len(advanced) == 1, events
     (event,) = advanced
     assert {k: event[k] for k in ("dossier", "trigger", "actor", "from_state", "to_state")} == {
-        "dossier": d, "trigger": "accept_idea", "actor": "lan",
-        "from_state": "registration", "to_state": "business_plan",
+        "dossier": d,
+        "trigger": "accept_idea",
+        "actor": "lan",
+        "from_state": "registration",
+        "to_state": "business_plan",
     }
     assert event["seq"] == 2 and event["level"] == "info"
     assert datetime.fromisoformat(event["timestamp"]).utcoffset() is not None
@@ -485,7 +526,10 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Populated:
     advance(ws, "IAPHANG-1", "accept_idea", user="tuan")
     # IALE-2: production, two of its five mandatory documents filed
     register(
-        ws, user="lan", product="Mật ong Ia Le", producer="THT Mật ong Ia Le",
+        ws,
+        user="lan",
+        product="Mật ong Ia Le",
+        producer="THT Mật ong Ia Le",
         extra=("--id", "IALE-2"),
     )
     for trigger in ("accept_idea", "approve_plan"):
@@ -493,14 +537,22 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Populated:
     attach(ws, "IALE-2", ("registration_form", "business_plan"), user="lan")
     # IALE-3: withdrawn, on the pilot workflow, a month later
     register(
-        ws, user="lan", product="Chè dây Ia Le", producer="Tổ hợp tác Chè Ia Le", now=LATER,
+        ws,
+        user="lan",
+        product="Chè dây Ia Le",
+        producer="Tổ hợp tác Chè Ia Le",
+        now=LATER,
         extra=("--id", "IALE-3", "--workflow", "ocop-pilot"),
     )
     advance(ws, "IALE-3", "withdraw", "--reason", "Chủ thể xin rút hồ sơ", user="lan", now=LATER)
     return Populated(
         ws,
-        {"registration": "IALE-1", "business_plan": "IAPHANG-1", "production": "IALE-2",
-         "withdrawn": "IALE-3"},
+        {
+            "registration": "IALE-1",
+            "business_plan": "IAPHANG-1",
+            "production": "IALE-2",
+            "withdrawn": "IALE-3",
+        },
         entries=1 + 2 + 5 + 2,
     )
 
@@ -583,8 +635,12 @@ def test_audit_export_writes_every_entry_as_csv_and_jsonl(
     per_dossier: dict[str, list[int]] = {}
     for doc in docs:
         per_dossier.setdefault(doc["dossier"], []).append(doc["seq"])
-    assert per_dossier == {"IALE-1": [1], "IALE-2": [1, 2, 3, 4, 5], "IALE-3": [1, 2],
-                           "IAPHANG-1": [1, 2]}
+    assert per_dossier == {
+        "IALE-1": [1],
+        "IALE-2": [1, 2, 3, 4, 5],
+        "IALE-3": [1, 2],
+        "IAPHANG-1": [1, 2],
+    }
     withdrawn = next(d for d in docs if d["trigger"] == "withdraw")
     assert withdrawn["reason"] == "Chủ thể xin rút hồ sơ"
     assert PRODUCT in jsonl.stdout
@@ -593,8 +649,19 @@ def test_audit_export_writes_every_entry_as_csv_and_jsonl(
     assert as_csv.code == 0, str(as_csv)
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert len(rows) == populated.entries
-    assert {"dossier", "seq", "trigger", "from", "to", "actor", "reason", "at", "data",
-            "prev_hash", "hash"} <= set(rows[0])
+    assert {
+        "dossier",
+        "seq",
+        "trigger",
+        "from",
+        "to",
+        "actor",
+        "reason",
+        "at",
+        "data",
+        "prev_hash",
+        "hash",
+    } <= set(rows[0])
     assert [(r["dossier"], int(r["seq"]), r["hash"]) for r in rows] == [
         (d["dossier"], d["seq"], d["hash"]) for d in docs
     ]
@@ -602,8 +669,9 @@ def test_audit_export_writes_every_entry_as_csv_and_jsonl(
     assert any(PRODUCT in r["data"] for r in rows)
 
     out = tmp_path / "recent.jsonl"
-    since = ws.run("audit", "export", "--format", "jsonl", "--since", "2026-03-15",
-                   "-o", str(out), now=T0)
+    since = ws.run(
+        "audit", "export", "--format", "jsonl", "--since", "2026-03-15", "-o", str(out), now=T0
+    )
     assert since.code == 0, str(since)
     assert since.stdout == ""
     recent = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -636,13 +704,28 @@ def test_workflow_show_json_describes_states_triggers_and_roles(populated: Popul
     document = ok(populated.ws, "workflow", "show", "ocop-1489")
     assert document["name"] == "ocop-1489"
     assert document["stages"] == [
-        "registration", "business_plan", "production", "evaluation", "promotion", "review",
+        "registration",
+        "business_plan",
+        "production",
+        "evaluation",
+        "promotion",
+        "review",
     ]
     states = {s["name"]: s for s in document["states"]}
     assert set(states) == {
-        "registration", "business_plan", "production", "evaluation_commune",
-        "evaluation_province", "evaluation_central", "promotion", "review",
-        "closed", "rejected", "withdrawn", "expired", "revoked",
+        "registration",
+        "business_plan",
+        "production",
+        "evaluation_commune",
+        "evaluation_province",
+        "evaluation_central",
+        "promotion",
+        "review",
+        "closed",
+        "rejected",
+        "withdrawn",
+        "expired",
+        "revoked",
     }
     assert states["evaluation_province"]["stage"] == "evaluation"
     assert states["closed"]["final"] is True
@@ -656,8 +739,19 @@ def test_workflow_show_json_describes_states_triggers_and_roles(populated: Popul
     assert moves[("expire", "promotion")]["roles"] == ["system"]
     triggers = {t["trigger"] for t in document["transitions"]}
     assert triggers >= {
-        "accept_idea", "approve_plan", "reject", "submit_dossier", "forward", "return_dossier",
-        "certify", "not_certified", "start_review", "renew", "close", "withdraw", "revoke",
+        "accept_idea",
+        "approve_plan",
+        "reject",
+        "submit_dossier",
+        "forward",
+        "return_dossier",
+        "certify",
+        "not_certified",
+        "start_review",
+        "renew",
+        "close",
+        "withdraw",
+        "revoke",
         "expire",
     }
 
@@ -666,9 +760,14 @@ def test_workflow_show_lists_ten_dossier_ids_then_points_to_dossier_list() -> No
     from ocop_workflow.cli import _dossiers_line
 
     ids = [f"OCOP-2026-{n:04d}" for n in range(1, 13)]
-    line = _dossiers_line("ocop-1489", {
-        "dossiers": 12, "dossier_ids": ids, "dossiers_by_version": {"1489/QĐ-TTg": 12},
-    })
+    line = _dossiers_line(
+        "ocop-1489",
+        {
+            "dossiers": 12,
+            "dossier_ids": ids,
+            "dossiers_by_version": {"1489/QĐ-TTg": 12},
+        },
+    )
     assert line.splitlines() == [
         "dossiers on ocop-1489: 12 (12 on 1489/QĐ-TTg)",
         "  " + ", ".join(ids[:10]) + ", … 2 more",

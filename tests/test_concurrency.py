@@ -90,17 +90,22 @@ def race(ws: Workspace, commands: list[list[str]], user: str) -> list[tuple[int,
 def register(ws: Workspace) -> str:
     document = ok(
         ws,
-        "dossier", "register",
-        "--product", "Cà phê bột Ia Le",
-        "--producer", "HTX Cà phê Ia Le",
-        "--commune", "Ia Le",
+        "dossier",
+        "register",
+        "--product",
+        "Cà phê bột Ia Le",
+        "--producer",
+        "HTX Cà phê Ia Le",
+        "--commune",
+        "Ia Le",
         user="htx_iale",
     )
     return str(document["id"])
 
 
-def check_one_winner(ws: Workspace, dossier_id: str, results: list[tuple[int, str, str]],
-                     allowed_losers: set[int]) -> None:
+def check_one_winner(
+    ws: Workspace, dossier_id: str, results: list[tuple[int, str, str]], allowed_losers: set[int]
+) -> None:
     codes = sorted(code for code, _, _ in results)
     assert codes.count(0) == 1, results
     assert set(codes) - {0} <= allowed_losers, results
@@ -109,7 +114,9 @@ def check_one_winner(ws: Workspace, dossier_id: str, results: list[tuple[int, st
         if code == 0:
             moved = json.loads(out)
             assert (moved["from"], moved["to"], moved["seq"]) == (
-                "registration", "business_plan", 2,
+                "registration",
+                "business_plan",
+                2,
             )
             continue
         error = json.loads(out)["error"]
@@ -149,11 +156,16 @@ def test_eight_processes_expecting_version_1_only_one_moves_it(workspace: Worksp
 def test_eight_processes_registering_one_id_only_one_gets_it(workspace: Workspace) -> None:
     ws = workspace
     command = [
-        "dossier", "register",
-        "--product", "Mật ong Ia Le",
-        "--producer", "HTX Cà phê Ia Le",
-        "--commune", "Ia Le",
-        "--id", "IALE-RACE-1",
+        "dossier",
+        "register",
+        "--product",
+        "Mật ong Ia Le",
+        "--producer",
+        "HTX Cà phê Ia Le",
+        "--commune",
+        "Ia Le",
+        "--id",
+        "IALE-RACE-1",
         "--json",
     ]
     results = race(ws, [command] * RACERS, user="htx_iale")

@@ -123,8 +123,9 @@ def data(text: str = EVERY_KEY) -> dict[str, Any]:
     return copy.deepcopy(tomllib.loads(text))
 
 
-def parse(raw: dict[str, Any], env: dict[str, str] | None = None, folder: Path = Path("/srv/ocop")
-          ) -> Any:
+def parse(
+    raw: dict[str, Any], env: dict[str, str] | None = None, folder: Path = Path("/srv/ocop")
+) -> Any:
     return parse_config(raw, folder / "config.toml", env or {})
 
 
@@ -155,7 +156,9 @@ def test_every_documented_key_is_accepted_and_read() -> None:
     assert config.database_url == f"sqlite:///{base / 'data/ocop.db'}"
     assert config.workflows_dir == base / "quy-trinh"
     assert (config.default_workflow, config.timezone, config.holidays) == (
-        "ocop-148", "Asia/Bangkok", "VN"
+        "ocop-148",
+        "Asia/Bangkok",
+        "VN",
     )
     assert config.allow_clock_override is True
     assert config.default_user == "lan"
@@ -165,26 +168,38 @@ def test_every_documented_key_is_accepted_and_read() -> None:
     assert (n.max_attempts, n.backoff_seconds, n.batch_size) == (7, 2.0, 20)
     assert n.file is not None and n.file.path == base / "hop-thu/outbox.jsonl"
     assert (n.email.host, n.email.port, n.email.sender, n.email.starttls) == (
-        "smtp.gialai.gov.vn", 587, "ocop@gialai.gov.vn", True
+        "smtp.gialai.gov.vn",
+        587,
+        "ocop@gialai.gov.vn",
+        True,
     )
     assert (n.email.username, n.email.password_env, n.email.timeout_seconds) == (
-        "ocop", "OCOP_SMTP_PASSWORD", 5
+        "ocop",
+        "OCOP_SMTP_PASSWORD",
+        5,
     )
     assert (n.webhook.url, n.webhook.secret_env, n.webhook.timeout_seconds) == (
-        "https://ocop.gialai.gov.vn/hook", "OCOP_WEBHOOK_SECRET", 3.5
+        "https://ocop.gialai.gov.vn/hook",
+        "OCOP_WEBHOOK_SECRET",
+        3.5,
     )
     assert config.require_os_user is True
     assert config.documents_dir == base / "tai-lieu"
     lan = config.user("lan")
     assert (lan.name, lan.roles, lan.communes, lan.email, lan.os_user) == (
-        "Nguyễn Thị Lan", frozenset({"commune_officer"}), frozenset({"Ia Le"}),
-        "lan@example.vn", "lan",
+        "Nguyễn Thị Lan",
+        frozenset({"commune_officer"}),
+        frozenset({"Ia Le"}),
+        "lan@example.vn",
+        "lan",
     )
     assert config.user("htx_iale").organisation == "HTX Cà phê Ia Le"
     assert config.user("hung").covers("Ia Phang")
     council = config.councils["tinh"]
     assert (council.level, council.chair, set(council.members)) == (
-        "province", "hung", {"hung", "mai"}
+        "province",
+        "hung",
+        {"hung", "mai"},
     )
     assert config.targets[2026]["new_products_3_stars"] == 30
     assert len(config.targets[2026]) == 10
@@ -203,7 +218,9 @@ def test_a_config_of_users_only_takes_the_documented_defaults() -> None:
     assert config.database_url == "sqlite:////srv/ocop/ocop.db"
     assert config.workflows_dir == Path("/srv/ocop/workflows")
     assert (config.default_workflow, config.timezone, config.holidays) == (
-        "ocop-1489", "Asia/Ho_Chi_Minh", "VN"
+        "ocop-1489",
+        "Asia/Ho_Chi_Minh",
+        "VN",
     )
     assert config.allow_clock_override is False and config.require_os_user is False
     assert config.sweep_interval_seconds == 30
@@ -303,8 +320,19 @@ def test_a_count_or_interval_that_is_not_positive_is_refused(dotted: str, value:
 
 @pytest.mark.parametrize(
     "table",
-    ["database", "engine", "clock", "cli", "scheduler", "notifications", "security",
-     "documents", "users", "councils", "targets"],
+    [
+        "database",
+        "engine",
+        "clock",
+        "cli",
+        "scheduler",
+        "notifications",
+        "security",
+        "documents",
+        "users",
+        "councils",
+        "targets",
+    ],
 )
 def test_a_table_given_as_a_plain_value_is_refused_by_name(table: str) -> None:
     raw = data()
@@ -351,8 +379,9 @@ def test_a_council_member_who_is_not_a_user_is_refused() -> None:
 
 
 def test_the_system_role_cannot_be_given_to_a_user() -> None:
-    refused(put(data(), "users.lan.roles", ["commune_officer", "system"]),
-            "'users.lan.roles'", "system")
+    refused(
+        put(data(), "users.lan.roles", ["commune_officer", "system"]), "'users.lan.roles'", "system"
+    )
 
 
 def test_a_user_cannot_be_named_system() -> None:
@@ -419,8 +448,9 @@ def test_a_missing_config_file_is_a_config_error_naming_it(tmp_path: Path) -> No
 
 def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    path.write_text('[database]\nurl = "sqlite:///ocop.db"\n\n[engine\ntimezone = "x"\n',
-                    encoding="utf-8")
+    path.write_text(
+        '[database]\nurl = "sqlite:///ocop.db"\n\n[engine\ntimezone = "x"\n', encoding="utf-8"
+    )
     with pytest.raises(ConfigError) as caught:
         load_config(path, {})
     assert str(path) in caught.value.message

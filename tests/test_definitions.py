@@ -162,8 +162,10 @@ BROKEN: dict[str, tuple[str, list[tuple[str, str]]]] = {
         [("transitions[1]", "unknown source state 'evaluation_provnce'")],
     ),
     "unknown_role": (
-        edit('dest = "closed"\nroles = ["province_officer"]',
-             'dest = "closed"\nroles = ["provincial_officer"]'),
+        edit(
+            'dest = "closed"\nroles = ["province_officer"]',
+            'dest = "closed"\nroles = ["provincial_officer"]',
+        ),
         [("transitions[2]", "unknown role 'provincial_officer'")],
     ),
     "unknown_guard": (
@@ -186,8 +188,12 @@ BROKEN: dict[str, tuple[str, list[tuple[str, str]]]] = {
     ),
     "duplicate_trigger_and_source": (
         MINI + EXTRA_TRANSITION.format(trigger="close", source="promotion", dest="withdrawn"),
-        [("transitions[5]",
-          "trigger 'close' from 'promotion' is already defined by transitions[2]")],
+        [
+            (
+                "transitions[5]",
+                "trigger 'close' from 'promotion' is already defined by transitions[2]",
+            )
+        ],
     ),
     "typo_in_workflow_key": (
         edit('title = "', 'titel = "'),
@@ -239,8 +245,12 @@ BROKEN: dict[str, tuple[str, list[tuple[str, str]]]] = {
     ),
     "on_expiry_trigger_not_from_that_state": (
         edit('on_expiry = "expire"', 'on_expiry = "submit"'),
-        [("states.promotion.deadline",
-          "on_expiry: trigger 'submit' does not exist from 'promotion'")],
+        [
+            (
+                "states.promotion.deadline",
+                "on_expiry: trigger 'submit' does not exist from 'promotion'",
+            )
+        ],
     ),
     "from_field_that_is_not_a_date": (
         edit('from_field = "certified_on"', 'from_field = "note"'),
@@ -329,7 +339,12 @@ def test_every_shipped_workflow_has_the_names_scripts_rely_on() -> None:
     for path in sorted(WORKFLOWS.glob("*.toml")):
         wf = load_workflow_file(path)
         assert wf.stages == (
-            "registration", "business_plan", "production", "evaluation", "promotion", "review"
+            "registration",
+            "business_plan",
+            "production",
+            "evaluation",
+            "promotion",
+            "review",
         ), path.name
         finals = {s.name for s in wf.states.values() if s.final}
         assert finals == {"closed", "rejected", "withdrawn", "expired", "revoked"}, path.name
@@ -338,9 +353,22 @@ def test_every_shipped_workflow_has_the_names_scripts_rely_on() -> None:
         levels = [s for s in wf.states if s.startswith("evaluation_")]
         assert levels and all(wf.states[s].level for s in levels), path.name
         assert wf.initial.name == "registration"
-        for trigger in ("accept_idea", "approve_plan", "submit_dossier", "forward",
-                        "return_dossier", "certify", "not_certified", "start_review", "renew",
-                        "close", "reject", "withdraw", "revoke", "expire"):
+        for trigger in (
+            "accept_idea",
+            "approve_plan",
+            "submit_dossier",
+            "forward",
+            "return_dossier",
+            "certify",
+            "not_certified",
+            "start_review",
+            "renew",
+            "close",
+            "reject",
+            "withdraw",
+            "revoke",
+            "expire",
+        ):
             assert trigger in wf.triggers, (path.name, trigger)
         expire = [t for t in wf.transitions if t.trigger == "expire"]
         assert all(t.roles == ("system",) for t in expire), path.name
@@ -429,9 +457,7 @@ def test_validate_names_a_file_that_does_not_exist(tmp_path: Path, cli: Workspac
     assert str(missing) in result.stdout + result.stderr
 
 
-def test_two_files_with_the_same_workflow_name_are_refused(
-    tmp_path: Path, cli: Workspace
-) -> None:
+def test_two_files_with_the_same_workflow_name_are_refused(tmp_path: Path, cli: Workspace) -> None:
     first = write(tmp_path, "mini", MINI)
     second = write(tmp_path, "mini-copy", MINI)
     result = cli.run("workflow", "validate", str(first), str(second), "--json")
@@ -463,8 +489,19 @@ def test_register_pins_the_workflow_name_and_version_on_the_dossier(tmp_path: Pa
     )
     ws = initialised(tmp_path)
     shipped = tomllib.loads((folder / "ocop-1489.toml").read_text("utf-8"))["workflow"]
-    args = ("dossier", "register", "--product", "Cà phê bột Ia Le", "--producer",
-            "HTX Cà phê Ia Le", "--commune", "Ia Le", "--workflow", "ocop-1489", "--json")
+    args = (
+        "dossier",
+        "register",
+        "--product",
+        "Cà phê bột Ia Le",
+        "--producer",
+        "HTX Cà phê Ia Le",
+        "--commune",
+        "Ia Le",
+        "--workflow",
+        "ocop-1489",
+        "--json",
+    )
     first = ws.run(*args, user="lan", now="2026-03-02T09:00+07:00", check=True).json()
     assert (first["workflow"], first["workflow_version"]) == ("ocop-1489", shipped["version"])
 
@@ -483,9 +520,9 @@ def test_register_pins_the_workflow_name_and_version_on_the_dossier(tmp_path: Pa
     engine = sa.create_engine(ws.url)
     try:
         with engine.connect() as conn:
-            stored = dict(conn.execute(
-                sa.select(dossier_t.c.id, dossier_t.c.workflow_version)
-            ).all())
+            stored = dict(
+                conn.execute(sa.select(dossier_t.c.id, dossier_t.c.workflow_version)).all()
+            )
     finally:
         engine.dispose()
     assert stored == {first["id"]: shipped["version"], second["id"]: amended}
@@ -494,8 +531,19 @@ def test_register_pins_the_workflow_name_and_version_on_the_dossier(tmp_path: Pa
 def test_register_with_an_unknown_workflow_is_not_found(tmp_path: Path) -> None:
     write_config(tmp_path)
     ws = initialised(tmp_path)
-    result = ws.run("dossier", "register", "--product", "Cà phê", "--producer",
-                    "HTX Cà phê Ia Le", "--commune", "Ia Le", "--workflow", "ocop-9999",
-                    user="lan", now="2026-03-02T09:00+07:00")
+    result = ws.run(
+        "dossier",
+        "register",
+        "--product",
+        "Cà phê",
+        "--producer",
+        "HTX Cà phê Ia Le",
+        "--commune",
+        "Ia Le",
+        "--workflow",
+        "ocop-9999",
+        user="lan",
+        now="2026-03-02T09:00+07:00",
+    )
     assert result.code == 3, result
     assert "ocop-9999" in result.stderr

@@ -39,7 +39,12 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Rehearsed:
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "ocop_workflow.demo", "--dir", str(folder)],
-        capture_output=True, text=True, encoding="utf-8", env=clean_env(), cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=clean_env(),
+        cwd=ROOT,
+        timeout=300,
     )
     return folder, done, time.perf_counter() - started
 
@@ -48,7 +53,11 @@ def ocop(folder: Path, *args: str) -> Any:
     """``ocop ARGS --json`` against the rehearsal's own config, at the end of 2020."""
     done = subprocess.run(
         [sys.executable, "-m", "ocop_workflow", *args, "--json"],
-        capture_output=True, text=True, encoding="utf-8", cwd=folder, timeout=120,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=folder,
+        timeout=120,
         env=clean_env(OCOP_CONFIG=str(folder / "config.toml"), OCOP_NOW=END_OF_YEAR),
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
@@ -57,8 +66,10 @@ def ocop(folder: Path, *args: str) -> Any:
 
 def reaching_3_stars() -> list[demo.Product]:
     return [
-        p for p in demo.NEW
-        if p.district_score is not None and p.district_score >= 50
+        p
+        for p in demo.NEW
+        if p.district_score is not None
+        and p.district_score >= 50
         and p.story not in ("not_certified", "rejected")
     ]
 
@@ -148,8 +159,10 @@ def test_the_outbox_holds_reminders_deadlines_and_escalations_of_the_two_late_do
     late = {p.story: listed[p.product] for p in demo.NEW if p.story in ("late_idea", "late_plan")}
     assert set(late) == {"late_idea", "late_plan"}
 
-    lines = [json.loads(line) for line in
-             (folder / "outbox.jsonl").read_text(encoding="utf-8").splitlines()]
+    lines = [
+        json.loads(line)
+        for line in (folder / "outbox.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert lines
     for story, dossier in late.items():
         kinds = {line["kind"] for line in lines if line["dossier"] == dossier}
@@ -176,8 +189,13 @@ def test_make_demo_from_a_clean_clone_installs_and_reports_the_rehearsed_figures
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
     env = {k: v for k, v in clean_env().items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     done = subprocess.run(
-        ["make", "demo"], cwd=clone, capture_output=True, text=True, encoding="utf-8",
-        env=env, timeout=600,
+        ["make", "demo"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=600,
     )
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert "audit verify: ok" in done.stdout
@@ -186,7 +204,11 @@ def test_make_demo_from_a_clean_clone_installs_and_reports_the_rehearsed_figures
         assert (output / name).is_file(), name
     report = subprocess.run(
         [str(clone / ".venv" / "bin" / "ocop"), "report", "progress", "--year", "2020", "--json"],
-        capture_output=True, text=True, encoding="utf-8", cwd=clone, timeout=120,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=clone,
+        timeout=120,
         env=clean_env(OCOP_CONFIG=str(output / "config.toml"), OCOP_NOW=END_OF_YEAR),
     )
     assert report.returncode == 0, report.stderr

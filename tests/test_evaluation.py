@@ -131,12 +131,29 @@ def attach(
 
 
 def score(
-    ws: Workspace, dossier_id: str, member: str, parts: tuple[float, float, float],
-    *, user: str, now: str = T_SCORE,
+    ws: Workspace,
+    dossier_id: str,
+    member: str,
+    parts: tuple[float, float, float],
+    *,
+    user: str,
+    now: str = T_SCORE,
 ) -> Result:
     a, b, c = parts
-    return ws.run("score", dossier_id, "--member", member, "--a", str(a), "--b", str(b),
-                  "--c", str(c), user=user, now=now)
+    return ws.run(
+        "score",
+        dossier_id,
+        "--member",
+        member,
+        "--a",
+        str(a),
+        "--b",
+        str(b),
+        "--c",
+        str(c),
+        user=user,
+        now=now,
+    )
 
 
 def closed_result(result: Result, level: str) -> dict[str, Any]:
@@ -155,8 +172,16 @@ def close_refused(ws: Workspace, dossier_id: str, chair: str = "chair") -> str:
 
 
 def certify_args(dossier_id: str, number: str) -> tuple[str, ...]:
-    return ("dossier", "advance", dossier_id, "certify",
-            "--set", f"certificate_no={number}", "--set", f"decision_no=QĐ-{number}")
+    return (
+        "dossier",
+        "advance",
+        dossier_id,
+        "certify",
+        "--set",
+        f"certificate_no={number}",
+        "--set",
+        f"decision_no=QĐ-{number}",
+    )
 
 
 def blobs(ws: Workspace) -> list[Path]:
@@ -172,8 +197,21 @@ def test_1489_commune_pre_assessment_then_province_council_recognises_and_certif
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    d = ok(ws, "dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
-           "--commune", "Ia Le", "--group", "beverages", user="htx_iale", now=T_REGISTER)["id"]
+    d = ok(
+        ws,
+        "dossier",
+        "register",
+        "--product",
+        PRODUCT,
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
+        "--group",
+        "beverages",
+        user="htx_iale",
+        now=T_REGISTER,
+    )["id"]
     ok(ws, "dossier", "advance", d, "accept_idea", user="lan", now=T_IDEA)
     ok(ws, "dossier", "advance", d, "approve_plan", user="lan", now=T_PLAN)
     attach_mandatory(ws, d, now=T_PREPARE)
@@ -189,16 +227,18 @@ def test_1489_commune_pre_assessment_then_province_council_recognises_and_certif
     for member, parts in FOUR_STAR_COUNCIL.items():
         result = score(ws, d, member, parts, user=member)
         assert result.code == 0, str(result)
-    result = closed_result(ws.run("score", d, "--close", "--json", user="chair", now=T_SCORE),
-                           "province")
+    result = closed_result(
+        ws.run("score", d, "--close", "--json", user="chair", now=T_SCORE), "province"
+    )
     assert result["score"] == 72.4
     assert (result["stars_by_points"], result["stars"], result["capped"]) == (4, 4, [])
     assert result["present"] == sorted(PROVINCE_PRESENT)
     assert result["absent"] == ["m6"]
 
     # 72.4 is below the 90 points the province needs to propose a product to the central council
-    message = refused(ws, 4, "refused", "dossier", "advance", d, "forward", user="hung",
-                      now=T_CERTIFY)
+    message = refused(
+        ws, 4, "refused", "dossier", "advance", d, "forward", user="hung", now=T_CERTIFY
+    )
     assert "score_at_least" in message and "90" in message
 
     certified = ok(ws, *certify_args(d, "GCN-2026-014"), user="hung", now=T_CERTIFY)
@@ -231,7 +271,12 @@ def test_1489_commune_pre_assessment_then_province_council_recognises_and_certif
     assert [e["actor"] for e in closes] == ["chair"]
     assert entries.index(closes[0]) > entries.index(scores[-1])
     assert [e["trigger"] for e in entries if e["from"] != e["to"]] == [
-        "register", "accept_idea", "approve_plan", "submit_dossier", "forward", "certify",
+        "register",
+        "accept_idea",
+        "approve_plan",
+        "submit_dossier",
+        "forward",
+        "certify",
     ]
     assert [e["trigger"] for e in entries].count("attach") == len(MANDATORY_DOCUMENTS) + 3
 
@@ -247,8 +292,13 @@ def test_closing_needs_75_percent_of_the_members(sqlite_workspace: Workspace) ->
     ws = sqlite_workspace
     [d] = import_dossiers(ws, [dossier_row("OCOP-T-FEW", "evaluation_province")])
     # four of seven (57 %), the chair among them: below the 75 % quorum
-    council_scores(ws, d, {m: (30.0, 20.0, 25.0) for m in ("chair", "m1", "m2", "m3")},
-                   close=False, now=T_SCORE)
+    council_scores(
+        ws,
+        d,
+        {m: (30.0, 20.0, 25.0) for m in ("chair", "m1", "m2", "m3")},
+        close=False,
+        now=T_SCORE,
+    )
     message = close_refused(ws, d)
     assert "council_quorum" in message
     assert "4 of 7" in message
@@ -262,14 +312,20 @@ def test_closing_needs_the_chair_and_totals_within_10_points_until_the_member_re
     ws = sqlite_workspace
     [d] = import_dossiers(ws, [dossier_row("OCOP-T-SPREAD", "evaluation_province")])
     # six of seven members (enough by count), the chair absent, m5 12 points below m1
-    council_scores(ws, d, {
-        "m1": (30.0, 20.0, 30.0),     # 80, the highest
-        "m2": (30.0, 20.0, 29.0),     # 79
-        "m3": (30.0, 20.0, 29.0),
-        "m4": (30.0, 20.0, 29.0),
-        "m5": (28.0, 18.0, 22.0),     # 68: 12 points below m1
-        "m6": (30.0, 20.0, 29.0),
-    }, close=False, now=T_SCORE)
+    council_scores(
+        ws,
+        d,
+        {
+            "m1": (30.0, 20.0, 30.0),  # 80, the highest
+            "m2": (30.0, 20.0, 29.0),  # 79
+            "m3": (30.0, 20.0, 29.0),
+            "m4": (30.0, 20.0, 29.0),
+            "m5": (28.0, 18.0, 22.0),  # 68: 12 points below m1
+            "m6": (30.0, 20.0, 29.0),
+        },
+        close=False,
+        now=T_SCORE,
+    )
     message = close_refused(ws, d)
     assert "council_quorum" in message
     assert "the chair (chair)" in message
@@ -280,8 +336,17 @@ def test_closing_needs_the_chair_and_totals_within_10_points_until_the_member_re
     # a re-score needs a reason
     message = refused(ws, 4, "refused", "score", d, "--rescore", "--member", "m5", user="chair")
     assert "reason" in message
-    cleared = ok(ws, "score", d, "--rescore", "--member", "m5",
-                 "--reason", "Hội đồng thảo luận lại tiêu chí chất lượng", user="chair")
+    cleared = ok(
+        ws,
+        "score",
+        d,
+        "--rescore",
+        "--member",
+        "m5",
+        "--reason",
+        "Hội đồng thảo luận lại tiêu chí chất lượng",
+        user="chair",
+    )
     assert "m5" not in cleared["scoring"]["province"]["scores"]
     assert len(cleared["scoring"]["province"]["scores"]) == 5
     result = score(ws, d, "m5", (30.0, 20.0, 26.0), user="m5")  # 76
@@ -294,8 +359,9 @@ def test_closing_needs_the_chair_and_totals_within_10_points_until_the_member_re
 
     result = score(ws, d, "chair", (30.0, 20.0, 29.0), user="chair")  # 79
     assert result.code == 0, str(result)
-    result = closed_result(ws.run("score", d, "--close", "--json", user="chair", now=T_SCORE),
-                           "province")
+    result = closed_result(
+        ws.run("score", d, "--close", "--json", user="chair", now=T_SCORE), "province"
+    )
     assert result["score"] == round((79 * 5 + 80 + 76) / 7, 2)
     assert result["stars_by_points"] == 4
     assert result["absent"] == []
@@ -316,13 +382,20 @@ def test_totals_exactly_10_points_apart_are_not_more_than_10_apart(
     """The rule re-scores when members differ by *more than* 10 points; 54.4 and 64.4 differ
     by exactly 10 (a difference the float subtraction makes 10.000000000000007)."""
     ws = sqlite_workspace
-    [d] = import_dossiers(ws, [dossier_row("OCOP-T-TEN", "evaluation_district",
-                                           workflow="ocop-148")])
-    result = council_scores(ws, d, {
-        "h_chair": (20.0, 14.0, 20.4),  # 54.4
-        "h1": (24.0, 16.0, 20.0),       # 60
-        "h2": (24.0, 16.0, 24.4),       # 64.4
-    }, chair="h_chair", now=T_SCORE)
+    [d] = import_dossiers(
+        ws, [dossier_row("OCOP-T-TEN", "evaluation_district", workflow="ocop-148")]
+    )
+    result = council_scores(
+        ws,
+        d,
+        {
+            "h_chair": (20.0, 14.0, 20.4),  # 54.4
+            "h1": (24.0, 16.0, 20.0),  # 60
+            "h2": (24.0, 16.0, 24.4),  # 64.4
+        },
+        chair="h_chair",
+        now=T_SCORE,
+    )
     assert result.code == 0, f"totals exactly 10 apart were refused: {result}"
     assert closed_result(result, "district")["score"] == 59.6
 
@@ -343,8 +416,7 @@ def test_province_may_not_give_5_stars_it_forwards_to_the_central_council(
     )
     assert (result["score"], result["stars"], result["capped"]) == (92.0, 5, [])
 
-    message = refused(ws, 4, "refused", *certify_args(d, "GCN-TINH-5"), user="hung",
-                      now=T_CERTIFY)
+    message = refused(ws, 4, "refused", *certify_args(d, "GCN-TINH-5"), user="hung", now=T_CERTIFY)
     assert "stars_within_level" in message
     assert "5★" in message and "evaluation_province" in message
     assert "certificate_details" not in message and "scoring_closed" not in message
@@ -353,8 +425,13 @@ def test_province_may_not_give_5_stars_it_forwards_to_the_central_council(
     assert (forwarded["from"], forwarded["to"]) == ("evaluation_province", "evaluation_central")
 
     result = closed_result(
-        council_scores(ws, d, {m: (38.0, 24.0, 33.0) for m in ("tw_chair", "tw1", "tw2")},
-                       chair="tw_chair", now=T_CENTRAL),
+        council_scores(
+            ws,
+            d,
+            {m: (38.0, 24.0, 33.0) for m in ("tw_chair", "tw1", "tw2")},
+            chair="tw_chair",
+            now=T_CENTRAL,
+        ),
         "central",
     )
     assert (result["score"], result["stars"]) == (95.0, 5)
@@ -394,20 +471,25 @@ def test_148_district_recognises_3_stars_and_forwards_70_points_to_the_province(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    d68, d72 = import_dossiers(ws, [
-        dossier_row("OCOP-148-68", "evaluation_district", workflow="ocop-148"),
-        dossier_row("OCOP-148-72", "evaluation_district", workflow="ocop-148"),
-    ])
+    d68, d72 = import_dossiers(
+        ws,
+        [
+            dossier_row("OCOP-148-68", "evaluation_district", workflow="ocop-148"),
+            dossier_row("OCOP-148-72", "evaluation_district", workflow="ocop-148"),
+        ],
+    )
     district = ("h_chair", "h1", "h2")
 
     result = closed_result(
-        council_scores(ws, d68, {m: (27.0, 17.0, 24.0) for m in district}, chair="h_chair",
-                       now=T_SCORE),
+        council_scores(
+            ws, d68, {m: (27.0, 17.0, 24.0) for m in district}, chair="h_chair", now=T_SCORE
+        ),
         "district",
     )
     assert (result["score"], result["stars"]) == (68.0, 3)
-    message = refused(ws, 4, "refused", "dossier", "advance", d68, "forward", user="dung",
-                      now=T_CERTIFY)
+    message = refused(
+        ws, 4, "refused", "dossier", "advance", d68, "forward", user="dung", now=T_CERTIFY
+    )
     assert "score_at_least" in message and "70" in message
     certified = ok(ws, *certify_args(d68, "GCN-H-3"), user="dung", now=T_CERTIFY)
     assert (certified["from"], certified["to"]) == ("evaluation_district", "promotion")
@@ -416,13 +498,13 @@ def test_148_district_recognises_3_stars_and_forwards_70_points_to_the_province(
     for kind in FOUR_STAR_DOCUMENTS:
         attach(ws, d72, kind)
     result = closed_result(
-        council_scores(ws, d72, {m: (29.0, 18.0, 25.0) for m in district}, chair="h_chair",
-                       now=T_SCORE),
+        council_scores(
+            ws, d72, {m: (29.0, 18.0, 25.0) for m in district}, chair="h_chair", now=T_SCORE
+        ),
         "district",
     )
     assert (result["score"], result["stars"]) == (72.0, 4)
-    message = refused(ws, 4, "refused", *certify_args(d72, "GCN-H-4"), user="dung",
-                      now=T_CERTIFY)
+    message = refused(ws, 4, "refused", *certify_args(d72, "GCN-H-4"), user="dung", now=T_CERTIFY)
     assert "stars_within_level" in message
     assert "4★" in message and "evaluation_district" in message
     forwarded = ok(ws, "dossier", "advance", d72, "forward", user="dung", now=T_CERTIFY)
@@ -431,25 +513,31 @@ def test_148_district_recognises_3_stars_and_forwards_70_points_to_the_province(
 
 def test_1048_district_forwards_50_points_to_the_province(sqlite_workspace: Workspace) -> None:
     ws = sqlite_workspace
-    d49, d55 = import_dossiers(ws, [
-        dossier_row("OCOP-1048-49", "evaluation_district", workflow="ocop-1048"),
-        dossier_row("OCOP-1048-55", "evaluation_district", workflow="ocop-1048"),
-    ])
+    d49, d55 = import_dossiers(
+        ws,
+        [
+            dossier_row("OCOP-1048-49", "evaluation_district", workflow="ocop-1048"),
+            dossier_row("OCOP-1048-55", "evaluation_district", workflow="ocop-1048"),
+        ],
+    )
     district = ("h_chair", "h1", "h2")
     result = closed_result(
-        council_scores(ws, d49, {m: (17.0, 12.0, 20.0) for m in district}, chair="h_chair",
-                       now=T_SCORE),
+        council_scores(
+            ws, d49, {m: (17.0, 12.0, 20.0) for m in district}, chair="h_chair", now=T_SCORE
+        ),
         "district",
     )
     assert result["score"] == 49.0
-    message = refused(ws, 4, "refused", "dossier", "advance", d49, "forward", user="dung",
-                      now=T_CERTIFY)
+    message = refused(
+        ws, 4, "refused", "dossier", "advance", d49, "forward", user="dung", now=T_CERTIFY
+    )
     assert "score_at_least" in message and "50" in message
 
     # part C counts up to 40 under 1048
     result = closed_result(
-        council_scores(ws, d55, {m: (12.0, 5.0, 38.0) for m in district}, chair="h_chair",
-                       now=T_SCORE),
+        council_scores(
+            ws, d55, {m: (12.0, 5.0, 38.0) for m in district}, chair="h_chair", now=T_SCORE
+        ),
         "district",
     )
     assert (result["score"], result["stars"]) == (55.0, 3)
@@ -461,13 +549,30 @@ def test_part_c_maximum_35_under_148_and_1489_refuses_38(sqlite_workspace: Works
     """Under 1048 part C counts up to 40 (``--c 38`` is scored in the 1048 test above); under
     148 and 1489 it counts up to 35."""
     ws = sqlite_workspace
-    d148, d1489 = import_dossiers(ws, [
-        dossier_row("OCOP-C-148", "evaluation_district", workflow="ocop-148"),
-        dossier_row("OCOP-C-1489", "evaluation_province"),
-    ])
+    d148, d1489 = import_dossiers(
+        ws,
+        [
+            dossier_row("OCOP-C-148", "evaluation_district", workflow="ocop-148"),
+            dossier_row("OCOP-C-1489", "evaluation_province"),
+        ],
+    )
     for d, member in ((d148, "h1"), (d1489, "m1")):
-        message = refused(ws, 2, "usage", "score", d, "--member", member,
-                          "--a", "30", "--b", "22", "--c", "38", user=member)
+        message = refused(
+            ws,
+            2,
+            "usage",
+            "score",
+            d,
+            "--member",
+            member,
+            "--a",
+            "30",
+            "--b",
+            "22",
+            "--c",
+            "38",
+            user=member,
+        )
         assert "--c" in message and "35" in message
 
 
@@ -475,15 +580,27 @@ def test_a_dossier_stays_on_the_rule_version_it_started_with(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    register = ("dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
-                "--commune", "Ia Le", "--group", "food")
+    register = (
+        "dossier",
+        "register",
+        "--product",
+        PRODUCT,
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
+        "--group",
+        "food",
+    )
     old = ok(ws, *register, user="htx_iale", now=T_REGISTER)
     assert (old["workflow"], old["workflow_version"]) == ("ocop-1489", "1489/QĐ-TTg")
 
     # the office switches its default rule version; the running dossier keeps its own
     text = ws.config.read_text(encoding="utf-8")
-    ws.config.write_text(text.replace('default_workflow = "ocop-1489"',
-                                      'default_workflow = "ocop-148"'), encoding="utf-8")
+    ws.config.write_text(
+        text.replace('default_workflow = "ocop-1489"', 'default_workflow = "ocop-148"'),
+        encoding="utf-8",
+    )
     new = ok(ws, *register, user="htx_iale", now=T_REGISTER)
     assert (new["workflow"], new["workflow_version"]) == ("ocop-148", "148/QĐ-TTg")
     older = ok(ws, *register, "--workflow", "ocop-1048", user="htx_iale", now=T_REGISTER)
@@ -494,8 +611,17 @@ def test_a_dossier_stays_on_the_rule_version_it_started_with(
     # 1489's rules still apply to it: the commune officer accepts the idea ...
     ok(ws, "dossier", "advance", old["id"], "accept_idea", user="lan", now=T_IDEA)
     # ... while under 148 that is the district officer's
-    message = refused(ws, 6, "permission_denied", "dossier", "advance", new["id"],
-                      "accept_idea", user="lan", now=T_IDEA)
+    message = refused(
+        ws,
+        6,
+        "permission_denied",
+        "dossier",
+        "advance",
+        new["id"],
+        "accept_idea",
+        user="lan",
+        now=T_IDEA,
+    )
     assert "district_officer" in message
 
     # workflow show tells which dossiers each rule version still carries
@@ -519,8 +645,9 @@ def own_workflows(ws: Workspace) -> Path:
     own = ws.root / "workflows"
     shutil.copytree(WORKFLOWS, own)
     text = ws.config.read_text(encoding="utf-8")
-    ws.config.write_text(text.replace(f'workflows_dir = "{WORKFLOWS}"',
-                                      f'workflows_dir = "{own}"'), encoding="utf-8")
+    ws.config.write_text(
+        text.replace(f'workflows_dir = "{WORKFLOWS}"', f'workflows_dir = "{own}"'), encoding="utf-8"
+    )
     return own
 
 
@@ -529,24 +656,56 @@ def test_rules_edited_in_place_do_not_silently_move_a_running_dossier(
 ) -> None:
     ws = sqlite_workspace
     own = own_workflows(ws)
-    dossier = ok(ws, "dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
-                 "--commune", "Ia Le", user="htx_iale", now=T_REGISTER)
+    dossier = ok(
+        ws,
+        "dossier",
+        "register",
+        "--product",
+        PRODUCT,
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
+        user="htx_iale",
+        now=T_REGISTER,
+    )
     original = (own / "ocop-1489.toml").read_text(encoding="utf-8")
     (own / "ocop-1489.toml").write_text(
         original.replace('version = "1489/QĐ-TTg"', 'version = "1489/QĐ-TTg sửa đổi"'),
-        encoding="utf-8")
+        encoding="utf-8",
+    )
 
-    message = refused(ws, 1, "workflow", "dossier", "advance", dossier["id"], "accept_idea",
-                      user="lan", now=T_IDEA)
+    message = refused(
+        ws,
+        1,
+        "workflow",
+        "dossier",
+        "advance",
+        dossier["id"],
+        "accept_idea",
+        user="lan",
+        now=T_IDEA,
+    )
     assert dossier["id"] in message
     assert "1489/QĐ-TTg sửa đổi" in message and "version 1489/QĐ-TTg," in message
     attached = ws.root / "phieu-dang-ky.pdf"
     attached.write_text("phiếu đăng ký", encoding="utf-8")
-    refused(ws, 1, "workflow", "dossier", "attach", dossier["id"], "registration_form",
-            str(attached), user="htx_iale", now=T_IDEA)
+    refused(
+        ws,
+        1,
+        "workflow",
+        "dossier",
+        "attach",
+        dossier["id"],
+        "registration_form",
+        str(attached),
+        user="htx_iale",
+        now=T_IDEA,
+    )
     # reading still works: the officer can see what the dossier is and why it is held
     assert ok(ws, "dossier", "show", dossier["id"], now=T_IDEA)["workflow_version"] == (
-        "1489/QĐ-TTg")
+        "1489/QĐ-TTg"
+    )
 
     # and `dossier triggers`, a reading command, answers: nothing may fire, and why
     triggers = ok(ws, "dossier", "triggers", dossier["id"], user="lan", now=T_IDEA)
@@ -568,23 +727,57 @@ def test_a_certificate_still_expires_on_time_while_its_rules_file_is_being_edite
     sheet = ws.root / "chung-nhan-2023.csv"
     with sheet.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["id", "product", "producer", "commune", "group", "state",
-                         "state_entered_at", "certified_on", "valid_until", "stars",
-                         "certificate_stars", "certificate_no", "decision_no"])
-        writer.writerow(["OCOP-2023-0001", PRODUCT, PRODUCER, "Ia Le", "food", "promotion",
-                         "2023-01-10", "2023-01-10", "2026-01-09", "3", "3", "OCOP-GL-2023-001",
-                         "15/QĐ-UBND"])
+        writer.writerow(
+            [
+                "id",
+                "product",
+                "producer",
+                "commune",
+                "group",
+                "state",
+                "state_entered_at",
+                "certified_on",
+                "valid_until",
+                "stars",
+                "certificate_stars",
+                "certificate_no",
+                "decision_no",
+            ]
+        )
+        writer.writerow(
+            [
+                "OCOP-2023-0001",
+                PRODUCT,
+                PRODUCER,
+                "Ia Le",
+                "food",
+                "promotion",
+                "2023-01-10",
+                "2023-01-10",
+                "2026-01-09",
+                "3",
+                "3",
+                "OCOP-GL-2023-001",
+                "15/QĐ-UBND",
+            ]
+        )
     ok(ws, "import", str(sheet), user="hung", now="2025-06-02T09:00:00+07:00")
     path = own / "ocop-1489.toml"
-    path.write_text(path.read_text(encoding="utf-8").replace(
-        'version = "1489/QĐ-TTg"', 'version = "1489/QĐ-TTg sửa đổi"'), encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace(
+            'version = "1489/QĐ-TTg"', 'version = "1489/QĐ-TTg sửa đổi"'
+        ),
+        encoding="utf-8",
+    )
 
     swept = ws.run("sweep", "--json", now="2026-02-02T09:00:00+07:00")
     assert swept.code == 0, str(swept)
     assert swept.json()["auto_transitions"] == 1, swept.stdout
     warnings = [json.loads(line) for line in swept.stderr.splitlines()]
-    assert any(w["event"] == "sweep.workflow_version_changed"
-               and w["dossier"] == "OCOP-2023-0001" for w in warnings), swept.stderr
+    assert any(
+        w["event"] == "sweep.workflow_version_changed" and w["dossier"] == "OCOP-2023-0001"
+        for w in warnings
+    ), swept.stderr
     last = ok(ws, "dossier", "history", "OCOP-2023-0001", now="2026-02-02T09:00:00+07:00")[-1]
     assert (last["trigger"], last["actor"], last["to"]) == ("expire", "system", "expired")
 
@@ -596,13 +789,29 @@ def test_submit_names_each_missing_document_and_show_lists_them(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    food, tour = import_dossiers(ws, [
-        dossier_row("OCOP-DOC-FOOD", "production", group="food"),
-        dossier_row("OCOP-DOC-TOUR", "production", group="tourism",
-                    product="Du lịch cộng đồng làng Ia Le"),
-    ])
-    message = refused(ws, 4, "refused", "dossier", "advance", food, "submit_dossier",
-                      user="htx_iale", now=T_SUBMIT)
+    food, tour = import_dossiers(
+        ws,
+        [
+            dossier_row("OCOP-DOC-FOOD", "production", group="food"),
+            dossier_row(
+                "OCOP-DOC-TOUR",
+                "production",
+                group="tourism",
+                product="Du lịch cộng đồng làng Ia Le",
+            ),
+        ],
+    )
+    message = refused(
+        ws,
+        4,
+        "refused",
+        "dossier",
+        "advance",
+        food,
+        "submit_dossier",
+        user="htx_iale",
+        now=T_SUBMIT,
+    )
     assert "documents_complete" in message
     for kind in MANDATORY_DOCUMENTS:
         assert kind in message
@@ -615,8 +824,17 @@ def test_submit_names_each_missing_document_and_show_lists_them(
     assert by_kind["registration_form"]["files"] == [f"{food}-registration_form.pdf"]
     assert by_kind["samples"]["present"] is False
     assert shown["documents_missing"] == ["organisation", "business_registration", "samples"]
-    message = refused(ws, 4, "refused", "dossier", "advance", food, "submit_dossier",
-                      user="htx_iale", now=T_SUBMIT)
+    message = refused(
+        ws,
+        4,
+        "refused",
+        "dossier",
+        "advance",
+        food,
+        "submit_dossier",
+        user="htx_iale",
+        now=T_SUBMIT,
+    )
     for kind in ("organisation", "business_registration", "samples"):
         assert kind in message
     assert "registration_form" not in message
@@ -625,11 +843,23 @@ def test_submit_names_each_missing_document_and_show_lists_them(
     # a tourism service gets a site visit instead of samples
     shown = ok(ws, "dossier", "show", tour, now=T_SUBMIT)
     assert shown["documents_missing"] == [
-        "registration_form", "business_plan", "organisation", "business_registration",
+        "registration_form",
+        "business_plan",
+        "organisation",
+        "business_registration",
         "site_visit",
     ]
-    message = refused(ws, 4, "refused", "dossier", "advance", tour, "submit_dossier",
-                      user="htx_iale", now=T_SUBMIT)
+    message = refused(
+        ws,
+        4,
+        "refused",
+        "dossier",
+        "advance",
+        tour,
+        "submit_dossier",
+        user="htx_iale",
+        now=T_SUBMIT,
+    )
     assert "site_visit" in message
     assert "samples" not in message
 
@@ -638,10 +868,13 @@ def test_the_same_file_is_stored_once_and_attaching_it_again_changes_nothing(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    first, second = import_dossiers(ws, [
-        dossier_row("OCOP-BLOB-1", "production"),
-        dossier_row("OCOP-BLOB-2", "production"),
-    ])
+    first, second = import_dossiers(
+        ws,
+        [
+            dossier_row("OCOP-BLOB-1", "production"),
+            dossier_row("OCOP-BLOB-2", "production"),
+        ],
+    )
     report = ws.root / "phieu-kiem-nghiem.pdf"
     report.write_bytes("Phiếu kết quả kiểm nghiệm số 123/KN".encode() * 1000)
     attached = ok(ws, "dossier", "attach", first, "lab_test", str(report), user="htx_iale")
@@ -723,8 +956,9 @@ def test_bad_scores_unknown_members_double_scores_and_protected_stars_write_noth
     message = refused(ws, 6, "permission_denied", "score", d, "--close", user="m1")
     assert "chair" in message
 
-    message = refused(ws, 2, "usage", *certify_args(d, "GCN-X"), "--set", "stars=5",
-                      user="hung", now=T_CERTIFY)
+    message = refused(
+        ws, 2, "usage", *certify_args(d, "GCN-X"), "--set", "stars=5", user="hung", now=T_CERTIFY
+    )
     assert "stars" in message and "protected" in message
 
     shown = ok(ws, "dossier", "show", d)

@@ -27,8 +27,7 @@ LOGIN = pwd.getpwuid(os.geteuid()).pw_name
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def ok(ws: Workspace, *args: str, user: str | None = None, now: str | None = T0,
-       **env: str) -> Any:
+def ok(ws: Workspace, *args: str, user: str | None = None, now: str | None = T0, **env: str) -> Any:
     result = ws.run(*args, "--json", user=user, now=now, **env)
     assert result.code == 0, str(result)
     assert "Traceback" not in result.stderr
@@ -71,10 +70,14 @@ def one_error_line(result: Result) -> str:
 def register(ws: Workspace, *extra: str, user: str = "htx_iale", now: str | None = T0) -> str:
     document = ok(
         ws,
-        "dossier", "register",
-        "--product", PRODUCT,
-        "--producer", PRODUCER,
-        "--commune", "Ia Le",
+        "dossier",
+        "register",
+        "--product",
+        PRODUCT,
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
         *extra,
         user=user,
         now=now,
@@ -131,8 +134,16 @@ def test_config_problem_exits_1_naming_the_key(tmp_path: Path, extra: str, key: 
 def test_unreachable_database_exits_1(sqlite_workspace: Workspace) -> None:
     ws = sqlite_workspace
     result = fails(
-        ws, 1, "environment", "dossier", "advance", "OCOP-2026-0001", "accept_idea",
-        user="lan", unchanged=False, OCOP_DATABASE_URL=UNREACHABLE,
+        ws,
+        1,
+        "environment",
+        "dossier",
+        "advance",
+        "OCOP-2026-0001",
+        "accept_idea",
+        user="lan",
+        unchanged=False,
+        OCOP_DATABASE_URL=UNREACHABLE,
     )
     line = one_error_line(result)
     assert "unreachable" in line
@@ -144,9 +155,19 @@ def test_clock_override_refused_exits_1_when_not_allowed(tmp_path: Path) -> None
     ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
     ws.run("init", check=True)
     result = fails(
-        ws, 1, "config",
-        "dossier", "register", "--product", PRODUCT, "--producer", PRODUCER, "--commune", "Ia Le",
-        user="htx_iale", now=T0,
+        ws,
+        1,
+        "config",
+        "dossier",
+        "register",
+        "--product",
+        PRODUCT,
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
+        user="htx_iale",
+        now=T0,
     )
     line = one_error_line(result)
     assert "OCOP_NOW" in line
@@ -161,17 +182,26 @@ def test_uninitialised_sqlite_database_exits_1_asking_for_init(tmp_path: Path) -
     ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'never-initialised.db'}")
     for args, user in (
         (("dossier", "list"), None),
-        (("dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
-          "--commune", "Ia Le"), "htx_iale"),
+        (
+            (
+                "dossier",
+                "register",
+                "--product",
+                PRODUCT,
+                "--producer",
+                PRODUCER,
+                "--commune",
+                "Ia Le",
+            ),
+            "htx_iale",
+        ),
     ):
         result = fails(ws, 1, "environment", *args, user=user, unchanged=False)
         assert "ocop init" in one_error_line(result)
     assert dump_database(ws.url) == {}
 
 
-def test_uninitialised_postgres_schema_exits_1_asking_for_init(
-    tmp_path: Path, pg_url: str
-) -> None:
+def test_uninitialised_postgres_schema_exits_1_asking_for_init(tmp_path: Path, pg_url: str) -> None:
     write_config(tmp_path)
     ws = Workspace(tmp_path, pg_url)
     result = fails(ws, 1, "environment", "dossier", "list", unchanged=False)
@@ -190,12 +220,29 @@ def test_malformed_values_exit_2_and_write_nothing(sqlite_workspace: Workspace) 
         (("dossier", "advance", d, "accept_idea", "--set", "note"), ("note", "KEY=VALUE")),
         (("dossier", "advance", d, "accept_idea", "--set", "colour=red"), ("colour",)),
         (("dossier", "advance", d, "accept_idea", "--set", "stars=abc"), ("stars",)),
-        (("dossier", "advance", d, "accept_idea", "--set", "producer_email=not-an-address"),
-         ("producer_email",)),
-        (("dossier", "advance", d, "accept_idea", "--set", "certified_on=2026-01-01"),
-         ("certified_on", "protected")),
-        (("dossier", "register", "--product", "X", "--producer", PRODUCER, "--commune", "Ia Le",
-          "--set", "certified_on=2026-01-01"), ("certified_on", "protected")),
+        (
+            ("dossier", "advance", d, "accept_idea", "--set", "producer_email=not-an-address"),
+            ("producer_email",),
+        ),
+        (
+            ("dossier", "advance", d, "accept_idea", "--set", "certified_on=2026-01-01"),
+            ("certified_on", "protected"),
+        ),
+        (
+            (
+                "dossier",
+                "register",
+                "--product",
+                "X",
+                "--producer",
+                PRODUCER,
+                "--commune",
+                "Ia Le",
+                "--set",
+                "certified_on=2026-01-01",
+            ),
+            ("certified_on", "protected"),
+        ),
         (("dossier", "frobnicate", d), ("frobnicate",)),
     ]
     for args, named in cases:
@@ -225,8 +272,22 @@ def test_unknown_names_exit_3(sqlite_workspace: Workspace) -> None:
     cases: list[tuple[tuple[str, ...], str | None, str]] = [
         (("dossier", "advance", "OCOP-1999-0404", "accept_idea"), "lan", "OCOP-1999-0404"),
         (("dossier", "show", "OCOP-1999-0404"), None, "OCOP-1999-0404"),
-        (("dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
-          "--commune", "Ia Le", "--workflow", "ocop-2099"), "htx_iale", "ocop-2099"),
+        (
+            (
+                "dossier",
+                "register",
+                "--product",
+                PRODUCT,
+                "--producer",
+                PRODUCER,
+                "--commune",
+                "Ia Le",
+                "--workflow",
+                "ocop-2099",
+            ),
+            "htx_iale",
+            "ocop-2099",
+        ),
         (("--as", "nobody", "dossier", "advance", d, "accept_idea"), None, "nobody"),
         (("dossier", "advance", d, "accept_idea"), "nobody", "nobody"),
         (("dossier", "advance", d, "approve_idea"), "lan", "approve_idea"),
@@ -244,8 +305,11 @@ def test_reading_commands_refuse_unknown_names_rather_than_answer_nothing(
     d = register(ws)
     cases: list[tuple[tuple[str, ...], str | None, str]] = [
         (("dossier", "list", "--state", "bussiness_plan"), None, "bussiness_plan"),
-        (("dossier", "list", "--state", "evaluation_district", "--workflow", "ocop-1489"), None,
-         "evaluation_district"),
+        (
+            ("dossier", "list", "--state", "evaluation_district", "--workflow", "ocop-1489"),
+            None,
+            "evaluation_district",
+        ),
         (("dossier", "list", "--stage", "evaluating"), None, "evaluating"),
         (("dossier", "list", "--workflow", "ocop-2099"), None, "ocop-2099"),
         (("timers", "list", "--dossier", "OCOP-1999-0404"), None, "OCOP-1999-0404"),
@@ -257,8 +321,10 @@ def test_reading_commands_refuse_unknown_names_rather_than_answer_nothing(
         result = fails(ws, 3, "not_found", *args, user=user)
         assert named in one_error_line(result), (args, result.stderr)
     # the same filters with real names answer normally
-    assert [r["id"] for r in ok(ws, "dossier", "list", "--state", "registration",
-                                "--workflow", "ocop-1489")] == [d]
+    assert [
+        r["id"]
+        for r in ok(ws, "dossier", "list", "--state", "registration", "--workflow", "ocop-1489")
+    ] == [d]
     assert ok(ws, "dossier", "list", "--state", "evaluation_district") == []  # a 148 state
     assert ok(ws, "audit", "verify", "--dossier", d)["ok"] is True
     # a stale OCOP_USER in a cron job's environment does not stop the commands that need no
@@ -290,7 +356,15 @@ def test_stale_expect_version_exits_5_and_writes_nothing(workspace: Workspace) -
     d = register(ws)
     ok(ws, "dossier", "advance", d, "accept_idea", "--expect-version", "1", user="lan")
     result = fails(
-        ws, 5, "conflict", "dossier", "advance", d, "approve_plan", "--expect-version", "1",
+        ws,
+        5,
+        "conflict",
+        "dossier",
+        "advance",
+        d,
+        "approve_plan",
+        "--expect-version",
+        "1",
         user="lan",
     )
     line = one_error_line(result)
@@ -303,9 +377,19 @@ def test_duplicate_id_on_register_exits_5_and_writes_nothing(workspace: Workspac
     ws = workspace
     register(ws, "--id", "IALE-2026-01")
     result = fails(
-        ws, 5, "conflict",
-        "dossier", "register", "--product", "Khác", "--producer", "Tổ hợp tác Khác",
-        "--commune", "Ia Le", "--id", "IALE-2026-01",
+        ws,
+        5,
+        "conflict",
+        "dossier",
+        "register",
+        "--product",
+        "Khác",
+        "--producer",
+        "Tổ hợp tác Khác",
+        "--commune",
+        "Ia Le",
+        "--id",
+        "IALE-2026-01",
         user="lan",
     )
     assert "IALE-2026-01" in one_error_line(result)
@@ -325,20 +409,73 @@ def test_permission_denied_exits_6(sqlite_workspace: Workspace) -> None:
         (("dossier", "advance", d, "accept_idea"), "council", "commune_officer"),
         # the commune: Tuấn is a commune officer of Ia Phang
         (("dossier", "advance", d, "accept_idea"), "tuan", "Ia Le"),
-        (("dossier", "register", "--product", "Tiêu", "--producer", "Tổ hợp tác Tiêu",
-          "--commune", "Ia Le"), "tuan", "Ia Le"),
+        (
+            (
+                "dossier",
+                "register",
+                "--product",
+                "Tiêu",
+                "--producer",
+                "Tổ hợp tác Tiêu",
+                "--commune",
+                "Ia Le",
+            ),
+            "tuan",
+            "Ia Le",
+        ),
         # the organisation: another producer of the same commune
-        (("dossier", "advance", d, "withdraw", "--reason", "Rút"), "htx_other",
-         "HTX Hồ tiêu Ia Le"),
-        (("dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
-          "--commune", "Ia Le"), "htx_other", "HTX Hồ tiêu Ia Le"),
+        (
+            ("dossier", "advance", d, "withdraw", "--reason", "Rút"),
+            "htx_other",
+            "HTX Hồ tiêu Ia Le",
+        ),
+        (
+            (
+                "dossier",
+                "register",
+                "--product",
+                PRODUCT,
+                "--producer",
+                PRODUCER,
+                "--commune",
+                "Ia Le",
+            ),
+            "htx_other",
+            "HTX Hồ tiêu Ia Le",
+        ),
         # a council member registers nothing
-        (("dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
-          "--commune", "Ia Le"), "council", "council"),
+        (
+            (
+                "dossier",
+                "register",
+                "--product",
+                PRODUCT,
+                "--producer",
+                PRODUCER,
+                "--commune",
+                "Ia Le",
+            ),
+            "council",
+            "council",
+        ),
         # the scheduler's identity cannot be claimed
         (("dossier", "advance", d, "accept_idea"), "system", "system"),
-        (("--as", "system", "dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
-          "--commune", "Ia Le"), None, "system"),
+        (
+            (
+                "--as",
+                "system",
+                "dossier",
+                "register",
+                "--product",
+                PRODUCT,
+                "--producer",
+                PRODUCER,
+                "--commune",
+                "Ia Le",
+            ),
+            None,
+            "system",
+        ),
     ]
     for args, user, named in cases:
         result = fails(ws, 6, "permission_denied", *args, user=user)
@@ -415,16 +552,31 @@ def test_require_os_user_acts_only_as_the_login_of_the_effective_uid(tmp_path: P
     ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
     ws.run("init", check=True)
     other_login = f"someone-else-{LOGIN}"
-    registering = ("dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
-                   "--commune", "Ia Le")
+    registering = (
+        "dossier",
+        "register",
+        "--product",
+        PRODUCT,
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
+    )
 
     # asking to act as anyone else is refused, however it is asked
     for user, extra_args in (("lan", ()), ("other", ()), (None, ("--as", "other"))):
         result = fails(ws, 6, "permission_denied", *extra_args, *registering, user=user)
         assert LOGIN in one_error_line(result)
     # $USER and $LOGNAME are not who the process is
-    fails(ws, 6, "permission_denied", *registering, user="other",
-          USER=other_login, LOGNAME=other_login)
+    fails(
+        ws,
+        6,
+        "permission_denied",
+        *registering,
+        user="other",
+        USER=other_login,
+        LOGNAME=other_login,
+    )
 
     mine = ok(ws, *registering, "--id", "MINE-1", user="me")
     assert mine["id"] == "MINE-1"
@@ -439,8 +591,21 @@ def test_require_os_user_refuses_a_login_with_no_user(tmp_path: Path) -> None:
     write_config(tmp_path, extra=extra)
     ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
     ws.run("init", check=True)
-    result = fails(ws, 6, "permission_denied", "dossier", "register", "--product", PRODUCT,
-                   "--producer", PRODUCER, "--commune", "Ia Le", user="lan", USER="lan")
+    result = fails(
+        ws,
+        6,
+        "permission_denied",
+        "dossier",
+        "register",
+        "--product",
+        PRODUCT,
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
+        user="lan",
+        USER="lan",
+    )
     assert LOGIN in one_error_line(result)
 
 
@@ -452,10 +617,33 @@ def test_require_os_user_ignores_the_shared_default_user_and_lets_the_login_act(
     write_config(tmp_path, extra=OS_USERS + '\n[cli]\ndefault_user = "other"\n')
     ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
     ws.run("init", check=True)
-    registered = ok(ws, "dossier", "register", "--product", PRODUCT, "--producer", PRODUCER,
-                    "--commune", "Ia Le", "--id", "MINE-3")
+    registered = ok(
+        ws,
+        "dossier",
+        "register",
+        "--product",
+        PRODUCT,
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
+        "--id",
+        "MINE-3",
+    )
     assert registered["id"] == "MINE-3"
     assert ok(ws, "dossier", "history", "MINE-3")[0]["actor"] == "me"
     # naming the default user explicitly is still refused
-    fails(ws, 6, "permission_denied", "dossier", "register", "--product", PRODUCT,
-          "--producer", PRODUCER, "--commune", "Ia Le", user="other")
+    fails(
+        ws,
+        6,
+        "permission_denied",
+        "dossier",
+        "register",
+        "--product",
+        PRODUCT,
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
+        user="other",
+    )

@@ -17,15 +17,28 @@ COMMANDS = sorted(_commands(cli))
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *args, "-c", code] if code else [sys.executable, *args],
-        capture_output=True, text=True, encoding="utf-8", timeout=60,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
     )
 
 
 def test_the_command_walk_finds_every_group_and_its_commands() -> None:
     names = {name for name, _ in COMMANDS}
-    for expected in ("init", "workflow validate", "dossier register", "dossier advance",
-                     "dossier history", "timers list", "notifications list", "sweep", "worker",
-                     "audit verify", "audit export"):
+    for expected in (
+        "init",
+        "workflow validate",
+        "dossier register",
+        "dossier advance",
+        "dossier history",
+        "timers list",
+        "notifications list",
+        "sweep",
+        "worker",
+        "audit verify",
+        "audit export",
+    ):
         assert expected in names
     assert any(isinstance(command, click.Group) for _, command in COMMANDS)
 
@@ -69,8 +82,9 @@ def test_ocop_help_imports_no_database_code() -> None:
         if line.startswith("import time:")
     }
     assert "ocop_workflow.cli" in imported  # the measurement itself worked
-    heavy = sorted(m for m in imported if m.split(".")[0] in {"sqlalchemy", "sqlmodel",
-                                                                "alembic", "psycopg"})
+    heavy = sorted(
+        m for m in imported if m.split(".")[0] in {"sqlalchemy", "sqlmodel", "alembic", "psycopg"}
+    )
     assert not heavy, f"ocop --help imported {heavy[:5]}"
 
 

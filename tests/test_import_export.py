@@ -22,8 +22,16 @@ T_LATER = "2026-06-15T10:00:00+07:00"
 PRODUCER = "HTX Cà phê Ia Le"
 #: The workflow fields of ocop-1489 (data keys that are not fields are structures: documents…).
 FIELDS = (
-    "stars", "score", "producer_email", "producer_phone", "note", "certificate_no", "decision_no",
-    "certified_on", "valid_until", "certificate_stars",
+    "stars",
+    "score",
+    "producer_email",
+    "producer_phone",
+    "note",
+    "certificate_no",
+    "decision_no",
+    "certified_on",
+    "valid_until",
+    "certificate_stars",
 )
 
 
@@ -59,12 +67,20 @@ def test_ten_thousand_rows_import_in_under_ten_seconds_each_audited_with_its_fil
 ) -> None:
     ws = sqlite_workspace
     rows = [
-        [f"Sản phẩm số {n} — cà phê Ia Le", f"HTX Nông nghiệp số {n % 40}", "Ia Le", "food",
-         f"htx{n % 40}@example.vn"]
+        [
+            f"Sản phẩm số {n} — cà phê Ia Le",
+            f"HTX Nông nghiệp số {n % 40}",
+            "Ia Le",
+            "food",
+            f"htx{n % 40}@example.vn",
+        ]
         for n in range(10_000)
     ]
-    sheet = write_csv(ws.root / "san-pham-2026.csv",
-                      ["product", "producer", "commune", "group", "producer_email"], rows)
+    sheet = write_csv(
+        ws.root / "san-pham-2026.csv",
+        ["product", "producer", "commune", "group", "producer_email"],
+        rows,
+    )
 
     started = time.perf_counter()
     result = ws.run("import", str(sheet), "--json", user="lan", now=T_IMPORT)
@@ -112,8 +128,19 @@ def test_three_bad_rows_change_nothing_and_each_is_named_with_its_line(
     workspace: Workspace,
 ) -> None:
     ws = workspace
-    ok(ws, "dossier", "register", "--product", "Cà phê bột Ia Le", "--producer", PRODUCER,
-       "--commune", "Ia Le", "--group", "food")
+    ok(
+        ws,
+        "dossier",
+        "register",
+        "--product",
+        "Cà phê bột Ia Le",
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
+        "--group",
+        "food",
+    )
     sheet = write_csv(
         ws.root / "bad.csv",
         ["product", "producer", "commune", "group", "producer_email"],
@@ -177,13 +204,28 @@ def test_dry_run_checks_every_row_and_writes_nothing(workspace: Workspace) -> No
 
 def test_dry_run_catches_an_id_already_in_the_database(workspace: Workspace) -> None:
     ws = workspace
-    ok(ws, "dossier", "register", "--id", "IL-2026-007", "--product", "Cà phê bột Ia Le",
-       "--producer", PRODUCER, "--commune", "Ia Le", "--group", "food")
+    ok(
+        ws,
+        "dossier",
+        "register",
+        "--id",
+        "IL-2026-007",
+        "--product",
+        "Cà phê bột Ia Le",
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
+        "--group",
+        "food",
+    )
     sheet = write_csv(
         ws.root / "again.csv",
         ["id", "product", "producer", "commune"],
-        [["IL-2026-008", "Mật ong", "THT ong", "Ia Le"],
-         ["IL-2026-007", "Cà phê bột Ia Le", PRODUCER, "Ia Le"]],
+        [
+            ["IL-2026-008", "Mật ong", "THT ong", "Ia Le"],
+            ["IL-2026-007", "Cà phê bột Ia Le", PRODUCER, "Ia Le"],
+        ],
     )
     before = dump_database(ws.url)
     result = ws.run("import", str(sheet), "--dry-run", user="hung", now=T_LATER)
@@ -202,10 +244,28 @@ def test_import_with_a_state_places_the_dossier_there_and_plans_its_timers(
     ws = workspace
     sheet = write_csv(
         ws.root / "dang-danh-gia.csv",
-        ["id", "product", "producer", "commune", "group", "state", "state_entered_at",
-         "producer_email"],
-        [["IL-EV-01", "Cà phê bột Ia Le", PRODUCER, "Ia Le", "food", "evaluation_province",
-          "2026-06-01", "htx.iale@example.vn"]],
+        [
+            "id",
+            "product",
+            "producer",
+            "commune",
+            "group",
+            "state",
+            "state_entered_at",
+            "producer_email",
+        ],
+        [
+            [
+                "IL-EV-01",
+                "Cà phê bột Ia Le",
+                PRODUCER,
+                "Ia Le",
+                "food",
+                "evaluation_province",
+                "2026-06-01",
+                "htx.iale@example.vn",
+            ]
+        ],
     )
     report = ok(ws, "import", str(sheet), now="2026-06-03T09:00:00+07:00")
     assert report["ids"] == ["IL-EV-01"]
@@ -231,7 +291,10 @@ def test_import_with_a_state_places_the_dossier_there_and_plans_its_timers(
     history = ok(ws, "dossier", "history", "IL-EV-01")
     assert len(history) == 1
     assert (history[0]["trigger"], history[0]["from"], history[0]["to"]) == (
-        "import", None, "evaluation_province")
+        "import",
+        None,
+        "evaluation_province",
+    )
     assert history[0]["reason"] == "imported from dang-danh-gia.csv line 2"
 
 
@@ -242,11 +305,25 @@ def test_csv_export_starts_with_a_utf8_bom_and_keeps_vietnamese_on_stdout_and_in
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    ok(ws, "dossier", "register", "--product", "Cà phê bột Ia Le", "--producer", PRODUCER,
-       "--commune", "Ia Le", "--group", "food", "--set", "note=Đã khảo sát vùng nguyên liệu")
+    ok(
+        ws,
+        "dossier",
+        "register",
+        "--product",
+        "Cà phê bột Ia Le",
+        "--producer",
+        PRODUCER,
+        "--commune",
+        "Ia Le",
+        "--group",
+        "food",
+        "--set",
+        "note=Đã khảo sát vùng nguyên liệu",
+    )
     out = ws.root / "ho-so.csv"
-    ws.run("dossier", "list", "--format", "csv", "-o", str(out), user="hung", now=T_IMPORT,
-           check=True)
+    ws.run(
+        "dossier", "list", "--format", "csv", "-o", str(out), user="hung", now=T_IMPORT, check=True
+    )
     # `ocop dossier list --format csv > dossiers.csv`, as the manual shows it
     piped = ws.run("dossier", "list", "--format", "csv", user="hung", now=T_IMPORT, check=True)
 
@@ -268,26 +345,90 @@ def test_an_xlsx_export_imports_into_a_fresh_database_unchanged(
     # one dossier certified in 2025 and now in trade promotion, one idea just registered
     sheet = write_csv(
         ws.root / "chung-nhan-2025.csv",
-        ["id", "product", "producer", "commune", "group", "workflow", "state", "state_entered_at",
-         "certified_on", "valid_until", "stars", "certificate_stars", "score", "certificate_no",
-         "decision_no", "producer_email"],
-        [["OCOP-2025-0015", "Cà phê bột Ia Le", PRODUCER, "Ia Le", "food", "ocop-1489",
-          "promotion", "2025-11-20", "2025-11-20", "2028-11-19", "4", "4", "72.4",
-          "OCOP-GL-2025-015", "812/QĐ-UBND", "htx.iale@example.vn"]],
+        [
+            "id",
+            "product",
+            "producer",
+            "commune",
+            "group",
+            "workflow",
+            "state",
+            "state_entered_at",
+            "certified_on",
+            "valid_until",
+            "stars",
+            "certificate_stars",
+            "score",
+            "certificate_no",
+            "decision_no",
+            "producer_email",
+        ],
+        [
+            [
+                "OCOP-2025-0015",
+                "Cà phê bột Ia Le",
+                PRODUCER,
+                "Ia Le",
+                "food",
+                "ocop-1489",
+                "promotion",
+                "2025-11-20",
+                "2025-11-20",
+                "2028-11-19",
+                "4",
+                "4",
+                "72.4",
+                "OCOP-GL-2025-015",
+                "812/QĐ-UBND",
+                "htx.iale@example.vn",
+            ]
+        ],
     )
     ok(ws, "import", str(sheet), now="2026-01-05T09:00:00+07:00")
     scan = ws.root / "phieu-kiem-nghiem.pdf"
     scan.write_text("Phiếu kết quả kiểm nghiệm — cà phê bột", encoding="utf-8")
-    ok(ws, "dossier", "attach", "OCOP-2025-0015", "lab_test", str(scan), user="htx_iale",
-       now="2026-01-06T09:00:00+07:00")
-    ok(ws, "dossier", "register", "--product", "Mật ong hoa cà phê", "--producer",
-       "Tổ hợp tác ong Ia Lê", "--commune", "Ia Le", "--group", "food", "--set",
-       "producer_email=ong@example.vn", "--set", "note=Ý tưởng mới, đợt 1/2026", user="lan",
-       now="2026-03-02T09:00:00+07:00")
+    ok(
+        ws,
+        "dossier",
+        "attach",
+        "OCOP-2025-0015",
+        "lab_test",
+        str(scan),
+        user="htx_iale",
+        now="2026-01-06T09:00:00+07:00",
+    )
+    ok(
+        ws,
+        "dossier",
+        "register",
+        "--product",
+        "Mật ong hoa cà phê",
+        "--producer",
+        "Tổ hợp tác ong Ia Lê",
+        "--commune",
+        "Ia Le",
+        "--group",
+        "food",
+        "--set",
+        "producer_email=ong@example.vn",
+        "--set",
+        "note=Ý tưởng mới, đợt 1/2026",
+        user="lan",
+        now="2026-03-02T09:00:00+07:00",
+    )
 
     exported = tmp_path / "ho-so.xlsx"
-    ws.run("dossier", "list", "--format", "xlsx", "-o", str(exported), user="hung",
-           now=T_LATER, check=True)
+    ws.run(
+        "dossier",
+        "list",
+        "--format",
+        "xlsx",
+        "-o",
+        str(exported),
+        user="hung",
+        now=T_LATER,
+        check=True,
+    )
     assert exported.stat().st_size > 0
 
     fresh_root = tmp_path / "fresh"
@@ -305,14 +446,28 @@ def test_an_xlsx_export_imports_into_a_fresh_database_unchanged(
     assert sorted(copy) == sorted(source)
     for dossier_id, original in source.items():
         imported = copy[dossier_id]
-        for key in ("id", "product", "producer", "commune", "group", "workflow",
-                    "workflow_version", "state", "stage", "state_entered_at", "deadline_at"):
+        for key in (
+            "id",
+            "product",
+            "producer",
+            "commune",
+            "group",
+            "workflow",
+            "workflow_version",
+            "state",
+            "stage",
+            "state_entered_at",
+            "deadline_at",
+        ):
             assert imported[key] == original[key], (dossier_id, key)
         fields = {k: v for k, v in original["data"].items() if k in FIELDS}
         assert {k: v for k, v in imported["data"].items() if k in FIELDS} == fields, dossier_id
     certified = copy["OCOP-2025-0015"]["data"]
     assert (certified["certificate_no"], certified["stars"], certified["valid_until"]) == (
-        "OCOP-GL-2025-015", 4, "2028-11-19")
+        "OCOP-GL-2025-015",
+        4,
+        "2028-11-19",
+    )
     assert copy["OCOP-2026-0001"]["data"]["note"] == "Ý tưởng mới, đợt 1/2026"
 
     verified = ok(fresh, "audit", "verify")

@@ -98,8 +98,9 @@ def register_overdue_dossiers(ws: Workspace) -> None:
     try:
         engine, lan = app.engine, app.actor()
         for i in range(DOSSIERS):
-            engine.register(lan, product=f"Sản phẩm số {i}", producer="HTX Cà phê Ia Le",
-                            commune="Ia Le")
+            engine.register(
+                lan, product=f"Sản phẩm số {i}", producer="HTX Cà phê Ia Le", commune="Ia Le"
+            )
     finally:
         app.store.dispose()
 
@@ -112,8 +113,9 @@ def scalar(db: sa.Engine, sql: str, **params: Any) -> Any:
 def settled(db: sa.Engine) -> bool:
     """No due timer left pending and every notification delivered."""
     horizon = NOW + timedelta(days=1)
-    due = scalar(db, "SELECT count(*) FROM timer WHERE status = 'pending' AND due_at <= :h",
-                 h=horizon)
+    due = scalar(
+        db, "SELECT count(*) FROM timer WHERE status = 'pending' AND due_at <= :h", h=horizon
+    )
     undelivered = scalar(db, "SELECT count(*) FROM notification WHERE status <> 'sent'")
     return due == 0 and undelivered == 0
 
@@ -126,8 +128,9 @@ def stop(workers: list[Worker], started: float) -> None:
     for worker in workers:
         worker.process.send_signal(signal.SIGTERM)
     codes = [w.process.wait(timeout=30) for w in workers]
-    assert codes == [0] * len(workers), [(c, w.log_path.read_text()[-500:])
-                                         for c, w in zip(codes, workers, strict=True) if c]
+    assert codes == [0] * len(workers), [
+        (c, w.log_path.read_text()[-500:]) for c, w in zip(codes, workers, strict=True) if c
+    ]
 
 
 def check_fired_exactly_once(
@@ -139,19 +142,24 @@ def check_fired_exactly_once(
     channel is on. Returns how many times each key reached a receiver (file line or POST).
     """
     with db.connect() as conn:
-        timers = conn.execute(sa.text(
-            "SELECT id, dossier_id, kind, status, due_at, fired_at FROM timer ORDER BY id"
-        )).all()
-        rows = conn.execute(sa.text(
-            "SELECT timer_id, kind, channel, recipient, key, status, dossier_id FROM notification"
-        )).all()
+        timers = conn.execute(
+            sa.text("SELECT id, dossier_id, kind, status, due_at, fired_at FROM timer ORDER BY id")
+        ).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT timer_id, kind, channel, recipient, key, status, dossier_id "
+                "FROM notification"
+            )
+        ).all()
     original = [t for t in timers if t.id <= DOSSIERS * TIMERS_PER_DOSSIER]
     assert len(original) == DOSSIERS * TIMERS_PER_DOSSIER
-    assert Counter((t.kind, t.status) for t in original) == Counter({
-        ("reminder", "superseded"): 2 * DOSSIERS,  # their deadline passed long ago
-        ("deadline", "fired"): DOSSIERS,
-        ("escalation", "fired"): DOSSIERS,
-    })
+    assert Counter((t.kind, t.status) for t in original) == Counter(
+        {
+            ("reminder", "superseded"): 2 * DOSSIERS,  # their deadline passed long ago
+            ("deadline", "fired"): DOSSIERS,
+            ("escalation", "fired"): DOSSIERS,
+        }
+    )
     assert all(t.fired_at is not None for t in original)
 
     # A repeating escalation fired twice would have planned its next repeat twice.
@@ -200,8 +208,9 @@ def test_four_workers_fire_2000_due_timers_exactly_once(ws: Workspace, db: sa.En
         stop(workers, started)
         failures = [e for w in workers for e in w.events("worker.sweep_failed")]
         assert failures == [], failures
-        sweeping = [w for w in workers if any(
-            e.get("timers_fired") for e in w.events("sweep.done"))]
+        sweeping = [
+            w for w in workers if any(e.get("timers_fired") for e in w.events("sweep.done"))
+        ]
         assert sweeping, "some worker fired the timers"
     finally:
         for worker in workers:
@@ -222,8 +231,11 @@ def wait_quiet(db: sa.Engine, workers: list[Worker], started: float) -> None:
     while not settled(db):
         assert time.monotonic() - started < DEADLINE_SECONDS, "the workers did not finish"
         assert all(w.process.poll() is None for w in workers)
-        due = scalar(db, "SELECT count(*) FROM timer WHERE status = 'pending' AND due_at <= :n",
-                     n=NOW + timedelta(days=1))
+        due = scalar(
+            db,
+            "SELECT count(*) FROM timer WHERE status = 'pending' AND due_at <= :n",
+            n=NOW + timedelta(days=1),
+        )
         now_sent = sent_count(db)
         if due or now_sent != last:
             last, quiet_since = now_sent, time.monotonic()
@@ -266,10 +278,14 @@ def slow_webhook() -> Iterator[tuple[str, list[str]]]:
 
 def work_in_hand(db: sa.Engine) -> bool:
     """A due timer not fired yet, or a notification no worker has claimed yet."""
-    due = scalar(db, "SELECT count(*) FROM timer WHERE status = 'pending' AND due_at <= :h",
-                 h=NOW + timedelta(days=1))
-    unclaimed = scalar(db, "SELECT count(*) FROM notification "
-                           "WHERE status = 'pending' AND claimed_until IS NULL")
+    due = scalar(
+        db,
+        "SELECT count(*) FROM timer WHERE status = 'pending' AND due_at <= :h",
+        h=NOW + timedelta(days=1),
+    )
+    unclaimed = scalar(
+        db, "SELECT count(*) FROM notification WHERE status = 'pending' AND claimed_until IS NULL"
+    )
     return bool(due or unclaimed)
 
 
@@ -277,8 +293,12 @@ def test_workers_killed_with_sigkill_every_2_seconds_lose_and_duplicate_nothing(
     tmp_path: Path, pg_url: str, db: sa.Engine, slow_webhook: tuple[str, list[str]]
 ) -> None:
     url, posted = slow_webhook
-    write_config(tmp_path, channels='["file", "webhook"]', notifications="batch_size = 20",
-                 extra=f'{CONFIG}\n[notifications.webhook]\nurl = "{url}"\n')
+    write_config(
+        tmp_path,
+        channels='["file", "webhook"]',
+        notifications="batch_size = 20",
+        extra=f'{CONFIG}\n[notifications.webhook]\nurl = "{url}"\n',
+    )
     ws = Workspace(tmp_path, pg_url)
     ws.run("init", check=True)
     register_overdue_dossiers(ws)
@@ -331,6 +351,8 @@ def test_workers_killed_with_sigkill_every_2_seconds_lose_and_duplicate_nothing(
     # row sent leaves the row to be sent again — with the same key, so the receiver drops it.
     # Only such a crash may cause a duplicate: at most one per kill.
     duplicates = sum(n - 1 for n in received.values())
-    print(f"{kills} kills ({kills_mid_work} mid-work), {duplicates} duplicates, "
-          f"recovery worker: {recovered}")
+    print(
+        f"{kills} kills ({kills_mid_work} mid-work), {duplicates} duplicates, "
+        f"recovery worker: {recovered}"
+    )
     assert duplicates <= kills, (duplicates, kills)

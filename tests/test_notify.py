@@ -328,10 +328,26 @@ def tls_smtp(tmp_path: Path) -> Iterator[tuple[SmtpHandler, int, list[tuple[str,
 
     cert, key = tmp_path / "smtp-cert.pem", tmp_path / "smtp-key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
@@ -339,8 +355,13 @@ def tls_smtp(tmp_path: Path) -> Iterator[tuple[SmtpHandler, int, list[tuple[str,
     logins: list[tuple[str, str]] = []
     port = free_port()
     controller = Controller(
-        handler, hostname="127.0.0.1", port=port, authenticator=recording_authenticator(logins),
-        tls_context=context, require_starttls=True, auth_require_tls=True,
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=recording_authenticator(logins),
+        tls_context=context,
+        require_starttls=True,
+        auth_require_tls=True,
     )
     controller.start()
     try:
@@ -589,9 +610,19 @@ def test_ocop_sweep_leaves_undeliverable_email_dead_and_listed_while_the_file_co
     )
     ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
     ws.run("init", check=True)
-    registered = ws.run("dossier", "register", "--product", "Cà phê bột Ia Le", "--producer",
-                        "HTX Cà phê Ia Le", "--commune", "Ia Le", "--json", user="lan",
-                        now="2026-03-02T09:00:00+07:00")
+    registered = ws.run(
+        "dossier",
+        "register",
+        "--product",
+        "Cà phê bột Ia Le",
+        "--producer",
+        "HTX Cà phê Ia Le",
+        "--commune",
+        "Ia Le",
+        "--json",
+        user="lan",
+        now="2026-03-02T09:00:00+07:00",
+    )
     assert registered.code == 0, str(registered)
     dossier_id = registered.json()["id"]
 
@@ -604,8 +635,9 @@ def test_ocop_sweep_leaves_undeliverable_email_dead_and_listed_while_the_file_co
     assert sweeps[0]["timers_fired"] >= 1 and sweeps[0]["notifications_failed"] >= 1
     assert sweeps[-1]["notifications_dead"] == sweeps[0]["notifications_failed"]
 
-    listed = ws.run("notifications", "list", "--status", "dead", "--json",
-                    now="2026-04-01T12:00:00+07:00")
+    listed = ws.run(
+        "notifications", "list", "--status", "dead", "--json", now="2026-04-01T12:00:00+07:00"
+    )
     assert listed.code == 0, str(listed)
     dead = listed.json()
     assert dead and {n["channel"] for n in dead} == {"email"}

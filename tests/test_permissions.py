@@ -46,8 +46,9 @@ def test_the_right_officer_of_the_right_commune_has_no_problem() -> None:
 
 
 def test_nobody_but_the_scheduler_fires_expire_whatever_their_roles() -> None:
-    head = User("head", "head", frozenset({"province_officer", "commune_officer"}),
-                frozenset({"*"}))
+    head = User(
+        "head", "head", frozenset({"province_officer", "commune_officer"}), frozenset({"*"})
+    )
     (why,) = permission_problems(head, t("expire", "promotion"), DOSSIER)
     assert "only the scheduler (system)" in why
 

@@ -46,8 +46,12 @@ def _on_terminal(ws: Workspace, *args: str) -> tuple[int, str, bytes]:
     try:
         done = subprocess.run(
             [sys.executable, "-m", "ocop_workflow", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=child,
-            env=ws.env(OCOP_USER="hung"), cwd=ws.root, timeout=120,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=child,
+            env=ws.env(OCOP_USER="hung"),
+            cwd=ws.root,
+            timeout=120,
         )
     finally:
         os.close(child)
@@ -100,10 +104,21 @@ def test_xlsx_import_and_exports_to_stdout_show_progress_bars_without_touching_t
     assert code == 0 and "verifying" in terminal and "100%" in terminal, terminal
 
     # a filtered export's bar counts what the filter keeps, and still ends at 100 %
-    ws.run("dossier", "register", "--product", "Mật ong Ia Phang", "--producer", "HTX Ia Phang",
-           "--commune", "Ia Phang", user="hung", check=True)
-    code, terminal, out = _on_terminal(ws, "dossier", "list", "--format", "csv",
-                                       "--commune", "Ia Le")
+    ws.run(
+        "dossier",
+        "register",
+        "--product",
+        "Mật ong Ia Phang",
+        "--producer",
+        "HTX Ia Phang",
+        "--commune",
+        "Ia Phang",
+        user="hung",
+        check=True,
+    )
+    code, terminal, out = _on_terminal(
+        ws, "dossier", "list", "--format", "csv", "--commune", "Ia Le"
+    )
     assert code == 0 and "100%" in terminal, terminal
 
     piped = ws.run("audit", "export")

@@ -81,9 +81,25 @@ def build_year(root: Path, url: str) -> Year:
     ws.run("init", check=True)
 
     def register(user: str, now: str, product: str, producer: str, commune: str) -> str:
-        return str(ok(ws, "dossier", "register", "--product", product, "--producer", producer,
-                      "--commune", commune, "--group", "food", "--set",
-                      "producer_email=lienhe@example.vn", user=user, now=now)["id"])
+        return str(
+            ok(
+                ws,
+                "dossier",
+                "register",
+                "--product",
+                product,
+                "--producer",
+                producer,
+                "--commune",
+                commune,
+                "--group",
+                "food",
+                "--set",
+                "producer_email=lienhe@example.vn",
+                user=user,
+                now=now,
+            )["id"]
+        )
 
     certified = register("htx_iale", T_REGISTER, "Cà phê bột Ia Le", "HTX Cà phê Ia Le", "Ia Le")
     overdue = register("lan", T_REGISTER_2, "Hồ tiêu đen Ia Le", "HTX Hồ tiêu Ia Le", "Ia Le")
@@ -92,14 +108,26 @@ def build_year(root: Path, url: str) -> Year:
     attach_mandatory(ws, certified, now=T_PREPARE)
     ok(ws, "dossier", "advance", certified, "submit_dossier", user="htx_iale", now=T_SUBMIT)
     ok(ws, "dossier", "advance", certified, "forward", user="lan", now=T_FORWARD)
-    planning = register("tuan", T_REGISTER_3, "Cà phê hạt rang Ia Phang", "HTX Cà phê Ia Le",
-                        "Ia Phang")
+    planning = register(
+        "tuan", T_REGISTER_3, "Cà phê hạt rang Ia Phang", "HTX Cà phê Ia Le", "Ia Phang"
+    )
     ok(ws, "dossier", "advance", planning, "accept_idea", user="tuan", now=T_IDEA_3)
     closed = council_scores(ws, certified, THREE_STAR_COUNCIL, now=T_SCORE)
     assert closed.code == 0, str(closed)
     assert closed.json()["stars"] == 3
-    ok(ws, "dossier", "advance", certified, "certify", "--set", "certificate_no=OCOP-GL-2026-001",
-       "--set", "decision_no=812/QĐ-UBND", user="hung", now=T_CERTIFY)
+    ok(
+        ws,
+        "dossier",
+        "advance",
+        certified,
+        "certify",
+        "--set",
+        "certificate_no=OCOP-GL-2026-001",
+        "--set",
+        "decision_no=812/QĐ-UBND",
+        user="hung",
+        now=T_CERTIFY,
+    )
     return Year(ws, certified, overdue, planning)
 
 
@@ -170,8 +198,9 @@ def test_progress_csv_and_xlsx_files_carry_the_vietnamese_labels(
     ws = year.ws
     out_csv, out_xlsx = tmp_path / "tien-do-2026.csv", tmp_path / "tien-do-2026.xlsx"
     for fmt, out in (("csv", out_csv), ("xlsx", out_xlsx)):
-        done = ws.run("report", "progress", "--year", "2026", "--format", fmt, "-o", str(out),
-                      now=T_REPORT)
+        done = ws.run(
+            "report", "progress", "--year", "2026", "--format", fmt, "-o", str(out), now=T_REPORT
+        )
         assert done.code == 0, str(done)
         assert out.is_file() and out.stat().st_size > 0
 
@@ -182,7 +211,9 @@ def test_progress_csv_and_xlsx_files_carry_the_vietnamese_labels(
     assert rows["new_products_3_stars"]["label"] == "Sản phẩm mới đạt từ 3 sao trở lên"
     assert rows["organisations"]["label"] == "Tổ chức kinh tế tham gia chu trình"
     assert (rows["new_products_3_stars"]["reached"], rows["new_products_3_stars"]["left"]) == (
-        "1", "1")
+        "1",
+        "1",
+    )
     assert rows["new_products"]["commune:Ia Phang"] == "1"
     assert rows["organisations"]["stage:promotion"] == "1"
     assert rows["organisations"]["stage:registration"] == "1"
@@ -193,11 +224,36 @@ def test_progress_csv_and_xlsx_files_carry_the_vietnamese_labels(
     try:
         assert book.sheetnames == ["Tiến độ 2026", "Giai đoạn", "Quá hạn", "Tồn đọng lâu nhất"]
         targets = [list(r) for r in book["Tiến độ 2026"].iter_rows(values_only=True)]
-        assert targets[0] == ["Chỉ tiêu", "Nội dung", "Kế hoạch", "Đạt", "Còn lại", "Ia Le",
-                              "Ia Phang", "registration", "business_plan", "production",
-                              "evaluation", "promotion", "review"]
-        assert ["new_products_3_stars", "Sản phẩm mới đạt từ 3 sao trở lên", 2, 1, 1, 1, 0,
-                0, 0, 0, 0, 1, 0] in targets
+        assert targets[0] == [
+            "Chỉ tiêu",
+            "Nội dung",
+            "Kế hoạch",
+            "Đạt",
+            "Còn lại",
+            "Ia Le",
+            "Ia Phang",
+            "registration",
+            "business_plan",
+            "production",
+            "evaluation",
+            "promotion",
+            "review",
+        ]
+        assert [
+            "new_products_3_stars",
+            "Sản phẩm mới đạt từ 3 sao trở lên",
+            2,
+            1,
+            1,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0,
+        ] in targets
         late = [list(r) for r in book["Quá hạn"].iter_rows(values_only=True)]
         assert late[0][-1] == "Số ngày quá hạn"
         assert [r[0] for r in late[1:]] == [year.overdue]
@@ -240,7 +296,8 @@ class Node:
 
     def find(self, tag: str, *, cls: str | None = None, **attrs: str) -> list[Node]:
         return [
-            n for n in self.walk()
+            n
+            for n in self.walk()
             if n.tag == tag
             and (cls is None or cls in n.classes())
             and all(n.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())
@@ -250,8 +307,21 @@ class Node:
         return self.text + "".join(c.all_text() for c in self.children)
 
 
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-        "track", "wbr"}
+VOID = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
+}
 
 
 class TreeBuilder(HTMLParser):
@@ -289,8 +359,9 @@ def parse(html: str) -> Node:
 
 
 def chromium() -> str:
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
-                                         else None)
+    found = shutil.which("chromium") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    )
     if found is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI must install Debian's chromium: the HTML test may not be skipped")
@@ -300,10 +371,22 @@ def chromium() -> str:
 
 def headless(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [binary, "--headless=new", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, encoding="utf-8", timeout=120,
+        [
+            binary,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
     )
 
 
@@ -315,8 +398,7 @@ def test_html_report_is_one_self_contained_page_that_chromium_renders(
     swept = ws.run("sweep", "--json", now=T_REPORT)
     assert swept.code == 0 and swept.json()["timers_fired"] >= 1, str(swept)
     page = tmp_path / "bao-cao-2026.html"
-    done = ws.run("report", "html", "--year", "2026", "-o", str(page), "--weeks", "5",
-                  now=T_REPORT)
+    done = ws.run("report", "html", "--year", "2026", "-o", str(page), "--weeks", "5", now=T_REPORT)
     assert done.code == 0, str(done)
     html = page.read_text(encoding="utf-8")
 
@@ -346,7 +428,8 @@ def test_html_report_is_one_self_contained_page_that_chromium_renders(
     # the timelines: one per dossier of the year
     timelines = dom.find("g", cls="timeline")
     assert sorted(t.attrs["data-dossier"] for t in timelines) == sorted(
-        [year.certified, year.overdue, year.planning])
+        [year.certified, year.overdue, year.planning]
+    )
     certified = next(t for t in timelines if t.attrs["data-dossier"] == year.certified)
     assert "Cà phê bột Ia Le" in certified.all_text()
     assert len(certified.find("rect")) >= 6  # registration … promotion, one bar per state entry
@@ -354,10 +437,14 @@ def test_html_report_is_one_self_contained_page_that_chromium_renders(
     # who moved it, and whether each state was left on time: the overdue registration is marked
     titles = {t.attrs["data-dossier"]: [n.all_text() for n in t.find("title")] for t in timelines}
     assert any("registration" in x and "QUÁ HẠN" in x for x in titles[year.overdue])
-    assert any(r.attrs.get("stroke") == "#d62828" for r in next(
-        t for t in timelines if t.attrs["data-dossier"] == year.overdue).find("rect"))
-    assert any("accept_idea bởi lan lúc 05/03/2026" in x and "đúng hạn" in x
-               for x in titles[year.certified]), titles[year.certified]
+    assert any(
+        r.attrs.get("stroke") == "#d62828"
+        for r in next(t for t in timelines if t.attrs["data-dossier"] == year.overdue).find("rect")
+    )
+    assert any(
+        "accept_idea bởi lan lúc 05/03/2026" in x and "đúng hạn" in x
+        for x in titles[year.certified]
+    ), titles[year.certified]
     assert not any("QUÁ HẠN" in x for x in titles[year.certified])
     assert any(x.startswith("deadline: [OCOP]") for x in titles[year.overdue])  # the ▼ sent
 
@@ -369,8 +456,10 @@ def test_html_report_is_one_self_contained_page_that_chromium_renders(
     assert len(weeks) == 5
     assert weeks[0].find("div", cls="day")[0].all_text() == "29/06"
     cells = {c.find("div", cls="day")[0].all_text(): c for w in weeks for c in w.find("td")}
-    tags = {day: sorted(t.attrs["title"] for t in cell.find("span", cls="tag"))
-            for day, cell in cells.items()}
+    tags = {
+        day: sorted(t.attrs["title"] for t in cell.find("span", cls="tag"))
+        for day, cell in cells.items()
+    }
     assert tags["08/07"] == sorted([f"{year.planning} reminder", f"{year.overdue} escalation"])
     assert tags["15/07"] == [f"{year.planning} deadline"]
     assert tags["21/07"] == [f"{year.planning} escalation"]
@@ -384,14 +473,26 @@ def test_html_report_is_one_self_contained_page_that_chromium_renders(
     assert sorted(drawn) == sorted(states)
 
     text = dom.all_text()
-    for phrase in ("Chương trình OCOP năm 2026", "Phễu theo giai đoạn", "Diễn biến từng hồ sơ",
-                   "Sơ đồ quy trình", "Sản phẩm mới đạt từ 3 sao trở lên", "Hồ tiêu đen Ia Le",
-                   "Đăng ký ý tưởng", "Xúc tiến thương mại"):
+    for phrase in (
+        "Chương trình OCOP năm 2026",
+        "Phễu theo giai đoạn",
+        "Diễn biến từng hồ sơ",
+        "Sơ đồ quy trình",
+        "Sản phẩm mới đạt từ 3 sao trở lên",
+        "Hồ tiêu đen Ia Le",
+        "Đăng ký ý tưởng",
+        "Xúc tiến thương mại",
+    ):
         assert phrase in text, phrase
 
     shot = tmp_path / "bao-cao-2026.png"
-    taken = headless(binary, tmp_path / "profile-shot", f"--screenshot={shot}",
-                     "--window-size=1300,2600", page.as_uri())
+    taken = headless(
+        binary,
+        tmp_path / "profile-shot",
+        f"--screenshot={shot}",
+        "--window-size=1300,2600",
+        page.as_uri(),
+    )
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000, f"screenshot only {shot.stat().st_size} bytes"

@@ -42,11 +42,20 @@ def test_the_readme_scoring_example_runs_against_the_shipped_config(tmp_path: Pa
     with sheet.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "product", "producer", "commune", "group", "state"])
-        writer.writerow(["OCOP-2026-0001", "Cà phê bột Ia Le", "HTX Cà phê Ia Le", "Ia Le",
-                         "beverages", "evaluation_province"])
+        writer.writerow(
+            [
+                "OCOP-2026-0001",
+                "Cà phê bột Ia Le",
+                "HTX Cà phê Ia Le",
+                "Ia Le",
+                "beverages",
+                "evaluation_province",
+            ]
+        )
     ws.run("--as", "hung", "import", str(sheet), check=True)
     example = next(
-        line for line in README.splitlines()
+        line
+        for line in README.splitlines()
         if line.startswith("ocop --as chair score OCOP-2026-0001 --member m1")
     )
     args = re.findall(r'"[^"]*"|\S+', example)[1:]

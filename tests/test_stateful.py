@@ -109,8 +109,9 @@ class Model:
             return user.covers(commune) and user.organisation == producer
         return False
 
-    def register_errors(self, user: User, producer: str, commune: str, dossier_id: str | None
-                        ) -> set[type[OcopError]]:
+    def register_errors(
+        self, user: User, producer: str, commune: str, dossier_id: str | None
+    ) -> set[type[OcopError]]:
         errors: set[type[OcopError]] = set()
         if not self.may_act_for(user, producer, commune):
             errors.add(PermissionDenied)
@@ -152,8 +153,14 @@ class Model:
             errors.add(TransitionRefused)
         return errors
 
-    def guard_fails(self, name: str, transition: TransitionDef, dossier: ModelDossier,
-                    data: dict[str, Any], reason: str | None) -> bool:
+    def guard_fails(
+        self,
+        name: str,
+        transition: TransitionDef,
+        dossier: ModelDossier,
+        data: dict[str, Any],
+        reason: str | None,
+    ) -> bool:
         """Each guard, restated from its documented meaning (not by calling guards.py)."""
         state = self.wf.states[transition.source]
         if name == "reason_given":
@@ -248,7 +255,10 @@ class DossierMachine(RuleBasedStateMachine):
         upgrade(self.store)
         self.now = T0
         self.engine = Engine(
-            self.store, self.registry, self.config, clock=lambda: self.now,
+            self.store,
+            self.registry,
+            self.config,
+            clock=lambda: self.now,
             calendar=self.calendar,
         )
         self.wf = self.registry.get("ocop-1489")
@@ -338,7 +348,11 @@ class DossierMachine(RuleBasedStateMachine):
 
         def action() -> Any:
             return self.engine.advance(
-                dossier_id, trigger, actor, reason=reason, data=pairs,
+                dossier_id,
+                trigger,
+                actor,
+                reason=reason,
+                data=pairs,
                 expect_version=expect_version,
             )
 
@@ -364,8 +378,16 @@ class DossierMachine(RuleBasedStateMachine):
         pairs=st.sampled_from(SETS),
         version=st.sampled_from(("none", "none", "right", "stale", "ahead")),
     )
-    def advance_any(self, dossier: str, unknown: bool, trigger: str, user: str,
-                    reason: str | None, pairs: tuple[str, ...], version: str) -> None:
+    def advance_any(
+        self,
+        dossier: str,
+        unknown: bool,
+        trigger: str,
+        user: str,
+        reason: str | None,
+        pairs: tuple[str, ...],
+        version: str,
+    ) -> None:
         """Any trigger of the workflow (or one it lacks) by anyone, now and then on no dossier."""
         if unknown:
             dossier = "OCOP-1999-9999"
@@ -400,8 +422,7 @@ class DossierMachine(RuleBasedStateMachine):
         current = self.model.dossiers[dossier]
         if which == "mandatory":
             kinds = [
-                k for k in self.wf.required_documents(current.group)
-                if k not in current.documents
+                k for k in self.wf.required_documents(current.group) if k not in current.documents
             ] or ["marketing"]
         elif which == "one":
             kinds = [data.draw(st.sampled_from(sorted(self.wf.documents)), label="kind")]
@@ -418,9 +439,9 @@ class DossierMachine(RuleBasedStateMachine):
             if not self.model.may_act_for(actor, current.producer, current.commune):
                 expected.add(PermissionDenied)
             if expected:
-                self._expect_refusal(expected, lambda k=kind, f=source: attach(
-                    self.engine, dossier, actor, k, f
-                ))
+                self._expect_refusal(
+                    expected, lambda k=kind, f=source: attach(self.engine, dossier, actor, k, f)
+                )
                 return
             done = attach(self.engine, dossier, actor, kind, source)
             if kind in current.documents:  # same content, same kind: nothing new
@@ -473,15 +494,12 @@ class DossierMachine(RuleBasedStateMachine):
         """
         dossier = self._furthest_first(data)
         current = self.model.dossiers[dossier]
-        guarded = [
-            t for t in self.wf.transitions_from(current.state) if "reason_given" in t.guards
-        ]
+        guarded = [t for t in self.wf.transitions_from(current.state) if "reason_given" in t.guards]
         if not guarded:
             return
         transition = data.draw(st.sampled_from(guarded), label="transition")
         allowed = [
-            u for u in USERS
-            if self.model.permitted(self.config.users[u], transition, current)
+            u for u in USERS if self.model.permitted(self.config.users[u], transition, current)
         ]
         user = data.draw(st.sampled_from(allowed or USERS), label="user")
         self._advance(dossier, transition.trigger, user, reason, (), "none")
@@ -494,8 +512,9 @@ class DossierMachine(RuleBasedStateMachine):
             rows = {
                 r.id: r
                 for r in conn.execute(
-                    sa.select(dossier_t.c.id, dossier_t.c.state, dossier_t.c.version,
-                              dossier_t.c.data)
+                    sa.select(
+                        dossier_t.c.id, dossier_t.c.state, dossier_t.c.version, dossier_t.c.data
+                    )
                 )
             }
             entries = conn.execute(sa.select(sa.func.count()).select_from(audit_t)).scalar_one()

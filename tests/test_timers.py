@@ -23,8 +23,17 @@ from ocop_workflow import council, documents
 PRODUCER = "HTX Cà phê Ia Le"
 SWEEP_KEYS = {"timers_fired", "notifications_sent", "notifications_failed", "notifications_dead"}
 LINE_KEYS = {
-    "id", "dossier", "channel", "recipient", "subject", "status", "attempts", "key", "kind",
-    "body", "sent_at",
+    "id",
+    "dossier",
+    "channel",
+    "recipient",
+    "subject",
+    "status",
+    "attempts",
+    "key",
+    "kind",
+    "body",
+    "sent_at",
 }
 FOUR_STAR_DOCUMENTS = ("quality_standard", "lab_test", "product_story")
 FOUR_STAR_SCORES = {
@@ -51,15 +60,29 @@ def library(ws: Workspace, user: str, now: str) -> Iterator[tuple[Any, Any]]:
         app.store.dispose()
 
 
-def register(ws: Workspace, now: str, *, user: str = "lan", product: str = "Cà phê bột Ia Le",
-             producer: str = PRODUCER, commune: str = "Ia Le") -> str:
+def register(
+    ws: Workspace,
+    now: str,
+    *,
+    user: str = "lan",
+    product: str = "Cà phê bột Ia Le",
+    producer: str = PRODUCER,
+    commune: str = "Ia Le",
+) -> str:
     with library(ws, user, now) as (engine, actor):
         row = engine.register(actor, product=product, producer=producer, commune=commune)
     return str(row["id"])
 
 
-def advance(ws: Workspace, dossier_id: str, trigger: str, now: str, *, user: str = "lan",
-            reason: str | None = None) -> None:
+def advance(
+    ws: Workspace,
+    dossier_id: str,
+    trigger: str,
+    now: str,
+    *,
+    user: str = "lan",
+    reason: str | None = None,
+) -> None:
     with library(ws, user, now) as (engine, actor):
         engine.advance(dossier_id, trigger, actor, reason=reason)
 
@@ -91,8 +114,9 @@ def outbox(ws: Workspace) -> list[dict[str, Any]]:
     return lines
 
 
-def timers_of(ws: Workspace, dossier_id: str, now: str, *, everything: bool = False
-              ) -> list[dict[str, Any]]:
+def timers_of(
+    ws: Workspace, dossier_id: str, now: str, *, everything: bool = False
+) -> list[dict[str, Any]]:
     args = ["timers", "list", "--dossier", dossier_id] + (["--all"] if everything else [])
     rows = ok(ws, *args, now=now)
     assert all({"id", "dossier", "kind", "due_at", "status"} <= set(r) for r in rows)
@@ -117,8 +141,9 @@ def certified_dossier(ws: Workspace, product: str) -> str:
     advance(ws, dossier_id, "forward", "2026-05-11T09:00:00+07:00")
     with library(ws, "chair", "2026-06-15T09:00:00+07:00") as (engine, actor):
         for member, (a, b, c) in FOUR_STAR_SCORES.items():
-            council.record_score(engine, dossier_id, actor, member=member,
-                                 parts={"a": a, "b": b, "c": c})
+            council.record_score(
+                engine, dossier_id, actor, member=member, parts={"a": a, "b": b, "c": c}
+            )
         closed = council.close_scoring(engine, dossier_id, actor)
     assert closed["stars"] == 4, closed
     return dossier_id
@@ -166,8 +191,11 @@ def test_business_plan_entered_before_tet_reminds_warns_and_escalates_until_it_i
     # The other plan is approved long before its deadline: its timers are cancelled.
     ok(ws, "dossier", "advance", early, "approve_plan", user="lan", now="2026-03-02T09:00:00+07:00")
     listed = ok(ws, "timers", "list", "--all", now="2026-03-02T09:00:00+07:00")
-    plan_timers = {(t["kind"], t["due_at"]): t for t in listed
-                   if t["dossier"] == late and t["state"] == "business_plan"}
+    plan_timers = {
+        (t["kind"], t["due_at"]): t
+        for t in listed
+        if t["dossier"] == late and t["state"] == "business_plan"
+    }
     assert set(plan_timers) == {
         ("reminder", "2026-03-16T08:00:00+07:00"),  # 5 working days before, the last included
         ("reminder", "2026-03-20T08:00:00+07:00"),  # 1 working day before: the last day itself
@@ -178,7 +206,10 @@ def test_business_plan_entered_before_tet_reminds_warns_and_escalates_until_it_i
     by_kind_due = {k: t["id"] for k, t in plan_timers.items()}
     early_plan = [t for t in listed if t["dossier"] == early and t["state"] == "business_plan"]
     assert sorted(t["kind"] for t in early_plan) == [
-        "deadline", "escalation", "reminder", "reminder",
+        "deadline",
+        "escalation",
+        "reminder",
+        "reminder",
     ]
     assert {t["status"] for t in early_plan} == {"cancelled"}, early_plan
     assert {t["state"] for t in listed if t["dossier"] == early and t["status"] == "pending"} == {
@@ -227,8 +258,7 @@ def test_business_plan_entered_before_tet_reminds_warns_and_escalates_until_it_i
         ("escalation", "lan"),
         ("escalation", "hung"),  # escalate_to = province_officer
     }
-    assert all(x["subject"].startswith("[OCOP] Báo cáo cấp trên: Cà phê bột Ia Le")
-               for x in lines)
+    assert all(x["subject"].startswith("[OCOP] Báo cáo cấp trên: Cà phê bột Ia Le") for x in lines)
     assert all("Đã quá hạn: 6 ngày" in x["body"] for x in lines), lines[0]["body"]
 
     # … and again five working days later, while the plan is still not decided.
@@ -236,7 +266,8 @@ def test_business_plan_entered_before_tet_reminds_warns_and_escalates_until_it_i
     assert (counts["timers_fired"], counts["notifications_sent"]) == (1, 2), counts
     lines = outbox(ws)[5:]
     assert sorted((x["kind"], x["recipient"]) for x in lines) == [
-        ("escalation", "hung"), ("escalation", "lan"),
+        ("escalation", "hung"),
+        ("escalation", "lan"),
     ]
     # The plan is approved: the escalation still pending is cancelled and never sent.
     ok(ws, "dossier", "advance", late, "approve_plan", user="lan", now="2026-04-06T09:00:00+07:00")
@@ -245,8 +276,9 @@ def test_business_plan_entered_before_tet_reminds_warns_and_escalates_until_it_i
     assert len(outbox(ws)) == 7
 
     history = timers_of(ws, late, "2026-04-10T08:00:00+07:00", everything=True)
-    settled = sorted((t["due_at"], t["kind"], t["status"]) for t in history
-                     if t["state"] == "business_plan")
+    settled = sorted(
+        (t["due_at"], t["kind"], t["status"]) for t in history if t["state"] == "business_plan"
+    )
     assert settled == [
         ("2026-03-16T08:00:00+07:00", "reminder", "fired"),
         ("2026-03-20T08:00:00+07:00", "reminder", "fired"),
@@ -260,8 +292,9 @@ def test_business_plan_entered_before_tet_reminds_warns_and_escalates_until_it_i
 
     # Nothing was ever sent about the plan approved early.
     assert not [x for x in outbox(ws) if x["dossier"] == early]
-    assert all(x["key"].split("/")[0] not in {f"timer-{i}" for i in cancelled_ids}
-               for x in outbox(ws))
+    assert all(
+        x["key"].split("/")[0] not in {f"timer-{i}" for i in cancelled_ids} for x in outbox(ws)
+    )
     keys = [x["key"] for x in outbox(ws)]
     assert len(keys) == len(set(keys))
 
@@ -277,8 +310,16 @@ def test_certificate_expiry_is_announced_then_fired_by_the_system_unless_renewed
     renewed = certified_dossier(ws, "Cà phê hạt rang Ia Le")
     certified_at = "2026-07-01T09:00:00+07:00"
     for dossier_id in (kept, renewed):
-        moved = ok(ws, "dossier", "advance", dossier_id, "certify", *CERTIFICATE, user="hung",
-                   now=certified_at)
+        moved = ok(
+            ws,
+            "dossier",
+            "advance",
+            dossier_id,
+            "certify",
+            *CERTIFICATE,
+            user="hung",
+            now=certified_at,
+        )
         assert (moved["from"], moved["to"]) == ("evaluation_province", "promotion")
         assert same_instant(moved["deadline_at"], "2029-07-01T00:00:00+07:00"), moved
 
@@ -299,8 +340,9 @@ def test_certificate_expiry_is_announced_then_fired_by_the_system_unless_renewed
     old_keys = {f"timer-{t['id']}" for t in old_timers}
 
     # The other producer asks for re-evaluation in time: that certificate's timers are cancelled.
-    moved = ok(ws, "dossier", "advance", renewed, "renew", user="htx_iale",
-               now="2029-05-15T09:00:00+07:00")
+    moved = ok(
+        ws, "dossier", "advance", renewed, "renew", user="htx_iale", now="2029-05-15T09:00:00+07:00"
+    )
     assert moved["to"] == "evaluation_commune"
 
     # 30 days before expiry: the notice, to the producer among others.
@@ -325,7 +367,10 @@ def test_certificate_expiry_is_announced_then_fired_by_the_system_unless_renewed
     history = ok(ws, "dossier", "history", kept, now=expired_at)
     last = history[-1]
     assert (last["trigger"], last["actor"], last["from"], last["to"]) == (
-        "expire", "system", "promotion", "expired",
+        "expire",
+        "system",
+        "promotion",
+        "expired",
     ), last
     assert last["reason"] and "expiry" in last["reason"]
     verified = ok(ws, "audit", "verify", now=expired_at)
@@ -353,8 +398,9 @@ def test_a_sweep_after_weeks_of_downtime_sends_each_due_message_once(
     # Registration: 15 working days, last day Monday 23 March; escalations from 30 March.
     first = register(ws, t0, product="Cà phê bột Ia Le")
     second = register(ws, t0, product="Mật ong Ia Le")
-    elsewhere = register(ws, t0, user="tuan", product="Hồ tiêu Ia Phang",
-                         producer="HTX Ia Phang", commune="Ia Phang")
+    elsewhere = register(
+        ws, t0, user="tuan", product="Hồ tiêu Ia Phang", producer="HTX Ia Phang", commune="Ia Phang"
+    )
     # Business plan: 20 working days, last day Monday 30 March; escalation from 6 April.
     planned = register(ws, t0, product="Chuối sấy Ia Le")
     advance(ws, planned, "accept_idea", t0)
@@ -367,8 +413,12 @@ def test_a_sweep_after_weeks_of_downtime_sends_each_due_message_once(
     lines = outbox(ws)
     sent = Counter((x["dossier"], x["kind"], x["recipient"]) for x in lines)
     expected: Counter[tuple[str, str, str]] = Counter()
-    for dossier_id, officer in ((first, "lan"), (second, "lan"), (elsewhere, "tuan"),
-                                (planned, "lan")):
+    for dossier_id, officer in (
+        (first, "lan"),
+        (second, "lan"),
+        (elsewhere, "tuan"),
+        (planned, "lan"),
+    ):
         expected[dossier_id, "deadline", officer] = 1
         expected[dossier_id, "escalation", officer] = 1
         expected[dossier_id, "escalation", "hung"] = 1
@@ -384,23 +434,27 @@ def test_a_sweep_after_weeks_of_downtime_sends_each_due_message_once(
     for dossier_id in (first, second, elsewhere, planned):
         mine = [t for t in everything if t["dossier"] == dossier_id and t["status"] != "cancelled"]
         statuses = Counter((t["kind"], t["status"]) for t in mine)
-        assert statuses == Counter({
-            ("reminder", "superseded"): 2,
-            ("deadline", "fired"): 1,
-            ("escalation", "fired"): 1,
-            ("escalation", "pending"): 1,
-        }), (dossier_id, mine)
+        assert statuses == Counter(
+            {
+                ("reminder", "superseded"): 2,
+                ("deadline", "fired"): 1,
+                ("escalation", "fired"): 1,
+                ("escalation", "pending"): 1,
+            }
+        ), (dossier_id, mine)
         [next_one] = [t for t in mine if t["status"] == "pending"]
         # Planned from now (Tuesday 14 April), not from the repeats it missed.
         assert next_one["due_at"] == "2026-04-21T08:00:00+07:00", next_one
         assert datetime.fromisoformat(next_one["due_at"]) > datetime.fromisoformat(now)
     mine = [t for t in everything if t["dossier"] == recent]
-    assert Counter((t["kind"], t["status"]) for t in mine) == Counter({
-        ("reminder", "superseded"): 1,
-        ("reminder", "fired"): 1,
-        ("deadline", "pending"): 1,
-        ("escalation", "pending"): 1,
-    }), mine
+    assert Counter((t["kind"], t["status"]) for t in mine) == Counter(
+        {
+            ("reminder", "superseded"): 1,
+            ("reminder", "fired"): 1,
+            ("deadline", "pending"): 1,
+            ("escalation", "pending"): 1,
+        }
+    ), mine
     sent_reminder = next(t for t in mine if t["status"] == "fired")
     assert sent_reminder["due_at"] == "2026-04-14T08:00:00+07:00"
 
@@ -431,10 +485,25 @@ def test_a_certificate_under_re_evaluation_still_tells_its_producer_before_it_la
     before it lapses" (ocop-1489, certificate_watch) — in evaluation as in promotion."""
     ws = sqlite_workspace
     dossier_id = certified_dossier(ws, "Cà phê bột Ia Le")
-    ok(ws, "dossier", "advance", dossier_id, "certify", *CERTIFICATE, user="hung",
-       now="2026-07-01T09:00:00+07:00")
-    ok(ws, "dossier", "advance", dossier_id, "renew", user="htx_iale",
-       now="2029-05-15T09:00:00+07:00")
+    ok(
+        ws,
+        "dossier",
+        "advance",
+        dossier_id,
+        "certify",
+        *CERTIFICATE,
+        user="hung",
+        now="2026-07-01T09:00:00+07:00",
+    )
+    ok(
+        ws,
+        "dossier",
+        "advance",
+        dossier_id,
+        "renew",
+        user="htx_iale",
+        now="2029-05-15T09:00:00+07:00",
+    )
     sweep(ws, "2029-06-01T00:00:00+07:00")
     notices = [x for x in outbox(ws) if x["kind"] == "expiry_notice"]
     assert notices, outbox(ws)
@@ -449,13 +518,28 @@ def test_an_upgrade_keeps_the_old_certificate_watched_until_the_new_one_supersed
 ) -> None:
     ws = sqlite_workspace
     dossier_id = certified_dossier(ws, "Cà phê bột Ia Le")
-    first = ok(ws, "dossier", "advance", dossier_id, "certify", *CERTIFICATE, user="hung",
-               now="2026-07-01T09:00:00+07:00")
+    first = ok(
+        ws,
+        "dossier",
+        "advance",
+        dossier_id,
+        "certify",
+        *CERTIFICATE,
+        user="hung",
+        now="2026-07-01T09:00:00+07:00",
+    )
     assert first["to"] == "promotion"
 
     # A year later the producer asks for a higher rating; the 2026 certificate stays valid.
-    upgraded = ok(ws, "dossier", "advance", dossier_id, "upgrade", user="htx_iale",
-                  now="2027-06-01T09:00:00+07:00")
+    upgraded = ok(
+        ws,
+        "dossier",
+        "advance",
+        dossier_id,
+        "upgrade",
+        user="htx_iale",
+        now="2027-06-01T09:00:00+07:00",
+    )
     assert (upgraded["from"], upgraded["to"]) == ("promotion", "evaluation_commune")
     watched = {t["kind"]: t for t in timers_of(ws, dossier_id, "2027-06-01T09:00:00+07:00")}
     assert same_instant(watched["expiry_notice"]["due_at"], "2029-06-01T00:00:00+07:00")
@@ -464,27 +548,48 @@ def test_an_upgrade_keeps_the_old_certificate_watched_until_the_new_one_supersed
     advance(ws, dossier_id, "forward", "2027-06-08T09:00:00+07:00")
     with library(ws, "chair", "2027-06-22T09:00:00+07:00") as (engine, actor):
         for member, (a, b, c) in FOUR_STAR_SCORES.items():
-            council.record_score(engine, dossier_id, actor, member=member,
-                                 parts={"a": a, "b": b, "c": c})
+            council.record_score(
+                engine, dossier_id, actor, member=member, parts={"a": a, "b": b, "c": c}
+            )
         council.close_scoring(engine, dossier_id, actor)
-    second = ok(ws, "dossier", "advance", dossier_id, "certify",
-                "--set", "certificate_no=311/GCN-OCOP", "--set", "decision_no=777/QĐ-UBND",
-                user="hung", now="2027-07-01T09:00:00+07:00")
+    second = ok(
+        ws,
+        "dossier",
+        "advance",
+        dossier_id,
+        "certify",
+        "--set",
+        "certificate_no=311/GCN-OCOP",
+        "--set",
+        "decision_no=777/QĐ-UBND",
+        user="hung",
+        now="2027-07-01T09:00:00+07:00",
+    )
     assert same_instant(second["deadline_at"], "2030-07-01T00:00:00+07:00"), second
 
     data = ok(ws, "dossier", "show", dossier_id, now="2027-07-01T09:00:00+07:00")["data"]
     assert (data["certificate_no"], data["certified_on"], data["valid_until"]) == (
-        "311/GCN-OCOP", "2027-07-01", "2030-06-30")
-    assert data["previous_certificates"] == [{
-        "certificate_no": "127/GCN-OCOP", "decision_no": "2345/QĐ-UBND",
-        "certified_on": "2026-07-01", "valid_until": "2029-06-30", "certificate_stars": 4,
-    }]
+        "311/GCN-OCOP",
+        "2027-07-01",
+        "2030-06-30",
+    )
+    assert data["previous_certificates"] == [
+        {
+            "certificate_no": "127/GCN-OCOP",
+            "decision_no": "2345/QĐ-UBND",
+            "certified_on": "2026-07-01",
+            "valid_until": "2029-06-30",
+            "certificate_stars": 4,
+        }
+    ]
     # the superseded certificate's timers are cancelled; only the new one is watched
     everything = timers_of(ws, dossier_id, "2027-07-01T09:00:00+07:00", everything=True)
     assert {t["status"] for t in everything if t["id"] in old_watch} == {"cancelled"}
     pending = [t for t in everything if t["status"] == "pending"]
     assert sorted((t["kind"], t["due_at"][:10]) for t in pending) == [
-        ("expiry", "2030-07-01"), ("expiry_notice", "2030-06-01")]
+        ("expiry", "2030-07-01"),
+        ("expiry_notice", "2030-06-01"),
+    ]
 
 
 def test_revoking_a_certificate_needs_a_reason_ends_the_dossier_and_cancels_its_timers(
@@ -492,14 +597,38 @@ def test_revoking_a_certificate_needs_a_reason_ends_the_dossier_and_cancels_its_
 ) -> None:
     ws = sqlite_workspace
     dossier_id = certified_dossier(ws, "Cà phê bột Ia Le")
-    ok(ws, "dossier", "advance", dossier_id, "certify", *CERTIFICATE, user="hung",
-       now="2026-07-01T09:00:00+07:00")
+    ok(
+        ws,
+        "dossier",
+        "advance",
+        dossier_id,
+        "certify",
+        *CERTIFICATE,
+        user="hung",
+        now="2026-07-01T09:00:00+07:00",
+    )
     reason = "Sản phẩm vi phạm an toàn thực phẩm (biên bản kiểm tra 12/2026)"
-    refused = ws.run("dossier", "advance", dossier_id, "revoke", "--json", user="hung",
-                     now="2027-01-05T09:00:00+07:00")
+    refused = ws.run(
+        "dossier",
+        "advance",
+        dossier_id,
+        "revoke",
+        "--json",
+        user="hung",
+        now="2027-01-05T09:00:00+07:00",
+    )
     assert refused.code == 4 and "reason_given" in refused.stderr, str(refused)
-    moved = ok(ws, "dossier", "advance", dossier_id, "revoke", "--reason", reason, user="hung",
-               now="2027-01-05T09:00:00+07:00")
+    moved = ok(
+        ws,
+        "dossier",
+        "advance",
+        dossier_id,
+        "revoke",
+        "--reason",
+        reason,
+        user="hung",
+        now="2027-01-05T09:00:00+07:00",
+    )
     assert (moved["from"], moved["to"]) == ("promotion", "revoked")
     last = ok(ws, "dossier", "history", dossier_id, now="2027-01-05T09:00:00+07:00")[-1]
     assert (last["trigger"], last["actor"], last["reason"]) == ("revoke", "hung", reason)

@@ -56,8 +56,11 @@ class Worker:
         return [e for e in self.events() if e.get("event") == event]
 
     def wait_started(self) -> None:
-        wait_for(lambda: bool(self.logged("worker.started")) or self.process.poll() is not None,
-                 "the worker to start", self)
+        wait_for(
+            lambda: bool(self.logged("worker.started")) or self.process.poll() is not None,
+            "the worker to start",
+            self,
+        )
         assert self.process.poll() is None, self.output()
 
     def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
@@ -92,8 +95,12 @@ def workers() -> Iterator[Callable[..., Worker]]:
         worker.close()
 
 
-def wait_for(condition: Callable[[], bool], what: str, worker: Worker | None = None,
-             timeout: float = PATIENCE) -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    what: str,
+    worker: Worker | None = None,
+    timeout: float = PATIENCE,
+) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if condition():
@@ -106,8 +113,9 @@ def wait_for(condition: Callable[[], bool], what: str, worker: Worker | None = N
 def register(ws: Workspace, now: str, product: str) -> str:
     app = ws.app(user="lan", now=now)
     try:
-        row = app.engine.register(app.actor(), product=product, producer="HTX Cà phê Ia Le",
-                                  commune="Ia Le")
+        row = app.engine.register(
+            app.actor(), product=product, producer="HTX Cà phê Ia Le", commune="Ia Le"
+        )
     finally:
         app.store.dispose()
     return str(row["id"])
@@ -263,8 +271,11 @@ def test_a_database_error_is_logged_and_the_worker_carries_on(
         with admin.begin() as conn:
             conn.execute(sa.text("ALTER TABLE timer RENAME TO timer_x"))
         try:
-            wait_for(lambda: len(worker.logged("worker.sweep_failed")) >= 2,
-                     "two failed sweeps to be logged", worker)
+            wait_for(
+                lambda: len(worker.logged("worker.sweep_failed")) >= 2,
+                "two failed sweeps to be logged",
+                worker,
+            )
             assert worker.process.poll() is None, worker.output()
         finally:
             with admin.begin() as conn:
@@ -294,7 +305,7 @@ def _database_ports(pid: int) -> set[int]:
         except OSError:
             continue
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
+            inodes.add(target[len("socket:[") : -1])
     ports = set()
     for table in ("tcp", "tcp6"):
         path = Path(f"/proc/{pid}/net/{table}")
@@ -324,8 +335,10 @@ def test_a_worker_whose_database_connections_are_cut_reconnects(
     try:
         with admin.begin() as conn:
             ended = conn.execute(
-                sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE client_port = ANY(:ports) AND pid <> pg_backend_pid()"),
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE client_port = ANY(:ports) AND pid <> pg_backend_pid()"
+                ),
                 {"ports": sorted(ports)},
             ).scalar_one()
     finally:

@@ -19,9 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index(
-        "ix_timer_dossier_status_due", "timer", ["dossier_id", "status", "due_at"]
-    )
+    op.create_index("ix_timer_dossier_status_due", "timer", ["dossier_id", "status", "due_at"])
     op.drop_index("ix_timer_dossier_id", table_name="timer")
 
 
