@@ -30,6 +30,8 @@ KNOWN_ROLES = frozenset(
         "central_officer",
         "council_member",
         "council_chair",
+        "records_officer",  # records migration: imports dossiers mid-cycle (policy.py)
+        "auditor",  # reads everything, writes nothing (policy.py)
     }
 )
 CHANNELS = ("file", "email", "webhook")
@@ -156,7 +158,18 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 _str = _typed(str, "a string")
 _bool = _typed(bool, "true or false")
 _int = _typed(int, "an integer")
-_num = _typed((int, float), "a number")
+_any_num = _typed((int, float), "a number")
+
+
+def _num(name: str, value: Any) -> Any:
+    """A number, and a finite one: ``nan`` compares false with everything, so it would pass
+    every range check and then stop the worker (``inf`` seconds between sweeps)."""
+    import math
+
+    value = _any_num(name, value)
+    if not math.isfinite(value):
+        raise ConfigError(f"config key '{name}' must be a finite number, not {value!r}")
+    return value
 
 
 def _str_list(name: str, value: Any) -> tuple[str, ...]:
@@ -219,14 +232,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     """Read and check ``path``; apply ``OCOP_DATABASE_URL`` from ``env`` (default os.environ)."""
     env = os.environ if env is None else env
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(
-            f"config file {path} not found (give --config PATH or set OCOP_CONFIG)"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    raw = _read_config_bytes(path)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -234,6 +240,33 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     return parse_config(data, path.resolve(), env)
+
+
+#: A config file is a few kilobytes; anything this large is not one (``--config /dev/zero``).
+CONFIG_MAX_BYTES = 1 << 20
+
+
+def _read_config_bytes(path: Path) -> bytes:
+    """The file's bytes: a regular file of at most ``CONFIG_MAX_BYTES``, read through one
+    descriptor (the checks and the read see the same file)."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found (give --config PATH or set OCOP_CONFIG)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"config file {path} is not a regular file")
+        raw = handle.read(CONFIG_MAX_BYTES + 1)
+    if len(raw) > CONFIG_MAX_BYTES:
+        raise ConfigError(f"config file {path} is larger than {CONFIG_MAX_BYTES} bytes")
+    return raw
 
 
 def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> Config:
@@ -535,4 +568,7 @@ def parse_instant(text: str, what: str, error: type[Exception]) -> datetime:
         ) from None
     if value.tzinfo is None:
         raise error(f"{what}: '{text}' needs a UTC offset (e.g. +07:00)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+07:00 has no UTC instant
+        raise error(f"{what}: '{text}' is out of range") from None

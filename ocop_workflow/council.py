@@ -18,7 +18,8 @@ from typing import Any
 from .config import Council, User
 from .definitions import ScorecardDef, StateDef, WorkflowDef
 from .engine import Engine
-from .errors import NotFound, PermissionDenied, TransitionRefused, UsageError
+from .errors import NotFound, TransitionRefused, UsageError
+from .inputs import check_finite, check_text
 
 
 def record_score(
@@ -32,6 +33,8 @@ def record_score(
     council_key: str | None = None,
 ) -> dict[str, Any]:
     """One member's score for the current round; the member or the chair records it."""
+    if note is not None:
+        check_text(note, "--note", multiline=True)
     if member not in engine.config.users:
         raise NotFound(f"unknown member '{member}': not a user in {engine.config.path}")
 
@@ -39,11 +42,7 @@ def record_score(
         wf, state, council = _scoring_context(engine, row, council_key)
         if member not in council.members:
             raise NotFound(f"{member} is not a member of council {council.key} ({council.title})")
-        if actor.key not in (member, council.chair):
-            raise PermissionDenied(
-                f"{actor.key} may not enter {member}'s score: only the member or the chair "
-                f"({council.chair}) may"
-            )
+        engine.policy.check_score(actor, council, row, member=member)
         card = _scorecard(wf)
         checked = _check_parts(card, parts)
         scoring = _round(data, row, state, council)
@@ -78,8 +77,7 @@ def close_scoring(
 
     def change(row: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         wf, state, council = _scoring_context(engine, row, council_key)
-        if actor.key != council.chair:
-            raise PermissionDenied(f"only the chair ({council.chair}) closes the scoring")
+        engine.policy.check_chair(actor, council, row, "closes the scoring")
         card = _scorecard(wf)
         scoring = _round(data, row, state, council)
         if scoring["closed"]:
@@ -127,8 +125,7 @@ def rescore(
 
     def change(row: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         _, state, council = _scoring_context(engine, row, council_key)
-        if actor.key != council.chair:
-            raise PermissionDenied(f"only the chair ({council.chair}) opens a re-score")
+        engine.policy.check_chair(actor, council, row, "opens a re-score")
         scoring = _round(data, row, state, council)
         if member is not None:
             if member not in scoring["scores"]:
@@ -234,7 +231,7 @@ def _check_parts(card: ScorecardDef, parts: Mapping[str, float]) -> dict[str, fl
     for part, maximum in card.parts.items():
         if part not in parts or parts[part] is None:
             raise UsageError(f"--{part} is required (0 to {maximum:g} points)")
-        value = float(parts[part])
+        value = check_finite(float(parts[part]), f"--{part}")
         if not 0 <= value <= maximum:
             label = card.part_labels.get(part, part)
             raise UsageError(

@@ -19,6 +19,7 @@ from typing import Any
 
 from .config import KNOWN_ROLES, SYSTEM_ACTOR
 from .errors import NotFound, UsageError, WorkflowFileError
+from .inputs import check_date, check_finite, check_text
 
 FIELD_TYPES = ("str", "int", "float", "date", "email")
 DEADLINE_UNITS = ("working_days", "days", "months")
@@ -40,6 +41,7 @@ class FieldDef:
 
     def parse(self, text: str) -> Any:
         """Turn the text of ``--set name=text`` into the stored value, or say what is wrong."""
+        check_text(text, f"--set {self.name}", multiline=True)
         where = f"--set {self.name}={text}"
         value: Any
         if self.type == "int":
@@ -52,11 +54,13 @@ class FieldDef:
                 value = float(text)
             except ValueError:
                 raise UsageError(f"{where}: '{self.name}' must be a number") from None
+            check_finite(value, f"{where}: '{self.name}'")
         elif self.type == "date":
             try:
-                value = date.fromisoformat(text).isoformat()
+                day = date.fromisoformat(text)
             except ValueError:
                 raise UsageError(f"{where}: '{self.name}' must be a date YYYY-MM-DD") from None
+            value = check_date(day, f"{where}: '{self.name}'").isoformat()
         elif self.type == "email":
             if not _EMAIL.match(text):
                 raise UsageError(f"{where}: '{self.name}' must be an e-mail address")
@@ -813,50 +817,91 @@ def check_workflow_file(path: Path) -> tuple[WorkflowDef | None, list[str]]:
     return parse_workflow(data, path)
 
 
+#: A workflow's name is the plain name of its file in ``workflows_dir`` (``<name>.toml``): no
+#: path separator, no leading dot, no ``..`` — a name never becomes a path outside the folder.
+WORKFLOW_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*")
+
+
+def check_workflow_name(name: str) -> str:
+    """``name`` if it is a plain workflow name, else a usage error (exit 2) — checked before
+    any file is looked for, so ``--workflow ../../evil/self`` never reaches the file system."""
+    if not isinstance(name, str) or len(name) > 64 or not WORKFLOW_NAME.fullmatch(name):
+        raise UsageError(
+            f"workflow {name!r}: a workflow is named by its file in the workflows folder "
+            "(lower-case letters, digits, '-', '_', '.'; at most 64 characters)"
+        )
+    return name
+
+
 class Registry:
-    """The workflows of one ``workflows_dir``, by name; files are parsed when first asked for."""
+    """The workflows of one ``workflows_dir``, by name; files are parsed when first asked for.
+
+    Workflow ``NAME`` is the file ``<workflows_dir>/NAME.toml`` and nothing else: the name is
+    checked (:func:`check_workflow_name`) and the file must declare that same name. A file that
+    cannot be loaded makes only its own workflow unavailable: :meth:`get` of that name raises
+    :class:`WorkflowFileError`, every other workflow still loads (:meth:`loadable`,
+    :meth:`unavailable`), so one bad file never stops the dossiers of the others.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._loaded: dict[str, WorkflowDef] | None = None
         self._cache: dict[str, WorkflowDef] = {}
+        self._broken: dict[str, WorkflowFileError] = {}
 
-    def _load(self) -> dict[str, WorkflowDef]:
-        if self._loaded is None:
-            if not self.folder.is_dir():
-                raise WorkflowFileError(f"workflows folder {self.folder} not found")
-            loaded: dict[str, WorkflowDef] = {}
-            for path in sorted(self.folder.glob("*.toml")):
-                definition = load_workflow_file(path)
-                if definition.name in loaded:
-                    raise WorkflowFileError(
-                        f"{path}: workflow name '{definition.name}' is also used by "
-                        f"{loaded[definition.name].path}"
-                    )
-                loaded[definition.name] = definition
-            self._loaded = loaded
-        return self._loaded
+    def names(self) -> list[str]:
+        """The workflow names the folder holds (file names, nothing parsed)."""
+        if not self.folder.is_dir():
+            raise WorkflowFileError(f"workflows folder {self.folder} not found")
+        return sorted(
+            p.stem for p in self.folder.glob("*.toml") if WORKFLOW_NAME.fullmatch(p.stem)
+        )
 
     def get(self, name: str) -> WorkflowDef:
-        # Fast path: a dossier's workflow is usually in the file named after it, so a command
-        # touching one dossier parses one file, not the whole folder.
+        """Workflow ``name``: NotFound (exit 3) when there is no such file, WorkflowFileError
+        (exit 1) when its file does not load, UsageError (exit 2) for a name that is no name."""
         if name in self._cache:
             return self._cache[name]
-        if self._loaded is None:
-            path = self.folder / f"{name}.toml"
-            if path.is_file():
-                definition = load_workflow_file(path)
-                if definition.name == name:
-                    self._cache[name] = definition
-                    return definition
+        if name in self._broken:
+            raise self._broken[name]
+        check_workflow_name(name)
+        path = self.folder / f"{name}.toml"
+        if not path.is_file():
+            if not self.folder.is_dir():
+                raise WorkflowFileError(f"workflows folder {self.folder} not found")
+            known = ", ".join(self.names()) or "none"
+            raise NotFound(f"unknown workflow '{name}' (known: {known})")
         try:
-            return self._load()[name]
-        except KeyError:
-            known = ", ".join(self._load()) or "none"
-            raise NotFound(f"unknown workflow '{name}' (known: {known})") from None
+            definition = load_workflow_file(path)
+            if definition.name != name:
+                raise WorkflowFileError(
+                    f"{path}: declares name '{definition.name}', but a workflow lives in the "
+                    f"file named after it: rename the file to {definition.name}.toml or the "
+                    f"workflow to '{name}'"
+                )
+        except WorkflowFileError as exc:
+            self._broken[name] = exc
+            raise
+        self._cache[name] = definition
+        return definition
 
     def all(self) -> list[WorkflowDef]:
-        return list(self._load().values())
+        """Every workflow of the folder; the first file that does not load is an error."""
+        return [self.get(name) for name in self.names()]
+
+    def loadable(self) -> list[WorkflowDef]:
+        """Every workflow that loads; the others are in :meth:`unavailable`."""
+        out = []
+        for name in self.names():
+            try:
+                out.append(self.get(name))
+            except WorkflowFileError:
+                continue
+        return out
+
+    def unavailable(self) -> dict[str, str]:
+        """Workflow name → why its file does not load, for every file of the folder."""
+        self.loadable()
+        return {name: exc.message for name, exc in sorted(self._broken.items())}
 
     def for_dossier(self, dossier: Mapping[str, Any]) -> WorkflowDef:
         """The rules ``dossier`` started under, refusing to act on it under different ones.

@@ -122,6 +122,7 @@ UPGRADES = [
 PEOPLE = {
     "phong_nn": ("Phòng Nông nghiệp và PTNT huyện Chư Pưh", "district_officer", COMMUNES),
     "so_nn": ("Sở Nông nghiệp và PTNT Gia Lai", "province_officer", ["*"]),
+    "luu_tru": ("Văn thư lưu trữ hồ sơ OCOP tỉnh", "records_officer", ["*"]),
     "ct_huyen": ("Chủ tịch Hội đồng OCOP huyện", "council_chair", ["*"]),
     "ct_tinh": ("Chủ tịch Hội đồng OCOP tỉnh", "council_chair", ["*"]),
     **{
@@ -499,11 +500,11 @@ def _import_2019(r: Rehearsal) -> None:
                     "2210/QĐ-UBND",
                 ]
             )
-    report = import_file(r.engine, r.user("phong_nn"), sheet)
+    report = import_file(r.engine, r.user("luu_tru"), sheet)
     for n, p in enumerate(UPGRADES, start=1):
         r.ids[p.product] = f"OCOP-2019-{n:04d}"
     r.say(
-        f"{r.stamp()}  phong_nn     import       {sheet.name}: {report.imported} products "
+        f"{r.stamp()}  luu_tru      import       {sheet.name}: {report.imported} products "
         "certified 3★ in 2019 (state promotion, certificate kept)"
     )
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import User
-from .engine import Engine, may_act_for
+from .engine import Engine
 from .errors import NotFound, UsageError
+from .inputs import check_text
 
 CHUNK = 1 << 20
 
@@ -70,7 +71,8 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
         raise UsageError(
             f"unknown document kind '{kind}' (kinds of {wf.name}: {', '.join(wf.documents)})"
         )
-    may_act_for(actor, row["producer"], row["commune"])
+    engine.policy.check_attach(actor, row)
+    check_text(source.name, "the file name")
     if not source.is_file():
         raise NotFound(f"file {source} not found")
     sha256, size, _ = store_file(engine.config.documents_dir, source)
@@ -87,7 +89,6 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
         return {**existing[0], "dossier": dossier_id, "already_attached": True}
 
     def change(locked: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        may_act_for(actor, locked["producer"], locked["commune"])
         for held in data.get("documents", []):  # checked again under the lock: no double record
             if held.get("kind") == kind and held.get("sha256") == sha256:
                 raise _AlreadyAttached(held)

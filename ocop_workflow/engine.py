@@ -25,12 +25,13 @@ from .definitions import Registry, TransitionDef, WorkflowDef
 from .errors import (
     Conflict,
     NotFound,
-    PermissionDenied,
     TransitionRefused,
     UsageError,
     WorkflowFileError,
 )
 from .guards import GUARDS, GuardContext
+from .inputs import check_text
+from .policy import Policy, advance_problems
 from .store import Store, audit_t, counter_t, dossier_t, dumps, insert_ignore, timer_t
 
 if TYPE_CHECKING:
@@ -43,9 +44,6 @@ SYSTEM = User(
     roles=frozenset({SYSTEM_ACTOR}),
     communes=frozenset({"*"}),
 )
-OFFICER_ROLES = frozenset(
-    {"commune_officer", "district_officer", "province_officer", "central_officer"}
-)
 # The hot path's statements, built once (building one costs more than SQLite running it).
 _CANCEL_TIMERS = (
     timer_t.update()
@@ -56,7 +54,8 @@ _INSERT_TIMER = timer_t.insert()
 _MOVE_DOSSIER = dossier_t.update().where(
     dossier_t.c.id == sa.bindparam("b_id"), dossier_t.c.version == sa.bindparam("b_seen")
 )
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
+#: Dossier ids: matched whole (``fullmatch``: a trailing newline is not part of an id).
+DOSSIER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,8 @@ class NewDossier:
     commune: str
     group: str | None
     values: dict[str, Any]
+    #: What makes it a records migration (a state mid-cycle, protected fields); empty if none.
+    migration: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,45 +100,17 @@ def snapshot(row: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> d
     }
 
 
-def permission_problems(
-    user: User, transition: TransitionDef, dossier: Mapping[str, Any]
-) -> list[str]:
-    """Every reason ``user`` may not fire ``transition`` on ``dossier`` (empty when they may).
+#: Kept for callers of the earlier name; the rule lives in :mod:`ocop_workflow.policy`.
+permission_problems = advance_problems
 
-    All of them, not the first: an officer told only "wrong role" who then gets the role would
-    next be told "wrong commune"; ``dossier triggers`` must say everything that stands in the way.
-    """
-    granting = [role for role in transition.roles if role in user.roles]
-    if not granting and transition.automatic:
-        return [f"only the scheduler (system) fires '{transition.trigger}'"]
-    problems: list[str] = []
-    if not granting:
-        problems.append(
-            f"{user.key} lacks the role for '{transition.trigger}' "
-            f"(needs {' or '.join(transition.roles)})"
+
+def check_dossier_id(dossier_id: str) -> str:
+    """A dossier id given by a user: letters, digits and ``. _ -``, matched whole."""
+    if not DOSSIER_ID.fullmatch(dossier_id) or ".." in dossier_id:
+        raise UsageError(
+            f"id {dossier_id!r}: use letters, digits and . _ - (at most 64 characters)"
         )
-    if not user.covers(dossier["commune"]):
-        problems.append(f"{user.key} does not cover commune {dossier['commune']}")
-    if granting == ["producer"] and user.organisation != dossier["producer"]:
-        problems.append(f"{user.key} acts for {user.organisation}, not for {dossier['producer']}")
-    return problems
-
-
-def may_act_for(actor: User, producer: str, commune: str) -> None:
-    """Registering and attaching: an officer covering the commune, or the producer itself."""
-    if actor.roles & OFFICER_ROLES:
-        if actor.covers(commune):
-            return
-        raise PermissionDenied(f"{actor.key} does not cover commune {commune}")
-    if "producer" in actor.roles:
-        if not actor.covers(commune):
-            raise PermissionDenied(f"{actor.key} does not cover commune {commune}")
-        if actor.organisation != producer:
-            raise PermissionDenied(
-                f"{actor.key} acts only for {actor.organisation}, not for {producer}"
-            )
-        return
-    raise PermissionDenied(f"{actor.key} needs the producer role or an officer role for this")
+    return dossier_id
 
 
 class Engine:
@@ -155,6 +128,8 @@ class Engine:
         self.registry = registry
         self.config = config
         self.clock = clock
+        #: Who may do what; every writing method below asks it first.
+        self.policy = Policy(config, registry)
         if calendar is not None:
             self.__dict__["calendar"] = calendar
 
@@ -215,28 +190,41 @@ class Engine:
         dossier_id: str | None,
         values: dict[str, Any],
         state: str | None = None,
+        entered_at: datetime | None = None,
     ) -> NewDossier:
-        """Everything about a new dossier that can be checked before touching the database."""
+        """Everything about a new dossier that can be checked before touching the database.
+
+        The policy decides last, on the checked values: a dossier given a ``state`` other than
+        the initial one, an ``entered_at`` or a protected field is a records migration.
+        """
         wf = self.registry.get(workflow or self.config.default_workflow)
         for name, value in (
             ("product", product),
             ("producer", producer),
             ("commune", commune),
         ):
+            check_text(value, name)
             if not value.strip():
                 raise UsageError(f"{name} must not be empty")
-        if dossier_id is not None and not _ID.match(dossier_id):
-            raise UsageError(
-                f"id {dossier_id!r}: use letters, digits and . _ / - (at most 64 characters)"
-            )
+        if group is not None:
+            check_text(group, "group")
+        if dossier_id is not None:
+            check_dossier_id(dossier_id)
         if wf.groups and group is not None and group not in wf.groups:
             raise UsageError(
                 f"group {group}: unknown product group for {wf.name} "
                 f"(groups: {', '.join(wf.groups)})"
             )
         target = wf.state(state) if state is not None else wf.initial
-        may_act_for(actor, producer, commune)
-        return NewDossier(
+        migration = []
+        if target.name != wf.initial.name:
+            migration.append(f"state {target.name}")
+        if entered_at is not None:
+            migration.append("state_entered_at")
+        protected = [name for name in values if name in wf.fields and wf.fields[name].protected]
+        if protected:
+            migration.append("protected field(s) " + ", ".join(protected))
+        new = NewDossier(
             workflow=wf,
             state=target.name,
             dossier_id=dossier_id,
@@ -245,6 +233,15 @@ class Engine:
             commune=commune.strip(),
             group=group,
             values=values,
+            migration=tuple(migration),
+        )
+        self.check_new_allowed(actor, new)
+        return new
+
+    def check_new_allowed(self, actor: User, new: NewDossier) -> None:
+        """The policy's word on creating ``new`` as ``actor`` (exit 6 when refused)."""
+        self.policy.check_create(
+            actor, producer=new.producer, commune=new.commune, migration=new.migration
         )
 
     def insert_new(
@@ -259,6 +256,7 @@ class Engine:
         reason: str | None = None,
     ) -> dict[str, Any]:
         """Insert a checked new dossier, its first audit entry and its state's timers."""
+        self.check_new_allowed(actor, new)
         if new.dossier_id is None:
             dossier_id = self.next_ids(conn, now, 1)[0]
         elif conn.execute(
@@ -289,8 +287,14 @@ class Engine:
         entered_at: datetime | None = None,
         trigger: str = "register",
         reason: str | None = None,
+        source: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-        """The dossier row, its first audit entry and its timers — built, not yet written."""
+        """The dossier row, its first audit entry and its timers — built, not yet written.
+
+        ``source`` (an import's file, SHA-256 and line) is recorded in the first entry's
+        ``data_after`` under ``source``, covered by the chain's hash: the trail proves where a
+        dossier that did not start with ``register`` came from.
+        """
         state = new.workflow.state(new.state)
         entered = entered_at or now
         row = {
@@ -331,7 +335,11 @@ class Engine:
             reason=reason,
             at=now,
             data_before=None,
-            data_after=snapshot(row, new.values),
+            data_after=(
+                snapshot(row, new.values)
+                if source is None
+                else {**snapshot(row, new.values), "source": dict(source)}
+            ),
         )
         return row, entry, timer_rows
 
@@ -421,9 +429,9 @@ class Engine:
             )
         wf = self.registry.for_dossier(row) if pinned else self.registry.get(row["workflow"])
         transition = self._transition(wf, trigger, row["state"])
-        problems = permission_problems(actor, transition, row)
-        if problems:
-            raise PermissionDenied("; ".join(problems))
+        self.policy.check_advance(actor, transition, row)
+        if reason is not None:
+            check_text(reason, "--reason", multiline=True)
         before = json.loads(row["data"])
         updates = (
             dict(data)
@@ -510,14 +518,18 @@ class Engine:
 
         ``change(row, data)`` returns the new data or raises an :class:`OcopError`; it runs inside
         the transaction with the dossier locked, so what it checks cannot change under it.
-        Returns (audit seq, new data).
+        The policy is asked first (:meth:`Policy.check_amend`): an event it does not know is
+        refused. Returns (audit seq, new data).
         """
+        if reason is not None:
+            check_text(reason, "reason", multiline=True)
         now = self.clock()
         with self.store.write() as conn:
             found = self.store.lock_dossier(conn, dossier_id)
             if found is None:
                 raise NotFound(f"dossier {dossier_id} not found")
             row = dict(found._mapping)
+            self.policy.check_amend(actor, event, row)
             before = json.loads(row["data"])
             after = change(row, json.loads(row["data"]))
             seq, _ = audit.append(
@@ -570,7 +582,7 @@ class Engine:
         data = json.loads(row["data"])
         out = []
         for transition in wf.transitions_from(row["state"]):
-            reasons = held + permission_problems(actor, transition, row)
+            reasons = held + advance_problems(actor, transition, row)
             needs_reason = "reason_given" in transition.guards
             reasons += guard_failures(
                 wf, transition, row, data, "(given)" if needs_reason else None

@@ -18,9 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from .config import User, parse_instant
 from .engine import Engine, NewDossier
-from .errors import OcopError, UsageError
+from .errors import Conflict, OcopError, PermissionDenied, UsageError
+from .inputs import check_text
 from .store import audit_t, dossier_t, timer_t
 
 BASE_COLUMNS = (
@@ -58,12 +61,19 @@ class ImportReport:
 
 
 class ImportRejected(UsageError):
-    """The file has bad rows; nothing was written. ``problems`` names each line."""
+    """The file has bad rows; nothing was written. ``problems`` names each line.
 
-    def __init__(self, message: str, report: ImportReport) -> None:
+    Exit 2 for bad rows; exit 6 (``permission_denied``) when any row is one the acting user may
+    not import (another organisation's, a records migration without the role).
+    """
+
+    def __init__(self, message: str, report: ImportReport, *, refused: bool = False) -> None:
         super().__init__(message)
         self.report = report
         self.problems = report.problems
+        if refused:
+            self.exit_code = PermissionDenied.exit_code
+            self.code = PermissionDenied.code
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
@@ -142,6 +152,8 @@ def import_file(
     report = ImportReport(dry_run=dry_run)
     checked: list[tuple[int, NewDossier, datetime | None]] = []
     seen_ids: dict[str, int] = {}
+    refused = False
+    sha256 = file_sha256(path)
     for line, row in read_rows(path):
         report.rows += 1
         try:
@@ -154,17 +166,56 @@ def import_file(
                 seen_ids[new.dossier_id] = line
             checked.append((line, new, entered))
         except OcopError as exc:
+            refused = refused or isinstance(exc, PermissionDenied)
             report.problems.append(f"{path.name}:{line}: {exc.message}")
         if progress is not None:
             progress(1)
     report.problems += _ids_taken(engine, seen_ids, path.name)
     if report.problems:
+        what = "refused or bad" if refused else "bad"
         raise ImportRejected(
-            f"{len(report.problems)} bad row(s) in {path.name}; nothing was imported", report
+            f"{len(report.problems)} {what} row(s) in {path.name}; nothing was imported",
+            report,
+            refused=refused,
         )
+    if file_sha256(path) != sha256:
+        raise Conflict(f"{path} changed while it was being read; nothing was imported")
     if dry_run:
         return report
     now = engine.clock()
+    try:
+        _insert(engine, actor, path, sha256, checked, report, now)
+    except sa.exc.IntegrityError:
+        # Checked above, but another import or registration may take an id in between.
+        raise Conflict(
+            f"{path.name}: a dossier id of this file was taken meanwhile (another import or "
+            "registration); nothing was imported"
+        ) from None
+    report.imported = len(report.ids)
+    return report
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file being imported, recorded with each imported dossier."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _insert(
+    engine: Engine,
+    actor: User,
+    path: Path,
+    sha256: str,
+    checked: list[tuple[int, NewDossier, datetime | None]],
+    report: ImportReport,
+    now: datetime,
+) -> None:
+    """Write every checked row in one transaction (batched executemany per table)."""
     with engine.store.write() as conn:
         fresh = iter(engine.next_ids(conn, now, sum(1 for _, n, _ in checked if not n.dossier_id)))
         dossiers, entries, planned = [], [], []
@@ -177,6 +228,7 @@ def import_file(
                 entered_at=entered,
                 trigger="import",
                 reason=f"imported from {path.name} line {line}",
+                source={"file": path.name, "sha256": sha256, "line": line},
             )
             dossiers.append(row)
             entries.append(entry)
@@ -186,8 +238,6 @@ def import_file(
         for table, rows in ((dossier_t, dossiers), (audit_t, entries), (timer_t, planned)):
             for start in range(0, len(rows), 2000):
                 conn.execute(table.insert(), rows[start : start + 2000])
-    report.imported = len(report.ids)
-    return report
 
 
 def _data_column(text: str) -> dict[str, str]:
@@ -245,12 +295,11 @@ def _check_row(
     if row.get("state_entered_at"):
         if state is None:
             raise UsageError("state_entered_at needs a state")
-        text = row["state_entered_at"]
-        entered = parse_instant(
-            text if "T" in text else f"{text}T00:00:00+07:00", "state_entered_at", UsageError
-        )
-    if state is not None and state not in wf.states:
-        raise UsageError(f"unknown state '{state}' in {wf.name}")
+        entered = _entered_at(row["state_entered_at"], engine.clock())
+    if state is not None:
+        check_text(state, "state")
+        if state not in wf.states:
+            raise UsageError(f"unknown state '{state}' in {wf.name}")
     new = engine.check_new(
         actor,
         product=row.get("product", ""),
@@ -261,5 +310,23 @@ def _check_row(
         dossier_id=row.get("id") or None,
         values=values,
         state=state,
+        entered_at=entered,
     )
     return new, entered
+
+
+def _entered_at(text: str, now: datetime) -> datetime:
+    """When a migrated dossier entered its state: a real instant, not after now.
+
+    A state entered in the future (``9999-12-31``) would push every deadline past any date the
+    calendar can count; one before 1900 is no record of this programme either.
+    """
+    check_text(text, "state_entered_at")
+    entered = parse_instant(
+        text if "T" in text else f"{text}T00:00:00+07:00", "state_entered_at", UsageError
+    )
+    if entered > now:
+        raise UsageError(f"state_entered_at {text} is in the future")
+    if entered.year < 1900:
+        raise UsageError(f"state_entered_at {text} is before 1900")
+    return entered

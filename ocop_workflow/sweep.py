@@ -434,13 +434,13 @@ def recipients(
     ``extra_roles`` (escalations), and the producer's e-mail from the dossier data. On the email
     channel a recipient is an address; on the file and webhook channels it is the user's key.
     """
-    from .engine import permission_problems
+    from .policy import advance_problems
 
     config = engine.config
     outgoing = [t for t in wf.transitions_from(state_name) if t.remind]
     users: list[User] = []
     for user in config.users.values():
-        acts = any(not permission_problems(user, t, dossier) for t in outgoing)
+        acts = any(not advance_problems(user, t, dossier) for t in outgoing)
         escalated = bool(user.roles & set(extra_roles)) and user.covers(dossier["commune"])
         if escalated and user.roles & set(extra_roles) == {"producer"}:
             escalated = user.organisation == dossier["producer"]  # only its own producer

@@ -72,6 +72,16 @@ name = "Võ Văn Dũng"
 roles = ["district_officer"]
 communes = ["Ia Le", "Ia Phang"]
 email = "dung@example.vn"
+
+[users.records]
+name = "Văn thư lưu trữ tỉnh"
+roles = ["records_officer"]
+communes = ["*"]
+
+[users.auditor]
+name = "Thanh tra tỉnh"
+roles = ["auditor"]
+communes = ["*"]
 """
     + "".join(
         f"""

@@ -115,7 +115,7 @@ def import_dossiers(ws: Workspace, rows: list[dict[str, str]], now: str = T_IMPO
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    report = ok(ws, "import", str(path), user="hung", now=now)
+    report = ok(ws, "import", str(path), user="records", now=now)
     assert report["imported"] == len(rows), report
     return list(report["ids"])
 
@@ -761,7 +761,7 @@ def test_a_certificate_still_expires_on_time_while_its_rules_file_is_being_edite
                 "15/QĐ-UBND",
             ]
         )
-    ok(ws, "import", str(sheet), user="hung", now="2025-06-02T09:00:00+07:00")
+    ok(ws, "import", str(sheet), user="records", now="2025-06-02T09:00:00+07:00")
     path = own / "ocop-1489.toml"
     path.write_text(
         path.read_text(encoding="utf-8").replace(

@@ -179,7 +179,7 @@ def test_an_unknown_state_and_a_duplicate_id_are_named_and_nothing_is_imported(
         ],
     )
     before = dump_database(ws.url)
-    result = ws.run("import", str(sheet), user="hung", now=T_IMPORT)
+    result = ws.run("import", str(sheet), user="records", now=T_IMPORT)
     assert dump_database(ws.url) == before
     lines = rejected_lines(result, "states.csv")
     assert [line.split(":")[1] for line in lines] == ["3", "4"], result.stderr
@@ -267,7 +267,7 @@ def test_import_with_a_state_places_the_dossier_there_and_plans_its_timers(
             ]
         ],
     )
-    report = ok(ws, "import", str(sheet), now="2026-06-03T09:00:00+07:00")
+    report = ok(ws, "import", str(sheet), user="records", now="2026-06-03T09:00:00+07:00")
     assert report["ids"] == ["IL-EV-01"]
 
     shown = ok(ws, "dossier", "show", "IL-EV-01", now="2026-06-03T09:00:00+07:00")
@@ -384,7 +384,7 @@ def test_an_xlsx_export_imports_into_a_fresh_database_unchanged(
             ]
         ],
     )
-    ok(ws, "import", str(sheet), now="2026-01-05T09:00:00+07:00")
+    ok(ws, "import", str(sheet), user="records", now="2026-01-05T09:00:00+07:00")
     scan = ws.root / "phieu-kiem-nghiem.pdf"
     scan.write_text("Phiếu kết quả kiểm nghiệm — cà phê bột", encoding="utf-8")
     ok(
@@ -436,7 +436,7 @@ def test_an_xlsx_export_imports_into_a_fresh_database_unchanged(
     write_config(fresh_root)
     fresh = Workspace(fresh_root, f"sqlite:///{fresh_root / 'ocop.db'}")
     fresh.run("init", check=True)
-    report = ok(fresh, "import", str(exported), now=T_LATER)
+    report = ok(fresh, "import", str(exported), user="records", now=T_LATER)
     assert sorted(report["ids"]) == ["OCOP-2025-0015", "OCOP-2026-0001"]
 
     def listed(w: Workspace) -> dict[str, dict[str, Any]]:

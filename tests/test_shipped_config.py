@@ -52,7 +52,7 @@ def test_the_readme_scoring_example_runs_against_the_shipped_config(tmp_path: Pa
                 "evaluation_province",
             ]
         )
-    ws.run("--as", "hung", "import", str(sheet), check=True)
+    ws.run("--as", "records", "import", str(sheet), check=True)
     example = next(
         line
         for line in README.splitlines()
