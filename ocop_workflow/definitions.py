@@ -852,9 +852,7 @@ class Registry:
         """The workflow names the folder holds (file names, nothing parsed)."""
         if not self.folder.is_dir():
             raise WorkflowFileError(f"workflows folder {self.folder} not found")
-        return sorted(
-            p.stem for p in self.folder.glob("*.toml") if WORKFLOW_NAME.fullmatch(p.stem)
-        )
+        return sorted(p.stem for p in self.folder.glob("*.toml") if WORKFLOW_NAME.fullmatch(p.stem))
 
     def get(self, name: str) -> WorkflowDef:
         """Workflow ``name``: NotFound (exit 3) when there is no such file, WorkflowFileError

@@ -270,4 +270,3 @@ def _refuse(problems: Iterable[str]) -> None:
     problems = list(problems)
     if problems:
         raise PermissionDenied("; ".join(problems))
-
