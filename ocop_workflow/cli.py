@@ -480,6 +480,15 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
         ("stage", f"{d['stage']}   version {d['version']}"),
         ("since", str(d["state_entered_at"])),
     ]
+    came = d.get("entered") or {}
+    if came.get("by") == "import":
+        pairs.append(
+            (
+                "entered",
+                f"import by {came['actor']} from {came.get('file')} line {came.get('line')} "
+                f"(sha256 {str(came.get('sha256'))[:12]}…)",
+            )
+        )
     if d["deadline_at"]:
         pairs.append(("deadline", d["deadline_at"] + ("  OVERDUE" if d["overdue"] else "")))
         note = d["deadline"] or {}
@@ -1136,9 +1145,18 @@ def audit_verify(ctx: click.Context, dossier_id: str | None, as_json: bool) -> N
         from .errors import NotFound
 
         raise NotFound(f"dossier {dossier_id} not found: neither the dossier nor any history")
+    from .views import imported
+
+    entered_by_import = imported(store, dossier_id)
     if as_json:
-        emit_json(report.document())
+        emit_json({**report.document(), "imported": entered_by_import})
     else:
+        if entered_by_import:
+            files = sorted({str(i["file"]) for i in entered_by_import})
+            click.echo(
+                f"{len(entered_by_import)} dossier(s) entered by import, not register "
+                f"(from {', '.join(files)}): see dossier show"
+            )
         for p in report.problems:
             where = f"entry {p.seq}" if p.seq is not None else "dossier"
             click.echo(f"{p.dossier} {where}: {p.problem}")

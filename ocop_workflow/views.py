@@ -151,7 +151,55 @@ def show_dossier(
         {"trigger": t.trigger, "to": t.dest, "roles": list(t.roles), "label": t.label_vi}
         for t in wf.transitions_from(row["state"])
     ]
+    document["entered"] = entered(store, dossier_id, tz)
     return document
+
+
+def entered(store: Store, dossier_id: str, tz: tzinfo) -> dict[str, Any] | None:
+    """How the dossier came in, from its first audit entry: ``register`` or ``import`` (with
+    the file, its SHA-256 and the line, which the entry's hash covers)."""
+    with store.read() as conn:
+        first = conn.execute(
+            sa.select(audit_t.c.trigger, audit_t.c.actor, audit_t.c.at, audit_t.c.data_after).where(
+                audit_t.c.dossier_id == dossier_id, audit_t.c.seq == 1
+            )
+        ).first()
+    if first is None:
+        return None
+    out: dict[str, Any] = {"by": first.trigger, "actor": first.actor, "at": when(first.at, tz)}
+    if first.trigger == "import":
+        source = _source(first.data_after)
+        out.update({k: source.get(k) for k in ("file", "sha256", "line")})
+    return out
+
+
+def _source(data_after: str | None) -> dict[str, Any]:
+    try:
+        source = json.loads(data_after or "{}").get("source")
+    except (ValueError, AttributeError):
+        return {}
+    return source if isinstance(source, dict) else {}
+
+
+def imported(store: Store, dossier_id: str | None = None) -> list[dict[str, Any]]:
+    """Every dossier that entered by import, with its source file, SHA-256 and line: what
+    ``audit verify`` lists so an auditor sees which dossiers did not start with ``register``."""
+    query = (
+        sa.select(audit_t.c.dossier_id, audit_t.c.data_after)
+        .where(audit_t.c.seq == 1, audit_t.c.trigger == "import")
+        .order_by(audit_t.c.dossier_id)
+    )
+    if dossier_id is not None:
+        query = query.where(audit_t.c.dossier_id == dossier_id)
+    with store.read() as conn:
+        rows = conn.execute(query).all()
+    out = []
+    for row in rows:
+        source = _source(row.data_after)
+        out.append(
+            {"dossier": row.dossier_id, **{k: source.get(k) for k in ("file", "sha256", "line")}}
+        )
+    return out
 
 
 def history(store: Store, dossier_id: str, tz: tzinfo) -> list[dict[str, Any]]:
