@@ -66,6 +66,12 @@ class App:
         now = self.now
         return Engine(self.checked_store(), self.registry, self.config, clock=lambda: now)
 
+    def close(self) -> None:
+        """Release the database connections, if any were opened (the CLI calls it on exit)."""
+        store = self.__dict__.get("store")
+        if store is not None:
+            store.dispose()
+
     def actor(self) -> User:
         """The acting user (``--as``, ``OCOP_USER``, ``[cli] default_user``), checked vs the login.
 

@@ -90,7 +90,8 @@ def cli(ctx: click.Context, config_path: str, acting_user: str | None) -> None:
     """
     from .app import App
 
-    ctx.obj = App(config_path, acting_user)
+    ctx.obj = app = App(config_path, acting_user)
+    ctx.call_on_close(app.close)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
     from .definitions import WorkflowDef
 
-_MACHINES: dict[tuple[str, str, int], Machine] = {}
-
 
 class _Bound:
     """The dossier as the machine sees it for one move: nothing but its state."""
@@ -31,9 +29,14 @@ class _Bound:
 
 
 def machine_for(workflow: WorkflowDef) -> Machine:
-    """The machine of ``workflow``, built on first use and kept for the process's lifetime."""
-    key = (workflow.name, workflow.version, id(workflow))
-    machine = _MACHINES.get(key)
+    """The machine of ``workflow``, built on first use and kept as long as the definition.
+
+    It is kept on the definition object itself, not in a module-level dict keyed by
+    ``id(workflow)``: a process that loads definitions more than once (a long-lived server, the
+    test suite running commands in-process) would otherwise, once a definition is freed and its
+    address reused, get the machine of another file with the same name and version.
+    """
+    machine: Machine | None = workflow.__dict__.get("_machine")
     if machine is None:
         from transitions import Machine
 
@@ -48,12 +51,40 @@ def machine_for(workflow: WorkflowDef) -> Machine:
             auto_transitions=False,
             send_event=True,
         )
-        _MACHINES[key] = machine
+        # A frozen dataclass: write the cache past its __setattr__, as cached_property does.
+        workflow.__dict__["_machine"] = machine
     return machine
+
+
+def moves_of(workflow: WorkflowDef) -> dict[tuple[str, str], str]:
+    """(state, trigger) → destination, read once from the definition's ``transitions`` Machine.
+
+    The Machine stays the engine that validates a definition (it is built here, so a definition
+    it rejects fails on first use); an advance then needs one dict lookup instead of binding a
+    model and firing an event through the library's callback machinery.
+    """
+    table: dict[tuple[str, str], str] | None = workflow.__dict__.get("_moves")
+    if table is None:
+        machine = machine_for(workflow)
+        table = {}
+        for trigger, event in machine.events.items():
+            for source, candidates in event.transitions.items():
+                if candidates:  # the first transition listed wins, as Machine would pick it
+                    table.setdefault((source, trigger), candidates[0].dest or source)
+        workflow.__dict__["_moves"] = table
+    return table
 
 
 def move(workflow: WorkflowDef, state: str, trigger: str) -> str:
     """Fire ``trigger`` on a dossier in ``state``; return the state it lands in."""
+    try:
+        return moves_of(workflow)[(state, trigger)]
+    except KeyError:
+        raise TransitionRefused(f"'{trigger}' is not allowed from state {state}") from None
+
+
+def fire(workflow: WorkflowDef, state: str, trigger: str) -> str:
+    """The same move made through the ``transitions`` Machine itself (tests compare the two)."""
     from transitions import MachineError
 
     bound = _Bound(state)

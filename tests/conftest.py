@@ -236,25 +236,39 @@ class Workspace:
         user: str | None = None,
         now: str | None = None,
         check: bool = False,
+        process: bool | None = None,
         **env: str,
     ) -> Result:
-        """Run ``ocop ARGS`` as a real subprocess."""
+        """Run ``ocop ARGS``: in this process by default, as a real subprocess with ``process``.
+
+        In-process runs call the same entry point (``ocop_workflow.cli.main``: exit codes, error
+        lines, stdout/stderr apart) against the same real database, with the environment, the
+        working folder and the standard streams swapped for the call. They cost milliseconds
+        instead of a Python start-up, so behaviour is tested in-process and a smaller set of
+        tests keeps real processes for what needs one (start-up, signals, kill -9).
+        ``OCOP_TEST_SUBPROCESS=1`` runs every call as a subprocess.
+        """
         overrides = dict(env)
         if user is not None:
             overrides["OCOP_USER"] = user
         if now is not None:
             overrides["OCOP_NOW"] = now
-        done = subprocess.run(
-            [sys.executable, "-m", "ocop_workflow", *args],
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            env=self.env(**overrides),
-            cwd=self.root,
-            timeout=120,
-        )
-        result = Result(done.returncode, done.stdout, done.stderr)
-        if check and done.returncode != 0:
+        if process is None:
+            process = bool(os.environ.get("OCOP_TEST_SUBPROCESS"))
+        if process:
+            done = subprocess.run(
+                [sys.executable, "-m", "ocop_workflow", *args],
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+                env=self.env(**overrides),
+                cwd=self.root,
+                timeout=120,
+            )
+            result = Result(done.returncode, done.stdout, done.stderr)
+        else:
+            result = run_in_process(list(args), self.env(**overrides), self.root)
+        if check and result.code != 0:
             raise AssertionError(f"ocop {' '.join(args)} failed: {result}")
         return result
 
@@ -279,6 +293,48 @@ class Result:
 
     def __str__(self) -> str:
         return f"exit {self.code}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+def run_in_process(args: list[str], env: dict[str, str], cwd: Path) -> Result:
+    """``ocop ARGS`` through ``cli.main`` in this process, as if it were a fresh one.
+
+    ``os.environ`` becomes exactly ``env`` and the working folder ``cwd`` for the call (both
+    restored afterwards); stdin is empty; stdout and stderr are captured apart.
+    """
+    from click.testing import CliRunner
+
+    from ocop_workflow.cli import main
+
+    wanted: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    wanted.update(env)
+    runner = CliRunner()
+    previous = Path.cwd()
+    code: int
+    with runner.isolation(input="", env=wanted) as (out, err, _mixed):
+        os.chdir(cwd)
+        try:
+            main(args)
+            code = 0
+        except SystemExit as done:
+            if done.code is None:
+                code = 0
+            elif isinstance(done.code, int):
+                code = done.code
+            else:
+                sys.stderr.write(f"{done.code}\n")
+                code = 1
+        except BaseException:  # OCOP_DEBUG re-raises: a traceback on stderr, exit 1
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.chdir(previous)
+        stdout = out.getvalue().decode("utf-8")
+        stderr = err.getvalue().decode("utf-8", errors="backslashreplace")
+    return Result(code, stdout, stderr)
 
 
 def write_config(
