@@ -235,12 +235,8 @@ def quiet_logging() -> None:
     """The product's structlog pipeline (JSON lines), writing to /dev/null instead of stderr."""
     from ocop_workflow import log
 
-    saved = sys.stderr
-    sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as we do
-    try:
-        log.configure(json_lines=True)
-    finally:
-        sys.stderr = saved
+    devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as we do
+    log.configure(json_lines=True, file=devnull)
 
 
 def open_engine(config_path: Path, *, migrate: bool) -> Any:

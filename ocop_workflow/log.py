@@ -8,37 +8,43 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import IO
 
-_configured: tuple[str, bool] | None = None
+_configured: tuple[str, bool, IO[str] | None] | None = None
 
 
-class _StderrLogger:
-    """Writes each event to the *current* ``sys.stderr``, looked up per line.
+class _LineLogger:
+    """Writes each event as one line to ``file``, or else to the *current* ``sys.stderr``.
 
     A logger holding the stream it saw first would keep writing there after the stream is
     swapped (a test running the CLI in-process, an embedding application redirecting stderr).
     """
 
+    __slots__ = ("file",)
+
+    def __init__(self, file: IO[str] | None) -> None:
+        self.file = file
+
     def msg(self, message: str) -> None:
-        stream = sys.stderr
+        stream = self.file or sys.stderr
         stream.write(message + "\n")
         stream.flush()
 
     log = debug = info = warn = warning = error = critical = exception = failure = fatal = msg
 
 
-def _stderr_logger(*_args: object) -> _StderrLogger:
-    return _StderrLogger()
-
-
-def configure(level: str = "INFO", *, json_lines: bool | None = None) -> None:
-    """Set structlog up; calling it again with the same settings does nothing."""
+def configure(
+    level: str = "INFO", *, json_lines: bool | None = None, file: IO[str] | None = None
+) -> None:
+    """Set structlog up (events to ``file``, default stderr); the same settings again: no-op."""
     global _configured
     if json_lines is None:
-        json_lines = not sys.stderr.isatty()
-    if _configured == (level, json_lines):
+        json_lines = not (file or sys.stderr).isatty()
+    if _configured == (level, json_lines, file):
         return
     import structlog
+
+    logger = _LineLogger(file)
 
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
@@ -54,7 +60,7 @@ def configure(level: str = "INFO", *, json_lines: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=_stderr_logger,
+        logger_factory=lambda *_args: logger,
         cache_logger_on_first_use=True,
     )
-    _configured = (level, json_lines)
+    _configured = (level, json_lines, file)

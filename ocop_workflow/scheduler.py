@@ -121,24 +121,35 @@ def run_worker(app: App, *, once: bool = False) -> None:
 
 
 class _Stop:
-    """The SIGTERM/SIGINT handler: remember the request, stop the scheduler if it runs."""
+    """The SIGTERM/SIGINT handler: remember the request, stop the scheduler if it runs.
+
+    The handler imports nothing and builds no logger: it may run between any two bytecodes of
+    the main thread, including inside the import machinery while the worker is still importing
+    APScheduler. On Python 3.11 an import made there re-enters ``importlib``'s module lock
+    bookkeeping and the *outer* import fails with ``KeyError: <main thread ident>``
+    (CPython gh-91351) — the worker then exited 1 with "unexpected KeyError: 1396…" instead of
+    stopping cleanly. Everything the handler needs is therefore imported and bound here, before
+    the handler is installed.
+    """
 
     def __init__(self, log: Any) -> None:
-        self.log = log
+        from apscheduler.schedulers import SchedulerNotRunningError
+
+        self.log = log.bind() if hasattr(log, "bind") else log
+        self.not_running = SchedulerNotRunningError
         self.requested = threading.Event()
         self.scheduler: Any = None
+        self.names = {int(s): s.name for s in (signal.SIGTERM, signal.SIGINT)}
 
     def __call__(self, signum: int, _frame: Any) -> None:
-        self.log.info("worker.stopping", signal=signal.Signals(signum).name)
+        self.log.info("worker.stopping", signal=self.names.get(signum, str(signum)))
         self.requested.set()
         self.shutdown()
 
     def shutdown(self) -> None:
-        from apscheduler.schedulers import SchedulerNotRunningError
-
         if self.scheduler is not None:
             # Not started yet: the first job sees the request and stops it.
-            with contextlib.suppress(SchedulerNotRunningError):
+            with contextlib.suppress(self.not_running):
                 self.scheduler.shutdown(wait=False)
 
 

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -351,3 +352,32 @@ def test_a_worker_whose_database_connections_are_cut_reconnects(
     assert worker.process.poll() is None
     code, _ = worker.stop()
     assert code == 0, worker.output()
+
+
+def test_the_stop_signal_handler_imports_nothing_so_a_signal_during_start_up_cannot_fail_it() -> (
+    None
+):
+    """The KeyError flake: SIGTERM arrived while the worker was still importing APScheduler, the
+    handler imported ``apscheduler.schedulers`` itself, and on Python 3.11 that nested import
+    inside the import machinery made the outer import raise ``KeyError: <main thread ident>``
+    (CPython gh-91351): the worker printed "error: unexpected KeyError: 1396…" and exited 1.
+    In a fresh interpreter, the handler as the worker installs it must not import anything."""
+    code = textwrap.dedent(
+        """
+        import signal, sys
+        from ocop_workflow import log
+        from ocop_workflow.scheduler import _log, _Stop
+        log.configure(json_lines=True)
+        stop = _Stop(_log())
+        before = set(sys.modules)
+        stop(signal.SIGTERM, None)
+        assert stop.requested.is_set()
+        print(sorted(set(sys.modules) - before))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"the handler imported {done.stdout.strip()}"
+    assert '"event": "worker.stopping"' in done.stderr and '"signal": "SIGTERM"' in done.stderr
