@@ -172,6 +172,8 @@ class Problem:
     dossier: str
     seq: int | None
     problem: str
+    #: The dossier columns that differ from what the chain says (empty for chain problems).
+    columns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -212,10 +214,7 @@ def verify(
     report = VerifyReport()
     byte_order = "C" if store.dialect == "postgresql" else "BINARY"
     entries = sa.select(audit_t).order_by(audit_t.c.dossier_id.collate(byte_order), audit_t.c.seq)
-    c = dossier_t.c
-    dossiers = sa.select(
-        c.id, c.state, c.data, c.product, c.producer, c.commune, c.product_group
-    ).order_by(c.id.collate(byte_order))
+    dossiers = sa.select(dossier_t).order_by(dossier_t.c.id.collate(byte_order))
     if dossier_id is not None:
         entries = entries.where(audit_t.c.dossier_id == dossier_id)
         dossiers = dossiers.where(dossier_t.c.id == dossier_id)
@@ -274,6 +273,7 @@ class _ChainCheck:
         self.prev_hash = GENESIS
         self.broken = False
         self.last: Any = None
+        self.first_at: datetime | None = None
 
     def feed(self, row: Any) -> tuple[str, Any] | None:
         done = None
@@ -281,6 +281,7 @@ class _ChainCheck:
             done = self.finish()
             self.dossier, self.expected_seq, self.prev_hash = row.dossier_id, 1, GENESIS
             self.broken = False
+            self.first_at = row.at
         self.report.entries_checked += 1
         self.last = row
         if self.broken:
@@ -296,7 +297,7 @@ class _ChainCheck:
     def finish(self) -> tuple[str, Any] | None:
         if self.dossier is None:
             return None
-        return (self.dossier, None if self.broken else self.last)
+        return (self.dossier, None if self.broken else _Tail(self.last, self.first_at))
 
     def _check(self, row: Any) -> str | None:
         if row.seq != self.expected_seq:
@@ -326,35 +327,100 @@ class _ChainCheck:
         return None
 
 
-def _check_current(report: VerifyReport, dossier: Any, tail: Any) -> None:
+@dataclass(frozen=True)
+class _Tail:
+    """The end of a sound chain: its last entry, and when its first entry was written."""
+
+    last: Any
+    first_at: datetime | None
+
+
+#: Dossier columns recorded in the ``data_after`` snapshot of every entry written since the row
+#: was first covered whole (engine.snapshot): (snapshot key, column).
+_SNAPSHOT_COLUMNS = (
+    ("product", "product"),
+    ("producer", "producer"),
+    ("commune", "commune"),
+    ("group", "product_group"),
+    ("data", "data"),
+    ("workflow", "workflow"),
+    ("workflow_version", "workflow_version"),
+    ("stage", "stage"),
+    ("state_entered_at", "state_entered_at"),
+    ("state_entry_seq", "state_entry_seq"),
+    ("deadline_at", "deadline_at"),
+    ("deadline_note", "deadline_note"),
+)
+_JSON_COLUMNS = frozenset({"data", "deadline_note"})
+_TIME_COLUMNS = frozenset({"state_entered_at", "deadline_at", "created_at", "updated_at"})
+
+
+def expected_row(tail: _Tail) -> dict[str, Any]:
+    """Every dossier column the chain determines: recomputed (id, state, version, times) or
+    recorded in the last entry's snapshot. Old entries lack the later snapshot keys; those
+    columns are then simply not in the answer (their hashes must stay as they were)."""
+    last = tail.last
+    snapshot = json.loads(last.data_after)
+    expected: dict[str, Any] = {
+        "id": last.dossier_id,
+        "state": last.to_state,
+        "version": last.seq,
+        "updated_at": iso_utc(last.at),
+    }
+    if tail.first_at is not None:
+        expected["created_at"] = iso_utc(tail.first_at)
+    for key, column in _SNAPSHOT_COLUMNS:
+        if key in snapshot:
+            expected[column] = snapshot[key]
+    return expected
+
+
+def _as_recorded(column: str, value: Any) -> Any:
+    """A dossier column in the form its snapshot records it."""
+    if value is None:
+        return None
+    if column in _JSON_COLUMNS:
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value  # not JSON: cannot equal what the chain recorded
+    if column in _TIME_COLUMNS:
+        return iso_utc(value)
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _check_current(report: VerifyReport, dossier: Any, tail: _Tail | None) -> None:
+    """Compare every column of the dossier row with what its chain says it must be."""
     if tail is None:
         if not any(p.dossier == dossier.id for p in report.problems):
             report.problems.append(Problem(dossier.id, None, "dossier has no history"))
         return
-    if dossier.state != tail.to_state:
-        report.problems.append(
-            Problem(
-                dossier.id,
-                tail.seq,
-                f"dossier is in state {dossier.state} but its history ends in {tail.to_state}",
+    row = dossier._mapping
+    differing: list[str] = []
+    details: list[str] = []
+    for column, expected in expected_row(tail).items():
+        actual = _as_recorded(column, row[column])
+        if actual == expected:
+            continue
+        differing.append(column)
+        if column in _JSON_COLUMNS:
+            details.append(f"dossier {column} differs from its last history entry")
+        elif column == "state":
+            details.append(
+                f"dossier is in state {actual} but its history ends in {expected}"
             )
-        )
-        return
-    snapshot = json.loads(tail.data_after)
-    for key, column in (
-        ("product", "product"),
-        ("producer", "producer"),
-        ("commune", "commune"),
-        ("group", "product_group"),
-    ):
-        if snapshot.get(key) != getattr(dossier, column):
-            report.problems.append(
-                Problem(dossier.id, tail.seq, f"dossier {key} differs from its last history entry")
+        else:
+            details.append(
+                f"column {column} is {_shown(actual)} but its history says {_shown(expected)}"
             )
-            return
-    if json.loads(dossier.data) != snapshot.get("data"):
+    if differing:
         report.problems.append(
-            Problem(dossier.id, tail.seq, "dossier data differs from its last history entry")
+            Problem(dossier.id, tail.last.seq, "; ".join(details), columns=differing)
         )
 
 

@@ -1169,7 +1169,9 @@ def audit_verify(ctx: click.Context, dossier_id: str | None, as_json: bool) -> N
         first = report.problems[0]
         error = AuditFailure(
             f"audit verification failed: {len(report.problems)} problem(s), first in dossier "
-            f"{first.dossier}" + (f" entry {first.seq}" if first.seq is not None else "")
+            f"{first.dossier}"
+            + (f" entry {first.seq}" if first.seq is not None else "")
+            + (f" (column {', '.join(first.columns)})" if first.columns else "")
         )
         error.reported = True  # type: ignore[attr-defined]
         raise error

@@ -90,13 +90,29 @@ class Moved:
 
 
 def snapshot(row: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The part of a dossier an audit entry records before and after a change."""
+    """The dossier row as an audit entry records it before and after a change.
+
+    Every column that is not recomputed from the chain itself (id = the chain's dossier, state =
+    the entry's ``to``, version = the entry's seq, created_at / updated_at = the first / last
+    entry's time) is here, so ``audit verify`` can compare a whole row with its last entry. The
+    keys after ``data`` were added later: entries written before carry only the first five, and
+    verify checks of them only what they hold (their hashes are unchanged).
+    """
+    deadline = row.get("deadline_at")
+    note = row.get("deadline_note")
     return {
         "product": row["product"],
         "producer": row["producer"],
         "commune": row["commune"],
         "group": row["product_group"],
         "data": dict(json.loads(row["data"]) if data is None else data),
+        "workflow": row["workflow"],
+        "workflow_version": row["workflow_version"],
+        "stage": row["stage"],
+        "state_entered_at": audit.iso_utc(row["state_entered_at"]),
+        "state_entry_seq": row["state_entry_seq"],
+        "deadline_at": None if deadline is None else audit.iso_utc(deadline),
+        "deadline_note": None if note is None else json.loads(note),
     }
 
 
@@ -450,10 +466,33 @@ class Engine:
                 f"'{trigger}' refused for dossier {dossier_id}: " + "; ".join(failures), failures
             )
         dest = move(wf, row["state"], trigger)
-        seq, _ = audit.append(
+        dest_state = wf.state(dest)
+        # The entry's seq is the chain head + 1 (the head was read under the dossier lock): the
+        # timers and the row need it, and the entry records the row as it will be.
+        seq = int(row["audit_seq"] or 0) + 1
+        deadline, timer_rows = timers.plan(
+            dest_state,
+            dossier_id=dossier_id,
+            entry_seq=seq,
+            entered_at=now,
+            data=after,
+            cal=self.calendar,
+        )
+        moved_row = {
+            "state": dest,
+            "stage": dest_state.stage,
+            "state_entered_at": now,
+            "state_entry_seq": seq,
+            "deadline_at": deadline.at if deadline else None,
+            "deadline_note": timers.deadline_note_json(deadline),
+            "data": dumps(after),
+            "version": row["version"] + 1,
+            "updated_at": now,
+        }
+        audit.append(
             conn,
             dossier_id=dossier_id,
-            head=(row["audit_seq"], row["audit_hash"]),
+            head=(seq - 1, row["audit_hash"] or audit.GENESIS),
             trigger=trigger,
             from_state=row["state"],
             to_state=dest,
@@ -461,35 +500,13 @@ class Engine:
             reason=reason,
             at=now,
             data_before=snapshot(row, before),
-            data_after=snapshot(row, after),
+            data_after=snapshot({**row, **moved_row}, after),
         )
         conn.execute(_CANCEL_TIMERS, {"b_dossier": dossier_id})
-        deadline, timer_rows = timers.plan(
-            wf.state(dest),
-            dossier_id=dossier_id,
-            entry_seq=seq,
-            entered_at=now,
-            data=after,
-            cal=self.calendar,
-        )
         if timer_rows:
             conn.execute(_INSERT_TIMER, timer_rows)
-        dest_state = wf.state(dest)
         updated = conn.execute(
-            _MOVE_DOSSIER,
-            {
-                "b_id": dossier_id,
-                "b_seen": row["version"],
-                "state": dest,
-                "stage": dest_state.stage,
-                "state_entered_at": now,
-                "state_entry_seq": seq,
-                "deadline_at": deadline.at if deadline else None,
-                "deadline_note": timers.deadline_note_json(deadline),
-                "data": dumps(after),
-                "version": row["version"] + 1,
-                "updated_at": now,
-            },
+            _MOVE_DOSSIER, {"b_id": dossier_id, "b_seen": row["version"], **moved_row}
         )
         if updated.rowcount != 1:
             raise Conflict(f"dossier {dossier_id} changed while it was being moved; try again")
