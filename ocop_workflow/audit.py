@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -204,8 +204,13 @@ def verify(
     dossier_id: str | None = None,
     documents_dir: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    anchors: Mapping[str, Mapping[int, tuple[str, str]]] | None = None,
 ) -> VerifyReport:
     """Recompute every chain; name the first broken entry of each bad chain.
+
+    ``anchors`` (from signed checkpoints: dossier → {seq: (hash, checkpoint file)}) are heads
+    the chains must still contain: a chain rewritten with recomputed hashes, cut short, or a
+    dossier deleted with its whole history is named although what is left is consistent.
 
     Also checks that each dossier's current state and data are what its last entry says, so a
     quiet UPDATE of the dossier table (bypassing the engine) is found too, and — given the
@@ -243,7 +248,9 @@ def verify(
             if documents_dir is not None:
                 _check_documents(report, dossier, documents_dir)
 
-        chain = _ChainCheck(report)
+        if anchors is not None and dossier_id is not None:
+            anchors = {k: v for k, v in anchors.items() if k == dossier_id}
+        chain = _ChainCheck(report, anchors or {})
         shown = 0
         for row in _stream(conn, entries):
             if progress is not None and report.entries_checked - shown >= 1000:
@@ -260,14 +267,29 @@ def verify(
         while waiting is not None:
             check(waiting, None)
             waiting = next(rows, None)
+    for gone in sorted(set(anchors or {}) - chain.seen):
+        seq, (_, source) = max((anchors or {})[gone].items())
+        report.problems.append(
+            Problem(
+                gone,
+                None,
+                f"deleted: checkpoint {source} saw its history up to entry {seq}, "
+                "the database has none",
+            )
+        )
     return report
 
 
 class _ChainCheck:
     """Walks entries in (dossier, seq) order, one dossier at a time."""
 
-    def __init__(self, report: VerifyReport) -> None:
+    def __init__(
+        self, report: VerifyReport, anchors: Mapping[str, Mapping[int, tuple[str, str]]]
+    ) -> None:
         self.report = report
+        self.anchors = anchors
+        self.anchor: Mapping[int, tuple[str, str]] = {}
+        self.seen: set[str] = set()
         self.dossier: str | None = None
         self.expected_seq = 1
         self.prev_hash = GENESIS
@@ -282,11 +304,18 @@ class _ChainCheck:
             self.dossier, self.expected_seq, self.prev_hash = row.dossier_id, 1, GENESIS
             self.broken = False
             self.first_at = row.at
+            self.anchor = self.anchors.get(row.dossier_id, {})
+            self.seen.add(row.dossier_id)
         self.report.entries_checked += 1
         self.last = row
         if self.broken:
             return done
         problem = self._check(row)
+        if problem is None and row.seq in self.anchor and self.anchor[row.seq][0] != row.hash:
+            problem = (
+                f"rewritten: entry {row.seq} is not the one checkpoint "
+                f"{self.anchor[row.seq][1]} saw"
+            )
         if problem:
             self.report.problems.append(Problem(row.dossier_id, row.seq, problem))
             self.broken = True
@@ -297,6 +326,17 @@ class _ChainCheck:
     def finish(self) -> tuple[str, Any] | None:
         if self.dossier is None:
             return None
+        if not self.broken and self.anchor and max(self.anchor) > self.last.seq:
+            seq, (_, source) = max(self.anchor.items())
+            self.report.problems.append(
+                Problem(
+                    self.dossier,
+                    self.last.seq,
+                    f"truncated: checkpoint {source} saw entry {seq}, the history now ends "
+                    f"at {self.last.seq}",
+                )
+            )
+            self.broken = True
         return (self.dossier, None if self.broken else _Tail(self.last, self.first_at))
 
     def _check(self, row: Any) -> str | None:

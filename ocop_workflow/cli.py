@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -159,6 +160,12 @@ def init(ctx: click.Context, as_json: bool) -> None:
 
     app = app_of(ctx)
     before, after = upgrade(app.store)
+    if app.store.is_superuser():
+        click.echo(
+            "warning: connected to PostgreSQL as a superuser, who can rewrite the audit trail "
+            "and bypass its triggers: run ocop as the role README 'Database roles' creates",
+            err=True,
+        )
     document = {"database": app.store.safe_url, "revision_before": before, "revision": after}
     if as_json:
         emit_json(document)
@@ -1130,18 +1137,48 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.option("--dossier", "dossier_id", metavar="ID", help="Only this dossier's chain.")
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A signed checkpoint the chains must still extend (repeatable).",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False),
+    help="Key that signed the checkpoints (default: [audit] public_key).",
+)
 @json_option
 @click.pass_context
-def audit_verify(ctx: click.Context, dossier_id: str | None, as_json: bool) -> None:
-    """Recompute the hash chains; exit 7 naming the first broken entry of each bad chain."""
+def audit_verify(
+    ctx: click.Context,
+    dossier_id: str | None,
+    checkpoints: tuple[str, ...],
+    public_key: str | None,
+    as_json: bool,
+) -> None:
+    """Recompute the hash chains; exit 7 naming the first broken entry of each bad chain.
+
+    With --checkpoint, also exit 7 for each dossier whose chain was rewritten, cut short or
+    deleted since the checkpoint was signed, and for a checkpoint whose signature is bad.
+    """
     from .audit import count_entries, verify
     from .errors import AuditFailure
 
     app = app_of(ctx)
+    anchors = None
+    if checkpoints:
+        from . import checkpoint as cp
+
+        key = cp.load_public(_public_key_path(app, public_key))
+        anchors = cp.anchors(cp.read(Path(path), key) for path in checkpoints)
     store = app.checked_store()
     total = count_entries(store, dossier_id) if _bar_wanted() else 0
     with progress_bar("verifying", total) as advance:
-        report = verify(store, dossier_id, app.config.documents_dir, progress=advance)
+        report = verify(
+            store, dossier_id, app.config.documents_dir, progress=advance, anchors=anchors
+        )
     if dossier_id is not None and report.dossiers_checked == 0 and report.ok:
         from .errors import NotFound
 
@@ -1175,6 +1212,106 @@ def audit_verify(ctx: click.Context, dossier_id: str | None, as_json: bool) -> N
         )
         error.reported = True  # type: ignore[attr-defined]
         raise error
+
+
+def _public_key_path(app: Any, given: str | None) -> Path:
+    from .errors import UsageError
+
+    if given is not None:
+        return Path(given)
+    configured = app.config.audit.public_key
+    if configured is None:
+        raise UsageError("no public key: give --public-key KEY or set [audit] signing_key")
+    return Path(configured)
+
+
+@audit.command("keygen")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Private key file to create (default: [audit] signing_key).",
+)
+@click.pass_context
+def audit_keygen(ctx: click.Context, output: str | None) -> None:
+    """Create the Ed25519 key that signs checkpoints (private 0600; public key beside it)."""
+    from .checkpoint import keygen
+    from .errors import UsageError
+
+    app = app_of(ctx)
+    if output is None:
+        if app.config.audit.signing_key is None:
+            raise UsageError("give -o FILE or set [audit] signing_key")
+        private = app.config.audit.signing_key
+    else:
+        private = Path(output)
+    public = keygen(private)
+    click.echo(f"wrote private key {private} and public key {public}", err=True)
+
+
+@audit.command("checkpoint")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write a new checkpoint here."
+)
+@click.option(
+    "--verify-only",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Only check FILE's signature (no database needed).",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False),
+    help="With --verify-only: the signer's public key (default: [audit] public_key).",
+)
+@json_option
+@click.pass_context
+def audit_checkpoint(
+    ctx: click.Context,
+    output: str | None,
+    verify_only: str | None,
+    public_key: str | None,
+    as_json: bool,
+) -> None:
+    """Sign every chain head (dossier, seq, hash) with [audit] signing_key, or check a file."""
+    from . import checkpoint as cp
+    from .errors import UsageError
+
+    app = app_of(ctx)
+    if (output is None) == (verify_only is None):
+        raise UsageError("give either -o FILE (write) or --verify-only FILE (check)")
+    if verify_only is not None:
+        checked = cp.read(Path(verify_only), cp.load_public(_public_key_path(app, public_key)))
+        document = {
+            "ok": True,
+            "file": checked.path,
+            "created_at": checked.created_at,
+            "count": checked.count,
+            "root": checked.root,
+            "key_id": checked.key_id,
+        }
+        if as_json:
+            emit_json(document)
+        else:
+            click.echo(
+                f"ok: {checked.path} signed by key {checked.key_id}, {checked.count} chain(s) "
+                f"at {checked.created_at}, root {checked.root}"
+            )
+        return
+    assert output is not None
+    if app.config.audit.signing_key is None:
+        raise UsageError("set [audit] signing_key (create it with `ocop audit keygen`)")
+    written = cp.build(app.checked_store(), app.config.audit.signing_key, app.now)
+    cp.write(written, Path(output))
+    summary = {k: written[k] for k in ("created_at", "count", "entries", "root", "key_id")}
+    if as_json:
+        emit_json({"file": output, **summary})
+    else:
+        click.echo(
+            f"wrote {output}: {written['count']} chain(s), {written['entries']} entries, "
+            f"root {written['root']}",
+            err=True,
+        )
 
 
 @audit.command("export")

@@ -102,6 +102,22 @@ class Council:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """``[audit]``: the checkpoint signing key and the worker's checkpoint schedule."""
+
+    signing_key: Path | None = None
+    public_key: Path | None = None
+    checkpoint_dir: Path | None = None
+    checkpoint_interval_hours: float | None = None
+    checkpoint_recipients: tuple[str, ...] = ()
+    checkpoint_channel: str = "email"
+
+
+#: ``[documents] max_bytes`` default: a scanned 500-page dossier is ~20–40 MB.
+DEFAULT_MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     database_url: str
@@ -121,6 +137,8 @@ class Config:
     documents_dir: Path = Path("documents")
     #: A province's own days off (and worked Saturdays), each with its source: ``[calendar]``.
     calendar_days: tuple[DayDecision, ...] = ()
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def user(self, key: str) -> User:
         from .errors import NotFound
@@ -224,6 +242,7 @@ TOP_LEVEL = frozenset(
         "councils",
         "documents",
         "calendar",
+        "audit",
     }
 )
 
@@ -314,6 +333,10 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
     from .calendar_data import parse_local
 
     calendar_days = parse_local(data.get("calendar"))
+    documents = _section(
+        data.get("documents"), "documents", {"dir": _str, "max_bytes": _positive(_int)}
+    )
+    audit = _audit(data.get("audit"), resolve, notifications)
 
     default_user = cli.get("default_user")
     if default_user is not None and default_user not in users:
@@ -339,6 +362,53 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         councils=councils,
         documents_dir=resolve(documents.get("dir", "documents")),
         calendar_days=calendar_days,
+        max_document_bytes=documents.get("max_bytes", DEFAULT_MAX_DOCUMENT_BYTES),
+        audit=audit,
+    )
+
+
+def _audit(
+    data: Any, resolve: Callable[[str], Path], notifications: NotificationsConfig
+) -> AuditConfig:
+    values = _section(
+        data,
+        "audit",
+        {
+            "signing_key": _str,
+            "public_key": _str,
+            "checkpoint_dir": _str,
+            "checkpoint_interval_hours": _positive(_num),
+            "checkpoint_recipients": _str_list,
+            "checkpoint_channel": _str,
+        },
+    )
+    interval = values.get("checkpoint_interval_hours")
+    if interval is not None and not interval < float("inf"):
+        raise ConfigError("config key 'audit.checkpoint_interval_hours' must be finite")
+    if interval is not None and "signing_key" not in values:
+        raise ConfigError("config key 'audit.checkpoint_interval_hours' needs audit.signing_key")
+    channel = values.get("checkpoint_channel", "email")
+    if values.get("checkpoint_recipients") and channel not in notifications.channels:
+        raise ConfigError(
+            f"config key 'audit.checkpoint_channel': channel {channel} is not in "
+            "[notifications] channels"
+        )
+    signing = resolve(values["signing_key"]) if "signing_key" in values else None
+    public = values.get("public_key")
+    if public is None and signing is not None:
+        from .checkpoint import public_key_path
+
+        public_path: Path | None = public_key_path(signing)
+    else:
+        public_path = resolve(public) if public is not None else None
+    directory = values.get("checkpoint_dir")
+    return AuditConfig(
+        signing_key=signing,
+        public_key=public_path,
+        checkpoint_dir=resolve(directory) if directory else resolve("checkpoints"),
+        checkpoint_interval_hours=None if interval is None else float(interval),
+        checkpoint_recipients=values.get("checkpoint_recipients", ()),
+        checkpoint_channel=channel,
     )
 
 

@@ -179,6 +179,12 @@ class _Worker:
                 run_sweep(self.engine, now)
             except Exception as exc:  # a database hiccup must never kill the worker
                 _log().error("worker.sweep_failed", error=f"{type(exc).__name__}: {exc}")
+            try:
+                from .checkpoint import write_scheduled
+
+                write_scheduled(self.engine.store, self.engine.config.audit, now)
+            except Exception as exc:  # a missing key must not stop the deadlines
+                _log().error("worker.checkpoint_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _run_scheduler(worker: _Worker, interval: float, stop: _Stop, log: Any) -> None:

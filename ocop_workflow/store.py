@@ -293,6 +293,13 @@ class Store:
                 "run `ocop init` to upgrade"
             )
 
+    def is_superuser(self) -> bool:
+        """True on PostgreSQL when the session's role is a superuser (it can bypass triggers)."""
+        if self.is_sqlite:
+            return False
+        with self.read() as conn:
+            return conn.execute(sa.text("SHOW is_superuser")).scalar() == "on"
+
     @property
     def safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)

@@ -1,0 +1,297 @@
+"""Signed checkpoints catch what a consistent-looking database hides, on SQLite and PostgreSQL.
+
+Someone with write access to the database can rewrite a chain with recomputed hashes, cut its
+last entries and roll the dossier back, or delete a dossier with its history: plain ``audit
+verify`` is then clean. A checkpoint signed before (with a key the database does not hold) is
+not: ``audit verify --checkpoint`` exits 7 naming the dossier. Rows are changed with plain SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from conftest import Workspace, write_config
+
+from ocop_workflow import audit
+from ocop_workflow import checkpoint as cp
+from ocop_workflow.config import load_config
+from ocop_workflow.definitions import Registry
+from ocop_workflow.engine import Engine
+from ocop_workflow.migrate import upgrade
+from ocop_workflow.store import Store, audit_t, dossier_t
+
+START = datetime.fromisoformat("2026-03-02T09:00+07:00")
+AUDIT = """
+[audit]
+signing_key = "keys/audit.pem"
+"""
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, db_url: str) -> Workspace:
+    write_config(tmp_path, extra=AUDIT)
+    store = Store(db_url)
+    try:
+        upgrade(store)
+    finally:
+        store.dispose()
+    ws = Workspace(tmp_path, db_url)
+    ws.run("audit", "keygen", check=True)
+    return ws
+
+
+@pytest.fixture
+def store(workspace: Workspace) -> Iterator[Store]:
+    store = Store(workspace.url)
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def engine(workspace: Workspace, store: Store) -> Engine:
+    config = load_config(workspace.config, {"OCOP_DATABASE_URL": workspace.url})
+    now = [START]
+
+    def clock() -> datetime:
+        now[0] += timedelta(hours=1)
+        return now[0]
+
+    return Engine(store, Registry(config.workflows_dir), config, clock=clock)
+
+
+@pytest.fixture
+def trail(engine: Engine) -> dict[str, str]:
+    """Two dossiers: one moved three times (4 entries), one just registered."""
+    user = engine.config.user
+    moved = engine.register(user("lan"), product="Cà phê bột Ia Le",
+                            producer="HTX Cà phê Ia Le", commune="Ia Le")["id"]
+    fresh = engine.register(user("lan"), product="Mật ong hoa cà phê",
+                            producer="HTX Cà phê Ia Le", commune="Ia Le")["id"]
+    engine.advance(moved, "accept_idea", user("lan"))
+    engine.advance(moved, "approve_plan", user("lan"))
+    engine.advance(moved, "withdraw", user("htx_iale"), reason="Chủ thể xin rút hồ sơ")
+    return {"moved": moved, "fresh": fresh}
+
+
+def checkpoint(ws: Workspace, name: str = "cp.json") -> Path:
+    result = ws.run("audit", "checkpoint", "-o", name)
+    assert result.code == 0, result
+    return ws.root / name
+
+
+def assert_caught(ws: Workspace, path: Path, dossier: str, word: str) -> None:
+    result = ws.run("audit", "verify", "--checkpoint", str(path))
+    assert result.code == 7, result
+    assert dossier in result.stderr, result
+    assert f"{dossier} " in result.stdout and word in result.stdout, result
+
+
+def drop_protection(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.execute(sa.text("DROP TRIGGER audit_entry_no_update"))
+            conn.execute(sa.text("DROP TRIGGER audit_entry_no_delete"))
+        else:
+            conn.execute(sa.text("DROP TRIGGER audit_entry_no_change ON audit_entry"))
+    engine.dispose()
+
+
+def roll_back_to(conn: sa.Connection, dossier: str, seq: int) -> None:
+    """Delete the entries after ``seq`` and make the dossier row what entry ``seq`` says."""
+    conn.execute(audit_t.delete().where(audit_t.c.dossier_id == dossier, audit_t.c.seq > seq))
+    last = conn.execute(
+        sa.select(audit_t).where(audit_t.c.dossier_id == dossier, audit_t.c.seq == seq)
+    ).one()
+    first_at = conn.execute(
+        sa.select(audit_t.c.at).where(audit_t.c.dossier_id == dossier, audit_t.c.seq == 1)
+    ).scalar_one()
+    row = audit.expected_row(audit._Tail(last, first_at))
+    values: dict[str, Any] = {}
+    for column, value in row.items():
+        if column in ("data", "deadline_note"):
+            value = None if value is None else json.dumps(value, ensure_ascii=False)
+        elif column in ("state_entered_at", "deadline_at", "created_at", "updated_at"):
+            value = None if value is None else datetime.fromisoformat(value)
+        values[column] = value
+    conn.execute(dossier_t.update().where(dossier_t.c.id == dossier).values(values))
+
+
+# --- a sound trail ------------------------------------------------------------------------------
+
+
+def test_a_checkpoint_verifies_and_still_does_after_the_chains_grow(
+    trail: dict[str, str], workspace: Workspace, engine: Engine
+) -> None:
+    path = checkpoint(workspace)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["count"] == 2 and document["entries"] == 5
+    assert {(h["dossier"], h["seq"]) for h in document["heads"]} == {
+        (trail["moved"], 4), (trail["fresh"], 1)
+    }
+    engine.advance(trail["fresh"], "accept_idea", engine.config.user("lan"))
+    result = workspace.run("audit", "verify", "--checkpoint", str(path))
+    assert result.code == 0, result
+
+
+def test_an_auditor_checks_a_checkpoint_with_only_the_public_key(
+    trail: dict[str, str], workspace: Workspace, tmp_path: Path
+) -> None:
+    path = checkpoint(workspace)
+    elsewhere = tmp_path / "auditor"
+    elsewhere.mkdir()
+    public = workspace.root / "keys" / "audit.pub.pem"
+    auditor = Workspace(elsewhere, "sqlite:///nowhere.db")
+    result = auditor.run(
+        "audit", "checkpoint", "--verify-only", str(path), "--public-key", str(public),
+        "--json", OCOP_CONFIG=str(elsewhere / "no-config.toml"),
+    )
+    assert result.code == 0, result
+    assert result.json()["count"] == 2
+    assert not (elsewhere / "nowhere.db").exists()
+
+
+def test_a_changed_checkpoint_file_has_a_bad_signature(
+    trail: dict[str, str], workspace: Workspace
+) -> None:
+    path = checkpoint(workspace)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["heads"] = [h for h in document["heads"] if h["dossier"] != trail["moved"]]
+    document["count"] = len(document["heads"])
+    document["root"] = cp.root_hash(document["heads"])
+    path.write_text(json.dumps(document), encoding="utf-8")
+    for args in (("audit", "verify", "--checkpoint", str(path)),
+                 ("audit", "checkpoint", "--verify-only", str(path))):
+        result = workspace.run(*args)
+        assert result.code == 7, result
+        assert "bad signature" in result.stderr and str(path) in result.stderr, result
+
+
+# --- what the database alone cannot show --------------------------------------------------------
+
+
+def test_a_chain_rewritten_with_recomputed_hashes_is_caught(
+    trail: dict[str, str], workspace: Workspace, store: Store
+) -> None:
+    path = checkpoint(workspace)
+    dossier = trail["moved"]
+    drop_protection(workspace.url)
+    with store.write() as conn:
+        prev = audit.GENESIS
+        for row in conn.execute(
+            sa.select(audit_t).where(audit_t.c.dossier_id == dossier).order_by(audit_t.c.seq)
+        ).all():
+            actor = "hung" if row.seq == 2 else row.actor
+            digest = audit.entry_hash(
+                dossier_id=dossier, seq=row.seq, trigger=row.trigger, from_state=row.from_state,
+                to_state=row.to_state, actor=actor, reason=row.reason, at=row.at,
+                data_before=None if row.data_before is None else json.loads(row.data_before),
+                data_after=json.loads(row.data_after), prev_hash=prev,
+            )
+            conn.execute(
+                audit_t.update()
+                .where(audit_t.c.dossier_id == dossier, audit_t.c.seq == row.seq)
+                .values(actor=actor, prev_hash=prev, hash=digest)
+            )
+            prev = digest
+    assert audit.verify(store).ok  # consistent: the database alone cannot tell
+    assert_caught(workspace, path, dossier, "rewritten")
+
+
+def test_a_chain_cut_short_with_its_dossier_rolled_back_is_caught(
+    trail: dict[str, str], workspace: Workspace, store: Store
+) -> None:
+    path = checkpoint(workspace)
+    drop_protection(workspace.url)
+    with store.write() as conn:
+        roll_back_to(conn, trail["moved"], 2)
+    assert audit.verify(store).ok
+    assert_caught(workspace, path, trail["moved"], "truncated")
+
+
+def test_a_dossier_deleted_with_its_history_is_caught(
+    trail: dict[str, str], workspace: Workspace, store: Store
+) -> None:
+    path = checkpoint(workspace)
+    drop_protection(workspace.url)
+    with store.write() as conn:
+        conn.execute(sa.text("DELETE FROM timer"))
+        conn.execute(audit_t.delete().where(audit_t.c.dossier_id == trail["fresh"]))
+        conn.execute(dossier_t.delete().where(dossier_t.c.id == trail["fresh"]))
+    assert audit.verify(store).ok
+    assert_caught(workspace, path, trail["fresh"], "deleted")
+
+
+@pytest.mark.postgres
+def test_a_superuser_bypassing_the_triggers_is_caught(
+    trail: dict[str, str], workspace: Workspace, store: Store
+) -> None:
+    """``session_replication_role = replica`` silences the append-only trigger: the chain can
+    be cut with the triggers in place. Only the checkpoint notices."""
+    if store.is_sqlite:
+        pytest.skip("PostgreSQL only")
+    path = checkpoint(workspace)
+    engine = sa.create_engine(workspace.url)
+    try:
+        with engine.begin() as conn:
+            with pytest.raises(sa.exc.DBAPIError), conn.begin_nested():
+                conn.execute(audit_t.delete().where(audit_t.c.dossier_id == trail["moved"]))
+            conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+            roll_back_to(conn, trail["moved"], 3)
+    finally:
+        engine.dispose()
+    assert audit.verify(store).ok
+    assert_caught(workspace, path, trail["moved"], "truncated")
+
+
+# --- the worker ---------------------------------------------------------------------------------
+
+
+def test_the_worker_writes_checkpoints_on_schedule_and_mails_them_to_the_auditor(
+    trail: dict[str, str], workspace: Workspace, store: Store
+) -> None:
+    from ocop_workflow.notify import deliver_pending
+
+    write_config(workspace.root, extra=AUDIT + """checkpoint_interval_hours = 24
+checkpoint_dir = "checkpoints"
+checkpoint_recipients = ["kiemtoan@example.vn"]
+checkpoint_channel = "file"
+""")
+    result = workspace.run("worker", "--once", now="2026-03-03T08:00:00+07:00")
+    assert result.code == 0, result
+    written = sorted((workspace.root / "checkpoints").glob("checkpoint-*.json"))
+    assert len(written) == 1
+    config = load_config(workspace.config, {"OCOP_DATABASE_URL": workspace.url})
+    later = datetime.fromisoformat("2026-03-03T09:00+07:00")
+    assert cp.write_scheduled(store, config.audit, later) is None  # not due yet
+    assert cp.write_scheduled(store, config.audit, later + timedelta(days=1)) is not None
+    deliver_pending(store, config.notifications, later + timedelta(days=1))
+    lines = [json.loads(line) for line in (workspace.root / "outbox.jsonl").read_text(
+        encoding="utf-8").splitlines()]
+    mailed = [line for line in lines if line["kind"] == "audit_checkpoint"]
+    assert [m["recipient"] for m in mailed] == ["kiemtoan@example.vn"] * 2
+    copy = workspace.root / "copy.json"
+    copy.write_text(mailed[0]["body"], encoding="utf-8")
+    key = cp.load_public(workspace.root / "keys" / "audit.pub.pem")
+    assert cp.read(copy, key).count == 2
+
+
+# --- the deployment -----------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_init_warns_when_run_as_a_postgresql_superuser(workspace: Workspace) -> None:
+    if workspace.url.startswith("sqlite"):
+        result = workspace.run("init")
+        assert result.code == 0 and "superuser" not in result.stderr, result
+        return
+    result = workspace.run("init")
+    assert result.code == 0, result
+    warnings = [line for line in result.stderr.splitlines() if "superuser" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: "), result
