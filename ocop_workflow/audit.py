@@ -451,9 +451,7 @@ def _check_current(report: VerifyReport, dossier: Any, tail: _Tail | None) -> No
         if column in _JSON_COLUMNS:
             details.append(f"dossier {column} differs from its last history entry")
         elif column == "state":
-            details.append(
-                f"dossier is in state {actual} but its history ends in {expected}"
-            )
+            details.append(f"dossier is in state {actual} but its history ends in {expected}")
         else:
             details.append(
                 f"column {column} is {_shown(actual)} but its history says {_shown(expected)}"

@@ -52,11 +52,15 @@ def dossier(workspace: Workspace, store: Store) -> str:
     now = [START]
     engine = Engine(store, Registry(config.workflows_dir), config, clock=lambda: now[0])
     row = engine.register(
-        config.user("lan"), product="Cà phê bột Ia Le", producer="HTX Cà phê Ia Le",
+        config.user("lan"),
+        product="Cà phê bột Ia Le",
+        producer="HTX Cà phê Ia Le",
         commune="Ia Le",
     )
     engine.register(
-        config.user("lan"), product="Mật ong hoa cà phê", producer="HTX Cà phê Ia Le",
+        config.user("lan"),
+        product="Mật ong hoa cà phê",
+        producer="HTX Cà phê Ia Le",
         commune="Ia Le",
     )
     now[0] += timedelta(hours=2)
@@ -120,9 +124,10 @@ def test_every_dossier_column_is_covered_by_the_chain(dossier: str, store: Store
     """A new column must be added to the snapshot or recomputed, or this fails."""
     with store.read() as conn:
         last = conn.execute(
-            sa.select(audit_t).where(audit_t.c.dossier_id == dossier).order_by(
-                audit_t.c.seq.desc()
-            ).limit(1)
+            sa.select(audit_t)
+            .where(audit_t.c.dossier_id == dossier)
+            .order_by(audit_t.c.seq.desc())
+            .limit(1)
         ).one()
     covered = audit.expected_row(audit._Tail(last, last.at))
     assert set(covered) == {c.name for c in dossier_t.columns}
@@ -135,26 +140,57 @@ def test_a_chain_written_before_the_full_snapshot_still_verifies(
     unchanged and verify checks of them what they hold (and what the chain recomputes)."""
     at = START
     old_snapshot = {
-        "product": "Trà hoa vàng", "producer": "HTX Trà", "commune": "Ia Le", "group": None,
+        "product": "Trà hoa vàng",
+        "producer": "HTX Trà",
+        "commune": "Ia Le",
+        "group": None,
         "data": {},
     }
     entry = audit.entry_row(
-        dossier_id="OLD-1", seq=1, prev_hash=audit.GENESIS, trigger="register",
-        from_state=None, to_state="idea", actor="lan", reason=None, at=at,
-        data_before=None, data_after=old_snapshot,
+        dossier_id="OLD-1",
+        seq=1,
+        prev_hash=audit.GENESIS,
+        trigger="register",
+        from_state=None,
+        to_state="idea",
+        actor="lan",
+        reason=None,
+        at=at,
+        data_before=None,
+        data_after=old_snapshot,
     )
     # The hash the code before this change computed for this very entry.
     assert entry["hash"] == audit.entry_hash(
-        dossier_id="OLD-1", seq=1, trigger="register", from_state=None, to_state="idea",
-        actor="lan", reason=None, at=at, data_before=None, data_after=old_snapshot,
+        dossier_id="OLD-1",
+        seq=1,
+        trigger="register",
+        from_state=None,
+        to_state="idea",
+        actor="lan",
+        reason=None,
+        at=at,
+        data_before=None,
+        data_after=old_snapshot,
         prev_hash=audit.GENESIS,
     )
     row = {
-        "id": "OLD-1", "product": "Trà hoa vàng", "producer": "HTX Trà", "commune": "Ia Le",
-        "product_group": None, "workflow": "ocop-1489", "workflow_version": "2019.1",
-        "state": "idea", "stage": "registration", "state_entered_at": at, "state_entry_seq": 1,
-        "deadline_at": None, "deadline_note": None, "version": 1, "data": "{}",
-        "created_at": at, "updated_at": at,
+        "id": "OLD-1",
+        "product": "Trà hoa vàng",
+        "producer": "HTX Trà",
+        "commune": "Ia Le",
+        "product_group": None,
+        "workflow": "ocop-1489",
+        "workflow_version": "2019.1",
+        "state": "idea",
+        "stage": "registration",
+        "state_entered_at": at,
+        "state_entry_seq": 1,
+        "deadline_at": None,
+        "deadline_note": None,
+        "version": 1,
+        "data": "{}",
+        "created_at": at,
+        "updated_at": at,
     }
     with store.write() as conn:
         conn.execute(dossier_t.insert(), [row])

@@ -69,10 +69,12 @@ def engine(workspace: Workspace, store: Store) -> Engine:
 def trail(engine: Engine) -> dict[str, str]:
     """Two dossiers: one moved three times (4 entries), one just registered."""
     user = engine.config.user
-    moved = engine.register(user("lan"), product="Cà phê bột Ia Le",
-                            producer="HTX Cà phê Ia Le", commune="Ia Le")["id"]
-    fresh = engine.register(user("lan"), product="Mật ong hoa cà phê",
-                            producer="HTX Cà phê Ia Le", commune="Ia Le")["id"]
+    moved = engine.register(
+        user("lan"), product="Cà phê bột Ia Le", producer="HTX Cà phê Ia Le", commune="Ia Le"
+    )["id"]
+    fresh = engine.register(
+        user("lan"), product="Mật ong hoa cà phê", producer="HTX Cà phê Ia Le", commune="Ia Le"
+    )["id"]
     engine.advance(moved, "accept_idea", user("lan"))
     engine.advance(moved, "approve_plan", user("lan"))
     engine.advance(moved, "withdraw", user("htx_iale"), reason="Chủ thể xin rút hồ sơ")
@@ -133,7 +135,8 @@ def test_a_checkpoint_verifies_and_still_does_after_the_chains_grow(
     document = json.loads(path.read_text(encoding="utf-8"))
     assert document["count"] == 2 and document["entries"] == 5
     assert {(h["dossier"], h["seq"]) for h in document["heads"]} == {
-        (trail["moved"], 4), (trail["fresh"], 1)
+        (trail["moved"], 4),
+        (trail["fresh"], 1),
     }
     engine.advance(trail["fresh"], "accept_idea", engine.config.user("lan"))
     result = workspace.run("audit", "verify", "--checkpoint", str(path))
@@ -149,8 +152,14 @@ def test_an_auditor_checks_a_checkpoint_with_only_the_public_key(
     public = workspace.root / "keys" / "audit.pub.pem"
     auditor = Workspace(elsewhere, "sqlite:///nowhere.db")
     result = auditor.run(
-        "audit", "checkpoint", "--verify-only", str(path), "--public-key", str(public),
-        "--json", OCOP_CONFIG=str(elsewhere / "no-config.toml"),
+        "audit",
+        "checkpoint",
+        "--verify-only",
+        str(path),
+        "--public-key",
+        str(public),
+        "--json",
+        OCOP_CONFIG=str(elsewhere / "no-config.toml"),
     )
     assert result.code == 0, result
     assert result.json()["count"] == 2
@@ -166,8 +175,10 @@ def test_a_changed_checkpoint_file_has_a_bad_signature(
     document["count"] = len(document["heads"])
     document["root"] = cp.root_hash(document["heads"])
     path.write_text(json.dumps(document), encoding="utf-8")
-    for args in (("audit", "verify", "--checkpoint", str(path)),
-                 ("audit", "checkpoint", "--verify-only", str(path))):
+    for args in (
+        ("audit", "verify", "--checkpoint", str(path)),
+        ("audit", "checkpoint", "--verify-only", str(path)),
+    ):
         result = workspace.run(*args)
         assert result.code == 7, result
         assert "bad signature" in result.stderr and str(path) in result.stderr, result
@@ -189,10 +200,17 @@ def test_a_chain_rewritten_with_recomputed_hashes_is_caught(
         ).all():
             actor = "hung" if row.seq == 2 else row.actor
             digest = audit.entry_hash(
-                dossier_id=dossier, seq=row.seq, trigger=row.trigger, from_state=row.from_state,
-                to_state=row.to_state, actor=actor, reason=row.reason, at=row.at,
+                dossier_id=dossier,
+                seq=row.seq,
+                trigger=row.trigger,
+                from_state=row.from_state,
+                to_state=row.to_state,
+                actor=actor,
+                reason=row.reason,
+                at=row.at,
                 data_before=None if row.data_before is None else json.loads(row.data_before),
-                data_after=json.loads(row.data_after), prev_hash=prev,
+                data_after=json.loads(row.data_after),
+                prev_hash=prev,
             )
             conn.execute(
                 audit_t.update()
@@ -258,11 +276,15 @@ def test_the_worker_writes_checkpoints_on_schedule_and_mails_them_to_the_auditor
 ) -> None:
     from ocop_workflow.notify import deliver_pending
 
-    write_config(workspace.root, extra=AUDIT + """checkpoint_interval_hours = 24
+    write_config(
+        workspace.root,
+        extra=AUDIT
+        + """checkpoint_interval_hours = 24
 checkpoint_dir = "checkpoints"
 checkpoint_recipients = ["kiemtoan@example.vn"]
 checkpoint_channel = "file"
-""")
+""",
+    )
     result = workspace.run("worker", "--once", now="2026-03-03T08:00:00+07:00")
     assert result.code == 0, result
     written = sorted((workspace.root / "checkpoints").glob("checkpoint-*.json"))
@@ -272,8 +294,10 @@ checkpoint_channel = "file"
     assert cp.write_scheduled(store, config.audit, later) is None  # not due yet
     assert cp.write_scheduled(store, config.audit, later + timedelta(days=1)) is not None
     deliver_pending(store, config.notifications, later + timedelta(days=1))
-    lines = [json.loads(line) for line in (workspace.root / "outbox.jsonl").read_text(
-        encoding="utf-8").splitlines()]
+    lines = [
+        json.loads(line)
+        for line in (workspace.root / "outbox.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     mailed = [line for line in lines if line["kind"] == "audit_checkpoint"]
     assert [m["recipient"] for m in mailed] == ["kiemtoan@example.vn"] * 2
     copy = workspace.root / "copy.json"
