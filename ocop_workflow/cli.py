@@ -260,6 +260,13 @@ def workflow_show(ctx: click.Context, name: str, as_json: bool) -> None:
     if document["dossiers"] is not None:
         click.echo("")
         click.echo(_dossiers_line(name, document))
+    changed = document["dossiers_on_other_content"]
+    if changed:
+        click.echo(
+            f"changed in place under {len(changed)} dossier(s): {', '.join(changed[:SHOWN_IDS])}"
+            + (", …" if len(changed) > SHOWN_IDS else "")
+            + f"\n  refused until: ocop workflow migrate --from {name} --to {name} --plan PLAN.toml"
+        )
 
 
 #: How many dossier ids ``workflow show`` prints before pointing at ``dossier list``.
@@ -1373,9 +1380,10 @@ def _commands(group: click.Group, prefix: str = "") -> Iterable[tuple[str, click
 
 
 def _register_subcommands() -> None:
-    from .cli_calendar import calendar_group
+    from .cli_calendar import calendar_group, workflow_migrate
 
     cli.add_command(calendar_group)
+    workflow.add_command(workflow_migrate)
 
 
 _register_subcommands()

@@ -6,7 +6,7 @@ Needs only the config (time zone, ``[engine] holidays``, ``[calendar]``), never 
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -96,3 +96,99 @@ def calendar_add(ctx: click.Context, start: str, count: int, as_json: bool) -> N
     for entry in skipped:
         if entry["source"]:
             click.echo(f"  bỏ qua {entry['date']} {entry['name']} — {entry['source']}")
+
+
+# --- workflow migrate (registered under `ocop workflow`) ----------------------------------------
+
+
+@click.command("migrate")
+@click.option(
+    "--from", "source", required=True, metavar="WORKFLOW", help="The rules dossiers are on."
+)
+@click.option("--to", "target", required=True, metavar="WORKFLOW", help="The rules to put them on.")
+@click.option(
+    "--plan", "plan_path", required=True, metavar="FILE.toml", help="State/field mapping."
+)
+@click.option("--dry-run", is_flag=True, help="Only the pre-flight report; write nothing.")
+@click.option("--reason", metavar="TEXT", help="Why (recorded in each dossier's history).")
+@json_option
+@click.pass_context
+def workflow_migrate(
+    ctx: click.Context,
+    source: str,
+    target: str,
+    plan_path: str,
+    dry_run: bool,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Move the dossiers in flight on one rule version (or file content) to another, audited."""
+    from pathlib import Path
+
+    from .cli import writing
+    from .errors import OcopError
+    from .rule_migration import migrate
+
+    app = app_of(ctx)
+    actor = app.actor()
+    if not dry_run:
+        writing(app)
+    try:
+        document = migrate(
+            app.engine,
+            source_name=source,
+            target_name=target,
+            plan_path=Path(plan_path),
+            actor=actor,
+            now=app.now,
+            dry_run=dry_run,
+            reason=reason,
+        )
+    except OcopError as exc:
+        report = getattr(exc, "document", None)
+        if report is not None:
+            _print_migration(report, as_json)
+            exc.reported = as_json  # type: ignore[attr-defined]
+        raise
+    _print_migration(document, as_json)
+    if document["failed"]:
+        from .errors import Conflict
+
+        error = Conflict(f"{document['failed']} dossier(s) changed meanwhile: run again for them")
+        error.reported = as_json  # type: ignore[attr-defined]
+        raise error
+
+
+def _print_migration(document: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(document)
+        return
+    mode = "pre-flight (dry run)" if document["dry_run"] else "migration"
+    click.echo(
+        f"{mode}: {document['from']} {document['from_version']} → {document['to']} "
+        f"{document['to_version']}, plan sha256 {document['plan_sha256'][:12]}…"
+    )
+    for d in document["dossiers"]:
+        line = f"  {d['id']}: {d['from']} → {d['to'] or '?'}"
+        if d["problems"]:
+            line += "  REFUSED: " + "; ".join(d["problems"])
+        else:
+            line += (
+                f"; timers: {d['timers_cancelled']} cancelled, {len(d['timers_planned'])} planned"
+            )
+            if d["deadline_at"]:
+                line += f"; deadline {d['deadline_at'][:16]}"
+            if d["documents_missing"]:
+                line += "; documents missing: " + ", ".join(d["documents_missing"])
+            if d["guards_failing"]:
+                line += "; guards now failing: " + "; ".join(
+                    f"{t} ({', '.join(f.split(':')[0] for f in fs)})"
+                    for t, fs in d["guards_failing"].items()
+                )
+            if d["error"]:
+                line += f"  NOT MIGRATED: {d['error']}"
+        click.echo(line)
+    click.echo(
+        f"{len(document['dossiers'])} dossier(s): {document['migrated']} migrated, "
+        f"{document['refused']} refused, {document['failed']} failed"
+    )

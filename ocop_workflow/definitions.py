@@ -7,6 +7,8 @@ refused as a whole: a half-valid rule set must never move a dossier.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import re
 import tomllib
@@ -182,6 +184,8 @@ class WorkflowDef:
     groups: Mapping[str, str] = field(default_factory=dict)
     documents: Mapping[str, str] = field(default_factory=dict)
     mandatory_documents: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: SHA-256 of the file's canonical bytes (:func:`content_sha256`): what a dossier is pinned to.
+    sha256: str = ""
 
     def required_documents(self, group: str | None) -> tuple[str, ...]:
         """Document kinds a dossier of product ``group`` must hold before it is submitted."""
@@ -805,16 +809,30 @@ def load_workflow_file(path: Path) -> WorkflowDef:
     return definition
 
 
+def content_sha256(text: str) -> str:
+    """SHA-256 of a rule file's canonical bytes: UTF-8, no BOM, LF line ends.
+
+    Canonical so that a checkout on Windows (CRLF) pins the same rules as one on Linux; any other
+    change, even a comment, is a change of the file an auditor must see migrated.
+    """
+    canonical = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def check_workflow_file(path: Path) -> tuple[WorkflowDef | None, list[str]]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except OSError as exc:
         return None, [f"{path}: cannot read: {exc.strerror}"]
     except UnicodeDecodeError:
         return None, [f"{path}: not UTF-8 text"]
     except tomllib.TOMLDecodeError as exc:
         return None, [f"{path}: invalid TOML: {exc}"]
-    return parse_workflow(data, path)
+    definition, problems = parse_workflow(data, path)
+    if definition is not None:
+        definition = dataclasses.replace(definition, sha256=content_sha256(text))
+    return definition, problems
 
 
 #: A workflow's name is the plain name of its file in ``workflows_dir`` (``<name>.toml``): no
@@ -904,11 +922,12 @@ class Registry:
     def for_dossier(self, dossier: Mapping[str, Any]) -> WorkflowDef:
         """The rules ``dossier`` started under, refusing to act on it under different ones.
 
-        A dossier records its workflow's name and version at registration. If the file now
-        holds another version (someone edited the rules in place), acting on the dossier would
+        A dossier records its workflow's name, version and file content hash (SHA-256) at
+        registration. If the file now holds another version or other content (someone edited
+        the rules in place, even keeping the version string), acting on the dossier would
         silently move it to rules it never started under — what an auditor must be able to
-        exclude. The change is refused (exit 1) until the old file is restored or the new rules
-        get a name of their own, beside the old ones, as the shipped rule versions do.
+        exclude. The change is refused (exit 1) until the old file is restored, or the dossiers
+        are put on the new content by ``ocop workflow migrate`` (audited, one entry each).
         """
         wf = self.get(dossier["workflow"])
         pinned = dossier.get("workflow_version")
@@ -917,5 +936,13 @@ class Registry:
                 f"dossier {dossier['id']} follows {wf.name} version {pinned}, but {wf.path} now "
                 f"holds version {wf.version}: a dossier stays on the rules it started with; "
                 "restore that file, or give the new rules a new workflow name"
+            )
+        content = dossier.get("workflow_sha256")
+        if content is not None and wf.sha256 and content != wf.sha256:
+            raise WorkflowFileError(
+                f"dossier {dossier['id']} runs on {wf.name} as it was (sha256 {content[:12]}…), "
+                f"but {wf.path} was changed in place (now {wf.sha256[:12]}…): restore the file, "
+                f"or put the dossiers on it with `ocop workflow migrate --from {wf.name} "
+                f"--to {wf.name} --plan PLAN.toml`"
             )
         return wf

@@ -321,6 +321,7 @@ class Engine:
             "product_group": new.group,
             "workflow": new.workflow.name,
             "workflow_version": new.workflow.version,
+            "workflow_sha256": new.workflow.sha256 or None,
             "state": state.name,
             "stage": state.stage,
             "state_entered_at": entered,
@@ -340,6 +341,7 @@ class Engine:
         )
         row["deadline_at"] = deadline.at if deadline else None
         row["deadline_note"] = timers.deadline_note_json(deadline)
+        row["calendar_fingerprint"] = self.calendar.fingerprint
         entry = audit.entry_row(
             dossier_id=dossier_id,
             seq=1,
@@ -506,7 +508,15 @@ class Engine:
         if timer_rows:
             conn.execute(_INSERT_TIMER, timer_rows)
         updated = conn.execute(
-            _MOVE_DOSSIER, {"b_id": dossier_id, "b_seen": row["version"], **moved_row}
+            _MOVE_DOSSIER,
+            {
+                "b_id": dossier_id,
+                "b_seen": row["version"],
+                **moved_row,
+                "calendar_fingerprint": self.calendar.fingerprint,
+                # a dossier older than the content pin adopts the file it was just moved under
+                "workflow_sha256": row["workflow_sha256"] or (wf.sha256 if pinned else None),
+            },
         )
         if updated.rowcount != 1:
             raise Conflict(f"dossier {dossier_id} changed while it was being moved; try again")

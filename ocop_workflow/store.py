@@ -21,7 +21,7 @@ from sqlmodel import Field, SQLModel
 from .errors import EnvironmentProblem
 
 #: The Alembic head this code expects; ``tests/test_migrations.py`` pins it to the scripts.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -66,12 +66,16 @@ class Dossier(SQLModel, table=True):
     product_group: str | None = None
     workflow: str = Field(index=True)
     workflow_version: str
+    #: SHA-256 of the workflow file the dossier runs on (NULL: registered before revision 0003).
+    workflow_sha256: str | None = Field(default=None, max_length=64)
     state: str = Field(index=True)
     stage: str = Field(index=True)
     state_entered_at: datetime = _utc_column(nullable=False)
     state_entry_seq: int
     deadline_at: datetime | None = _utc_column(nullable=True, index=True)
     deadline_note: str | None = None
+    #: The calendar its pending timers were planned under (calendar_data fingerprint).
+    calendar_fingerprint: str | None = Field(default=None, max_length=64)
     version: int = 1
     data: str = "{}"
     created_at: datetime = _utc_column(nullable=False)

@@ -48,6 +48,7 @@ class SweepCounts:
     notifications_sent: int = 0
     notifications_failed: int = 0
     notifications_dead: int = 0
+    deadlines_replanned: int = 0
 
     def add(self, other: SweepCounts) -> None:
         for name in self.__dataclass_fields__:
@@ -74,6 +75,10 @@ def run_sweep(
     """
     counts = SweepCounts()
     size = batch_size or engine.config.sweep_batch_size
+    from .replan import replan_for_calendar
+
+    # first: a day-off decision added since the timers were planned moves them before they fire
+    counts.deadlines_replanned = replan_for_calendar(engine, now, limit=size)
     while True:
         batch = fire_due(engine, now, limit=size)
         counts.add(batch)
@@ -258,6 +263,14 @@ class _Firing:
                 workflow=wf.name,
                 dossier_version=row["workflow_version"],
                 file_version=wf.version,
+            )
+        elif row.get("workflow_sha256") and wf.sha256 and row["workflow_sha256"] != wf.sha256:
+            _log().warning(  # the same for a file edited in place under the same version
+                "sweep.workflow_content_changed",
+                dossier=row["id"],
+                workflow=wf.name,
+                dossier_sha256=row["workflow_sha256"],
+                file_sha256=wf.sha256,
             )
         current = [
             t for t in due if t.entry_seq == row["state_entry_seq"] and t.state == row["state"]

@@ -9,6 +9,7 @@ from .definitions import check_workflow_file
 
 if TYPE_CHECKING:
     from .app import App
+    from .definitions import WorkflowDef
 
 
 def describe(app: App, name: str) -> dict[str, Any]:
@@ -19,6 +20,7 @@ def describe(app: App, name: str) -> dict[str, Any]:
         "title": wf.title,
         "legal_basis": wf.legal_basis,
         "file": str(wf.path),
+        "sha256": wf.sha256,
         "default": wf.name == app.config.default_workflow,
         "stages": list(wf.stages),
         "states": [
@@ -52,7 +54,41 @@ def describe(app: App, name: str) -> dict[str, Any]:
         },
     }
     document.update(_dossiers_on(app, wf.name))
+    document["dossiers_on_other_content"] = changed_under(app, wf)
     return document
+
+
+def changed_under(app: App, wf: WorkflowDef) -> list[str] | None:
+    """Ids of the running dossiers pinned to another content (or version) of ``wf``'s file.
+
+    They are refused every officer action until ``ocop workflow migrate`` puts them on the file
+    as it is now (or the file is restored). None when there is no database to ask.
+    """
+    import sqlalchemy as sa
+
+    from .errors import EnvironmentProblem
+    from .store import dossier_t
+
+    d = dossier_t.c
+    try:
+        store = app.checked_store()
+        with store.read() as conn:
+            return list(
+                conn.execute(
+                    sa.select(d.id)
+                    .where(
+                        d.workflow == wf.name,
+                        d.state.notin_([s.name for s in wf.states.values() if s.final]),
+                        sa.or_(
+                            d.workflow_version != wf.version,
+                            sa.and_(d.workflow_sha256.is_not(None), d.workflow_sha256 != wf.sha256),
+                        ),
+                    )
+                    .order_by(d.id)
+                ).scalars()
+            )
+    except EnvironmentProblem:
+        return None
 
 
 def _dossiers_on(app: App, name: str) -> dict[str, Any]:
@@ -87,7 +123,11 @@ def _dossiers_on(app: App, name: str) -> dict[str, Any]:
 
 
 def validate(app: App, paths: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """Check files (folders: every ``*.toml`` in them); returns (files checked, problems)."""
+    """Check files (folders: every ``*.toml`` in them); returns (files checked, problems).
+
+    A valid file that dossiers run on under other content (edited in place) is a problem too,
+    naming them: those dossiers are refused until migrated (``ocop workflow migrate``).
+    """
     targets: list[Path] = []
     for raw in paths or (str(app.config.workflows_dir),):
         path = Path(raw)
@@ -107,6 +147,15 @@ def validate(app: App, paths: tuple[str, ...]) -> tuple[list[str], list[str]]:
                     f"{names[definition.name]}"
                 )
             names[definition.name] = path
+            affected = changed_under(app, definition)
+            if affected:
+                shown = ", ".join(affected[:10]) + (", …" if len(affected) > 10 else "")
+                problems.append(
+                    f"{path}: changed in place under {len(affected)} dossier(s) on "
+                    f"{definition.name} ({shown}): they are refused until "
+                    f"`ocop workflow migrate --from {definition.name} --to {definition.name} "
+                    "--plan PLAN.toml` puts them on the file as it is now"
+                )
     if not targets:
         problems.append("no workflow files found")
     return [str(p) for p in targets], problems

@@ -1,0 +1,195 @@
+"""Re-planning deadlines when the calendar changes under them (a day-off decision added later).
+
+Every dossier stores the fingerprint of the calendar its pending timers were planned under
+(``dossier.calendar_fingerprint``). When the government announces a swap after dossiers were
+planned — or an office adds a local day off, or the ``holidays`` package is upgraded — the
+fingerprint no longer matches; the next sweep re-plans those dossiers' timers from their state
+entry, exactly as entering the state now would, so a deadline never falls on a day off.
+
+A dossier whose deadline actually moves gets a ``replan`` entry in its audit chain (actor
+``system``, from = to = its state, the reason naming the old and new last day and the days off
+that moved it): a deadline that changes is never silent. One whose timers come out the same just
+records the new fingerprint. A deadline already passed (its deadline timer fired) is left as it
+was: the dossier is overdue under the calendar that held when it fell due.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from . import audit, timers
+from .config import SYSTEM_ACTOR
+from .errors import OcopError
+from .store import dossier_t, timer_t
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+REPLAN_TRIGGER = "replan"
+_DEADLINE_KINDS = frozenset({"deadline", "expiry"})
+_REMINDER_KINDS = frozenset({"reminder", "expiry_notice"})
+
+
+def replan_for_calendar(engine: Engine, now: datetime, *, limit: int = 500) -> int:
+    """Re-plan every dossier planned under another calendar; returns how many deadlines moved."""
+    fingerprint = engine.calendar.fingerprint
+    moved = 0
+    skipped: list[str] = []
+    while True:
+        with engine.store.write() as conn:
+            query = (
+                sa.select(dossier_t)
+                .where(
+                    sa.or_(
+                        dossier_t.c.calendar_fingerprint.is_(None),
+                        dossier_t.c.calendar_fingerprint != fingerprint,
+                    )
+                )
+                .order_by(dossier_t.c.id)
+                .limit(limit)
+            )
+            if skipped:
+                query = query.where(dossier_t.c.id.notin_(skipped))
+            rows = conn.execute(engine.store.claim_query(query)).all()
+            if not rows:
+                return moved
+            for row in rows:
+                try:
+                    if _replan_one(engine, conn, dict(row._mapping), now, fingerprint):
+                        moved += 1
+                except OcopError as exc:  # its workflow file is broken: leave it, say so
+                    skipped.append(row.id)
+                    _log().warning("replan.skipped", dossier=row.id, error=exc.message)
+
+
+def _replan_one(
+    engine: Engine, conn: Connection, row: dict[str, Any], now: datetime, fingerprint: str
+) -> bool:
+    cal = engine.calendar
+    pending = conn.execute(
+        sa.select(timer_t).where(
+            timer_t.c.dossier_id == row["id"],
+            timer_t.c.status == "pending",
+            timer_t.c.entry_seq == row["state_entry_seq"],
+        )
+    ).all()
+    state = None
+    if any(t.kind in _DEADLINE_KINDS for t in pending):
+        state = engine.registry.get(row["workflow"]).states.get(row["state"])
+    if state is None:  # nothing still to come that a calendar decides
+        _mark(conn, row, fingerprint)
+        return False
+    data = json.loads(row["data"])
+    deadline, planned = timers.plan(
+        state,
+        dossier_id=row["id"],
+        entry_seq=row["state_entry_seq"],
+        entered_at=row["state_entered_at"],
+        data=data,
+        cal=cal,
+    )
+    kept = [
+        {**r, "created_at": now}
+        for r in planned
+        if r["kind"] not in _REMINDER_KINDS or r["due_at"] > now
+    ]
+    if _same(pending, kept) and _at(row["deadline_at"]) == (deadline.at if deadline else None):
+        _mark(conn, row, fingerprint)
+        return False
+    conn.execute(
+        timer_t.update().where(timer_t.c.id.in_([t.id for t in pending])).values(status="cancelled")
+    )
+    if kept:
+        conn.execute(timer_t.insert(), kept)
+    old_last = _last_day(row)
+    new_last = deadline.last_day if deadline else None
+    start = date.fromisoformat(deadline.note["start"]) if deadline else None
+    reason = _reason(engine, start, old_last, new_last)
+    snapshot = {
+        "product": row["product"],
+        "producer": row["producer"],
+        "commune": row["commune"],
+        "group": row["product_group"],
+        "data": data,
+    }
+    audit.append(
+        conn,
+        dossier_id=row["id"],
+        trigger=REPLAN_TRIGGER,
+        from_state=row["state"],
+        to_state=row["state"],
+        actor=SYSTEM_ACTOR,
+        reason=reason,
+        at=now,
+        data_before=snapshot,
+        data_after=snapshot,
+    )
+    conn.execute(
+        dossier_t.update()
+        .where(dossier_t.c.id == row["id"])
+        .values(
+            deadline_at=deadline.at if deadline else row["deadline_at"],
+            deadline_note=timers.deadline_note_json(deadline) if deadline else row["deadline_note"],
+            calendar_fingerprint=fingerprint,
+            version=row["version"] + 1,
+            updated_at=now,
+        )
+    )
+    _log().info("dossier.replanned", dossier=row["id"], reason=reason)
+    return True
+
+
+def _mark(conn: Connection, row: dict[str, Any], fingerprint: str) -> None:
+    conn.execute(
+        dossier_t.update()
+        .where(dossier_t.c.id == row["id"])
+        .values(calendar_fingerprint=fingerprint)
+    )
+
+
+def _same(pending: Sequence[Any], planned: Sequence[dict[str, Any]]) -> bool:
+    old = sorted((t.kind, _at(t.due_at)) for t in pending)
+    new = sorted((r["kind"], _at(r["due_at"])) for r in planned)
+    return old == new
+
+
+def _at(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(microsecond=0)
+
+
+def _last_day(row: dict[str, Any]) -> date | None:
+    try:
+        note = json.loads(row["deadline_note"] or "{}")
+        return date.fromisoformat(note["last_day"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _reason(engine: Engine, start: date | None, old: date | None, new: date | None) -> str:
+    """Vietnamese, for the officer reading the history: what moved, and which days did it."""
+    cal = engine.calendar
+    text = (
+        "Lịch ngày nghỉ thay đổi, hạn được tính lại: ngày cuối "
+        f"{old.strftime('%d/%m/%Y') if old else '?'} → {new.strftime('%d/%m/%Y') if new else '?'}"
+    )
+    if start and old and new:
+        named = [
+            f"{d.day.strftime('%d/%m/%Y')} {d.why} ({src[1]})"
+            for d in cal.days_off_between(start, max(old, new))
+            if (src := cal.named(d.day)) is not None and d.day.weekday() < 5
+        ]
+        if named:
+            text += "; ngày nghỉ: " + "; ".join(named)
+    return text
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("ocop")
