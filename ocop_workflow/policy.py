@@ -23,6 +23,8 @@ attach                 as register, on the dossier's producer and commune
 score                  the member themself or the council's chair, of a council of the
                        dossier's level that covers the dossier's commune
 close / re-score       that council's chair
+migrate rules          a province or central officer covering every commune ("*"):
+                       ``ocop workflow migrate`` moves every running dossier of a workflow
 read                   central officers, auditors and ``system``: everything;
                        commune, district, province and records officers: their communes;
                        a producer: its organisation's dossiers; a council member or
@@ -60,6 +62,8 @@ READ_ALL_ROLES = frozenset({"central_officer", AUDITOR_ROLE, SYSTEM_ACTOR})
 READ_SCOPED_ROLES = frozenset(
     {"commune_officer", "district_officer", "province_officer", RECORDS_ROLE}
 )
+#: Who may migrate dossiers in flight to other rules (``ocop workflow migrate``).
+MIGRATING_ROLES = frozenset({"province_officer", "central_officer"})
 #: The ``Engine.amend`` events the policy knows; any other event is refused (fail closed).
 COUNCIL_EVENTS = frozenset({"score", "close_scoring", "rescore"})
 
@@ -112,6 +116,18 @@ class Policy:
     def __init__(self, config: Config, registry: Registry | None = None) -> None:
         self.config = config
         self.registry = registry
+
+    def check_migrate(self, user: User) -> None:
+        """``ocop workflow migrate``: changing the rules under every running dossier of a workflow
+        is the programme office's decision, for the whole database (every commune)."""
+        problems = []
+        if not user.roles & MIGRATING_ROLES:
+            problems.append(
+                f"{user.key} may not migrate dossiers: needs {' or '.join(sorted(MIGRATING_ROLES))}"
+            )
+        if "*" not in user.communes:
+            problems.append(f"{user.key} does not cover every commune (a migration touches all)")
+        _refuse(problems)
 
     # --- creating dossiers ----------------------------------------------------------------------
 

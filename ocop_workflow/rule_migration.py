@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 
 from . import audit, timers
 from .config import User
-from .errors import Conflict, OcopError, PermissionDenied, TransitionRefused, UsageError
+from .errors import Conflict, OcopError, TransitionRefused, UsageError
 from .store import dossier_t, dumps, timer_t
 
 if TYPE_CHECKING:
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 MIGRATE_TRIGGER = "migrate"
-#: Changing the rules under dossiers is the province programme office's decision.
-MIGRATING_ROLES = frozenset({"province_officer", "central_officer"})
 _PLAN_KEYS = {"plan", "states", "fields", "groups"}
 
 
@@ -215,10 +213,7 @@ def migrate(
 
     Raises TransitionRefused (exit 4) when anything is unmapped — nothing is written then.
     """
-    if not actor.roles & MIGRATING_ROLES:
-        raise PermissionDenied(
-            f"{actor.key} may not migrate dossiers: needs {' or '.join(sorted(MIGRATING_ROLES))}"
-        )
+    engine.policy.check_migrate(actor)
     if reason is not None and (not reason.strip() or len(reason) > 1000):
         raise UsageError("--reason must be a non-empty text of at most 1000 characters")
     source = engine.registry.get(source_name)

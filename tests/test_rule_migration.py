@@ -7,7 +7,6 @@ verification are the real ``ocop`` commands in a subprocess.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from conftest import MANDATORY_DOCUMENTS, WORKFLOWS, Workspace, dump_database
 
@@ -19,13 +18,25 @@ SHIPPED_PLAN = ("--plan", "ocop-148-to-ocop-1489")
 NOW = "2025-08-04T09:00:00+07:00"
 
 
-def on_148(ws: Workspace, product: str, moves: list[tuple[str, str]], *, docs: bool = False,
-           reason: str | None = None) -> str:
+def on_148(
+    ws: Workspace,
+    product: str,
+    moves: list[tuple[str, str]],
+    *,
+    docs: bool = False,
+    reason: str | None = None,
+) -> str:
     """A dossier registered under ocop-148 in May 2025, moved by ``moves`` ((user, trigger))."""
     app = ws.app(user="dung", now="2025-05-05T09:00:00+07:00")
     try:
-        row = app.engine.register(app.actor(), product=product, producer=PRODUCER,
-                                  commune="Ia Le", workflow="ocop-148", group="food")
+        row = app.engine.register(
+            app.actor(),
+            product=product,
+            producer=PRODUCER,
+            commune="Ia Le",
+            workflow="ocop-148",
+            group="food",
+        )
         dossier = str(row["id"])
         producer = app.config.user("htx_iale")
         for user, trigger in moves:
@@ -41,8 +52,12 @@ def on_148(ws: Workspace, product: str, moves: list[tuple[str, str]], *, docs: b
 
 
 def setup_148(ws: Workspace) -> dict[str, str]:
-    district = on_148(ws, "Cà phê bột", [("dung", "accept_idea"), ("dung", "approve_plan"),
-                                          ("dung", "submit_dossier")], docs=True)
+    district = on_148(
+        ws,
+        "Cà phê bột",
+        [("dung", "accept_idea"), ("dung", "approve_plan"), ("dung", "submit_dossier")],
+        docs=True,
+    )
     production = on_148(ws, "Cà phê hạt", [("dung", "accept_idea"), ("dung", "approve_plan")])
     rejected = on_148(ws, "Cà phê sữa", [("dung", "reject")], reason="trùng sản phẩm")
     return {"district": district, "production": production, "rejected": rejected}
@@ -76,8 +91,9 @@ def test_real_run_migrates_each_dossier_audited_and_audit_verify_accepts_it(
 ) -> None:
     ws = workspace
     ids = setup_148(ws)
-    done = ws.run(*MIGRATE, *SHIPPED_PLAN, "--reason", "QĐ 1489: không còn cấp huyện",
-                  user="hung", now=NOW)
+    done = ws.run(
+        *MIGRATE, *SHIPPED_PLAN, "--reason", "QĐ 1489: không còn cấp huyện", user="hung", now=NOW
+    )
     assert done.code == 0, done
     assert done.json()["migrated"] == 2
 
@@ -97,8 +113,15 @@ def test_real_run_migrates_each_dossier_audited_and_audit_verify_accepts_it(
     verified = ws.run("audit", "verify", "--json")
     assert verified.code == 0 and verified.json()["ok"] is True, verified
     # the officers of the new rules can act on it: the commune forwards to the province
-    moved = ws.run("dossier", "advance", ids["district"], "forward", "--json", user="lan",
-                   now="2025-08-05T09:00:00+07:00")
+    moved = ws.run(
+        "dossier",
+        "advance",
+        ids["district"],
+        "forward",
+        "--json",
+        user="lan",
+        now="2025-08-05T09:00:00+07:00",
+    )
     assert moved.code == 0, moved
     assert moved.json()["to"] == "evaluation_province"
     # the rejected dossier stays on its rules
@@ -134,8 +157,11 @@ def test_a_bad_plan_is_a_usage_error_and_only_province_officers_migrate(
     ws = sqlite_workspace
     setup_148(ws)
     plan = ws.root / "bad.toml"
-    plan.write_text('[plan]\nfrom = "ocop-148"\nto = "ocop-1489"\n[states]\nevaluation_district'
-                    ' = "evaluation_district"\n', encoding="utf-8")
+    plan.write_text(
+        '[plan]\nfrom = "ocop-148"\nto = "ocop-1489"\n[states]\nevaluation_district'
+        ' = "evaluation_district"\n',
+        encoding="utf-8",
+    )
     bad = ws.run(*MIGRATE, "--plan", str(plan), user="hung", now=NOW)
     assert bad.code == 2, bad
     assert "'evaluation_district': not a state of ocop-1489" in bad.stderr
@@ -149,21 +175,28 @@ def test_a_file_edited_in_place_holds_its_dossiers_until_an_identity_migration(
     ws = sqlite_workspace
     own = ws.root / "workflows"
     shutil.copytree(WORKFLOWS, own)
-    ws.config.write_text(ws.config.read_text("utf-8").replace(str(WORKFLOWS), str(own)),
-                         encoding="utf-8")
+    ws.config.write_text(
+        ws.config.read_text("utf-8").replace(str(WORKFLOWS), str(own)), encoding="utf-8"
+    )
     app = ws.app(user="lan", now="2026-03-02T09:00:00+07:00")
     try:
-        dossier = str(app.engine.register(app.actor(), product="Cà phê", producer=PRODUCER,
-                                          commune="Ia Le")["id"])
+        dossier = str(
+            app.engine.register(app.actor(), product="Cà phê", producer=PRODUCER, commune="Ia Le")[
+                "id"
+            ]
+        )
     finally:
         app.store.dispose()
     path = own / "ocop-1489.toml"
     # the same version string, one deadline changed: the rules are not the same any more
-    path.write_text(path.read_text("utf-8").replace("working_days = 15", "working_days = 10", 1),
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text("utf-8").replace("working_days = 15", "working_days = 10", 1),
+        encoding="utf-8",
+    )
 
-    held = ws.run("dossier", "advance", dossier, "accept_idea", user="lan",
-                  now="2026-03-03T09:00:00+07:00")
+    held = ws.run(
+        "dossier", "advance", dossier, "accept_idea", user="lan", now="2026-03-03T09:00:00+07:00"
+    )
     assert held.code == 1, held
     assert "changed in place" in held.stderr and "ocop workflow migrate" in held.stderr
     validated = ws.run("workflow", "validate", "--json")
@@ -173,17 +206,29 @@ def test_a_file_edited_in_place_holds_its_dossiers_until_an_identity_migration(
     assert shown["dossiers_on_other_content"] == [dossier]
 
     identity = ws.root / "identity.toml"
-    identity.write_text('[plan]\nfrom = "ocop-1489"\nto = "ocop-1489"\nsame_names = true\n',
-                        encoding="utf-8")
-    migrated = ws.run("workflow", "migrate", "--from", "ocop-1489", "--to", "ocop-1489",
-                      "--plan", str(identity), "--json", user="hung",
-                      now="2026-03-03T09:00:00+07:00")
+    identity.write_text(
+        '[plan]\nfrom = "ocop-1489"\nto = "ocop-1489"\nsame_names = true\n', encoding="utf-8"
+    )
+    migrated = ws.run(
+        "workflow",
+        "migrate",
+        "--from",
+        "ocop-1489",
+        "--to",
+        "ocop-1489",
+        "--plan",
+        str(identity),
+        "--json",
+        user="hung",
+        now="2026-03-03T09:00:00+07:00",
+    )
     assert migrated.code == 0, migrated
     assert migrated.json()["migrated"] == 1
     after = ws.run("dossier", "show", dossier, "--json", check=True).json()
     assert after["deadline"]["last_day"] == "2026-03-16"  # 10 working days from 2/3, as edited
     assert ws.run("workflow", "validate").code == 0
-    moved = ws.run("dossier", "advance", dossier, "accept_idea", user="lan",
-                   now="2026-03-03T10:00:00+07:00")
+    moved = ws.run(
+        "dossier", "advance", dossier, "accept_idea", user="lan", now="2026-03-03T10:00:00+07:00"
+    )
     assert moved.code == 0, moved
     assert ws.run("audit", "verify").code == 0
