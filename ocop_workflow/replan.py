@@ -111,12 +111,14 @@ def _replan_one(
     new_last = deadline.last_day if deadline else None
     start = date.fromisoformat(deadline.note["start"]) if deadline else None
     reason = _reason(engine, start, old_last, new_last)
-    snapshot = {
-        "product": row["product"],
-        "producer": row["producer"],
-        "commune": row["commune"],
-        "group": row["product_group"],
-        "data": data,
+    from .engine import snapshot
+
+    changes = {
+        "deadline_at": deadline.at if deadline else row["deadline_at"],
+        "deadline_note": timers.deadline_note_json(deadline) if deadline else row["deadline_note"],
+        "calendar_fingerprint": fingerprint,
+        "version": row["version"] + 1,
+        "updated_at": now,
     }
     audit.append(
         conn,
@@ -127,20 +129,10 @@ def _replan_one(
         actor=SYSTEM_ACTOR,
         reason=reason,
         at=now,
-        data_before=snapshot,
-        data_after=snapshot,
+        data_before=snapshot(row, data),
+        data_after=snapshot({**row, **changes}, data),
     )
-    conn.execute(
-        dossier_t.update()
-        .where(dossier_t.c.id == row["id"])
-        .values(
-            deadline_at=deadline.at if deadline else row["deadline_at"],
-            deadline_note=timers.deadline_note_json(deadline) if deadline else row["deadline_note"],
-            calendar_fingerprint=fingerprint,
-            version=row["version"] + 1,
-            updated_at=now,
-        )
-    )
+    conn.execute(dossier_t.update().where(dossier_t.c.id == row["id"]).values(**changes))
     _log().info("dossier.replanned", dossier=row["id"], reason=reason)
     return True
 
