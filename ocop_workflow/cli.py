@@ -495,6 +495,8 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
         ("stage", f"{d['stage']}   version {d['version']}"),
         ("since", str(d["state_entered_at"])),
     ]
+    if d.get("workflow_unavailable"):
+        pairs.append(("warning", f"workflow unavailable: {d['workflow_unavailable']}"))
     came = d.get("entered") or {}
     if came.get("by") == "import":
         pairs.append(
@@ -979,10 +981,22 @@ def sweep(ctx: click.Context, as_json: bool) -> None:
     with progress_bar("firing timers", due) as advance:
         counts = run_sweep(app.engine, app.now, progress=advance)
     document = counts.document()
+    for held in document["workflows_unavailable"]:
+        click.echo(
+            f"warning: workflow {held['workflow']} is unavailable, {held['timers_held']} due "
+            f"timer(s) of its dossiers held until it loads: {held['problem']}",
+            err=True,
+        )
     if as_json:
         emit_json(document)
     else:
-        click.echo(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in document.items()))
+        click.echo(
+            ", ".join(
+                f"{k.replace('_', ' ')}: {v}"
+                for k, v in document.items()
+                if k != "workflows_unavailable"
+            )
+        )
 
 
 @cli.command()

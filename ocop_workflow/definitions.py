@@ -914,6 +914,19 @@ class Registry:
                 continue
         return out
 
+    def state_of(self, workflow: str, state: str) -> StateDef | None:
+        """The state's definition for reading commands; None when the workflow is unavailable
+        (its file broken or gone) or has no such state: a list still shows the dossier."""
+        try:
+            return self.get(workflow).states.get(state)
+        except (WorkflowFileError, NotFound, UsageError):
+            return None
+
+    def retry_unavailable(self) -> None:
+        """Forget which files did not load, so the next :meth:`get` reads them again (the
+        worker calls this every sweep: a file fixed meanwhile is picked up)."""
+        self._broken.clear()
+
     def unavailable(self) -> dict[str, str]:
         """Workflow name → why its file does not load, for every file of the folder."""
         self.loadable()

@@ -232,7 +232,7 @@ def overdue(store: Store, registry: Registry, now: datetime, tz: tzinfo) -> list
     out = []
     with store.read() as conn:
         for row in conn.execute(query):
-            state = registry.get(row.workflow).states.get(row.state)
+            state = registry.state_of(row.workflow, row.state)
             if state is None or state.final:
                 continue
             out.append(
@@ -260,7 +260,7 @@ def stuck(
     out: list[dict[str, Any]] = []
     with store.read() as conn:
         for row in conn.execution_options(yield_per=500).execute(query):
-            state = registry.get(row.workflow).states.get(row.state)
+            state = registry.state_of(row.workflow, row.state)
             if state is None or state.final:
                 continue
             out.append(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from . import messages, timers
 from .config import User
 from .definitions import WorkflowDef
-from .errors import OcopError
+from .errors import NotFound, OcopError, UsageError, WorkflowFileError
 from .store import dossier_t, insert_ignore, notification_t, timer_t
 
 if TYPE_CHECKING:
@@ -49,16 +49,42 @@ class SweepCounts:
     notifications_failed: int = 0
     notifications_dead: int = 0
     deadlines_replanned: int = 0
+    #: Due timers left pending because their dossier's workflow file does not load.
+    timers_held: int = 0
+    #: Workflow name → {"problem", "timers_held"}: files that did not load in this sweep.
+    workflows_unavailable: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, other: SweepCounts) -> None:
         for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+            if name != "workflows_unavailable":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+        for workflow, held in other.workflows_unavailable.items():
+            mine = self.workflows_unavailable.setdefault(
+                workflow, {"problem": held["problem"], "timers_held": 0}
+            )
+            mine["timers_held"] += held["timers_held"]
 
-    def document(self) -> dict[str, int]:
-        """The interface keys first (interface.md), then the details."""
+    def hold(self, workflow: str, problem: str, count: int) -> None:
+        """``count`` due timers of a dossier on ``workflow``, which cannot load, stay pending."""
+        self.timers_held += count
+        held = self.workflows_unavailable.setdefault(
+            workflow, {"problem": problem, "timers_held": 0}
+        )
+        held["timers_held"] += count
+
+    def document(self) -> dict[str, Any]:
+        """The interface keys first (interface.md), then the details.
+
+        ``workflows_unavailable`` lists each workflow whose file did not load, why, and how many
+        due timers of its dossiers were held (left pending for the next sweep).
+        """
         keys = ("timers_fired", "notifications_sent", "notifications_failed", "notifications_dead")
         rest = [k for k in self.__dataclass_fields__ if k not in keys]
-        return {k: getattr(self, k) for k in (*keys, *rest)}
+        out: dict[str, Any] = {k: getattr(self, k) for k in (*keys, *rest)}
+        out["workflows_unavailable"] = [
+            {"workflow": name, **held} for name, held in sorted(self.workflows_unavailable.items())
+        ]
+        return out
 
 
 def run_sweep(
@@ -77,16 +103,21 @@ def run_sweep(
     size = batch_size or engine.config.sweep_batch_size
     from .replan import replan_for_calendar
 
+    engine.registry.retry_unavailable()  # a file fixed since the last sweep is read again
     # first: a day-off decision added since the timers were planned moves them before they fire
     counts.deadlines_replanned = replan_for_calendar(engine, now, limit=size)
     while True:
-        batch = fire_due(engine, now, limit=size)
+        batch = fire_due(engine, now, limit=size, held=set(counts.workflows_unavailable))
         counts.add(batch)
-        claimed = batch.timers_fired + batch.timers_superseded + batch.timers_stale
+        claimed = (
+            batch.timers_fired + batch.timers_superseded + batch.timers_stale + batch.timers_held
+        )
         if progress is not None:
             progress(claimed)
         if claimed == 0:
             break
+    if counts.workflows_unavailable:
+        _count_held(engine, now, counts)
     if deliver:
         from .notify import deliver_pending
 
@@ -106,6 +137,25 @@ def run_sweep(
     return counts
 
 
+def _count_held(engine: Engine, now: datetime, counts: SweepCounts) -> None:
+    """Every due timer an unavailable workflow holds (not only those one batch met)."""
+    query = (
+        sa.select(dossier_t.c.workflow, sa.func.count())
+        .select_from(timer_t.join(dossier_t, dossier_t.c.id == timer_t.c.dossier_id))
+        .where(
+            timer_t.c.status == "pending",
+            timer_t.c.due_at <= now,
+            dossier_t.c.workflow.in_(sorted(counts.workflows_unavailable)),
+        )
+        .group_by(dossier_t.c.workflow)
+    )
+    with engine.store.read() as conn:
+        held: dict[str, int] = {str(w): int(n) for w, n in conn.execute(query).tuples()}
+    for workflow, entry in counts.workflows_unavailable.items():
+        entry["timers_held"] = int(held.get(workflow, 0))
+    counts.timers_held = sum(e["timers_held"] for e in counts.workflows_unavailable.values())
+
+
 def count_due(engine: Engine, now: datetime) -> int:
     """How many timers are due (for a progress bar; the index answers it)."""
     with engine.store.read() as conn:
@@ -118,18 +168,27 @@ def count_due(engine: Engine, now: datetime) -> int:
         )
 
 
-def fire_due(engine: Engine, now: datetime, *, limit: int) -> SweepCounts:
-    """One batch: claim up to ``limit`` due timers and fire them, in one transaction."""
+def fire_due(
+    engine: Engine, now: datetime, *, limit: int, held: set[str] | frozenset[str] = frozenset()
+) -> SweepCounts:
+    """One batch: claim up to ``limit`` due timers and fire them, in one transaction.
+
+    Timers of dossiers on a workflow in ``held`` (found unavailable earlier in this sweep) are
+    not claimed again; a workflow found unavailable in this batch holds its dossiers' timers:
+    they stay pending, counted in ``timers_held``, and fire once the file loads again.
+    """
     store = engine.store
     counts = SweepCounts()
+    query = sa.select(timer_t).where(timer_t.c.status == "pending", timer_t.c.due_at <= now)
+    if held:
+        query = query.where(
+            timer_t.c.dossier_id.not_in(
+                sa.select(dossier_t.c.id).where(dossier_t.c.workflow.in_(sorted(held)))
+            )
+        )
     with store.write() as conn:
         due = conn.execute(
-            store.claim_query(
-                sa.select(timer_t)
-                .where(timer_t.c.status == "pending", timer_t.c.due_at <= now)
-                .order_by(timer_t.c.due_at, timer_t.c.id)
-                .limit(limit)
-            )
+            store.claim_query(query.order_by(timer_t.c.due_at, timer_t.c.id).limit(limit))
         ).all()
         if not due:
             return counts
@@ -253,7 +312,13 @@ class _Firing:
         if row is _GONE:
             self.mark(due, "stale")
             return
-        wf = self.engine.registry.get(row["workflow"])
+        try:
+            wf = self.engine.registry.get(row["workflow"])
+        except (WorkflowFileError, NotFound, UsageError) as exc:
+            # Only this workflow's dossiers wait; the rest of the batch fires (run_sweep
+            # warns about it every sweep and lists it in workflows_unavailable).
+            self.counts.hold(row["workflow"], exc.message, len(due))
+            return
         if row["workflow_version"] != wf.version:
             # Officers are refused until the file is sorted out (Registry.for_dossier); the
             # timers planned under the dossier's own rules still fire, so no deadline is lost.
@@ -480,8 +545,16 @@ def recipients(
 
 
 def _log_sweep(counts: SweepCounts) -> None:
-    if any(counts.document().values()):
-        _log().info("sweep.done", **counts.document())
+    for workflow, held in sorted(counts.workflows_unavailable.items()):
+        _log().warning(
+            "sweep.workflow_unavailable",
+            workflow=workflow,
+            problem=held["problem"],
+            timers_held=held["timers_held"],
+        )
+    document = counts.document()
+    if any(document.values()):
+        _log().info("sweep.done", **document)
 
 
 def _log() -> Any:

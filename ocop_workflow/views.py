@@ -35,7 +35,7 @@ class DossierFilter:
         An officer who types ``--state bussiness_plan`` must not conclude that nothing is
         waiting. The commune is free text on the dossier, so an unknown one is just no match.
         """
-        workflows = [registry.get(self.workflow)] if self.workflow else registry.all()
+        workflows = [registry.get(self.workflow)] if self.workflow else registry.loadable()
         scope = f"workflow {self.workflow}" if self.workflow else "any workflow"
         if self.state is not None and not any(self.state in wf.states for wf in workflows):
             raise NotFound(f"--state {self.state}: no such state in {scope}")
@@ -66,7 +66,7 @@ def dossier_document(
     row: Mapping[str, Any], registry: Registry, now: datetime, tz: tzinfo
 ) -> dict[str, Any]:
     """A dossier as ``register``, ``show`` and ``list`` print it."""
-    state = registry.get(row["workflow"]).states.get(row["state"])
+    state = registry.state_of(row["workflow"], row["state"])
     deadline = row["deadline_at"]
     final = state.final if state else False
     return {
@@ -136,21 +136,31 @@ def show_dossier(
     """The dossier, how its deadline was reached, its pending timers, its possible triggers."""
     row = get_dossier(store, dossier_id)
     document = dossier_document(row, registry, now, tz)
-    wf = registry.get(row["workflow"])
     document["deadline"] = json.loads(row["deadline_note"]) if row["deadline_note"] else None
     document["timers"] = list(list_timers(store, tz, dossier_id=dossier_id))
     from .documents import checklist
+    from .errors import OcopError
 
-    document["documents"] = checklist(
-        wf.documents,
-        wf.required_documents(row["product_group"]),
-        document["data"].get("documents", []),
-    )
-    document["documents_missing"] = [d["kind"] for d in document["documents"] if not d["present"]]
-    document["next_triggers"] = [
-        {"trigger": t.trigger, "to": t.dest, "roles": list(t.roles), "label": t.label_vi}
-        for t in wf.transitions_from(row["state"])
-    ]
+    try:
+        wf = registry.get(row["workflow"])
+    except OcopError as exc:  # a reading command still shows what the database holds
+        document["workflow_unavailable"] = exc.message
+        document["documents"] = checklist({}, (), document["data"].get("documents", []))
+        document["documents_missing"] = []
+        document["next_triggers"] = []
+    else:
+        document["documents"] = checklist(
+            wf.documents,
+            wf.required_documents(row["product_group"]),
+            document["data"].get("documents", []),
+        )
+        document["documents_missing"] = [
+            d["kind"] for d in document["documents"] if not d["present"]
+        ]
+        document["next_triggers"] = [
+            {"trigger": t.trigger, "to": t.dest, "roles": list(t.roles), "label": t.label_vi}
+            for t in wf.transitions_from(row["state"])
+        ]
     document["entered"] = entered(store, dossier_id, tz)
     return document
 
