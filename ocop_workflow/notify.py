@@ -17,8 +17,10 @@ with channel and recipient already decided. This module only delivers them, and 
   recovering server is not hit by every worker at once); after ``max_attempts`` the row is
   ``dead`` and listed by ``ocop notifications list --status dead``. A row whose channel was removed
   from the config fails the same way, visibly.
-* **Secrets stay secret.** Error texts are one line, truncated, and scrubbed of the SMTP password
-  and webhook secret before they reach the database or the log.
+* **Secrets stay secret.** Error texts are one line, truncated, and passed through one
+  :class:`~ocop_workflow.redact.Redactor` (the SMTP password, the webhook secret and the webhook
+  URL's credentials, in any encoding: base64, an AUTH PLAIN blob, percent-encoded, inside a URL)
+  before they reach the database or the log.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ import smtplib
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from email.message import EmailMessage
@@ -46,6 +49,7 @@ import sqlalchemy as sa
 import structlog
 
 from .config import CHANNELS, NotificationsConfig
+from .redact import Redactor, url_secrets
 from .store import Store, notification_t
 
 #: How long a claim keeps other workers off a row. Long enough for a batch of sends, short enough
@@ -106,7 +110,7 @@ def deliver_pending(
     env = os.environ if env is None else env
     rng = rng or random.Random()
     rows = _claim(store, now, limit or config.batch_size, lease)
-    secrets = _secrets(config, env)
+    redact = redactor(config, env)
     sent = failed = dead = 0
     budget_end = time.monotonic() + lease.total_seconds() / 2
     done = 0
@@ -120,7 +124,7 @@ def deliver_pending(
                 send(outgoing, config, env)
             except Exception as exc:  # any failure is an attempt; one bad row must not block all
                 text = str(exc) if isinstance(exc, DeliveryError) else _unexpected(exc)
-                error = _one_line(_scrub(text, secrets))  # scrub first: truncation may cut it
+                error = _one_line(redact(text))  # redact first: truncation may cut a secret
                 became_dead = attempt >= config.max_attempts
                 next_at = now + retry_delay(attempt, config.backoff_seconds, rng)
                 _log().log(
@@ -315,7 +319,15 @@ def _send_webhook(
             raise DeliveryError(f"webhook secret variable {cfg.secret_env} is not set")
         digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
         headers["X-OCOP-Signature"] = f"sha256={digest}"
-    request = urllib.request.Request(cfg.url, data=body, headers=headers, method="POST")
+    url = cfg.url
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # urllib does not send URL userinfo: move it to a Basic header (and out of the URL).
+        credentials = f"{urllib.parse.unquote(parts.username or '')}:"
+        credentials += urllib.parse.unquote(parts.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     opener = urllib.request.build_opener(_NoRedirect)
     try:
         with opener.open(request, timeout=cfg.timeout_seconds) as response:
@@ -400,21 +412,12 @@ def _release(store: Store, ids: list[int]) -> None:
 # --- error text ---------------------------------------------------------------------------------
 
 
-def _secrets(config: NotificationsConfig, env: Mapping[str, str]) -> list[str]:
-    values = []
-    for name in (config.email.password_env, config.webhook.secret_env):
-        value = env.get(name) if name else None
-        if value:
-            values.append(value)
-            # AUTH LOGIN / PLAIN send it base64-encoded: a server echoing that must not leak it.
-            values.append(base64.b64encode(value.encode("utf-8")).decode("ascii"))
-    return sorted(values, key=len, reverse=True)
-
-
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
+def redactor(config: NotificationsConfig, env: Mapping[str, str]) -> Redactor:
+    """The redaction every delivery error goes through: the configured secrets (from the
+    environment variables the config names) and the webhook URL's password and query values."""
+    names = (config.email.password_env, config.webhook.secret_env)
+    secrets = [env.get(name) for name in names if name]
+    return Redactor([*secrets, *url_secrets(config.webhook.url)])
 
 
 def _one_line(text: str) -> str:
