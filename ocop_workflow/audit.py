@@ -385,12 +385,20 @@ _SNAPSHOT_COLUMNS = (
     ("data", "data"),
     ("workflow", "workflow"),
     ("workflow_version", "workflow_version"),
+    ("workflow_sha256", "workflow_sha256"),
     ("stage", "stage"),
     ("state_entered_at", "state_entered_at"),
     ("state_entry_seq", "state_entry_seq"),
     ("deadline_at", "deadline_at"),
     ("deadline_note", "deadline_note"),
 )
+#: Dossier columns deliberately not compared, and why (tests require every other one covered).
+NOT_EVIDENCE = {
+    "calendar_fingerprint": (
+        "which calendar planned the deadline: a cache the sweep sets without an entry when the "
+        "deadline is unchanged; a wrong value only makes the sweep re-plan, which is audited"
+    ),
+}
 _JSON_COLUMNS = frozenset({"data", "deadline_note"})
 _TIME_COLUMNS = frozenset({"state_entered_at", "deadline_at", "created_at", "updated_at"})
 

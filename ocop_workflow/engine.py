@@ -108,6 +108,7 @@ def snapshot(row: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> d
         "data": dict(json.loads(row["data"]) if data is None else data),
         "workflow": row["workflow"],
         "workflow_version": row["workflow_version"],
+        "workflow_sha256": row.get("workflow_sha256"),
         "stage": row["stage"],
         "state_entered_at": audit.iso_utc(row["state_entered_at"]),
         "state_entry_seq": row["state_entry_seq"],
