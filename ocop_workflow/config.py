@@ -329,7 +329,6 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
     users = _users(data.get("users"))
     targets = _targets(data.get("targets"))
     councils = _councils(data.get("councils"), users)
-    documents = _section(data.get("documents"), "documents", {"dir": _str})
     from .calendar_data import parse_local
 
     calendar_days = parse_local(data.get("calendar"))

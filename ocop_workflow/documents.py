@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -38,24 +37,62 @@ def blob_path(root: Path, sha256: str) -> Path:
     return root / sha256[:2] / sha256
 
 
-def store_file(root: Path, source: Path) -> tuple[str, int, bool]:
-    """Copy ``source`` into the store (atomically, once); returns (sha256, size, newly stored)."""
-    sha256, size = file_digest(source)
-    target = blob_path(root, sha256)
-    if target.exists():
-        return sha256, size, False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+#: Blobs are readable by the service's group (an auditor's ``audit verify`` under another login
+#: in that group), never by others; folders likewise. mkstemp's 0600 would lock the auditor out.
+BLOB_MODE = 0o640
+FOLDER_MODE = 0o750
+
+
+def _folder(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, FOLDER_MODE)  # mkdir's mode is cut by the umask; this is what we mean
+
+
+def store_file(root: Path, source: Path, max_bytes: int | None = None) -> tuple[str, int, bool]:
+    """Copy ``source`` into the store, hashing what is copied; (sha256, size, newly stored).
+
+    One pass: the bytes are hashed as they are written to a temporary file in the store, which
+    is fsynced and then renamed to the hash's name. A file that changes while it is read is
+    stored under the hash of exactly the bytes stored, never under another file's hash. Over
+    ``max_bytes`` (``[documents] max_bytes``) is refused (exit 2) with nothing stored.
+    """
+    limit = max_bytes
+    if limit is not None and source.stat().st_size > limit:
+        raise UsageError(_too_big(source, limit))
+    _folder(root)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".incoming-")
+    digest = hashlib.sha256()
+    size = 0
     try:
+        os.fchmod(fd, BLOB_MODE)
         with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            shutil.copyfileobj(src, out, CHUNK)
+            while chunk := src.read(CHUNK):
+                size += len(chunk)
+                if limit is not None and size > limit:  # it grew while we read it
+                    raise UsageError(_too_big(source, limit))
+                digest.update(chunk)
+                out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
+        sha256 = digest.hexdigest()
+        target = blob_path(root, sha256)
+        if target.exists():
+            Path(tmp).unlink()
+            return sha256, size, False
+        _folder(target.parent)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return sha256, size, True
+
+
+def _too_big(source: Path, limit: int) -> str:
+    return (
+        f"file {source.name} is larger than [documents] max_bytes "
+        f"({limit:,} bytes): nothing was stored"
+    )
 
 
 def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path) -> dict[str, Any]:
@@ -75,7 +112,9 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
     check_text(source.name, "the file name")
     if not source.is_file():
         raise NotFound(f"file {source} not found")
-    sha256, size, _ = store_file(engine.config.documents_dir, source)
+    sha256, size, _ = store_file(
+        engine.config.documents_dir, source, engine.config.max_document_bytes
+    )
     entry = {
         "kind": kind,
         "name": source.name,

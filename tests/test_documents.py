@@ -1,0 +1,144 @@
+"""Documents: stored in one pass under the hash of exactly what was stored, readable by the
+service group, and refused over ``[documents] max_bytes`` with nothing stored."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from conftest import Workspace, dump_database, write_config
+
+from ocop_workflow.documents import CHUNK, store_file
+
+NOW = "2026-03-02T09:00:00+07:00"
+
+
+class ChangingFile(type(Path())):  # type: ignore[misc]
+    """A real file that someone rewrites on disk right after its first chunk has been read
+    (an officer saving a scan again while it is being attached)."""
+
+    def open(self, *args: Any, **kwargs: Any) -> IO[Any]:  # type: ignore[override]
+        handle = super().open(*args, **kwargs)
+        path = Path(self)
+        read = handle.read
+        state = {"reads": 0}
+
+        def reading(size: int = -1) -> bytes:
+            chunk = read(size)
+            state["reads"] += 1
+            if state["reads"] == 1:
+                path.write_bytes(b"B" * (3 * CHUNK))  # same size, other content
+            return chunk
+
+        handle.read = reading  # type: ignore[method-assign]
+        return handle
+
+
+def test_a_file_rewritten_during_attach_is_stored_under_the_hash_of_the_stored_bytes(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "scan.pdf"
+    source.write_bytes(b"A" * (3 * CHUNK))
+    store = tmp_path / "documents"
+    sha256, size, new = store_file(store, ChangingFile(source))
+    blob = store / sha256[:2] / sha256
+    assert new and size == 3 * CHUNK
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == sha256
+    assert [p.name for p in store.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+@pytest.fixture
+def ws(tmp_path: Path, sqlite_url: str) -> Workspace:
+    write_config(tmp_path, extra="[documents]\nmax_bytes = 4096\n")
+    ws = Workspace(tmp_path, sqlite_url)
+    ws.run("init", check=True)
+    ws.run(
+        "dossier",
+        "register",
+        "--product",
+        "Cà phê bột",
+        "--producer",
+        "HTX Cà phê Ia Le",
+        "--commune",
+        "Ia Le",
+        "--id",
+        "OCOP-DOC-1",
+        user="lan",
+        now=NOW,
+        check=True,
+    )
+    return ws
+
+
+def ocop_with_umask(ws: Workspace, *args: str, umask: int = 0o077) -> subprocess.CompletedProcess:
+    """A real ``ocop`` process started with the service's restrictive umask."""
+    return subprocess.run(
+        [sys.executable, "-m", "ocop_workflow", *args],
+        capture_output=True,
+        text=True,
+        env=ws.env(OCOP_USER="htx_iale", OCOP_NOW=NOW),
+        cwd=ws.root,
+        timeout=120,
+        preexec_fn=lambda: os.umask(umask),
+        check=False,
+    )
+
+
+def test_blobs_are_readable_by_the_service_group_whatever_the_umask(ws: Workspace) -> None:
+    scan = ws.root / "dang-ky.pdf"
+    scan.write_bytes("Phiếu đăng ký sản phẩm OCOP".encode() * 50)
+    done = ocop_with_umask(ws, "dossier", "attach", "OCOP-DOC-1", "registration_form", str(scan))
+    assert done.returncode == 0, done.stderr
+    sha = hashlib.sha256(scan.read_bytes()).hexdigest()
+    blob = ws.root / "documents" / sha[:2] / sha
+    assert stat.S_IMODE(blob.stat().st_mode) == 0o640
+    assert stat.S_IMODE(blob.parent.stat().st_mode) == 0o750
+    assert stat.S_IMODE((ws.root / "documents").stat().st_mode) == 0o750
+    assert ws.run("audit", "verify").code == 0
+
+
+def test_a_file_over_max_bytes_is_refused_with_nothing_stored(ws: Workspace) -> None:
+    big = ws.root / "video.mp4"
+    big.write_bytes(b"\0" * 4097)
+    before = dump_database(ws.url)
+    result = ws.run(
+        "dossier", "attach", "OCOP-DOC-1", "registration_form", str(big), user="htx_iale", now=NOW
+    )
+    assert result.code == 2, result
+    assert result.stderr.startswith("error: ") and "max_bytes" in result.stderr, result
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert dump_database(ws.url) == before
+    stored = ws.root / "documents"
+    assert not stored.exists() or [p for p in stored.rglob("*") if p.is_file()] == []
+    exactly = ws.root / "ok.pdf"
+    exactly.write_bytes(b"x" * 4096)
+    assert (
+        ws.run(
+            "dossier",
+            "attach",
+            "OCOP-DOC-1",
+            "registration_form",
+            str(exactly),
+            user="htx_iale",
+            now=NOW,
+        ).code
+        == 0
+    )
+
+
+def test_max_bytes_must_be_a_positive_integer(tmp_path: Path) -> None:
+    from ocop_workflow.config import load_config
+    from ocop_workflow.errors import ConfigError
+
+    for bad in ("0", "-1", '"50MB"', "1.5"):
+        write_config(tmp_path, extra=f"[documents]\nmax_bytes = {bad}\n")
+        with pytest.raises(ConfigError, match=r"documents\.max_bytes"):
+            load_config(tmp_path / "config.toml", {})
+    write_config(tmp_path)
+    assert load_config(tmp_path / "config.toml", {}).max_document_bytes == 50 * 1024 * 1024
