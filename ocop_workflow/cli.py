@@ -512,6 +512,8 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
         if note:
             pairs.append(("  why", note.get("rule", "")))
             pairs.append(("", f"from {note.get('start')} to the end of {note.get('last_day')}"))
+            if note.get("period"):
+                pairs.append(("", note["period"]))
             off = note.get("days_off") or []
             holidays = [f"{day} {why}" for day, why in off if why not in WEEKEND_NAMES]
             if off:

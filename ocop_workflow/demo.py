@@ -74,15 +74,16 @@ NEW = [
     Product(
         "Rượu cần Ia Hla", "Cơ sở Rượu cần Ia Hla", "Ia Hla", "beverages", 45, story="not_certified"
     ),
-    Product("Thổ cẩm Jrai Chư Don", "Tổ hợp tác dệt thổ cẩm Chư Don", "Chư Don", "handicrafts", 57),
+    # groups are QĐ 1048's own (the plan ran under it): brocade is "vải và may mặc"
+    Product("Thổ cẩm Jrai Chư Don", "Tổ hợp tác dệt thổ cẩm Chư Don", "Chư Don", "textiles", 57),
     Product("Mít sấy Nhơn Hòa", "Công ty TNHH Nông sản Nhơn Hòa", "Nhơn Hòa", "food", 64),
     Product("Bơ sáp Ia Phang", "HTX Hồ tiêu Ia Phang", "Ia Phang", "food", 53),
-    Product("Tinh dầu sả Chư Don", "Cơ sở Tinh dầu Chư Don", "Chư Don", "medicinal", 61),
+    Product("Tinh dầu sả Chư Don", "Cơ sở Tinh dầu Chư Don", "Chư Don", "herbal", 61),
     Product(
         "Du lịch cộng đồng làng Plei Ia Hrú",
         "Tổ hợp tác du lịch Ia Hrú",
         "Ia Hrú",
-        "tourism",
+        "rural_tourism",
         None,
         story="late_idea",
     ),

@@ -633,7 +633,6 @@ def issue_certificate(
 ) -> None:
     """Record a new certificate; the one it supersedes (an upgrade, a renewal) is kept in
     ``previous_certificates`` so the dossier tells its whole certificate history."""
-    from datetime import timedelta
 
     from .calendar import add_months
 
@@ -654,7 +653,8 @@ def issue_certificate(
         after["previous_certificates"] = previous
     after["certified_on"] = today.isoformat()
     after["certificate_stars"] = after.get("stars")
-    after["valid_until"] = (add_months(today, months) - timedelta(days=1)).isoformat()
+    # valid through the end of the corresponding day (Civil Code Art. 147-148; timers.py)
+    after["valid_until"] = add_months(today, months).isoformat()
 
 
 def guard_failures(

@@ -20,6 +20,13 @@ from .calendar import WorkCalendar, add_months
 if TYPE_CHECKING:
     from .definitions import DeadlineDef, StateDef
 
+#: How a period in months is counted, as ``dossier show`` explains it (Vietnamese, for officers).
+CIVIL_CODE_MONTHS = (
+    "Bộ luật Dân sự 2015, Điều 147–148: thời hạn tính bằng tháng bắt đầu từ ngày tiếp theo và "
+    "kết thúc lúc 24 giờ ngày tương ứng của tháng cuối cùng (hết ngày cuối tháng nếu tháng đó "
+    "không có ngày tương ứng)"
+)
+
 #: Office reminders and escalations go out at the start of the working day, local time.
 OFFICE_HOUR = time(8, 0)
 
@@ -40,7 +47,8 @@ def compute_deadline(
 
     N working days from an entry on day D end with the N-th working day after D; the dossier is
     overdue from 00:00 local the next day. Months count calendar months from the start date,
-    clamped (31 Jan + 1 month = 28/29 Feb), and end at 00:00 local on that date.
+    clamped (31 Jan + 1 month = 28/29 Feb), and run through the end of the corresponding day
+    (Civil Code Art. 147-148): the instant is 00:00 local the day after it.
     """
     if spec.from_field is not None:
         raw = data.get(spec.from_field)
@@ -64,9 +72,12 @@ def compute_deadline(
         last_day = start + timedelta(days=spec.amount)
         at = cal.end_of(last_day)
     else:
-        end = add_months(start, spec.amount)
-        last_day = end - timedelta(days=1)
-        at = cal.at(end)
+        # Civil Code 2015 Art. 147-148: a period in months starts the day after the event and
+        # ends at 24:00 of the corresponding day of its last month (the month's last day when
+        # it has none): 36 months from 17/11/2020 run through the whole of 17/11/2023.
+        last_day = add_months(start, spec.amount)
+        at = cal.end_of(last_day)
+        note["period"] = CIVIL_CODE_MONTHS
     note["last_day"] = last_day.isoformat()
     return Deadline(at=at, last_day=last_day, note=note)
 

@@ -227,16 +227,21 @@ def test_an_entry_late_in_the_evening_counts_from_its_local_date(
     assert early_monday_after_tet.last_day == date(2026, 3, 23)
 
 
-def test_certificate_validity_counts_36_months_from_the_issue_date(
+def test_certificate_validity_runs_through_the_end_of_the_corresponding_day(
     cal: WorkCalendar, registry: Registry
 ) -> None:
+    """Civil Code Art. 147-148: 36 months from 1/7/2026 end at 24:00 on 1/7/2029."""
     spec = registry.get("ocop-1489").state("promotion").deadline
     assert spec is not None
     issued = {"certified_on": "2026-07-01"}
     deadline = compute_deadline(spec, local("2026-07-01T09:00"), issued, cal)
     assert deadline is not None
-    assert deadline.at.astimezone(HCM).isoformat() == "2029-07-01T00:00:00+07:00"
-    assert deadline.last_day == date(2029, 6, 30)
+    assert deadline.at.astimezone(HCM).isoformat() == "2029-07-02T00:00:00+07:00"
+    assert deadline.last_day == date(2029, 7, 1)
+    assert "Điều 147–148" in deadline.note["period"]
+    # no corresponding day: the last day of that month (31/8/2026 + 6 months → 28/2/2027)
+    short = compute_deadline(spec, local("2026-08-31T09:00"), {"certified_on": "2026-08-31"}, cal)
+    assert short is not None and short.last_day == date(2029, 8, 31)
     # Without the issue date there is nothing to count from.
     assert compute_deadline(spec, local("2026-07-01T09:00"), {}, cal) is None
 
@@ -285,8 +290,8 @@ def test_planning_certificate_timers_gives_a_notice_30_days_before_and_the_expir
         (r["kind"], r["due_at"].astimezone(HCM).isoformat(), r["auto_trigger"]) for r in rows
     ]
     assert planned == [
-        ("expiry_notice", "2029-06-01T00:00:00+07:00", None),
-        ("expiry", "2029-07-01T00:00:00+07:00", "expire"),
+        ("expiry_notice", "2029-06-02T00:00:00+07:00", None),
+        ("expiry", "2029-07-02T00:00:00+07:00", "expire"),
     ]
 
 

@@ -12,7 +12,7 @@ import csv
 import json
 import shutil
 import uuid
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -254,8 +254,8 @@ def test_1489_commune_pre_assessment_then_province_council_recognises_and_certif
     assert data["certificate_no"] == "GCN-2026-014"
     assert data["decision_no"] == "QĐ-GCN-2026-014"
     assert data["certified_on"] == "2026-07-01"
-    # 36 months from issue, less one day: valid to the end of 30 June 2029
-    assert data["valid_until"] == (date(2029, 7, 1) - timedelta(days=1)).isoformat()
+    # 36 months from issue, through the end of the corresponding day (Civil Code Art. 147-148)
+    assert data["valid_until"] == date(2029, 7, 1).isoformat()
 
     scores = [e for e in entries if e["trigger"] == "score"]
     assert [e["actor"] for e in scores] == list(PROVINCE_PRESENT)
@@ -442,7 +442,7 @@ def test_province_may_not_give_5_stars_it_forwards_to_the_central_council(
     data = ok(ws, "dossier", "show", d, now=T_CENTRAL_CERTIFY)["data"]
     assert (data["certificate_stars"], data["stars"], data["score"]) == (5, 5, 95.0)
     assert data["certified_on"] == "2026-09-01"
-    assert data["valid_until"] == "2029-08-31"
+    assert data["valid_until"] == "2029-09-01"
     assert data["scoring"]["province"]["result"]["stars"] == 5  # the province's round is kept
 
 

@@ -321,16 +321,16 @@ def test_certificate_expiry_is_announced_then_fired_by_the_system_unless_renewed
             now=certified_at,
         )
         assert (moved["from"], moved["to"]) == ("evaluation_province", "promotion")
-        assert same_instant(moved["deadline_at"], "2029-07-01T00:00:00+07:00"), moved
+        assert same_instant(moved["deadline_at"], "2029-07-02T00:00:00+07:00"), moved
 
     shown = ok(ws, "dossier", "show", kept, now=certified_at)
     assert shown["data"]["certified_on"] == "2026-07-01"
-    assert shown["data"]["valid_until"] == "2029-06-30"
+    assert shown["data"]["valid_until"] == "2029-07-01"
     assert shown["data"]["stars"] == 4
     planned = {(t["kind"], t["due_at"]): t for t in shown["timers"]}
     assert set(planned) == {
-        ("expiry_notice", "2029-06-01T00:00:00+07:00"),  # 30 days before
-        ("expiry", "2029-07-01T00:00:00+07:00"),  # 36 months after issue
+        ("expiry_notice", "2029-06-02T00:00:00+07:00"),  # 30 days before
+        ("expiry", "2029-07-02T00:00:00+07:00"),  # 36 months after issue
     }, shown["timers"]
     listed = ok(ws, "timers", "list", now=certified_at)
     expiry = next(t for t in listed if t["dossier"] == kept and t["kind"] == "expiry")
@@ -346,7 +346,7 @@ def test_certificate_expiry_is_announced_then_fired_by_the_system_unless_renewed
     assert moved["to"] == "evaluation_commune"
 
     # 30 days before expiry: the notice, to the producer among others.
-    sweep(ws, "2029-06-01T00:00:00+07:00")
+    sweep(ws, "2029-06-02T00:00:00+07:00")
     notices = [x for x in outbox(ws) if x["dossier"] == kept]
     assert {x["kind"] for x in notices} == {"expiry_notice"}, notices
     recipients = {x["recipient"] for x in notices}
@@ -354,11 +354,11 @@ def test_certificate_expiry_is_announced_then_fired_by_the_system_unless_renewed
     assert "htx_other" not in recipients, "a producer hears only of its own certificates"
     notice = next(x for x in notices if x["recipient"] == "htx_iale")
     assert notice["subject"].startswith("[OCOP] Giấy chứng nhận OCOP sắp hết hiệu lực")
-    assert "hết ngày 30/06/2029" in notice["subject"]
+    assert "hết ngày 01/07/2029" in notice["subject"]
     assert len(notices) == len({x["key"] for x in notices})
 
     # At expiry the scheduler expires the certificate, as `system`, audited.
-    expired_at = "2029-07-01T00:00:00+07:00"
+    expired_at = "2029-07-02T00:00:00+07:00"
     counts = sweep(ws, expired_at)
     assert counts["timers_fired"] >= 1
     expiry_lines = [x for x in outbox(ws) if x["dossier"] == kept and x["kind"] == "expiry"]
@@ -504,7 +504,7 @@ def test_a_certificate_under_re_evaluation_still_tells_its_producer_before_it_la
         user="htx_iale",
         now="2029-05-15T09:00:00+07:00",
     )
-    sweep(ws, "2029-06-01T00:00:00+07:00")
+    sweep(ws, "2029-06-02T00:00:00+07:00")
     notices = [x for x in outbox(ws) if x["kind"] == "expiry_notice"]
     assert notices, outbox(ws)
     assert "htx_iale" in {x["recipient"] for x in notices}, notices
@@ -542,7 +542,7 @@ def test_an_upgrade_keeps_the_old_certificate_watched_until_the_new_one_supersed
     )
     assert (upgraded["from"], upgraded["to"]) == ("promotion", "evaluation_commune")
     watched = {t["kind"]: t for t in timers_of(ws, dossier_id, "2027-06-01T09:00:00+07:00")}
-    assert same_instant(watched["expiry_notice"]["due_at"], "2029-06-01T00:00:00+07:00")
+    assert same_instant(watched["expiry_notice"]["due_at"], "2029-06-02T00:00:00+07:00")
     old_watch = {t["id"] for t in timers_of(ws, dossier_id, "2027-06-01T09:00:00+07:00")}
 
     advance(ws, dossier_id, "forward", "2027-06-08T09:00:00+07:00")
@@ -565,20 +565,20 @@ def test_an_upgrade_keeps_the_old_certificate_watched_until_the_new_one_supersed
         user="hung",
         now="2027-07-01T09:00:00+07:00",
     )
-    assert same_instant(second["deadline_at"], "2030-07-01T00:00:00+07:00"), second
+    assert same_instant(second["deadline_at"], "2030-07-02T00:00:00+07:00"), second
 
     data = ok(ws, "dossier", "show", dossier_id, now="2027-07-01T09:00:00+07:00")["data"]
     assert (data["certificate_no"], data["certified_on"], data["valid_until"]) == (
         "311/GCN-OCOP",
         "2027-07-01",
-        "2030-06-30",
+        "2030-07-01",
     )
     assert data["previous_certificates"] == [
         {
             "certificate_no": "127/GCN-OCOP",
             "decision_no": "2345/QĐ-UBND",
             "certified_on": "2026-07-01",
-            "valid_until": "2029-06-30",
+            "valid_until": "2029-07-01",
             "certificate_stars": 4,
         }
     ]
@@ -587,8 +587,8 @@ def test_an_upgrade_keeps_the_old_certificate_watched_until_the_new_one_supersed
     assert {t["status"] for t in everything if t["id"] in old_watch} == {"cancelled"}
     pending = [t for t in everything if t["status"] == "pending"]
     assert sorted((t["kind"], t["due_at"][:10]) for t in pending) == [
-        ("expiry", "2030-07-01"),
-        ("expiry_notice", "2030-06-01"),
+        ("expiry", "2030-07-02"),
+        ("expiry_notice", "2030-06-02"),
     ]
 
 
