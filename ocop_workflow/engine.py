@@ -491,6 +491,8 @@ class Engine:
             "data": dumps(after),
             "version": row["version"] + 1,
             "updated_at": now,
+            # a dossier older than the content pin adopts the file it was just moved under
+            "workflow_sha256": row["workflow_sha256"] or (wf.sha256 if pinned else None),
         }
         audit.append(
             conn,
@@ -515,8 +517,6 @@ class Engine:
                 "b_seen": row["version"],
                 **moved_row,
                 "calendar_fingerprint": self.calendar.fingerprint,
-                # a dossier older than the content pin adopts the file it was just moved under
-                "workflow_sha256": row["workflow_sha256"] or (wf.sha256 if pinned else None),
             },
         )
         if updated.rowcount != 1:
