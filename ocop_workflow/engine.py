@@ -32,7 +32,7 @@ from .errors import (
 from .guards import GUARDS, GuardContext
 from .inputs import check_text
 from .policy import Policy, advance_problems
-from .store import Store, audit_t, counter_t, dossier_t, dumps, insert_ignore, timer_t
+from .store import PENDING, Store, audit_t, counter_t, dossier_t, dumps, insert_ignore, timer_t
 
 if TYPE_CHECKING:
     from .calendar import WorkCalendar
@@ -47,7 +47,7 @@ SYSTEM = User(
 # The hot path's statements, built once (building one costs more than SQLite running it).
 _CANCEL_TIMERS = (
     timer_t.update()
-    .where(timer_t.c.dossier_id == sa.bindparam("b_dossier"), timer_t.c.status == "pending")
+    .where(timer_t.c.dossier_id == sa.bindparam("b_dossier"), PENDING)
     .values(status="cancelled")
 )
 _INSERT_TIMER = timer_t.insert()

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from .definitions import WorkflowDef
 from .report import progress, year_bounds
-from .store import audit_t, notification_t, timer_t
+from .store import PENDING, audit_t, notification_t, timer_t
 
 if TYPE_CHECKING:
     from .app import App
@@ -244,7 +244,7 @@ def _calendar(app: App, now: datetime, weeks: int, tz: tzinfo) -> str:
         query = (
             sa.select(timer_t)
             .where(
-                timer_t.c.status == "pending",
+                PENDING,
                 timer_t.c.due_at < datetime.combine(last, datetime.min.time(), tzinfo=tz),
             )
             .order_by(timer_t.c.due_at)

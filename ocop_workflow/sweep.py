@@ -29,7 +29,7 @@ from . import messages, timers
 from .config import User
 from .definitions import WorkflowDef
 from .errors import NotFound, OcopError, UsageError, WorkflowFileError
-from .store import dossier_t, insert_ignore, notification_t, timer_t
+from .store import PENDING, dossier_t, insert_ignore, notification_t, timer_t
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -143,7 +143,7 @@ def _count_held(engine: Engine, now: datetime, counts: SweepCounts) -> None:
         sa.select(dossier_t.c.workflow, sa.func.count())
         .select_from(timer_t.join(dossier_t, dossier_t.c.id == timer_t.c.dossier_id))
         .where(
-            timer_t.c.status == "pending",
+            PENDING,
             timer_t.c.due_at <= now,
             dossier_t.c.workflow.in_(sorted(counts.workflows_unavailable)),
         )
@@ -161,9 +161,7 @@ def count_due(engine: Engine, now: datetime) -> int:
     with engine.store.read() as conn:
         return int(
             conn.execute(
-                sa.select(sa.func.count()).where(
-                    timer_t.c.status == "pending", timer_t.c.due_at <= now
-                )
+                sa.select(sa.func.count()).where(PENDING, timer_t.c.due_at <= now)
             ).scalar_one()
         )
 
@@ -179,7 +177,7 @@ def fire_due(
     """
     store = engine.store
     counts = SweepCounts()
-    query = sa.select(timer_t).where(timer_t.c.status == "pending", timer_t.c.due_at <= now)
+    query = sa.select(timer_t).where(PENDING, timer_t.c.due_at <= now)
     if held:
         query = query.where(
             timer_t.c.dossier_id.not_in(
@@ -258,7 +256,7 @@ def _other_due(conn: Connection, due: Sequence[Any], now: datetime) -> dict[str,
         timer_t.c.kind,
         timer_t.c.due_at,
         timer_t.c.deadline_at,
-    ).where(timer_t.c.dossier_id.in_(ids), timer_t.c.status == "pending", timer_t.c.due_at <= now)
+    ).where(timer_t.c.dossier_id.in_(ids), PENDING, timer_t.c.due_at <= now)
     out: dict[str, list[Any]] = defaultdict(list)
     for row in conn.execute(query):
         if row.id not in batch:
@@ -479,7 +477,7 @@ class _Firing:
         if self.marks:
             self.conn.execute(
                 timer_t.update()
-                .where(timer_t.c.id == sa.bindparam("b_id"), timer_t.c.status == "pending")
+                .where(timer_t.c.id == sa.bindparam("b_id"), PENDING)
                 .values(
                     status=sa.bindparam("b_status"),
                     fired_at=sa.bindparam("b_fired_at"),

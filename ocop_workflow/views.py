@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from .definitions import Registry
 from .errors import NotFound, UsageError
 from .render import when
-from .store import Store, audit_t, dossier_t, notification_t, timer_t
+from .store import PENDING, Store, audit_t, dossier_t, notification_t, timer_t
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ def list_timers(
     if dossier_id is not None:
         query = query.where(timer_t.c.dossier_id == dossier_id)
     if not include_all:
-        query = query.where(timer_t.c.status == "pending")
+        query = query.where(PENDING)
     if due_before is not None:
         query = query.where(timer_t.c.due_at <= due_before)
     with store.read() as conn:
