@@ -527,6 +527,8 @@ def export(
         query = query.where(audit_t.c.at >= since)
     count = 0
     writer = None
+    from .exports import neutralise
+
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
@@ -538,7 +540,7 @@ def export(
                 document["data_before"] = (
                     None if document["data_before"] is None else dumps(document["data_before"])
                 )
-                writer.writerow(document)
+                writer.writerow({k: neutralise(v) for k, v in document.items()})
             else:
                 out.write(json.dumps(document, ensure_ascii=False) + "\n")
             count += 1

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from .config import User, parse_instant
 from .engine import Engine, NewDossier
 from .errors import Conflict, OcopError, PermissionDenied, UsageError
+from .exports import restore
 from .inputs import check_text
 from .store import audit_t, dossier_t, timer_t
 
@@ -98,7 +99,10 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             reader = csv.DictReader(handle)
             _check_header(reader.fieldnames or [], path)
             for row in reader:
-                yield reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}
+                yield (
+                    reader.line_num,
+                    {k.strip(): restore((v or "").strip()) for k, v in row.items() if k},
+                )
     elif suffix == ".xlsx":
         from openpyxl import load_workbook
 
@@ -127,7 +131,7 @@ def _cell(value: Any) -> str:
         )
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value).strip()
+    return restore(str(value).strip()) if isinstance(value, str) else str(value)
 
 
 def _check_header(header: Sequence[str], path: Path) -> None:

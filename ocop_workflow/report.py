@@ -279,54 +279,69 @@ def write_xlsx(report: Mapping[str, Any], path: Any) -> None:
     """One workbook: targets (with a column per commune), stages, overdue, stuck."""
     from openpyxl import Workbook
 
+    from .exports import xlsx_row
+
     book = Workbook()
     sheet = book.active
     assert sheet is not None
     sheet.title = f"Tiến độ {report['year']}"
     communes = report["communes"]
     stage_names = report["stages"]
-    sheet.append(["Chỉ tiêu", "Nội dung", "Kế hoạch", "Đạt", "Còn lại", *communes, *stage_names])
+    sheet.append(
+        xlsx_row(
+            sheet, ["Chỉ tiêu", "Nội dung", "Kế hoạch", "Đạt", "Còn lại", *communes, *stage_names]
+        )
+    )
     for row in report["targets"]:
         sheet.append(
-            [
-                row["metric"],
-                row["label"],
-                row["target"],
-                row["reached"],
-                row["left"],
-                *[row["by_commune"].get(c, 0) for c in communes],
-                *[row["by_stage"].get(st, 0) for st in stage_names],
-            ]
+            xlsx_row(
+                sheet,
+                [
+                    row["metric"],
+                    row["label"],
+                    row["target"],
+                    row["reached"],
+                    row["left"],
+                    *[row["by_commune"].get(c, 0) for c in communes],
+                    *[row["by_stage"].get(st, 0) for st in stage_names],
+                ],
+            )
         )
     stages = book.create_sheet("Giai đoạn")
-    stages.append(["Giai đoạn", "Số hồ sơ"])
+    stages.append(xlsx_row(stages, ["Giai đoạn", "Số hồ sơ"]))
     for stage, count in report["by_stage"].items():
-        stages.append([stage, count])
+        stages.append(xlsx_row(stages, [stage, count]))
     late = book.create_sheet("Quá hạn")
-    late.append(["Mã hồ sơ", "Sản phẩm", "Xã", "Bước", "Hạn", "Số ngày quá hạn"])
+    late.append(xlsx_row(late, ["Mã hồ sơ", "Sản phẩm", "Xã", "Bước", "Hạn", "Số ngày quá hạn"]))
     for row in report["overdue"]:
         late.append(
-            [
-                row["id"],
-                row["product"],
-                row["commune"],
-                row["state_label"],
-                row["deadline_at"],
-                row["days_late"],
-            ]
+            xlsx_row(
+                late,
+                [
+                    row["id"],
+                    row["product"],
+                    row["commune"],
+                    row["state_label"],
+                    row["deadline_at"],
+                    row["days_late"],
+                ],
+            )
         )
     slow = book.create_sheet("Tồn đọng lâu nhất")
-    slow.append(["Mã hồ sơ", "Sản phẩm", "Xã", "Bước", "Từ", "Số ngày"])
+    slow.append(xlsx_row(slow, ["Mã hồ sơ", "Sản phẩm", "Xã", "Bước", "Từ", "Số ngày"]))
     for row in report["stuck"]:
         slow.append(
-            [
-                row["id"],
-                row["product"],
-                row["commune"],
-                row["state_label"],
-                row["since"],
-                row["days"],
-            ]
+            xlsx_row(
+                slow,
+                [
+                    row["id"],
+                    row["product"],
+                    row["commune"],
+                    row["state_label"],
+                    row["since"],
+                    row["days"],
+                ],
+            )
         )
     book.save(path)
 
