@@ -110,7 +110,7 @@ def _replan_one(
     old_last = _last_day(row)
     new_last = deadline.last_day if deadline else None
     start = date.fromisoformat(deadline.note["start"]) if deadline else None
-    reason = _reason(engine, start, old_last, new_last)
+    reason = _reason(engine, start, old_last, new_last, legacy=row["calendar_fingerprint"] is None)
     from .engine import snapshot
 
     changes = {
@@ -163,11 +163,23 @@ def _last_day(row: dict[str, Any]) -> date | None:
         return None
 
 
-def _reason(engine: Engine, start: date | None, old: date | None, new: date | None) -> str:
-    """Vietnamese, for the officer reading the history: what moved, and which days did it."""
+def _reason(
+    engine: Engine, start: date | None, old: date | None, new: date | None, *, legacy: bool
+) -> str:
+    """Vietnamese, for the officer reading the history: what moved, and which days did it.
+
+    ``legacy``: planned before calendars were recorded (schema before 0003), so the change may
+    also come from how periods are counted now (months: Civil Code Art. 147-148), not a new
+    decision — the text says so instead of claiming the calendar changed.
+    """
     cal = engine.calendar
+    cause = (
+        "Hạn được tính lại theo lịch ngày nghỉ và cách tính thời hạn hiện hành"
+        if legacy
+        else "Lịch ngày nghỉ thay đổi, hạn được tính lại"
+    )
     text = (
-        "Lịch ngày nghỉ thay đổi, hạn được tính lại: ngày cuối "
+        f"{cause}: ngày cuối "
         f"{old.strftime('%d/%m/%Y') if old else '?'} → {new.strftime('%d/%m/%Y') if new else '?'}"
     )
     if start and old and new:

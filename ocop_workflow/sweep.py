@@ -220,6 +220,7 @@ def _lock_dossiers(engine: Engine, conn: Connection, ids: Sequence[str]) -> dict
         c.commune,
         c.workflow,
         c.workflow_version,
+        c.workflow_sha256,
         c.state,
         c.state_entry_seq,
         c.data,

@@ -6,6 +6,7 @@ verification are the real ``ocop`` commands in a subprocess.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 from conftest import MANDATORY_DOCUMENTS, WORKFLOWS, Workspace, dump_database
@@ -232,3 +233,33 @@ def test_a_file_edited_in_place_holds_its_dossiers_until_an_identity_migration(
     )
     assert moved.code == 0, moved
     assert ws.run("audit", "verify").code == 0
+
+
+def test_the_sweep_still_fires_timers_of_a_dossier_whose_file_changed_in_place(
+    sqlite_workspace: Workspace,
+) -> None:
+    """Officers are held, the scheduler is not: a deadline is never lost to an edit."""
+    ws = sqlite_workspace
+    own = ws.root / "workflows"
+    shutil.copytree(WORKFLOWS, own)
+    ws.config.write_text(
+        ws.config.read_text("utf-8").replace(str(WORKFLOWS), str(own)), encoding="utf-8"
+    )
+    app = ws.app(user="lan", now="2026-03-02T09:00:00+07:00")
+    try:
+        dossier = str(
+            app.engine.register(app.actor(), product="Cà phê", producer=PRODUCER, commune="Ia Le")[
+                "id"
+            ]
+        )
+    finally:
+        app.store.dispose()
+    path = own / "ocop-1489.toml"
+    path.write_text(path.read_text("utf-8") + "\n# sửa tại chỗ\n", encoding="utf-8")
+    swept = ws.run("sweep", "--json", now="2026-03-24T08:00:00+07:00")
+    assert swept.code == 0, swept
+    assert swept.json()["timers_fired"] >= 1
+    warnings = [json.loads(line) for line in swept.stderr.splitlines() if line.startswith("{")]
+    assert any(
+        w["event"] == "sweep.workflow_content_changed" and w["dossier"] == dossier for w in warnings
+    ), swept.stderr

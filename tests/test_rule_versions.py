@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import WORKFLOWS
+from conftest import WORKFLOWS, Workspace
 
 from ocop_workflow import demo
 from ocop_workflow.definitions import Registry
@@ -60,3 +60,26 @@ def test_the_demo_products_use_the_groups_of_the_rules_they_run_under(registry: 
     groups = registry.get("ocop-1048").groups
     for product in [*demo.NEW, *demo.UPGRADES]:
         assert product.group in groups, product
+
+
+def test_dossier_show_says_a_period_in_months_runs_through_the_corresponding_day(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    app = ws.app(user="lan", now="2026-03-02T09:00:00+07:00")
+    try:
+        actor = app.actor()
+        row = app.engine.register(
+            actor, product="Cà phê bột", producer="HTX Cà phê Ia Le", commune="Ia Le"
+        )
+        dossier = str(row["id"])
+        app.engine.advance(dossier, "accept_idea", actor)
+        app.engine.advance(dossier, "approve_plan", actor)  # production: 6 months
+    finally:
+        app.store.dispose()
+    shown = ws.run("dossier", "show", dossier, "--json", user="lan", check=True).json()
+    assert shown["deadline"]["last_day"] == "2026-09-02"
+    assert shown["deadline_at"].startswith("2026-09-03T00:00:00")
+    text = ws.run("dossier", "show", dossier, user="lan", check=True).stdout
+    assert "to the end of 2026-09-02" in text
+    assert "Bộ luật Dân sự 2015, Điều 147–148" in text
