@@ -49,6 +49,7 @@ def local(text: str) -> datetime:
         date(2026, 4, 27),  # Hùng Kings' commemoration (26 April, a Sunday) observed on Monday
         date(2026, 4, 30),  # Liberation Day
         date(2026, 5, 1),  # International Labour Day
+        date(2026, 8, 31),  # day off swapped for the make-up Saturday 22 August
         date(2026, 9, 1),  # National Day holiday
         date(2026, 9, 2),  # National Day
         date(2026, 1, 1),  # New Year's Day
@@ -119,9 +120,10 @@ def test_adding_working_days_across_30_april_and_1_may(cal: WorkCalendar) -> Non
 def test_adding_working_days_across_holidays_counts_the_make_up_saturday(
     cal: WorkCalendar,
 ) -> None:
-    # Fri 28 Aug 2026 → Mon 31 Aug (no approved swap), then Tue 1 and Wed 2 Sep off → Thu 3.
-    assert cal.add_working_days(date(2026, 8, 28), 1) == date(2026, 8, 31)
-    assert cal.add_working_days(date(2026, 8, 28), 2) == date(2026, 9, 3)
+    # Fri 28 Aug 2026 → Mon 31 Aug (swapped), Tue 1 and Wed 2 Sep off → Thu 3 Sep.
+    assert cal.add_working_days(date(2026, 8, 28), 1) == date(2026, 9, 3)
+    # From Thu 20 Aug: Fri 21, Sat 22 (make-up), Mon 24 … three working days end on Mon 24.
+    assert cal.add_working_days(date(2026, 8, 20), 3) == date(2026, 8, 24)
     # From Wed 7 Jan 2026: Thu 8, Fri 9, Sat 10 (make-up) … three working days end on Sat 10.
     assert cal.add_working_days(date(2026, 1, 7), 3) == date(2026, 1, 10)
 
