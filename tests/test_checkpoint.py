@@ -304,18 +304,3 @@ checkpoint_channel = "file"
     copy.write_text(mailed[0]["body"], encoding="utf-8")
     key = cp.load_public(workspace.root / "keys" / "audit.pub.pem")
     assert cp.read(copy, key).count == 2
-
-
-# --- the deployment -----------------------------------------------------------------------------
-
-
-@pytest.mark.postgres
-def test_init_warns_when_run_as_a_postgresql_superuser(workspace: Workspace) -> None:
-    if workspace.url.startswith("sqlite"):
-        result = workspace.run("init")
-        assert result.code == 0 and "superuser" not in result.stderr, result
-        return
-    result = workspace.run("init")
-    assert result.code == 0, result
-    warnings = [line for line in result.stderr.splitlines() if "superuser" in line]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: "), result
