@@ -147,7 +147,9 @@ def validate(app: App, paths: tuple[str, ...]) -> tuple[list[str], list[str]]:
                     f"{names[definition.name]}"
                 )
             names[definition.name] = path
-            affected = changed_under(app, definition)
+            # only the files dossiers run on: a draft elsewhere is not an edit in place
+            installed = path.resolve().parent == Path(app.config.workflows_dir).resolve()
+            affected = changed_under(app, definition) if installed else None
             if affected:
                 shown = ", ".join(affected[:10]) + (", …" if len(affected) > 10 else "")
                 problems.append(

@@ -205,6 +205,10 @@ def test_a_file_edited_in_place_holds_its_dossiers_until_an_identity_migration(
     assert any(dossier in p and "changed in place" in p for p in validated.json()["problems"])
     shown = ws.run("workflow", "show", "ocop-1489", "--json", check=True).json()
     assert shown["dossiers_on_other_content"] == [dossier]
+    draft = ws.root / "drafts"
+    draft.mkdir()
+    shutil.copy(path, draft / "ocop-1489.toml")  # a draft elsewhere is no edit in place
+    assert ws.run("workflow", "validate", str(draft)).code == 0
 
     identity = ws.root / "identity.toml"
     identity.write_text(
