@@ -30,7 +30,25 @@ def json_option(func: F) -> F:
 
 
 def emit_json(document: Any) -> None:
-    click.echo(json.dumps(document, ensure_ascii=False, indent=2, default=str))
+    """One JSON document on stdout — real JSON: a non-finite number (which input checks refuse,
+    but an old row may hold) is printed as null, never as ``NaN``/``Infinity``."""
+    try:
+        text = json.dumps(document, ensure_ascii=False, indent=2, default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(document), ensure_ascii=False, indent=2, default=str)
+    click.echo(text)
+
+
+def _finite(value: Any) -> Any:
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def app_of(ctx: click.Context) -> App:
@@ -331,7 +349,9 @@ def workflow_diagram(ctx: click.Context, name: str, fmt: str, output: str | None
     if output:
         from pathlib import Path
 
-        Path(output).write_text(text, encoding="utf-8")
+        from .outputs import write_text
+
+        write_text(Path(output), text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
@@ -437,15 +457,11 @@ def dossier_list(
         emit_json(list(rows))
         return
     if fmt != "table":
-        from pathlib import Path
-
         from .exports import write_table
 
         total = _count_dossiers(app, filters) if _bar_wanted(data_on_stdout=not output) else 0
-        with progress_bar("exporting", total) as advance:
-            count = write_table(
-                _counted(rows, advance), DOSSIER_COLUMNS, fmt, Path(output) if output else None
-            )
+        with output_file(output) as target, progress_bar("exporting", total) as advance:
+            count = write_table(_counted(rows, advance), DOSSIER_COLUMNS, fmt, target)
         if output:
             click.echo(f"wrote {count} dossier(s) to {output}", err=True)
         return
@@ -748,6 +764,20 @@ def import_(ctx: click.Context, file: str, dry_run: bool, as_json: bool) -> None
         click.echo(f"{path.name}: imported {report.imported} dossier(s)")
 
 
+def output_file(output: str | None) -> Any:
+    """``-o FILE``: a temporary path renamed to FILE when the export is complete (nothing left
+    behind on failure; a missing folder is exit 2 before any work); no ``-o``: None (stdout)."""
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from .outputs import atomic_output, check_output
+
+    if output is None:
+        return nullcontext(None)
+    check_output(Path(output))
+    return atomic_output(Path(output))
+
+
 def _count_dossiers(app: App, filters: Any) -> int:
     """How many dossiers an export will write (the bar's length)."""
     from .views import count_dossiers
@@ -1047,8 +1077,6 @@ def report_progress(
         emit_json(document)
         return
     if fmt != "table":
-        from pathlib import Path
-
         from .errors import UsageError
 
         if fmt == "xlsx":
@@ -1056,14 +1084,16 @@ def report_progress(
 
             if not output:
                 raise UsageError("--format xlsx needs -o FILE.xlsx")
-            write_xlsx(document, Path(output))
+            with output_file(output) as target:
+                write_xlsx(document, target)
         else:
             from .exports import write_table
             from .report import target_rows_for_csv
 
             rows = target_rows_for_csv(document)
             columns = list(rows[0]) if rows else ["metric"]
-            write_table(rows, columns, "csv", Path(output) if output else None)
+            with output_file(output) as target:
+                write_table(rows, columns, "csv", target)
         if output:
             click.echo(f"wrote {output}", err=True)
         return
@@ -1145,8 +1175,11 @@ def report_html(ctx: click.Context, year: int, output: str, weeks: int) -> None:
     from .html_report import render_year
 
     app = app_of(ctx)
+    from .outputs import check_output, write_text
+
+    check_output(Path(output))
     html = render_year(app, year, weeks=weeks)
-    Path(output).write_text(html, encoding="utf-8")
+    write_text(Path(output), html)
     click.echo(f"wrote {output}", err=True)
 
 
@@ -1363,8 +1396,11 @@ def audit_export(ctx: click.Context, since: str | None, fmt: str, output: str | 
     store = app.checked_store()
     total = count_entries(store, since=since_at) if _bar_wanted(data_on_stdout=not output) else 0
     with (
+        output_file(output) as target,
         (
-            open(output, "w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
+            target.open("w", encoding="utf-8", newline="")
+            if target is not None
+            else nullcontext(sys.stdout)
         ) as out,
         progress_bar("exporting", total) as advance,
     ):

@@ -278,10 +278,10 @@ def _read_config_bytes(path: Path) -> bytes:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"config file {path} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"config file {path} is not a regular file")
         raw = handle.read(CONFIG_MAX_BYTES + 1)
     if len(raw) > CONFIG_MAX_BYTES:
         raise ConfigError(f"config file {path} is larger than {CONFIG_MAX_BYTES} bytes")

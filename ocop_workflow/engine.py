@@ -181,7 +181,9 @@ class Engine:
             group=group,
             workflow=workflow,
             dossier_id=dossier_id,
-            values=self.registry.get(workflow or self.config.default_workflow).parse_data(data),
+            values=self.registry.get(
+                self.config.default_workflow if workflow is None else workflow
+            ).parse_data(data),
         )
         now = self.clock()
         with self.store.write() as conn:
@@ -214,7 +216,7 @@ class Engine:
         The policy decides last, on the checked values: a dossier given a ``state`` other than
         the initial one, an ``entered_at`` or a protected field is a records migration.
         """
-        wf = self.registry.get(workflow or self.config.default_workflow)
+        wf = self.registry.get(self.config.default_workflow if workflow is None else workflow)
         for name, value in (
             ("product", product),
             ("producer", producer),

@@ -65,16 +65,22 @@ class ImportRejected(UsageError):
     """The file has bad rows; nothing was written. ``problems`` names each line.
 
     Exit 2 for bad rows; exit 6 (``permission_denied``) when any row is one the acting user may
-    not import (another organisation's, a records migration without the role).
+    not import (another organisation's, a records migration without the role); exit 5
+    (``conflict``) when the only problem is ids already taken (by another import meanwhile).
     """
 
-    def __init__(self, message: str, report: ImportReport, *, refused: bool = False) -> None:
+    def __init__(
+        self, message: str, report: ImportReport, *, refused: bool = False, conflict: bool = False
+    ) -> None:
         super().__init__(message)
         self.report = report
         self.problems = report.problems
         if refused:
             self.exit_code = PermissionDenied.exit_code
             self.code = PermissionDenied.code
+        elif conflict:  # every row is fine but its id is taken: as `register --id` says, exit 5
+            self.exit_code = Conflict.exit_code
+            self.code = Conflict.code
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
@@ -174,13 +180,16 @@ def import_file(
             report.problems.append(f"{path.name}:{line}: {exc.message}")
         if progress is not None:
             progress(1)
-    report.problems += _ids_taken(engine, seen_ids, path.name)
+    bad = len(report.problems)
+    taken = _ids_taken(engine, seen_ids, path.name)
+    report.problems = sorted(report.problems + taken, key=_line_of)
     if report.problems:
         what = "refused or bad" if refused else "bad"
         raise ImportRejected(
             f"{len(report.problems)} {what} row(s) in {path.name}; nothing was imported",
             report,
             refused=refused,
+            conflict=bad == 0,
         )
     if file_sha256(path) != sha256:
         raise Conflict(f"{path} changed while it was being read; nothing was imported")
@@ -189,7 +198,7 @@ def import_file(
     now = engine.clock()
     try:
         _insert(engine, actor, path, sha256, checked, report, now)
-    except sa.exc.IntegrityError:
+    except (sa.exc.IntegrityError, Conflict):
         # Checked above, but another import or registration may take an id in between.
         raise Conflict(
             f"{path.name}: a dossier id of this file was taken meanwhile (another import or "
@@ -197,6 +206,14 @@ def import_file(
         ) from None
     report.imported = len(report.ids)
     return report
+
+
+def _line_of(problem: str) -> int:
+    """The line number of a ``name:N: reason`` problem (file names may hold ':')."""
+    import re
+
+    found = re.match(r".*?:(\d+): ", problem)
+    return int(found.group(1)) if found else 0
 
 
 def file_sha256(path: Path) -> str:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
-from .errors import EnvironmentProblem
+from .errors import Conflict, EnvironmentProblem, UsageError
 
 #: The Alembic head this code expects; ``tests/test_migrations.py`` pins it to the scripts.
 SCHEMA_REVISION = "0004"
@@ -259,6 +259,13 @@ class Store:
             except sa.exc.OperationalError as exc:
                 raise EnvironmentProblem(
                     f"database error ({self.safe_url}): {_first_line(exc)}"
+                ) from None
+            except sa.exc.DataError as exc:  # a value the database cannot hold (NUL, range)
+                raise UsageError(f"the database refused a value: {_first_line(exc)}") from None
+            except sa.exc.IntegrityError as exc:  # a row someone else wrote a moment ago
+                raise Conflict(
+                    f"the change conflicts with one made meanwhile: {_first_line(exc)}; "
+                    "nothing was written, try again"
                 ) from None
 
     def lock_dossier(self, conn: Connection, dossier_id: str) -> sa.Row[Any] | None:

@@ -51,9 +51,9 @@ def ok(ws: Workspace, *args: str, user: str | None = "hung", now: str = T_IMPORT
     return result.json()
 
 
-def rejected_lines(result: Result, name: str) -> list[str]:
-    """A rejected import: exit 2, and the ``name:N: reason`` lines of stderr."""
-    assert result.code == 2, str(result)
+def rejected_lines(result: Result, name: str, code: int = 2) -> list[str]:
+    """A rejected import: exit 2 (5 when ids are only taken), the ``name:N: reason`` lines."""
+    assert result.code == code, str(result)
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith("error: "), result.stderr
     return [line for line in result.stderr.splitlines() if line.startswith(f"{name}:")]
@@ -202,7 +202,7 @@ def test_dry_run_checks_every_row_and_writes_nothing(workspace: Workspace) -> No
     assert ok(ws, "dossier", "list") == []
 
 
-def test_dry_run_catches_an_id_already_in_the_database(workspace: Workspace) -> None:
+def test_dry_run_catches_an_id_already_in_the_database_with_exit_5(workspace: Workspace) -> None:
     ws = workspace
     ok(
         ws,
@@ -230,7 +230,7 @@ def test_dry_run_catches_an_id_already_in_the_database(workspace: Workspace) -> 
     before = dump_database(ws.url)
     result = ws.run("import", str(sheet), "--dry-run", user="hung", now=T_LATER)
     assert dump_database(ws.url) == before
-    lines = rejected_lines(result, "again.csv")
+    lines = rejected_lines(result, "again.csv", code=5)  # a taken id: as `register --id` says
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("again.csv:3:") and "IL-2026-007" in lines[0]
 
