@@ -37,7 +37,19 @@ _REMINDER_KINDS = frozenset({"reminder", "expiry_notice"})
 
 
 def replan_for_calendar(engine: Engine, now: datetime, *, limit: int = 500) -> int:
-    """Re-plan every dossier planned under another calendar; returns how many deadlines moved."""
+    """Re-plan every dossier planned under another calendar; returns how many deadlines moved.
+
+    A long-running worker keeps the calendar of its start. If config.toml's calendar changed
+    since, its calendar is stale: re-planning with it would move back what the officers' commands
+    (reading the new config) just planned, so it re-plans nothing and says to restart it.
+    """
+    if _config_drifted(engine):
+        _log().warning(
+            "replan.config_changed",
+            config=str(engine.config.path),
+            hint="the calendar in config.toml changed since this process started: restart it",
+        )
+        return 0
     fingerprint = engine.calendar.fingerprint
     moved = 0
     skipped: list[str] = []
@@ -135,6 +147,23 @@ def _replan_one(
     conn.execute(dossier_t.update().where(dossier_t.c.id == row["id"]).values(**changes))
     _log().info("dossier.replanned", dossier=row["id"], reason=reason)
     return True
+
+
+def _config_drifted(engine: Engine) -> bool:
+    from .config import load_config
+
+    path = engine.config.path
+    if not path.is_file():  # a config built in memory (tests, the library): nothing to compare
+        return False
+    try:
+        fresh = load_config(path)
+    except OcopError:
+        return True  # a broken file now: certainly not the calendar this process runs on
+    return (fresh.calendar_days, fresh.holidays, fresh.timezone) != (
+        engine.config.calendar_days,
+        engine.config.holidays,
+        engine.config.timezone,
+    )
 
 
 def _mark(conn: Connection, row: dict[str, Any], fingerprint: str) -> None:

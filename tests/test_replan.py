@@ -73,3 +73,28 @@ def test_a_deadline_already_passed_is_not_moved(workspace: Workspace) -> None:
     assert swept["deadlines_replanned"] == 0
     shown = ws.run("dossier", "show", dossier, "--json", check=True).json()
     assert shown["deadline"]["last_day"] == "2026-03-23"
+
+
+def test_a_worker_started_before_the_calendar_changed_does_not_replan_with_its_stale_calendar(
+    sqlite_workspace: Workspace,
+) -> None:
+    from datetime import datetime
+
+    from ocop_workflow.replan import replan_for_calendar
+
+    ws = sqlite_workspace
+    dossier = register(ws, "2026-03-02T09:00:00+07:00", "Cà phê bột")
+    app = ws.app(now="2026-03-03T08:00:00+07:00")
+    try:
+        engine = app.engine  # the long-running process: config read now, calendar kept
+        assert engine.calendar.fingerprint
+        write_config(ws.root, extra=LOCAL_DAY_OFF)  # the office adds a day off meanwhile
+        now = datetime.fromisoformat("2026-03-03T08:00:00+07:00")
+        assert replan_for_calendar(engine, now) == 0
+    finally:
+        app.store.dispose()
+    shown = ws.run("dossier", "show", dossier, "--json", check=True).json()
+    assert shown["deadline"]["last_day"] == "2026-03-23"
+    # a process started now reads the new calendar and re-plans
+    swept = ws.run("sweep", "--json", now="2026-03-03T08:05:00+07:00", check=True).json()
+    assert swept["deadlines_replanned"] == 1
