@@ -267,3 +267,41 @@ def test_the_sweep_still_fires_timers_of_a_dossier_whose_file_changed_in_place(
     assert any(
         w["event"] == "sweep.workflow_content_changed" and w["dossier"] == dossier for w in warnings
     ), swept.stderr
+
+
+def test_a_plan_renames_and_drops_fields_and_the_history_keeps_the_old_values(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    app = ws.app(user="dung", now="2025-05-05T09:00:00+07:00")
+    try:
+        dossier = str(
+            app.engine.register(
+                app.actor(),
+                product="Cà phê bột",
+                producer=PRODUCER,
+                commune="Ia Le",
+                workflow="ocop-148",
+                data=["producer_phone=0905 000 111", "note=hồ sơ cũ"],
+            )["id"]
+        )
+    finally:
+        app.store.dispose()
+    plan = ws.root / "fields.toml"
+    plan.write_text(
+        '[plan]\nfrom = "ocop-148"\nto = "ocop-1489"\nsame_names = true\n'
+        '[fields]\nrename = { producer_phone = "note" }\ndrop = ["note"]\n',
+        encoding="utf-8",
+    )
+    dry = ws.run(*MIGRATE, "--plan", str(plan), "--dry-run", user="hung", now=NOW).json()
+    (move,) = dry["dossiers"]
+    assert move["fields_renamed"] == {"producer_phone": "note"}
+    assert move["fields_dropped"] == ["note"]
+    done = ws.run(*MIGRATE, "--plan", str(plan), user="hung", now=NOW)
+    assert done.code == 0, done
+    shown = ws.run("dossier", "show", dossier, "--json", user="hung", check=True).json()
+    assert shown["data"]["note"] == "0905 000 111"
+    assert "producer_phone" not in shown["data"]
+    history = ws.run("dossier", "history", dossier, "--json", user="hung", check=True).json()
+    assert history[-1]["data_before"]["data"]["note"] == "hồ sơ cũ"
+    assert ws.run("audit", "verify").code == 0
