@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from . import audit, timers
 from .config import SYSTEM_ACTOR
 from .errors import OcopError
-from .store import dossier_t, timer_t
+from .store import dossier_t, dumps, timer_t
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -125,7 +125,18 @@ def _replan_one(
     reason = _reason(engine, start, old_last, new_last, legacy=row["calendar_fingerprint"] is None)
     from .engine import snapshot
 
+    after = dict(data)
+    if (
+        state.deadline is not None
+        and state.deadline.certificate
+        and old_last is not None
+        and new_last is not None
+        and data.get("valid_until") == old_last.isoformat()
+    ):
+        # the certificate's "valid until" was the old count's last day: it follows the new count
+        after["valid_until"] = new_last.isoformat()
     changes = {
+        "data": dumps(after),
         "deadline_at": deadline.at if deadline else row["deadline_at"],
         "deadline_note": timers.deadline_note_json(deadline) if deadline else row["deadline_note"],
         "calendar_fingerprint": fingerprint,
@@ -142,7 +153,7 @@ def _replan_one(
         reason=reason,
         at=now,
         data_before=snapshot(row, data),
-        data_after=snapshot({**row, **changes}, data),
+        data_after=snapshot({**row, **changes}, after),
     )
     conn.execute(dossier_t.update().where(dossier_t.c.id == row["id"]).values(**changes))
     _log().info("dossier.replanned", dossier=row["id"], reason=reason)

@@ -6,6 +6,9 @@ path as a government swap shipped in a newer ocop: both change the calendar's fi
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+
 from conftest import Workspace, write_config
 
 PRODUCER = "HTX Cà phê Ia Le"
@@ -78,7 +81,6 @@ def test_a_deadline_already_passed_is_not_moved(workspace: Workspace) -> None:
 def test_a_worker_started_before_the_calendar_changed_does_not_replan_with_its_stale_calendar(
     sqlite_workspace: Workspace,
 ) -> None:
-    from datetime import datetime
 
     from ocop_workflow.replan import replan_for_calendar
 
@@ -98,3 +100,91 @@ def test_a_worker_started_before_the_calendar_changed_does_not_replan_with_its_s
     # a process started now reads the new calendar and re-plans
     swept = ws.run("sweep", "--json", now="2026-03-03T08:05:00+07:00", check=True).json()
     assert swept["deadlines_replanned"] == 1
+
+
+def test_a_certificate_planned_under_the_old_count_of_months_is_replanned_with_its_valid_until(
+    sqlite_workspace: Workspace,
+) -> None:
+    """Upgrading: a certificate planned when 36 months ended at 00:00 of the corresponding day
+    (before calendars were recorded) is re-planned through the end of that day, audited."""
+    import csv
+
+    import sqlalchemy as sa
+
+    from ocop_workflow.store import dossier_t, timer_t
+
+    ws = sqlite_workspace
+    sheet = ws.root / "chung-nhan.csv"
+    with sheet.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                "id",
+                "product",
+                "producer",
+                "commune",
+                "group",
+                "state",
+                "state_entered_at",
+                "certified_on",
+                "valid_until",
+                "stars",
+                "certificate_stars",
+                "certificate_no",
+                "decision_no",
+            ]
+        )
+        writer.writerow(
+            [
+                "OCOP-2023-0007",
+                "Cà phê bột",
+                PRODUCER,
+                "Ia Le",
+                "food",
+                "promotion",
+                "2023-11-17",
+                "2023-11-17",
+                "2026-11-16",
+                "3",
+                "3",
+                "GCN-7",
+                "7/QĐ",
+            ]
+        )
+    ws.run("import", str(sheet), user="records", now="2026-10-01T09:00:00+07:00", check=True)
+    # as an earlier ocop planned it: expiry at 00:00 on 17/11/2026, last day 16/11
+    engine = sa.create_engine(ws.url)
+    try:
+        with engine.begin() as conn:
+            row = conn.execute(sa.select(dossier_t).where(dossier_t.c.id == "OCOP-2023-0007")).one()
+            note = json.loads(row.deadline_note)
+            note["last_day"] = "2026-11-16"
+            old_at = datetime.fromisoformat("2026-11-17T00:00:00+07:00")
+            conn.execute(
+                dossier_t.update()
+                .where(dossier_t.c.id == row.id)
+                .values(
+                    calendar_fingerprint=None, deadline_at=old_at, deadline_note=json.dumps(note)
+                )
+            )
+            conn.execute(
+                timer_t.update()
+                .where(timer_t.c.dossier_id == row.id, timer_t.c.kind == "expiry")
+                .values(due_at=old_at)
+            )
+    finally:
+        engine.dispose()
+
+    swept = ws.run("sweep", "--json", now="2026-10-02T09:00:00+07:00", check=True).json()
+    assert swept["deadlines_replanned"] == 1
+    shown = ws.run("dossier", "show", "OCOP-2023-0007", "--json", user="hung", check=True).json()
+    assert shown["data"]["valid_until"] == "2026-11-17"
+    assert shown["deadline_at"].startswith("2026-11-18T00:00:00")
+    history = ws.run("dossier", "history", "OCOP-2023-0007", "--json", user="hung", check=True)
+    last = history.json()[-1]
+    assert last["trigger"] == "replan"
+    assert last["reason"].startswith(
+        "Hạn được tính lại theo lịch ngày nghỉ và cách tính thời hạn hiện hành: "
+        "ngày cuối 16/11/2026 → 17/11/2026"
+    )
+    assert ws.run("audit", "verify").code == 0
