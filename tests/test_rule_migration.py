@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from conftest import MANDATORY_DOCUMENTS, WORKFLOWS, Workspace, dump_database
 
@@ -170,10 +171,8 @@ def test_a_bad_plan_is_a_usage_error_and_only_province_officers_migrate(
     assert denied.code == 6, denied
 
 
-def test_a_file_edited_in_place_holds_its_dossiers_until_an_identity_migration(
-    sqlite_workspace: Workspace,
-) -> None:
-    ws = sqlite_workspace
+def on_own_1489(ws: Workspace) -> tuple[Path, str]:
+    """The workspace's own copy of the workflow files (to edit) and a dossier on ocop-1489."""
     own = ws.root / "workflows"
     shutil.copytree(WORKFLOWS, own)
     ws.config.write_text(
@@ -181,14 +180,17 @@ def test_a_file_edited_in_place_holds_its_dossiers_until_an_identity_migration(
     )
     app = ws.app(user="lan", now="2026-03-02T09:00:00+07:00")
     try:
-        dossier = str(
-            app.engine.register(app.actor(), product="Cà phê", producer=PRODUCER, commune="Ia Le")[
-                "id"
-            ]
-        )
+        row = app.engine.register(app.actor(), product="Cà phê", producer=PRODUCER, commune="Ia Le")
     finally:
         app.store.dispose()
-    path = own / "ocop-1489.toml"
+    return own / "ocop-1489.toml", str(row["id"])
+
+
+def test_a_file_edited_in_place_holds_its_dossiers_until_an_identity_migration(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    path, dossier = on_own_1489(ws)
     # the same version string, one deadline changed: the rules are not the same any more
     path.write_text(
         path.read_text("utf-8").replace("working_days = 15", "working_days = 10", 1),
@@ -244,21 +246,7 @@ def test_the_sweep_still_fires_timers_of_a_dossier_whose_file_changed_in_place(
 ) -> None:
     """Officers are held, the scheduler is not: a deadline is never lost to an edit."""
     ws = sqlite_workspace
-    own = ws.root / "workflows"
-    shutil.copytree(WORKFLOWS, own)
-    ws.config.write_text(
-        ws.config.read_text("utf-8").replace(str(WORKFLOWS), str(own)), encoding="utf-8"
-    )
-    app = ws.app(user="lan", now="2026-03-02T09:00:00+07:00")
-    try:
-        dossier = str(
-            app.engine.register(app.actor(), product="Cà phê", producer=PRODUCER, commune="Ia Le")[
-                "id"
-            ]
-        )
-    finally:
-        app.store.dispose()
-    path = own / "ocop-1489.toml"
+    path, dossier = on_own_1489(ws)
     path.write_text(path.read_text("utf-8") + "\n# sửa tại chỗ\n", encoding="utf-8")
     swept = ws.run("sweep", "--json", now="2026-03-24T08:00:00+07:00")
     assert swept.code == 0, swept
