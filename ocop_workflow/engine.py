@@ -32,7 +32,17 @@ from .errors import (
 from .guards import GUARDS, GuardContext
 from .inputs import check_text
 from .policy import Policy, advance_problems
-from .store import PENDING, Store, audit_t, counter_t, dossier_t, dumps, insert_ignore, timer_t
+from .store import (
+    CoreWrites,
+    SqliteWrites,
+    Store,
+    audit_t,
+    counter_t,
+    dossier_t,
+    dumps,
+    insert_ignore,
+    timer_t,
+)
 
 if TYPE_CHECKING:
     from .calendar import WorkCalendar
@@ -43,16 +53,6 @@ SYSTEM = User(
     name="Hệ thống OCOP",
     roles=frozenset({SYSTEM_ACTOR}),
     communes=frozenset({"*"}),
-)
-# The hot path's statements, built once (building one costs more than SQLite running it).
-_CANCEL_TIMERS = (
-    timer_t.update()
-    .where(timer_t.c.dossier_id == sa.bindparam("b_dossier"), PENDING)
-    .values(status="cancelled")
-)
-_INSERT_TIMER = timer_t.insert()
-_MOVE_DOSSIER = dossier_t.update().where(
-    dossier_t.c.id == sa.bindparam("b_id"), dossier_t.c.version == sa.bindparam("b_seen")
 )
 #: Dossier ids: matched whole (``fullmatch``: a trailing newline is not part of an id).
 DOSSIER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -404,9 +404,9 @@ class Engine:
         """Fire ``trigger`` on a dossier as ``actor``, in one transaction."""
         now = self.clock()
         pairs = list(data)
-        with self.store.write() as conn:
+        with self.store.writes() as writes:
             moved = self.advance_in(
-                conn,
+                writes,
                 dossier_id,
                 trigger,
                 actor,
@@ -420,7 +420,7 @@ class Engine:
 
     def advance_in(
         self,
-        conn: Connection,
+        conn: Connection | CoreWrites | SqliteWrites,
         dossier_id: str,
         trigger: str,
         actor: User,
@@ -439,10 +439,11 @@ class Engine:
         """
         from .machine import move
 
-        found = self.store.lock_dossier(conn, dossier_id)
+        writes = CoreWrites(self.store, conn) if isinstance(conn, Connection) else conn
+        found = writes.lock_dossier(dossier_id)
         if found is None:
             raise NotFound(f"dossier {dossier_id} not found")
-        row = dict(found._mapping)
+        row = found
         if expect_version is not None and row["version"] != expect_version:
             raise Conflict(
                 f"dossier {dossier_id} is at version {row['version']}, not {expect_version}: "
@@ -496,10 +497,10 @@ class Engine:
             # a dossier older than the content pin adopts the file it was just moved under
             "workflow_sha256": row["workflow_sha256"] or (wf.sha256 if pinned else None),
         }
-        audit.append(
-            conn,
+        entry = audit.entry_row(
             dossier_id=dossier_id,
-            head=(seq - 1, row["audit_hash"] or audit.GENESIS),
+            seq=seq,
+            prev_hash=row["audit_hash"] or audit.GENESIS,
             trigger=trigger,
             from_state=row["state"],
             to_state=dest,
@@ -509,19 +510,15 @@ class Engine:
             data_before=snapshot(row, before),
             data_after=snapshot({**row, **moved_row}, after),
         )
-        conn.execute(_CANCEL_TIMERS, {"b_dossier": dossier_id})
-        if timer_rows:
-            conn.execute(_INSERT_TIMER, timer_rows)
-        updated = conn.execute(
-            _MOVE_DOSSIER,
-            {
-                "b_id": dossier_id,
-                "b_seen": row["version"],
-                **moved_row,
-                "calendar_fingerprint": self.calendar.fingerprint,
-            },
+        writes.insert(audit_t, [entry])
+        writes.cancel_timers(dossier_id)
+        writes.insert(timer_t, timer_rows)
+        updated = writes.move_dossier(
+            dossier_id,
+            row["version"],
+            {**moved_row, "calendar_fingerprint": self.calendar.fingerprint},
         )
-        if updated.rowcount != 1:
+        if updated != 1:
             raise Conflict(f"dossier {dossier_id} changed while it was being moved; try again")
         return Moved(
             id=dossier_id,

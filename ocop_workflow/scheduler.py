@@ -177,6 +177,7 @@ class _Worker:
                 if self.lease is not None:
                     self.lease.acquire(now)
                 run_sweep(self.engine, now)
+                self.engine.store.checkpoint()
             except Exception as exc:  # a database hiccup must never kill the worker
                 _log().error("worker.sweep_failed", error=f"{type(exc).__name__}: {exc}")
             try:

@@ -1,0 +1,84 @@
+"""A transition written through the fast SQLite path leaves exactly the rows SQLAlchemy Core does.
+
+``Engine.advance`` on SQLite writes through ``store.SqliteWrites`` (plain ``sqlite3``); the sweep
+and PostgreSQL go through SQLAlchemy Core (``CoreWrites``). Both walk the same dossiers through
+the same cycle on two SQLite files; every row of every table must be equal, and the audit chains
+must verify.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import Workspace, attach_mandatory, council_scores, dump_database, write_config
+
+from ocop_workflow import audit
+from ocop_workflow.store import SqliteWrites
+
+T0 = "2026-03-02T09:00:00+07:00"
+STEPS = [("accept_idea", "lan"), ("approve_plan", "lan")]
+
+
+def _workspace(root: Path) -> Workspace:
+    root.mkdir()
+    write_config(root)
+    ws = Workspace(root, f"sqlite:///{root / 'ocop.db'}")
+    ws.run("init", check=True)
+    return ws
+
+
+def _walk(ws: Workspace, *, fast: bool) -> None:
+    app = ws.app(user="lan", now=T0)
+    engine = app.engine
+    users = app.config.users
+    ids = [
+        ws.run(
+            "dossier", "register", "--product", f"Cà phê {i}", "--producer", "HTX Cà phê Ia Le",
+            "--commune", "Ia Le", "--json", user="lan", now=T0, check=True,
+        ).json()["id"]
+        for i in range(3)
+    ]  # fmt: skip
+    for trigger, user in STEPS:
+        for dossier_id in ids:
+            if fast:
+                engine.advance(dossier_id, trigger, users[user], reason="ghi chú — lý do")
+            else:
+                with engine.store.write() as conn:
+                    engine.advance_in(
+                        conn, dossier_id, trigger, users[user], now=engine.clock(),
+                        reason="ghi chú — lý do",
+                    )  # fmt: skip
+    for dossier_id in ids:
+        attach_mandatory(ws, dossier_id, now=T0)
+    ws.run("dossier", "advance", ids[0], "submit_dossier", user="htx_iale", now=T0, check=True)
+    ws.run("dossier", "advance", ids[0], "forward", user="lan", now=T0, check=True)
+    council_scores(
+        ws, ids[0], {"chair": (30, 20, 25), "m1": (31, 19, 26), "m2": (29, 21, 24)}, now=T0
+    )
+    engine.store.dispose()
+
+
+def test_the_sqlite_fast_path_writes_the_same_rows_as_sqlalchemy_core(tmp_path: Path) -> None:
+    fast, core = _workspace(tmp_path / "fast"), _workspace(tmp_path / "core")
+    assert fast.app().store.is_sqlite  # the fast path is the one advance takes on SQLite
+    _walk(fast, fast=True)
+    _walk(core, fast=False)
+    fast_rows, core_rows = dump_database(fast.url), dump_database(core.url)
+    assert fast_rows["timer"] and fast_rows["audit_entry"]
+    assert fast_rows.keys() == core_rows.keys()
+    for table, rows in core_rows.items():
+        assert fast_rows[table] == rows, table
+    store = fast.app().store
+    assert audit.verify(store).ok
+    store.dispose()
+
+
+def test_the_fast_path_binds_instants_as_sqlalchemy_stores_them(tmp_path: Path) -> None:
+    """Naive UTC text with microseconds: what SQLAlchemy's SQLite DateTime writes and sorts."""
+    from datetime import datetime, timedelta, timezone
+
+    from ocop_workflow.store import _sqlite_instant
+
+    hanoi = timezone(timedelta(hours=7))
+    assert _sqlite_instant(datetime(2026, 3, 2, 9, 0, tzinfo=hanoi)) == "2026-03-02 02:00:00.000000"
+    assert SqliteWrites._INSTANTS["dossier"] >= {"state_entered_at", "deadline_at", "updated_at"}
