@@ -251,21 +251,65 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     """Read and check ``path``; apply ``OCOP_DATABASE_URL`` from ``env`` (default os.environ)."""
     env = os.environ if env is None else env
     path = Path(path)
-    raw = _read_config_bytes(path)
+    raw, info = _read_config_bytes(path)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return parse_config(data, path.resolve(), env)
+    config = parse_config(data, path.resolve(), env)
+    if config.require_os_user:
+        database = data.get("database")
+        file_url = database.get("url") if isinstance(database, dict) else None
+        check_trusted_config(config, info, file_url if isinstance(file_url, str) else None)
+    return config
+
+
+def check_trusted_config(config: Config, info: os.stat_result, file_url: str | None) -> None:
+    """Under ``[security] require_os_user``, the config itself must be one nobody else wrote.
+
+    The login check is only as good as the file that maps logins to users: a config that
+    another login could write (group- or world-writable, or owned by someone other than root or
+    the account running ocop) could map that login to anyone. And database credentials in a
+    file every login can read let any login run its own ocop (``--config mine.toml``) straight
+    against the database, where no check of ours applies. Both are refused (exit 1), naming the
+    fix. What this cannot do — no program can — is stop a login that holds the credentials
+    itself; see the README's trust model.
+    """
+    import stat
+
+    path = config.path
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"config file {path} is writable by other logins (mode {stat.S_IMODE(info.st_mode):o}):"
+            " with [security] require_os_user it must be writable only by its owner "
+            f"(chmod go-w {path})"
+        )
+    if info.st_uid not in (0, os.geteuid()):
+        raise ConfigError(
+            f"config file {path} is owned by uid {info.st_uid}: with [security] require_os_user "
+            "it must be owned by root or by the account ocop runs as"
+        )
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(file_url).password if file_url else None
+    except ValueError:
+        password = None
+    if password and info.st_mode & stat.S_IROTH:
+        raise ConfigError(
+            f"config file {path} holds the database password and every login can read it: "
+            f"with [security] require_os_user make it readable only by the service account "
+            f"(chmod o-r {path}), or give the password in OCOP_DATABASE_URL"
+        )
 
 
 #: A config file is a few kilobytes; anything this large is not one (``--config /dev/zero``).
 CONFIG_MAX_BYTES = 1 << 20
 
 
-def _read_config_bytes(path: Path) -> bytes:
+def _read_config_bytes(path: Path) -> tuple[bytes, os.stat_result]:
     """The file's bytes: a regular file of at most ``CONFIG_MAX_BYTES``, read through one
     descriptor (the checks and the read see the same file)."""
     import stat
@@ -278,14 +322,15 @@ def _read_config_bytes(path: Path) -> bytes:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise ConfigError(f"config file {path} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
         raw = handle.read(CONFIG_MAX_BYTES + 1)
     if len(raw) > CONFIG_MAX_BYTES:
         raise ConfigError(f"config file {path} is larger than {CONFIG_MAX_BYTES} bytes")
-    return raw
+    return raw, info
 
 
 def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> Config:
