@@ -1,7 +1,10 @@
-"""What one command needs, built lazily: config, database, workflows, engine, acting user, now.
+"""The command line's edge: config, clock and acting user of one invocation, and the facade.
 
-The CLI creates one :class:`App` per invocation. Each piece is made on first use so that a command
-pays only for what it touches (``ocop --help`` imports no database code at all).
+The CLI creates one :class:`App` per invocation. It is the only place on the command line that
+reads the environment (``OCOP_CONFIG``, ``OCOP_USER``, ``OCOP_NOW``); everything else is
+:class:`~ocop_workflow.service.Ocop`, built from the config and a clock. Each piece is made on
+first use so that a command pays only for what it touches (``ocop --help`` imports no database
+code at all).
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Config, User, load_config, resolve_now
+from .config import Config, User, load_config
 from .errors import PermissionDenied
 
 if TYPE_CHECKING:
     from .definitions import Registry
     from .engine import Engine
+    from .service import Ocop
     from .store import Store
 
 
@@ -38,33 +42,33 @@ class App:
         return load_config(self.config_path, self.env)
 
     @cached_property
+    def ocop(self) -> Ocop:
+        """The facade on this command's clock: one instant for everything the command writes."""
+        from .clock import FixedClock, clock_from_env
+        from .service import Ocop
+
+        return Ocop(self.config, FixedClock(clock_from_env(self.config, self.env).now()))
+
+    @property
     def now(self) -> datetime:
         """One instant per command: every row it writes carries the same "now"."""
-        return resolve_now(self.config, self.env)
+        return self.ocop.now()
 
-    @cached_property
+    @property
     def store(self) -> Store:
-        from .store import Store
-
-        return Store(self.config.database_url)
+        return self.ocop.store
 
     def checked_store(self) -> Store:
         """The store, refusing to go on against a database ``ocop init`` has not prepared."""
-        self.store.check_schema()
-        return self.store
+        return self.ocop.checked_store()
 
-    @cached_property
+    @property
     def registry(self) -> Registry:
-        from .definitions import Registry
+        return self.ocop.registry
 
-        return Registry(self.config.workflows_dir)
-
-    @cached_property
+    @property
     def engine(self) -> Engine:
-        from .engine import Engine
-
-        now = self.now
-        return Engine(self.checked_store(), self.registry, self.config, clock=lambda: now)
+        return self.ocop.engine
 
     def close(self) -> None:
         """Release the database connections, if any were opened (the CLI calls it on exit)."""

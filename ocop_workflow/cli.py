@@ -75,6 +75,22 @@ def tz_of(app: App) -> Any:
     return ZoneInfo(app.config.timezone)
 
 
+def reader(app: App) -> Any:
+    """Who is reading, for the policy's read scope: the acting user when one is named (or the
+    login decides), else nobody in particular — a local reader holding the database's
+    credentials sees everything the database holds anyway."""
+    if app.acting_user or app.config.require_os_user:
+        return app.actor()
+    return None
+
+
+def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:
+    """``--set K=V`` options → a mapping; the workflow's fields check the values."""
+    from .definitions import split_pairs
+
+    return split_pairs(pairs)
+
+
 def writing(app: App) -> None:
     """Commands that change the database log their events (after commit) through structlog."""
     from . import log
@@ -392,22 +408,18 @@ def dossier_register(
     as_json: bool,
 ) -> None:
     """Register a new dossier in its workflow's initial state."""
-    from .views import dossier_document
-
     app = app_of(ctx)
     writing(app)
-    actor = app.actor()
-    row = app.engine.register(
-        actor,
+    document = app.ocop.register(
+        app.actor(),
         product=product,
         producer=producer,
         commune=commune,
         group=group,
         workflow=workflow_name,
         dossier_id=dossier_id,
-        data=pairs,
+        data=parse_pairs(pairs),
     )
-    document = dossier_document(row, app.registry, app.now, tz_of(app))
     if as_json:
         emit_json(document)
     else:
@@ -447,12 +459,11 @@ def dossier_list(
     as_json: bool,
 ) -> None:
     """One row per dossier, filtered; as a table, JSON, CSV or XLSX."""
-    from .views import DOSSIER_COLUMNS, DossierFilter, list_dossiers
+    from .views import DOSSIER_COLUMNS, DossierFilter
 
     app = app_of(ctx)
     filters = DossierFilter(state, stage, commune, workflow_name, overdue)
-    filters.check(app.registry)
-    rows = list_dossiers(app.checked_store(), app.registry, filters, app.now, tz_of(app))
+    rows = app.ocop.iter_dossiers(reader(app), filters)
     if as_json:
         emit_json(list(rows))
         return
@@ -493,10 +504,9 @@ def dossier_list(
 def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     """The dossier, its deadline and why, its pending timers, its next possible triggers."""
     from .calendar import WEEKEND_NAMES
-    from .views import show_dossier
 
     app = app_of(ctx)
-    document = show_dossier(app.checked_store(), app.registry, dossier_id, app.now, tz_of(app))
+    document = app.ocop.show(reader(app), dossier_id)
     if as_json:
         emit_json(document)
         return
@@ -607,33 +617,24 @@ def dossier_advance(
     as_json: bool,
 ) -> None:
     """Fire TRIGGER on dossier ID (one transaction; refused moves write nothing)."""
-    from .render import when
-
     app = app_of(ctx)
     writing(app)
-    actor = app.actor()
-    moved = app.engine.advance(
-        dossier_id, trigger, actor, reason=reason, data=pairs, expect_version=expect_version
+    moved = app.ocop.advance(
+        app.actor(),
+        dossier_id,
+        trigger,
+        reason=reason,
+        data=parse_pairs(pairs),
+        expect_version=expect_version,
     )
-    tz = tz_of(app)
-    document = {
-        "id": moved.id,
-        "trigger": moved.trigger,
-        "from": moved.from_state,
-        "to": moved.to_state,
-        "seq": moved.seq,
-        "at": when(moved.at, tz),
-        "deadline_at": when(moved.deadline_at, tz),
-        "actor": moved.actor,
-        "version": moved.version,
-    }
+    document = app.ocop.moved_document(moved)
     if as_json:
         emit_json(document)
     else:
         click.echo(
-            f"{moved.id}: {moved.from_state} → {moved.to_state} ({trigger} by {moved.actor}, "
-            f"entry {moved.seq})"
-            + (f", deadline {document['deadline_at']}" if moved.deadline_at else "")
+            f"{document['id']}: {document['from']} → {document['to']} ({trigger} by "
+            f"{document['actor']}, entry {document['seq']})"
+            + (f", deadline {document['deadline_at']}" if document["deadline_at"] else "")
         )
 
 
@@ -644,8 +645,7 @@ def dossier_advance(
 def dossier_triggers(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     """For the acting user: each trigger from the current state, allowed or not, and why not."""
     app = app_of(ctx)
-    actor = app.actor()
-    rows = app.engine.triggers(dossier_id, actor)
+    rows = app.ocop.triggers(app.actor(), dossier_id)
     if as_json:
         emit_json(rows)
         return
@@ -673,10 +673,8 @@ def dossier_triggers(ctx: click.Context, dossier_id: str, as_json: bool) -> None
 @click.pass_context
 def dossier_history(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     """The audit trail of dossier ID, oldest first."""
-    from .views import history
-
     app = app_of(ctx)
-    entries = history(app.checked_store(), dossier_id, tz_of(app))
+    entries = app.ocop.history(reader(app), dossier_id)
     if as_json:
         emit_json(entries)
         return
@@ -713,11 +711,9 @@ def dossier_attach(
     """Attach FILE to dossier ID as a document of KIND (stored once by SHA-256, audited)."""
     from pathlib import Path
 
-    from .documents import attach
-
     app = app_of(ctx)
     writing(app)
-    result = attach(app.engine, dossier_id, app.actor(), kind, Path(file))
+    result = app.ocop.attach(app.actor(), dossier_id, kind, Path(file))
     if as_json:
         emit_json(result)
     elif result["already_attached"]:
@@ -738,7 +734,7 @@ def import_(ctx: click.Context, file: str, dry_run: bool, as_json: bool) -> None
     """Register dossiers from FILE.csv or FILE.xlsx: every row checked first, all or nothing."""
     from pathlib import Path
 
-    from .importer import ImportRejected, import_file
+    from .importer import ImportRejected
 
     app = app_of(ctx)
     writing(app)
@@ -746,7 +742,7 @@ def import_(ctx: click.Context, file: str, dry_run: bool, as_json: bool) -> None
     path = Path(file)
     with progress_bar("checking rows", _count_rows(path) if _bar_wanted() else 0) as advance:
         try:
-            report = import_file(app.engine, actor, path, dry_run=dry_run, progress=advance)
+            report = app.ocop.import_file(actor, path, dry_run=dry_run, progress=advance)
         except ImportRejected as rejected:
             for problem in rejected.problems:
                 click.echo(problem, err=True)
@@ -864,7 +860,6 @@ def score(
     as_json: bool,
 ) -> None:
     """Council scoring of dossier ID: a member's score, or the chair's --close / --rescore."""
-    from . import council
     from .errors import UsageError
 
     app = app_of(ctx)
@@ -873,23 +868,17 @@ def score(
     if close and rescore:
         raise UsageError("give --close or --rescore, not both")
     if close:
-        result = council.close_scoring(app.engine, dossier_id, actor, council_key=council_key)
+        result = app.ocop.close_scoring(actor, dossier_id, council=council_key)
     elif rescore:
-        result = council.rescore(
-            app.engine, dossier_id, actor, reason=reason, member=member, council_key=council_key
+        result = app.ocop.rescore(
+            actor, dossier_id, reason=reason, member=member, council=council_key
         )
     else:
         if member is None:
             raise UsageError("--member is required to record a score")
         parts = {k: v for k, v in (("a", part_a), ("b", part_b), ("c", part_c)) if v is not None}
-        result = council.record_score(
-            app.engine,
-            dossier_id,
-            actor,
-            member=member,
-            parts=parts,
-            note=note,
-            council_key=council_key,
+        result = app.ocop.score(
+            actor, dossier_id, member=member, parts=parts, note=note, council=council_key
         )
     if as_json:
         emit_json(result)
@@ -920,18 +909,8 @@ def timers_list(
     ctx: click.Context, dossier_id: str | None, due: bool, include_all: bool, as_json: bool
 ) -> None:
     """Pending timers (with --all: every timer, whatever its status)."""
-    from .views import get_dossier, list_timers
-
     app = app_of(ctx)
-    if dossier_id is not None:
-        get_dossier(app.checked_store(), dossier_id)  # an unknown id is exit 3, not "no timers"
-    rows = list_timers(
-        app.checked_store(),
-        tz_of(app),
-        dossier_id=dossier_id,
-        due_before=app.now if due else None,
-        include_all=include_all,
-    )
+    rows = app.ocop.timers(reader(app), dossier_id=dossier_id, due=due, include_all=include_all)
     if as_json:
         emit_json(list(rows))
         return
@@ -969,12 +948,8 @@ def notifications_list(
     ctx: click.Context, status: str | None, dossier_id: str | None, as_json: bool
 ) -> None:
     """The outbox, oldest first."""
-    from .views import get_dossier, list_notifications
-
     app = app_of(ctx)
-    if dossier_id is not None:
-        get_dossier(app.checked_store(), dossier_id)
-    rows = list_notifications(app.checked_store(), tz_of(app), status=status, dossier_id=dossier_id)
+    rows = app.ocop.notifications(reader(app), status=status, dossier_id=dossier_id)
     if as_json:
         emit_json(list(rows))
         return
@@ -1005,13 +980,13 @@ def notifications_list(
 @click.pass_context
 def sweep(ctx: click.Context, as_json: bool) -> None:
     """Once: fire every due timer, deliver pending notifications, print counts, exit."""
-    from .sweep import count_due, run_sweep
+    from .sweep import count_due
 
     app = app_of(ctx)
     writing(app)
     due = count_due(app.engine, app.now) if _bar_wanted() else 0
     with progress_bar("firing timers", due) as advance:
-        counts = run_sweep(app.engine, app.now, progress=advance)
+        counts = app.ocop.sweep(progress=advance)
     document = counts.document()
     for held in document["workflows_unavailable"]:
         click.echo(
@@ -1068,11 +1043,8 @@ def report_progress(
     ctx: click.Context, year: int, fmt: str, output: str | None, as_json: bool
 ) -> None:
     """Each target of YEAR: reached, left, by commune and stage; overdue and stuck dossiers."""
-    from .report import progress
-
     app = app_of(ctx)
-    tz = tz_of(app)
-    document = progress(app.checked_store(), app.registry, app.config, year, app.now, tz)
+    document = app.ocop.progress(None, year)
     if as_json:
         emit_json(document)
         return
@@ -1178,7 +1150,7 @@ def report_html(ctx: click.Context, year: int, output: str, weeks: int) -> None:
     from .outputs import check_output, write_text
 
     check_output(Path(output))
-    html = render_year(app, year, weeks=weeks)
+    html = render_year(app.ocop, year, weeks=weeks)
     write_text(Path(output), html)
     click.echo(f"wrote {output}", err=True)
 
@@ -1388,11 +1360,10 @@ def audit_export(ctx: click.Context, since: str | None, fmt: str, output: str | 
     """The audit trail for auditors, oldest first per dossier."""
     from contextlib import nullcontext
 
-    from .audit import count_entries, export
+    from .audit import count_entries
 
     app = app_of(ctx)
-    tz = tz_of(app)
-    since_at = _parse_since(since, tz) if since else None
+    since_at = _parse_since(since, tz_of(app)) if since else None
     store = app.checked_store()
     total = count_entries(store, since=since_at) if _bar_wanted(data_on_stdout=not output) else 0
     with (
@@ -1404,7 +1375,7 @@ def audit_export(ctx: click.Context, since: str | None, fmt: str, output: str | 
         ) as out,
         progress_bar("exporting", total) as advance,
     ):
-        count = export(store, out, fmt=fmt, since=since_at, timezone=tz, progress=advance)
+        count = app.ocop.audit_export(None, out, fmt=fmt, since=since_at, progress=advance)
     if output:
         click.echo(f"wrote {count} entries to {output}", err=True)
 
@@ -1421,6 +1392,118 @@ def _parse_since(text: str, tz: Any) -> Any:
 
         return parse_instant(text, "--since", UsageError)
     return datetime.combine(day, datetime.min.time(), tzinfo=tz).astimezone(UTC)
+
+
+# --- server and logins ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free).")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Run the HTTP JSON API (/api/v1, /openapi.json, /healthz, /readyz) until stopped."""
+    from .server import serve as run
+
+    app = app_of(ctx)
+    writing(app)
+    ocop = app.ocop.at(_live_clock(app))
+    ocop.checked_store()
+    run(ocop, host, port, announce=lambda line: click.echo(line, err=True))
+
+
+def _live_clock(app: App) -> Any:
+    from .clock import clock_from_env
+
+    return clock_from_env(app.config, app.env, moving=True)
+
+
+@cli.group()
+def user() -> None:
+    """Server logins of [users] keys: passwords."""
+
+
+@user.command("set-password")
+@click.argument("user_key", metavar="USER")
+@click.pass_context
+def user_set_password(ctx: click.Context, user_key: str) -> None:
+    """Read USER's new password from stdin (one line) and store its Argon2 hash."""
+    app = app_of(ctx)
+    line = sys.stdin.readline()
+    password = line[:-1] if line.endswith("\n") else line
+    app.ocop.set_password(user_key, password.rstrip("\r"))
+    click.echo(f"password set for {user_key}", err=True)
+
+
+@cli.group()
+def token() -> None:
+    """Bearer tokens for the API and for the CLI through a server."""
+
+
+@token.command("create")
+@click.option("--user", "user_key", required=True, metavar="USER", help="Whose token.")
+@click.option("--expires", type=float, metavar="DAYS", help="Expire after DAYS (default never).")
+@click.option("--label", help="What the token is for.")
+@json_option
+@click.pass_context
+def token_create(
+    ctx: click.Context, user_key: str, expires: float | None, label: str | None, as_json: bool
+) -> None:
+    """Make a token for USER and print it once; only its SHA-256 is stored."""
+    app = app_of(ctx)
+    made = app.ocop.create_token(user_key, expires_days=expires, label=label)
+    if as_json:
+        emit_json({"token": made.token, **made.info.document(app.now)})
+    else:
+        click.echo(made.token)
+        click.echo(
+            f"token {made.info.id} for {user_key}"
+            + (f", expires {made.info.expires_at.isoformat()}" if made.info.expires_at else "")
+            + ": shown once, keep it secret",
+            err=True,
+        )
+
+
+@token.command("list")
+@click.option("--user", "user_key", metavar="USER", help="Only this user's tokens.")
+@json_option
+@click.pass_context
+def token_list(ctx: click.Context, user_key: str | None, as_json: bool) -> None:
+    """Every token (never the token itself): owner, kind, expiry, status."""
+    app = app_of(ctx)
+    rows = [t.document(app.now) for t in app.ocop.tokens(user_key)]
+    if as_json:
+        emit_json(rows)
+        return
+    from .render import table
+
+    click.echo(
+        table(
+            ["id", "user", "kind", "status", "created", "expires", "label"],
+            [
+                (
+                    r["id"],
+                    r["user"],
+                    r["kind"],
+                    r["status"],
+                    r["created_at"][:16],
+                    (r["expires_at"] or "-")[:16],
+                    r["label"] or "",
+                )
+                for r in rows
+            ],
+        )
+    )
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int, metavar="ID")
+@click.pass_context
+def token_revoke(ctx: click.Context, token_id: int) -> None:
+    """Revoke token ID at once (see `ocop token list`)."""
+    app = app_of(ctx)
+    app.ocop.revoke_token(token_id)
+    click.echo(f"token {token_id} revoked", err=True)
 
 
 def _commands(group: click.Group, prefix: str = "") -> Iterable[tuple[str, click.Command]]:

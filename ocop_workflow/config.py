@@ -118,6 +118,27 @@ DEFAULT_MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """``[server]``: what ``ocop serve`` accepts and how it treats logins."""
+
+    #: A header a trusted reverse proxy sets to the user key after single sign-on; off when None.
+    trusted_user_header: str | None = None
+    #: Failed password logins allowed per user and per address within ``login_window_seconds``.
+    login_attempts: int = 5
+    login_window_seconds: float = 900.0
+    #: How long a session token from a password login lives.
+    session_hours: float = 12.0
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """``[client]``: the CLI acts through this server instead of opening the database."""
+
+    url: str | None = None
+    token_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     database_url: str
@@ -139,6 +160,8 @@ class Config:
     calendar_days: tuple[DayDecision, ...] = ()
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     audit: AuditConfig = field(default_factory=AuditConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
 
     def user(self, key: str) -> User:
         from .errors import NotFound
@@ -243,6 +266,8 @@ TOP_LEVEL = frozenset(
         "documents",
         "calendar",
         "audit",
+        "server",
+        "client",
     }
 )
 
@@ -381,6 +406,17 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         data.get("documents"), "documents", {"dir": _str, "max_bytes": _positive(_int)}
     )
     audit = _audit(data.get("audit"), resolve, notifications)
+    server = _section(
+        data.get("server"),
+        "server",
+        {
+            "trusted_user_header": _str,
+            "login_attempts": _positive(_int),
+            "login_window_seconds": _positive(_num),
+            "session_hours": _positive(_num),
+        },
+    )
+    client = _section(data.get("client"), "client", {"url": _str, "token_file": _str})
 
     default_user = cli.get("default_user")
     if default_user is not None and default_user not in users:
@@ -408,6 +444,16 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         calendar_days=calendar_days,
         max_document_bytes=documents.get("max_bytes", DEFAULT_MAX_DOCUMENT_BYTES),
         audit=audit,
+        server=ServerConfig(
+            trusted_user_header=server.get("trusted_user_header"),
+            login_attempts=server.get("login_attempts", 5),
+            login_window_seconds=float(server.get("login_window_seconds", 900)),
+            session_hours=float(server.get("session_hours", 12)),
+        ),
+        client=ClientConfig(
+            url=client.get("url"),
+            token_file=resolve(client["token_file"]) if client.get("token_file") else None,
+        ),
     )
 
 
@@ -656,18 +702,9 @@ def resolve_now(config: Config, env: Mapping[str, str] | None = None) -> datetim
     The override is refused unless ``[clock] allow_override = true`` so that a production audit
     trail cannot be back-dated by an environment variable.
     """
-    from datetime import UTC
+    from .clock import clock_from_env
 
-    env = os.environ if env is None else env
-    override = env.get("OCOP_NOW")
-    if not override:
-        return datetime.now(UTC)
-    if not config.allow_clock_override:
-        raise ConfigError(
-            "OCOP_NOW is set but [clock] allow_override is false in "
-            f"{config.path}: unset OCOP_NOW or allow the override (rehearsals only)"
-        )
-    return parse_instant(override, "OCOP_NOW", ConfigError)
+    return clock_from_env(config, env).now()
 
 
 def parse_instant(text: str, what: str, error: type[Exception]) -> datetime:

@@ -41,10 +41,14 @@ class FieldDef:
     protected: bool = False
     choices: tuple[str, ...] = ()
 
-    def parse(self, text: str) -> Any:
-        """Turn the text of ``--set name=text`` into the stored value, or say what is wrong."""
-        check_text(text, f"--set {self.name}", multiline=True)
-        where = f"--set {self.name}={text}"
+    def parse(self, text: str, where: str | None = None) -> Any:
+        """Turn the text of ``--set name=text`` into the stored value, or say what is wrong.
+
+        ``where`` names the value in an error (default ``--set name=text``; the API says
+        ``data.name``).
+        """
+        check_text(text, where or f"--set {self.name}", multiline=True)
+        where = where or f"--set {self.name}={text}"
         value: Any
         if self.type == "int":
             try:
@@ -229,22 +233,45 @@ class WorkflowDef:
 
     def parse_data(self, pairs: Iterable[str], *, allow_protected: bool = False) -> dict[str, Any]:
         """``K=V`` strings from ``--set`` → checked data values (UsageError names the bad one)."""
+        return self.parse_values(split_pairs(pairs), allow_protected=allow_protected)
+
+    def parse_values(
+        self, values: Mapping[str, Any], *, allow_protected: bool = False
+    ) -> dict[str, Any]:
+        """A mapping of data values (library and API callers) → checked values, as ``--set``.
+
+        Numbers and booleans arrive typed from JSON; each is checked through its text, the same
+        rules as the command line, so no caller can store what ``--set`` would refuse.
+        """
         out: dict[str, Any] = {}
-        for pair in pairs:
-            key, sep, text = pair.partition("=")
-            key = key.strip()
-            if not sep or not key:
-                raise UsageError(f"--set {pair}: expected KEY=VALUE")
+        for key, raw in values.items():
+            where = f"--set {key}={raw}" if isinstance(values, SetPairs) else f"data.{key}"
             spec = self.fields.get(key)
             if spec is None:
                 known = ", ".join(n for n, f in self.fields.items() if not f.protected)
-                raise UsageError(f"--set {pair}: unknown field '{key}' (fields: {known})")
+                raise UsageError(f"{where}: unknown field '{key}' (fields: {known})")
             if spec.protected and not allow_protected:
-                raise UsageError(
-                    f"--set {pair}: field '{key}' is protected: only the engine sets it"
-                )
-            out[key] = spec.parse(text)
+                raise UsageError(f"{where}: field '{key}' is protected: only the engine sets it")
+            if raw is None or isinstance(raw, bool) or not isinstance(raw, str | int | float):
+                raise UsageError(f"{where}: expected a string or a number")
+            out[key] = spec.parse(str(raw), where)
         return out
+
+
+class SetPairs(dict[str, str]):
+    """Data values that came from ``--set K=V`` options: errors name the option as typed."""
+
+
+def split_pairs(pairs: Iterable[str]) -> SetPairs:
+    """``K=V`` texts → a mapping (the last of a repeated key wins)."""
+    out = SetPairs()
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set {pair}: expected KEY=VALUE")
+        out[key] = text
+    return out
 
 
 # --- loading ----------------------------------------------------------------------------------

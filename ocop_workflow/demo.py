@@ -201,9 +201,10 @@ class Rehearsal:
     """The engine on a fresh folder, with a clock the story moves forward."""
 
     def __init__(self, root: Path, out: Callable[[str], None] = print) -> None:
-        from .app import App
-        from .engine import Engine
+        from .clock import ManualClock
+        from .config import load_config
         from .migrate import upgrade
+        from .service import Ocop
 
         self.root = root
         self.say = out
@@ -211,16 +212,21 @@ class Rehearsal:
             shutil.rmtree(root)
         root.mkdir(parents=True)
         (root / "config.toml").write_text(config_text(ROOT / "workflows"), encoding="utf-8")
-        self.now = datetime(2020, 5, 12, 8, 0, tzinfo=TZ).astimezone(UTC)
-        self.app = App(root / "config.toml", env={"OCOP_NOW": self.now.isoformat()})
-        upgrade(self.app.store)
-        self.engine = Engine(
-            self.app.store, self.app.registry, self.app.config, clock=lambda: self.now
-        )
+        self.clock = ManualClock(datetime(2020, 5, 12, 8, 0, tzinfo=TZ).astimezone(UTC))
+        self.ocop = Ocop(load_config(root / "config.toml", {}), self.clock)
+        upgrade(self.ocop.store)
         self.ids: dict[str, str] = {}
         self.swept_until = self.now
 
     # --- the clock ------------------------------------------------------------------------
+
+    @property
+    def now(self) -> datetime:
+        return self.clock.instant
+
+    @now.setter
+    def now(self, instant: datetime) -> None:
+        self.clock.instant = instant
 
     def on(self, day: str, hour: int = 9) -> None:
         """Move to ``day`` (local), running the daily 08:30 sweep of every day in between."""
@@ -242,9 +248,7 @@ class Rehearsal:
         self.swept_until = self.now
 
     def sweep(self) -> None:
-        from .sweep import run_sweep
-
-        counts = run_sweep(self.engine, self.now)
+        counts = self.ocop.sweep()
         if counts.timers_fired:
             kinds = self._fired_kinds()
             self.say(
@@ -257,7 +261,7 @@ class Rehearsal:
 
         from .store import timer_t
 
-        with self.app.store.read() as conn:
+        with self.ocop.store.read() as conn:
             rows = conn.execute(
                 sa.select(timer_t.c.kind, timer_t.c.dossier_id).where(
                     timer_t.c.fired_at == self.now, timer_t.c.status == "fired"
@@ -271,17 +275,17 @@ class Rehearsal:
     # --- actions --------------------------------------------------------------------------
 
     def user(self, key: str) -> Any:
-        return self.app.config.users[key]
+        return self.ocop.config.users[key]
 
     def register(self, p: Product) -> str:
-        row = self.engine.register(
+        row = self.ocop.register(
             self.user("phong_nn"),
             product=p.product,
             producer=p.producer,
             commune=p.commune,
             group=p.group,
             workflow="ocop-1048",
-            data=[f"producer_email=lienhe@{_slug(p.producer)}.vn"],
+            data={"producer_email": f"lienhe@{_slug(p.producer)}.vn"},
         )
         self.ids[p.product] = row["id"]
         self.say(
@@ -297,10 +301,10 @@ class Rehearsal:
         trigger: str,
         *,
         reason: str | None = None,
-        data: tuple[str, ...] = (),
+        data: dict[str, Any] | None = None,
     ) -> None:
-        moved = self.engine.advance(
-            self.ids[p.product], trigger, self.user(who), reason=reason, data=data
+        moved = self.ocop.advance(
+            self.user(who), self.ids[p.product], trigger, reason=reason, data=data
         )
         self.say(
             f"{self.stamp()}  {who:<12} {trigger:<12} {moved.id}  {p.product} → "
@@ -308,39 +312,33 @@ class Rehearsal:
         )
 
     def attach_all(self, p: Product, kinds: list[str]) -> None:
-        from .documents import attach
-
         folder = self.root / "scans" / self.ids[p.product]
         folder.mkdir(parents=True, exist_ok=True)
         for kind in kinds:
             path = folder / f"{kind}.pdf"
             path.write_text(f"{p.product} — {kind} (bản scan)\n", encoding="utf-8")
-            attach(self.engine, self.ids[p.product], self.user("phong_nn"), kind, path)
+            self.ocop.attach(self.user("phong_nn"), self.ids[p.product], kind, path)
         self.say(
             f"{self.stamp()}  phong_nn     attach       {self.ids[p.product]}  "
             f"{len(kinds)} document(s): {', '.join(kinds)}"
         )
 
     def council(self, level: str, p: Product, mean: float) -> None:
-        from . import council
-
         chair, members = (
             ("ct_huyen", [f"tv_huyen_{i}" for i in range(1, 5)])
             if level == "district"
             else ("ct_tinh", [f"tv_tinh_{i}" for i in range(1, 7)])
         )
         present = [chair, *members[: len(members) - 1]]  # one member absent: quorum still met
-        wf = self.app.registry.get("ocop-1048")
+        wf = self.ocop.registry.get("ocop-1048")
         assert wf.scorecard is not None
         spread = [-2.0, 1.0, 1.0, -1.0, 1.0, 0.0][: len(present)]
         spread[-1] -= sum(spread)
         for member, delta in zip(present, spread, strict=True):
             total = mean + delta
             parts = _split(total, wf.scorecard.parts)
-            council.record_score(
-                self.engine, self.ids[p.product], self.user(chair), member=member, parts=parts
-            )
-        result = council.close_scoring(self.engine, self.ids[p.product], self.user(chair))
+            self.ocop.score(self.user(chair), self.ids[p.product], member=member, parts=parts)
+        result = self.ocop.close_scoring(self.user(chair), self.ids[p.product])
         res = result["scoring"][level]["result"]
         capped = (
             f" (capped from {res['stars_by_points']}★: no product story)" if res["capped"] else ""
@@ -447,7 +445,10 @@ def run(root: Path, out: Callable[[str], None] = print) -> dict[str, Any]:
                 "so_nn",
                 p,
                 "certify",
-                data=(f"certificate_no=OCOP-GL-2020-{decision:03d}", "decision_no=812/QĐ-UBND"),
+                data={
+                    "certificate_no": f"OCOP-GL-2020-{decision:03d}",
+                    "decision_no": "812/QĐ-UBND",
+                },
             )
     out("\n-- December: the Q4 review of certified products --")
     r.on("2020-12-15")
@@ -459,7 +460,6 @@ def run(root: Path, out: Callable[[str], None] = print) -> dict[str, Any]:
 
 
 def _import_2019(r: Rehearsal) -> None:
-    from .importer import import_file
 
     sheet = r.root / "san-pham-ocop-2019.csv"
     with sheet.open("w", encoding="utf-8", newline="") as handle:
@@ -501,7 +501,7 @@ def _import_2019(r: Rehearsal) -> None:
                     "2210/QĐ-UBND",
                 ]
             )
-    report = import_file(r.engine, r.user("luu_tru"), sheet)
+    report = r.ocop.import_file(r.user("luu_tru"), sheet)
     for n, p in enumerate(UPGRADES, start=1):
         r.ids[p.product] = f"OCOP-2019-{n:04d}"
     r.say(
@@ -513,26 +513,23 @@ def _import_2019(r: Rehearsal) -> None:
 def _state(r: Rehearsal, p: Product) -> str:
     from .views import get_dossier
 
-    return str(get_dossier(r.app.store, r.ids[p.product])["state"])
+    return str(get_dossier(r.ocop.store, r.ids[p.product])["state"])
 
 
 def _finish(r: Rehearsal) -> dict[str, Any]:
-    from .audit import verify
     from .cli import print_progress
     from .html_report import render_year
-    from .report import progress
 
-    report = progress(r.app.store, r.app.registry, r.app.config, 2020, r.now, TZ)
+    report = r.ocop.progress(None, 2020)
     r.say("\n" + print_progress(report))
-    checked = verify(r.app.store, documents_dir=r.app.config.documents_dir)
+    checked = r.ocop.audit_verify(None)
     r.say(
         f"\naudit verify: {'ok' if checked.ok else 'FAILED'} — {checked.dossiers_checked} "
         f"dossiers, {checked.entries_checked} entries"
     )
     html = r.root / "report-2020.html"
-    r.app.__dict__["now"] = r.now
-    html.write_text(render_year(r.app, 2020), encoding="utf-8")
-    outbox = r.app.config.notifications.file
+    html.write_text(render_year(r.ocop, 2020), encoding="utf-8")
+    outbox = r.ocop.config.notifications.file
     lines = (
         outbox.path.read_text(encoding="utf-8").count("\n")
         if outbox and outbox.path.exists()

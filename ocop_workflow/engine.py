@@ -170,9 +170,15 @@ class Engine:
         group: str | None = None,
         workflow: str | None = None,
         dossier_id: str | None = None,
-        data: Iterable[str] = (),
+        data: Iterable[str] | Mapping[str, Any] = (),
     ) -> dict[str, Any]:
-        """A new dossier in its workflow's initial state, with the first audit entry."""
+        """A new dossier in its workflow's initial state, with the first audit entry.
+
+        ``data`` is ``K=V`` text from the command line or a mapping of values; both are checked
+        against the workflow's fields.
+        """
+        wf = self.registry.get(self.config.default_workflow if workflow is None else workflow)
+        values = wf.parse_values(data) if isinstance(data, Mapping) else wf.parse_data(data)
         new = self.check_new(
             actor,
             product=product,
@@ -181,9 +187,7 @@ class Engine:
             group=group,
             workflow=workflow,
             dossier_id=dossier_id,
-            values=self.registry.get(
-                self.config.default_workflow if workflow is None else workflow
-            ).parse_data(data),
+            values=values,
         )
         now = self.clock()
         with self.store.write() as conn:
@@ -398,12 +402,12 @@ class Engine:
         actor: User,
         *,
         reason: str | None = None,
-        data: Iterable[str] = (),
+        data: Iterable[str] | Mapping[str, Any] = (),
         expect_version: int | None = None,
     ) -> Moved:
         """Fire ``trigger`` on a dossier as ``actor``, in one transaction."""
         now = self.clock()
-        pairs = list(data)
+        pairs = data if isinstance(data, Mapping) else list(data)
         with self.store.writes() as writes:
             moved = self.advance_in(
                 writes,
@@ -455,10 +459,11 @@ class Engine:
         if reason is not None:
             check_text(reason, "--reason", multiline=True)
         before = json.loads(row["data"])
+        protected = actor is SYSTEM
         updates = (
-            dict(data)
+            wf.parse_values(data, allow_protected=protected)
             if isinstance(data, Mapping)
-            else wf.parse_data(data, allow_protected=actor is SYSTEM)
+            else wf.parse_data(data, allow_protected=protected)
         )
         after = {**before, **updates}
         today = self.calendar.local_date(now)

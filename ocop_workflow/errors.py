@@ -50,6 +50,12 @@ class UsageError(OcopError):
     code = "usage"
 
 
+class PayloadTooLarge(UsageError):
+    """An upload larger than ``[server] max_upload_mb``; nothing was stored."""
+
+    code = "too_large"
+
+
 class NotFound(OcopError):
     """Unknown dossier, workflow, user or trigger."""
 
@@ -80,6 +86,12 @@ class PermissionDenied(OcopError):
 
     exit_code = 6
     code = "permission_denied"
+
+
+class Unauthenticated(PermissionDenied):
+    """No valid login: a missing, unknown, expired or revoked token, or a wrong password."""
+
+    code = "unauthenticated"
 
 
 class AuditFailure(OcopError):

@@ -23,7 +23,7 @@ from .report import progress, year_bounds
 from .store import PENDING, audit_t, notification_t, timer_t
 
 if TYPE_CHECKING:
-    from .app import App
+    from .service import Ocop as App
 
 STAGE_COLOURS = {
     "registration": "#8ecae6",
@@ -61,7 +61,7 @@ height:12px;margin-right:4px;vertical-align:middle}
 def render_year(app: App, year: int, *, weeks: int = 4) -> str:
     tz = ZoneInfo(app.config.timezone)
     store = app.checked_store()
-    now = app.now
+    now = app.now()
     report = progress(store, app.registry, app.config, year, now, tz)
     start, end = year_bounds(year, tz)
     entries = _entries(app, start, end)

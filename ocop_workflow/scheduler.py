@@ -19,30 +19,29 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from .clock import SystemClock
 from .errors import EnvironmentProblem
 from .store import Store, insert_ignore, lease_t
 
 if TYPE_CHECKING:
     from .app import App
+    from .clock import Clock
     from .engine import Engine
 
 LEASE_NAME = "sqlite-worker"
 
 
-def live_clock(app: App) -> Callable[[], datetime]:
+def live_clock(app: App) -> Clock:
     """Real time, or — in a rehearsal with OCOP_NOW — that instant moving on at real speed."""
-    start = app.now
-    if not app.env.get("OCOP_NOW"):
-        return lambda: datetime.now(UTC)
-    origin = time.monotonic()
-    return lambda: start + timedelta(seconds=time.monotonic() - origin)
+    from .clock import clock_from_env
+
+    return clock_from_env(app.config, app.env, moving=True)
 
 
 class Lease:
@@ -92,11 +91,10 @@ def run_worker(app: App, *, once: bool = False) -> None:
     The signal handlers are installed first, before the SQLite lease is taken: a worker stopped
     while it is still starting exits 0 and releases the lease like one stopped later.
     """
-    from .engine import Engine
-
     config = app.config
-    clock = live_clock(app)
-    engine = Engine(app.checked_store(), app.registry, config, clock=clock)
+    ocop = app.ocop.at(live_clock(app))
+    clock = ocop.clock.now
+    engine = ocop.engine
     log = _log()
     interval = config.sweep_interval_seconds
     stop = _Stop(log)
@@ -207,7 +205,7 @@ def _run_scheduler(worker: _Worker, interval: float, stop: _Stop, log: Any) -> N
         coalesce=True,
         max_instances=1,
         misfire_grace_time=None,
-        next_run_time=datetime.now(UTC),
+        next_run_time=SystemClock().now(),  # APScheduler's alarm runs on real time
     )
     stop.scheduler = scheduler
     log.info("worker.started", interval_seconds=interval, pid=os.getpid())

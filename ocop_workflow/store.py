@@ -175,12 +175,52 @@ class Lease(SQLModel, table=True):
     expires_at: datetime = _utc_column(nullable=False)
 
 
+class Credential(SQLModel, table=True):
+    """A person's password for the server's login: an Argon2 hash, never the password."""
+
+    __tablename__ = "credential"
+
+    user_key: str = Field(primary_key=True)
+    password_hash: str
+    updated_at: datetime = _utc_column(nullable=False)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token (API or session): only its SHA-256 is kept; the owner saw it once."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_key: str = Field(index=True)
+    token_sha256: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    kind: str = "api"
+    label: str | None = None
+    created_at: datetime = _utc_column(nullable=False)
+    expires_at: datetime | None = _utc_column(nullable=True)
+    revoked_at: datetime | None = _utc_column(nullable=True)
+
+
+class LoginFailure(SQLModel, table=True):
+    """A failed password login, counted per user and per address to throttle guessing; in the
+    database so that every server process sees the same count."""
+
+    __tablename__ = "login_failure"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_key: str = Field(index=True)
+    address: str = Field(index=True)
+    at: datetime = _utc_column(nullable=False)
+
+
 dossier_t: sa.Table = SQLModel.metadata.tables["dossier"]
 audit_t: sa.Table = SQLModel.metadata.tables["audit_entry"]
 timer_t: sa.Table = SQLModel.metadata.tables["timer"]
 notification_t: sa.Table = SQLModel.metadata.tables["notification"]
 counter_t: sa.Table = SQLModel.metadata.tables["counter"]
 lease_t: sa.Table = SQLModel.metadata.tables["lease"]
+credential_t: sa.Table = SQLModel.metadata.tables["credential"]
+token_t: sa.Table = SQLModel.metadata.tables["api_token"]
+login_failure_t: sa.Table = SQLModel.metadata.tables["login_failure"]
 
 #: "The timer is pending", written as a literal: SQLite uses a partial index only when the
 #: query repeats its WHERE term, and a bound parameter (``status = ?``) does not.

@@ -1,0 +1,477 @@
+"""``ocop serve``: the JSON API over HTTP (FastAPI on uvicorn), standing on the facade.
+
+Why FastAPI: the engine is synchronous SQLAlchemy Core, and FastAPI runs plain ``def`` endpoints
+in a thread pool, so the facade is called as is; it speaks pydantic, which SQLModel already
+brings; and it writes the OpenAPI document (``/openapi.json``) from the endpoints themselves.
+
+Every request acts as the person its bearer token (or, where a province enables it, its trusted
+reverse-proxy header) names — never as a name the request sends. Errors are the CLI's error
+hierarchy mapped to HTTP statuses with the body ``{"error": {"code", "message"}}``. A rehearsal
+instant comes from ``OCOP_NOW`` in the server's environment or a request's ``X-Ocop-Now`` header,
+both only where ``[clock] allow_override`` allows it, exactly as on the command line.
+"""
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from .clock import FixedClock, override_instant
+from .config import User
+from .errors import (
+    ConfigError,
+    Conflict,
+    EnvironmentProblem,
+    NotFound,
+    OcopError,
+    PayloadTooLarge,
+    PermissionDenied,
+    TransitionRefused,
+    Unauthenticated,
+    UsageError,
+)
+from .service import Ocop
+
+API = "/api/v1"
+NOW_HEADER = "X-Ocop-Now"
+
+
+def status_of(error: OcopError) -> int:
+    """The HTTP status of an error of the one hierarchy (most specific class first)."""
+    from .auth import Throttled
+
+    for kind, status in (
+        (Unauthenticated, 401),
+        (Throttled, 429),
+        (PermissionDenied, 403),
+        (NotFound, 404),
+        (Conflict, 409),
+        (TransitionRefused, 409),
+        (PayloadTooLarge, 413),
+        (UsageError, 422),
+        (EnvironmentProblem, 503),
+    ):
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def error_body(code: str, message: str, reasons: list[str] | None = None) -> dict[str, Any]:
+    document: dict[str, Any] = {"code": code, "message": message}
+    if reasons and len(reasons) > 1:
+        document["reasons"] = reasons
+    return {"error": document}
+
+
+# --- request bodies -------------------------------------------------------------------------
+
+
+class RegisterBody(BaseModel):
+    product: str
+    producer: str
+    commune: str
+    group: str | None = None
+    workflow: str | None = None
+    id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class AdvanceBody(BaseModel):
+    trigger: str
+    reason: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    expect_version: int | None = None
+
+
+class ScoreBody(BaseModel):
+    member: str
+    a: float | None = None
+    b: float | None = None
+    c: float | None = None
+    note: str | None = None
+    council: str | None = None
+
+
+class CloseBody(BaseModel):
+    council: str | None = None
+
+
+class RescoreBody(BaseModel):
+    reason: str | None = None
+    member: str | None = None
+    council: str | None = None
+
+
+class LoginBody(BaseModel):
+    user: str
+    password: str
+
+
+# --- the app --------------------------------------------------------------------------------
+
+
+def create_app(ocop: Ocop) -> FastAPI:
+    """The ASGI app on ``ocop`` (its clock is the server's: system or rehearsal)."""
+    ocop = ocop.at(ocop.clock)
+    ocop.conceal = True
+    app = FastAPI(
+        title="OCOP workflow API",
+        version="1",
+        description="Dossiers of Vietnam's OCOP programme: register, advance, score, audit.",
+    )
+    settings = ocop.config.server
+    # The multipart envelope adds a little to the file itself.
+    app.add_middleware(BodyLimit, limit=ocop.config.max_document_bytes + 64 * 1024)
+
+    @app.exception_handler(OcopError)
+    def _ocop_error(_request: Request, exc: OcopError) -> JSONResponse:
+        reasons = getattr(exc, "reasons", None) or getattr(exc, "problems", None)
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+        return JSONResponse(
+            error_body(exc.code, exc.message, reasons), status_code=status_of(exc), headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        ]
+        return JSONResponse(error_body("usage", "; ".join(problems), problems), status_code=422)
+
+    def facade(request: Request) -> Ocop:
+        """The facade on this request's clock: the server's, or the rehearsal header's."""
+        header = request.headers.get(NOW_HEADER)
+        if not header:
+            return ocop
+        try:
+            instant = override_instant(ocop.config, header, NOW_HEADER)
+        except ConfigError as exc:
+            raise UsageError(exc.message) from None
+        assert instant is not None
+        return ocop.at(FixedClock(instant))
+
+    def principal(request: Request, core: Annotated[Ocop, Depends(facade)]) -> User:
+        """The authenticated person: bearer token, or the trusted proxy header where enabled."""
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            user, token_id = core.authenticate(token.strip())
+            request.state.token_id = token_id
+            return user
+        if settings.trusted_user_header:
+            key = request.headers.get(settings.trusted_user_header)
+            if key:
+                try:
+                    return ocop.config.user(key)
+                except OcopError:
+                    raise Unauthenticated("invalid or expired token") from None
+        raise Unauthenticated("authentication required: send Authorization: Bearer TOKEN")
+
+    Core = Annotated[Ocop, Depends(facade)]
+    Actor = Annotated[User, Depends(principal)]
+
+    # --- process and readiness ------------------------------------------------------------
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """The database is reachable and up to date, and the workflows load."""
+        try:
+            ocop.store.check_schema()
+            workflows = [wf.name for wf in ocop.registry.all()]
+        except OcopError as exc:
+            return JSONResponse(error_body(exc.code, exc.message), status_code=503)
+        return JSONResponse({"status": "ready", "workflows": workflows})
+
+    # --- logins ---------------------------------------------------------------------------
+
+    @app.post(f"{API}/login", tags=["logins"])
+    def login(body: LoginBody, request: Request, core: Core) -> dict[str, Any]:
+        """A session token for a correct password (throttled per user and per address)."""
+        address = request.client.host if request.client else "unknown"
+        made = core.login(body.user, body.password, address)
+        return {
+            "token": made.token,
+            "user": made.info.user,
+            "expires_at": made.info.expires_at.isoformat() if made.info.expires_at else None,
+        }
+
+    @app.post(f"{API}/logout", tags=["logins"])
+    def logout(request: Request, actor: Actor, core: Core) -> dict[str, Any]:
+        """Revoke the token this request came with."""
+        token_id = getattr(request.state, "token_id", None)
+        if token_id is not None:
+            core.revoke_token(token_id, user_key=actor.key)
+        return {"revoked": token_id is not None}
+
+    @app.get(f"{API}/me", tags=["logins"])
+    def me(actor: Actor) -> dict[str, Any]:
+        """Who the token belongs to."""
+        return {
+            "key": actor.key,
+            "name": actor.name,
+            "roles": sorted(actor.roles),
+            "communes": sorted(actor.communes),
+            "organisation": actor.organisation,
+        }
+
+    # --- dossiers -------------------------------------------------------------------------
+
+    @app.get(f"{API}/dossiers", tags=["dossiers"])
+    def list_dossiers(
+        actor: Actor,
+        core: Core,
+        state: str | None = None,
+        stage: str | None = None,
+        commune: str | None = None,
+        workflow: str | None = None,
+        overdue: bool = False,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """The dossiers you may see, filtered as ``ocop dossier list``, one page."""
+        from .views import DossierFilter
+
+        filters = DossierFilter(state, stage, commune, workflow, overdue)
+        return core.list_dossiers(actor, filters, limit=limit, offset=offset).document()
+
+    @app.post(f"{API}/dossiers", tags=["dossiers"], status_code=201)
+    def register(body: RegisterBody, actor: Actor, core: Core) -> dict[str, Any]:
+        """Register a new dossier in its workflow's initial state."""
+        return core.register(
+            actor,
+            product=body.product,
+            producer=body.producer,
+            commune=body.commune,
+            group=body.group,
+            workflow=body.workflow,
+            dossier_id=body.id,
+            data=body.data,
+        )
+
+    @app.get(API + "/dossiers/{dossier_id:path}/history", tags=["dossiers"])
+    def history(dossier_id: str, actor: Actor, core: Core) -> list[dict[str, Any]]:
+        """The audit trail of the dossier, oldest first."""
+        return core.history(actor, dossier_id)
+
+    @app.get(API + "/dossiers/{dossier_id:path}/triggers", tags=["dossiers"])
+    def triggers(dossier_id: str, actor: Actor, core: Core) -> list[dict[str, Any]]:
+        """Each trigger from the current state: may you fire it now, and every reason why not."""
+        return core.triggers(actor, dossier_id)
+
+    @app.post(API + "/dossiers/{dossier_id:path}/advance", tags=["dossiers"])
+    def advance(dossier_id: str, body: AdvanceBody, actor: Actor, core: Core) -> dict[str, Any]:
+        """Fire a trigger (409 when ``expect_version`` is stale or the move is refused)."""
+        moved = core.advance(
+            actor,
+            dossier_id,
+            body.trigger,
+            reason=body.reason,
+            data=body.data,
+            expect_version=body.expect_version,
+        )
+        return core.moved_document(moved)
+
+    @app.post(API + "/dossiers/{dossier_id:path}/documents", tags=["documents"], status_code=201)
+    def attach(
+        dossier_id: str,
+        request: Request,
+        actor: Actor,
+        core: Core,
+        kind: Annotated[str, Form()],
+        file: Annotated[UploadFile, File()],
+    ) -> dict[str, Any]:
+        """Attach an uploaded file as a document of ``kind`` (stored once by SHA-256, audited)."""
+        return core.attach_stream(
+            actor,
+            dossier_id,
+            kind,
+            file.filename or "",
+            file.file,
+            max_bytes=ocop.config.max_document_bytes,
+        )
+
+    @app.get(API + "/dossiers/{dossier_id:path}/documents/{sha256}", tags=["documents"])
+    def download(dossier_id: str, sha256: str, actor: Actor, core: Core) -> FileResponse:
+        """A stored document's file, for those who may see the dossier."""
+        path, name = core.document_file(actor, dossier_id, sha256)
+        return FileResponse(path, filename=name, media_type="application/octet-stream")
+
+    @app.post(API + "/dossiers/{dossier_id:path}/scores", tags=["council"])
+    def score(dossier_id: str, body: ScoreBody, actor: Actor, core: Core) -> dict[str, Any]:
+        """A council member's score (entered by the member or the chair)."""
+        parts = {k: v for k, v in (("a", body.a), ("b", body.b), ("c", body.c)) if v is not None}
+        return core.score(
+            actor,
+            dossier_id,
+            member=body.member,
+            parts=parts,
+            note=body.note,
+            council=body.council,
+        )
+
+    @app.post(API + "/dossiers/{dossier_id:path}/scoring/close", tags=["council"])
+    def close_scoring(dossier_id: str, body: CloseBody, actor: Actor, core: Core) -> dict[str, Any]:
+        """The chair closes the round: mean score, stars."""
+        return core.close_scoring(actor, dossier_id, council=body.council)
+
+    @app.post(API + "/dossiers/{dossier_id:path}/scoring/rescore", tags=["council"])
+    def rescore(dossier_id: str, body: RescoreBody, actor: Actor, core: Core) -> dict[str, Any]:
+        """The chair clears the scores (or one member's) to redo them."""
+        return core.rescore(
+            actor, dossier_id, reason=body.reason, member=body.member, council=body.council
+        )
+
+    @app.get(API + "/dossiers/{dossier_id:path}", tags=["dossiers"])
+    def show(dossier_id: str, actor: Actor, core: Core) -> dict[str, Any]:
+        """The dossier, its deadline and why, its pending timers, documents, next triggers."""
+        return core.show(actor, dossier_id)
+
+    # --- import ---------------------------------------------------------------------------
+
+    @app.post(f"{API}/imports", tags=["dossiers"])
+    def import_(
+        actor: Actor,
+        core: Core,
+        file: Annotated[UploadFile, File()],
+        dry_run: Annotated[bool, Form()] = False,
+    ) -> JSONResponse:
+        """Register dossiers from an uploaded CSV or XLSX: every row checked, all or nothing."""
+        import tempfile
+        from pathlib import Path
+
+        from .importer import ImportRejected
+        from .service import safe_file_name
+
+        name = safe_file_name(file.filename or "")
+        if Path(name).suffix.lower() not in {".csv", ".xlsx"}:
+            raise UsageError(f"{name}: give a .csv or .xlsx file")
+        with tempfile.TemporaryDirectory(prefix="ocop-import-") as tmp:
+            path = Path(tmp) / name
+            _save(file, path, ocop.config.max_document_bytes)
+            try:
+                report = core.import_file(actor, path, dry_run=dry_run)
+            except ImportRejected as rejected:
+                body = error_body(rejected.code, rejected.message, rejected.problems)
+                body["report"] = rejected.report.document()
+                return JSONResponse(body, status_code=422)
+        return JSONResponse(report.document())
+
+    # --- timers, notifications ------------------------------------------------------------
+
+    @app.get(f"{API}/timers", tags=["timers"])
+    def timers(
+        actor: Actor,
+        core: Core,
+        dossier: str | None = None,
+        due: bool = False,
+        all: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Pending timers of the dossiers you may see (``all``: whatever their status)."""
+        return core.timers(actor, dossier_id=dossier, due=due, include_all=all)
+
+    @app.get(f"{API}/notifications", tags=["notifications"])
+    def notifications(
+        actor: Actor, core: Core, status: str | None = None, dossier: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The outbox entries of the dossiers you may see, oldest first."""
+        return core.notifications(actor, status=status, dossier_id=dossier)
+
+    # --- reports and audit ----------------------------------------------------------------
+
+    @app.get(f"{API}/reports/progress", tags=["reports"])
+    def progress(actor: Actor, core: Core, year: int) -> dict[str, Any]:
+        """Each target of ``year``: reached, left, by commune and stage; overdue and stuck."""
+        return core.progress(actor, year)
+
+    @app.get(f"{API}/audit/verify", tags=["audit"])
+    def audit_verify(actor: Actor, core: Core, dossier: str | None = None) -> JSONResponse:
+        """Recompute the hash chains; ``ok`` false (and status 409) names every problem."""
+        report = core.audit_verify(actor, dossier)
+        return JSONResponse(report.document(), status_code=200 if report.ok else 409)
+
+    @app.get(f"{API}/audit/export", tags=["audit"])
+    def audit_export(
+        actor: Actor,
+        core: Core,
+        since: str | None = None,
+        format: Annotated[str, Query(pattern="^(csv|jsonl)$")] = "jsonl",
+    ) -> StreamingResponse:
+        """The audit trail for auditors, oldest first per dossier (JSON lines or CSV)."""
+        import io
+
+        from .config import parse_instant
+
+        since_at = parse_instant(since, "since", UsageError) if since else None
+        out = io.StringIO()
+        core.audit_export(actor, out, fmt=format, since=since_at)
+        media = "text/csv" if format == "csv" else "application/x-ndjson"
+
+        def body() -> Iterator[bytes]:
+            yield out.getvalue().encode("utf-8")
+
+        return StreamingResponse(body(), media_type=media)
+
+    return app
+
+
+class BodyLimit:
+    """Refuse a request whose declared body exceeds the upload limit before reading any of it
+    (413); uploads without a length are cut off while they are copied."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                    response = JSONResponse(
+                        error_body(
+                            PayloadTooLarge.code,
+                            f"request larger than the {self.limit // (1024 * 1024)} MB limit",
+                        ),
+                        status_code=413,
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _save(upload: UploadFile, path: Any, limit: int) -> None:
+    size = 0
+    with open(path, "wb") as out:
+        while chunk := upload.file.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"upload larger than the {limit // (1024 * 1024)} MB limit")
+            out.write(chunk)
+
+
+def serve(ocop: Ocop, host: str, port: int, *, announce: Any = print) -> None:
+    """Run the API until SIGINT/SIGTERM. Binds first (port 0: any free port), then says where."""
+    import socket
+
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise EnvironmentProblem(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    announce(f"serving on http://{shown}:{bound}")
+    config = uvicorn.Config(create_app(ocop), log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])

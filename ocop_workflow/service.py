@@ -1,0 +1,585 @@
+"""The library facade: everything a person can do, as one object built from a config and a clock.
+
+The CLI, the worker, the demo and the HTTP server all call :class:`Ocop`; none of them builds an
+:class:`~ocop_workflow.engine.Engine` or reads ``OCOP_NOW`` below its own edge. Values come in as
+Python values (a mapping of data fields, never ``K=V`` text) and go out as the documents of
+interface.md — the one definition of each shape that the CLI prints (``--json``, tables) and the
+server returns as JSON — or as the frozen dataclasses those documents are made from
+(:class:`~ocop_workflow.engine.Moved`, :class:`~ocop_workflow.audit.VerifyReport`,
+:class:`~ocop_workflow.importer.ImportReport`, :class:`~ocop_workflow.sweep.SweepCounts`).
+
+Every method that acts or reads on behalf of a person takes that person (a :class:`User`) first:
+the facade never decides who is calling; the edge does (``--as`` and the OS login on the command
+line, a token on the server).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from functools import cached_property
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from .clock import Clock, FixedClock
+from .config import Config, User
+from .errors import NotFound, PermissionDenied, UsageError
+
+if TYPE_CHECKING:
+    from .audit import VerifyReport
+    from .auth import NewToken, TokenInfo
+    from .calendar import WorkCalendar
+    from .definitions import Registry
+    from .engine import Engine, Moved
+    from .importer import ImportReport
+    from .policy import Policy
+    from .store import Store
+    from .sweep import SweepCounts
+    from .views import DossierFilter
+
+
+#: How many dossiers one page of ``list`` holds at most (the API's ``limit`` ceiling).
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: the items, and the total that matched the filters."""
+
+    items: list[dict[str, Any]]
+    total: int
+    limit: int | None
+    offset: int
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "items": self.items,
+            "total": self.total,
+            "limit": self.limit,
+            "offset": self.offset,
+        }
+
+
+class Ocop:
+    """The engine's one door. Cheap to re-clock: :meth:`at` shares the database and workflows."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        *,
+        store: Store | None = None,
+        registry: Registry | None = None,
+        calendar: WorkCalendar | None = None,
+        conceal: bool = False,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        #: Answer "not found" for a dossier the caller may not read, even when acting on it
+        #: (the server: existence must not leak). Off on the command line, whose user holds
+        #: the database anyway and is better served by "you may not, because …".
+        self.conceal = conceal
+        if store is not None:
+            self.__dict__["store"] = store
+        if registry is not None:
+            self.__dict__["registry"] = registry
+        if calendar is not None:
+            self.__dict__["calendar"] = calendar
+
+    # --- composition ----------------------------------------------------------------------
+
+    @cached_property
+    def store(self) -> Store:
+        from .store import Store
+
+        return Store(self.config.database_url)
+
+    @cached_property
+    def registry(self) -> Registry:
+        from .definitions import Registry
+
+        return Registry(self.config.workflows_dir)
+
+    @cached_property
+    def calendar(self) -> WorkCalendar:
+        from .calendar import WorkCalendar
+
+        return WorkCalendar(self.config.timezone, self.config.holidays)
+
+    @cached_property
+    def tz(self) -> tzinfo:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.config.timezone)
+
+    @cached_property
+    def engine(self) -> Engine:
+        from .engine import Engine
+
+        return Engine(
+            self.checked_store(),
+            self.registry,
+            self.config,
+            clock=self.clock.now,
+            calendar=self.calendar,
+        )
+
+    def checked_store(self) -> Store:
+        """The store, refusing to go on against a database ``ocop init`` has not prepared."""
+        if not self.__dict__.get("_schema_checked"):
+            self.store.check_schema()
+            self.__dict__["_schema_checked"] = True
+        return self.store
+
+    def at(self, clock: Clock) -> Ocop:
+        """The same facade on another clock (a request with its own rehearsal instant)."""
+        other = Ocop(
+            self.config,
+            clock,
+            store=self.store,
+            registry=self.registry,
+            calendar=self.calendar,
+            conceal=self.conceal,
+        )
+        other.__dict__["_schema_checked"] = self.__dict__.get("_schema_checked", False)
+        if "policy" in self.__dict__:
+            other.__dict__["policy"] = self.policy
+        return other
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def user(self, key: str) -> User:
+        return self.config.user(key)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _row(
+        self, actor: User | None, dossier_id: str, *, acting: bool = False
+    ) -> Mapping[str, Any]:
+        """A dossier the actor may see. One they may not is "not found" when concealing (the
+        server), else a refusal — or, for an act, left to the act's own policy check, which
+        names every reason."""
+        from .views import get_dossier
+
+        row = get_dossier(self.checked_store(), dossier_id)
+        if actor is None or self.may_see(actor, row):
+            return row
+        if self.conceal:
+            raise NotFound(f"dossier {dossier_id} not found")
+        if not acting:
+            self.policy.check_read(actor, row)
+        return row
+
+    @cached_property
+    def policy(self) -> Policy:
+        from .policy import Policy
+
+        return Policy(self.config, self.registry)
+
+    def may_see(self, actor: User, row: Mapping[str, Any]) -> bool:
+        """Whether ``actor`` may read this dossier: the policy decides."""
+        return self.policy.can_read(actor, row)
+
+    def check_reads_all(self, actor: User, what: str) -> None:
+        """Province-wide reads (the audit trail, the progress report) are for those the policy
+        lets read every dossier: a partial reader would learn of dossiers it may not see."""
+        if self.policy.read_filter(actor) is not None:
+            raise PermissionDenied(
+                f"{actor.key} may read only some dossiers: {what} is for those who read them all"
+            )
+
+    def show(self, actor: User | None, dossier_id: str) -> dict[str, Any]:
+        """``dossier show``: the dossier, its deadline and why, timers, documents, triggers."""
+        from .views import show_dossier
+
+        self._row(actor, dossier_id)
+        return show_dossier(self.checked_store(), self.registry, dossier_id, self.now(), self.tz)
+
+    def list_dossiers(
+        self,
+        actor: User | None,
+        filters: DossierFilter,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Page:
+        """``dossier list``: the dossiers the actor may see, filtered, one page."""
+        items = list(self.iter_dossiers(actor, filters))
+        if limit is not None and not 1 <= limit <= MAX_PAGE:
+            raise UsageError(f"limit must be between 1 and {MAX_PAGE}")
+        if offset < 0:
+            raise UsageError("offset must not be negative")
+        end = None if limit is None else offset + limit
+        return Page(items[offset:end], len(items), limit, offset)
+
+    def iter_dossiers(self, actor: User | None, filters: DossierFilter) -> Iterator[dict[str, Any]]:
+        """Every dossier the actor may see, filtered, streamed (for exports)."""
+        from .views import list_dossiers
+
+        filters.check(self.registry)
+        for document in list_dossiers(
+            self.checked_store(), self.registry, filters, self.now(), self.tz
+        ):
+            if actor is None or self.may_see(actor, document):
+                yield document
+
+    def history(self, actor: User | None, dossier_id: str) -> list[dict[str, Any]]:
+        from .views import history
+
+        self._row(actor, dossier_id)
+        return history(self.checked_store(), dossier_id, self.tz)
+
+    def triggers(self, actor: User, dossier_id: str) -> list[dict[str, Any]]:
+        """For ``actor``: each trigger from the current state, allowed or not, and every why not."""
+        self._row(actor, dossier_id, acting=True)
+        return self.engine.triggers(dossier_id, actor)
+
+    def timers(
+        self,
+        actor: User | None,
+        *,
+        dossier_id: str | None = None,
+        due: bool = False,
+        include_all: bool = False,
+    ) -> list[dict[str, Any]]:
+        from .views import list_timers
+
+        if dossier_id is not None:
+            self._row(actor, dossier_id)  # an unknown id is exit 3, not "no timers"
+        rows = list_timers(
+            self.checked_store(),
+            self.tz,
+            dossier_id=dossier_id,
+            due_before=self.now() if due else None,
+            include_all=include_all,
+        )
+        return self._visible_rows(actor, rows)
+
+    def notifications(
+        self, actor: User | None, *, status: str | None = None, dossier_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        from .views import list_notifications
+
+        if dossier_id is not None:
+            self._row(actor, dossier_id)
+        rows = list_notifications(
+            self.checked_store(), self.tz, status=status, dossier_id=dossier_id
+        )
+        return self._visible_rows(actor, rows)
+
+    def _visible_rows(self, actor: User | None, rows: Any) -> list[dict[str, Any]]:
+        """Timer and outbox rows of dossiers the actor may see."""
+        rows = list(rows)
+        if actor is None:
+            return rows
+        from .views import get_dossier
+
+        seen: dict[str | None, bool] = {}
+        out = []
+        for row in rows:
+            key = row.get("dossier")
+            if key not in seen:
+                try:
+                    seen[key] = self.may_see(actor, get_dossier(self.checked_store(), str(key)))
+                except NotFound:
+                    seen[key] = False
+            if seen[key]:
+                out.append(row)
+        return out
+
+    def document_file(self, actor: User, dossier_id: str, sha256: str) -> tuple[Path, str]:
+        """The stored file of one of a dossier's documents, and its recorded name."""
+        import json
+
+        from .documents import blob_path
+
+        row = self._row(actor, dossier_id)
+        for document in json.loads(row["data"]).get("documents", []):
+            if document.get("sha256") == sha256:
+                path = blob_path(self.config.documents_dir, sha256)
+                if not path.is_file():
+                    raise NotFound(f"the stored file of document {document.get('name')} is missing")
+                return path, str(document.get("name") or sha256)
+        raise NotFound(f"dossier {dossier_id} has no document with sha256 {sha256}")
+
+    # --- acting ---------------------------------------------------------------------------
+
+    def register(
+        self,
+        actor: User,
+        *,
+        product: str,
+        producer: str,
+        commune: str,
+        group: str | None = None,
+        workflow: str | None = None,
+        dossier_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A new dossier in its workflow's initial state; returns it as ``dossier show`` lists."""
+        from .views import dossier_document
+
+        row = self.engine.register(
+            actor,
+            product=product,
+            producer=producer,
+            commune=commune,
+            group=group,
+            workflow=workflow,
+            dossier_id=dossier_id,
+            data=data if data is not None else {},
+        )
+        return dossier_document(row, self.registry, self.now(), self.tz)
+
+    def advance(
+        self,
+        actor: User,
+        dossier_id: str,
+        trigger: str,
+        *,
+        reason: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        expect_version: int | None = None,
+    ) -> Moved:
+        """Fire ``trigger`` as ``actor`` (one transaction; a refusal writes nothing)."""
+        self._row(actor, dossier_id, acting=True)
+        return self.engine.advance(
+            dossier_id,
+            trigger,
+            actor,
+            reason=reason,
+            data=data if data is not None else {},
+            expect_version=expect_version,
+        )
+
+    def moved_document(self, moved: Moved) -> dict[str, Any]:
+        """What ``dossier advance --json`` prints and ``POST …/advance`` returns."""
+        from .render import when
+
+        return {
+            "id": moved.id,
+            "trigger": moved.trigger,
+            "from": moved.from_state,
+            "to": moved.to_state,
+            "seq": moved.seq,
+            "at": when(moved.at, self.tz),
+            "deadline_at": when(moved.deadline_at, self.tz),
+            "actor": moved.actor,
+            "version": moved.version,
+        }
+
+    def attach(self, actor: User, dossier_id: str, kind: str, source: Path) -> dict[str, Any]:
+        """Store a file and record it on the dossier as a document of ``kind`` (audited)."""
+        from .documents import attach
+
+        self._row(actor, dossier_id, acting=True)
+        return attach(self.engine, dossier_id, actor, kind, source)
+
+    def attach_stream(
+        self,
+        actor: User,
+        dossier_id: str,
+        kind: str,
+        name: str,
+        stream: IO[bytes],
+        *,
+        max_bytes: int | None = None,
+    ) -> dict[str, Any]:
+        """Attach what ``stream`` holds under the file name ``name`` (an upload), refusing more
+        than ``max_bytes`` before anything is stored."""
+        import tempfile
+
+        clean = safe_file_name(name)
+        self._row(actor, dossier_id, acting=True)
+        limit = self.config.max_document_bytes if max_bytes is None else max_bytes
+        self.config.documents_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.config.documents_dir, prefix=".upload-") as tmp:
+            target = Path(tmp) / clean
+            size = 0
+            with target.open("wb") as out:
+                while chunk := stream.read(1 << 20):
+                    size += len(chunk)
+                    if size > limit:
+                        from .errors import PayloadTooLarge
+
+                        raise PayloadTooLarge(
+                            f"{clean}: larger than the {limit // (1024 * 1024)} MB limit"
+                        )
+                    out.write(chunk)
+            return self.attach(actor, dossier_id, kind, target)
+
+    def score(
+        self,
+        actor: User,
+        dossier_id: str,
+        *,
+        member: str,
+        parts: Mapping[str, float],
+        note: str | None = None,
+        council: str | None = None,
+    ) -> dict[str, Any]:
+        """A council member's score (entered by the member or the chair)."""
+        from . import council as councils
+
+        self._row(actor, dossier_id, acting=True)
+        return councils.record_score(
+            self.engine,
+            dossier_id,
+            actor,
+            member=member,
+            parts=parts,
+            note=note,
+            council_key=council,
+        )
+
+    def close_scoring(
+        self, actor: User, dossier_id: str, *, council: str | None = None
+    ) -> dict[str, Any]:
+        """The chair closes the round: mean score, stars."""
+        from . import council as councils
+
+        self._row(actor, dossier_id, acting=True)
+        return councils.close_scoring(self.engine, dossier_id, actor, council_key=council)
+
+    def rescore(
+        self,
+        actor: User,
+        dossier_id: str,
+        *,
+        reason: str | None,
+        member: str | None = None,
+        council: str | None = None,
+    ) -> dict[str, Any]:
+        from . import council as councils
+
+        self._row(actor, dossier_id, acting=True)
+        return councils.rescore(
+            self.engine, dossier_id, actor, reason=reason, member=member, council_key=council
+        )
+
+    def import_file(
+        self,
+        actor: User,
+        path: Path,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportReport:
+        from .importer import import_file
+
+        return import_file(self.engine, actor, path, dry_run=dry_run, progress=progress)
+
+    # --- the scheduler's work -------------------------------------------------------------
+
+    def sweep(self, *, progress: Callable[[int], None] | None = None) -> SweepCounts:
+        """Fire every due timer and deliver pending notifications, as ``system``."""
+        from .sweep import run_sweep
+
+        return run_sweep(self.engine, self.now(), progress=progress)
+
+    # --- logins -----------------------------------------------------------------------------
+
+    def set_password(self, user_key: str, password: str) -> None:
+        from . import auth
+
+        auth.set_password(self.checked_store(), self.config, user_key, password, self.now())
+
+    def create_token(
+        self,
+        user_key: str,
+        *,
+        expires_days: float | None = None,
+        label: str | None = None,
+    ) -> NewToken:
+        from datetime import timedelta
+
+        from . import auth
+
+        expires = timedelta(days=expires_days) if expires_days is not None else None
+        return auth.create_token(
+            self.checked_store(), self.config, user_key, self.now(), expires=expires, label=label
+        )
+
+    def tokens(self, user_key: str | None = None) -> list[TokenInfo]:
+        from . import auth
+
+        return auth.list_tokens(self.checked_store(), user_key)
+
+    def revoke_token(self, token_id: int, *, user_key: str | None = None) -> None:
+        from . import auth
+
+        auth.revoke_token(self.checked_store(), token_id, self.now(), user_key=user_key)
+
+    def authenticate(self, token: str) -> tuple[User, int]:
+        """The person a bearer token belongs to (and the token's id)."""
+        from . import auth
+
+        return auth.authenticate(self.checked_store(), self.config, token, self.now())
+
+    def login(self, user_key: str, password: str, address: str) -> NewToken:
+        from . import auth
+
+        return auth.login(
+            self.checked_store(), self.config, user_key, password, address, self.now()
+        )
+
+    # --- reports and audit ----------------------------------------------------------------
+
+    def progress(self, actor: User | None, year: int) -> dict[str, Any]:
+        """The progress report of ``year`` (province-wide: officers, councils and auditors)."""
+        from .report import progress
+
+        if actor is not None:
+            self.check_reads_all(actor, "the progress report")
+        return progress(self.checked_store(), self.registry, self.config, year, self.now(), self.tz)
+
+    def audit_verify(
+        self,
+        actor: User | None,
+        dossier_id: str | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> VerifyReport:
+        """Recompute the hash chains (and re-hash stored documents)."""
+        from .audit import verify
+
+        if actor is not None:
+            self.check_reads_all(actor, "the audit trail")
+        report = verify(
+            self.checked_store(), dossier_id, self.config.documents_dir, progress=progress
+        )
+        if dossier_id is not None and report.dossiers_checked == 0 and report.ok:
+            raise NotFound(f"dossier {dossier_id} not found: neither the dossier nor any history")
+        return report
+
+    def audit_export(
+        self,
+        actor: User | None,
+        out: IO[str],
+        *,
+        fmt: str = "jsonl",
+        since: datetime | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        from .audit import export
+
+        if actor is not None:
+            self.check_reads_all(actor, "the audit trail")
+        return export(
+            self.checked_store(), out, fmt=fmt, since=since, timezone=self.tz, progress=progress
+        )
+
+
+def safe_file_name(name: str) -> str:
+    """The last component of an uploaded file's name, refused when empty or a path trick."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not base or base in {".", ".."} or "\x00" in base or len(base) > 255:
+        raise UsageError(f"file name {name!r}: give a plain file name")
+    return base
+
+
+def fixed(config: Config, instant: datetime, **shared: Any) -> Ocop:
+    """A facade frozen at ``instant`` (tests, rehearsal steps)."""
+    return Ocop(config, FixedClock(instant), **shared)
