@@ -105,7 +105,9 @@ class Ocop:
     def calendar(self) -> WorkCalendar:
         from .calendar import WorkCalendar
 
-        return WorkCalendar(self.config.timezone, self.config.holidays)
+        return WorkCalendar(
+            self.config.timezone, self.config.holidays, local=self.config.calendar_days
+        )
 
     @cached_property
     def tz(self) -> tzinfo:

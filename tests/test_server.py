@@ -1,0 +1,311 @@
+"""The HTTP API against the real app (FastAPI's TestClient over httpx) on SQLite and PostgreSQL.
+
+Each test builds the facade on a fresh database, makes real tokens, and talks HTTP to the app:
+who acts is the token's owner, errors carry the CLI's codes with HTTP statuses, uploads are
+limited, logins are throttled in the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import dump_database, write_config
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*httpx2:DeprecationWarning")
+
+NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # Monday 09:00 in Hà Nội
+
+
+@dataclass
+class Api:
+    """An app on a fresh database, a client, and tokens by user key."""
+
+    client: Any
+    ocop: Any
+    url: str
+    tokens: dict[str, str]
+
+    def h(self, user: str, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user)}", **extra}
+
+    def token(self, user: str) -> str:
+        if user not in self.tokens:
+            self.tokens[user] = self.ocop.create_token(user).token
+        return self.tokens[user]
+
+    def get(self, path: str, user: str | None = None, **kw: Any) -> Any:
+        return self.client.get(path, headers=self.h(user) if user else {}, **kw)
+
+    def post(self, path: str, user: str | None = None, **kw: Any) -> Any:
+        return self.client.post(path, headers=self.h(user) if user else {}, **kw)
+
+    def register(self, user: str = "lan", **fields: Any) -> dict[str, Any]:
+        body = {"product": "Cà phê bột", "producer": "HTX Cà phê Ia Le", "commune": "Ia Le"}
+        body.update(fields)
+        response = self.post("/api/v1/dossiers", user, json=body)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+
+def make_api(root: Path, url: str, *, extra: str = "", allow_override: bool = True) -> Api:
+    from fastapi.testclient import TestClient
+
+    from ocop_workflow.clock import FixedClock
+    from ocop_workflow.config import load_config
+    from ocop_workflow.migrate import upgrade
+    from ocop_workflow.server import create_app
+    from ocop_workflow.service import Ocop
+
+    root.mkdir(parents=True, exist_ok=True)
+    write_config(root, extra=extra, allow_override=allow_override)
+    config = load_config(root / "config.toml", {"OCOP_DATABASE_URL": url})
+    ocop = Ocop(config, FixedClock(NOW))
+    upgrade(ocop.store)
+    return Api(TestClient(create_app(ocop)), ocop, url, {})
+
+
+@pytest.fixture
+def api(tmp_path: Path, db_url: str) -> Iterator[Api]:
+    made = make_api(tmp_path, db_url)
+    try:
+        yield made
+    finally:
+        made.ocop.store.dispose()
+
+
+def test_register_and_advance_act_as_the_token_owner_whatever_the_body_says(api: Api) -> None:
+    dossier = api.register(user="lan", actor="hung")  # an unknown field: ignored, not obeyed
+    moved = api.post(
+        f"/api/v1/dossiers/{dossier['id']}/advance",
+        "lan",
+        json={"trigger": "accept_idea", "expect_version": 1, "actor": "hung"},
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["actor"] == "lan"
+    assert moved.json()["to"] == "business_plan"
+    history = api.get(f"/api/v1/dossiers/{dossier['id']}/history", "lan").json()
+    assert [e["actor"] for e in history] == ["lan", "lan"]
+
+
+def test_a_stale_expect_version_is_409_and_writes_nothing(api: Api) -> None:
+    dossier = api.register()
+    before = dump_database(api.url)
+    response = api.post(
+        f"/api/v1/dossiers/{dossier['id']}/advance",
+        "lan",
+        json={"trigger": "accept_idea", "expect_version": 7},
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"
+    assert dump_database(api.url) == before
+
+
+def test_errors_map_to_http_statuses_with_the_cli_error_body(api: Api) -> None:
+    dossier = api.register()
+    path = f"/api/v1/dossiers/{dossier['id']}"
+    cases = [
+        (api.get("/api/v1/dossiers/OCOP-1999-9999", "lan"), 404, "not_found"),
+        (api.post(f"{path}/advance", "lan", json={"trigger": "certify"}), 409, "refused"),
+        (api.post(f"{path}/advance", "lan", json={"trigger": "reject"}), 409, "refused"),
+        (
+            api.post(f"{path}/advance", "lan", json={"trigger": "accept_idea", "data": {"x": 1}}),
+            422,
+            "usage",
+        ),
+        (api.post(f"{path}/advance", "lan", json={"expect_version": 1}), 422, "usage"),
+        (api.post(f"{path}/advance", "council", json={"trigger": "accept_idea"}), 403, None),
+        (api.get("/api/v1/dossiers?limit=0", "lan"), 422, "usage"),
+        (api.get("/api/v1/dossiers?state=bussiness_plan", "lan"), 404, "not_found"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert set(body) == {"error"}
+        if code is not None:
+            assert body["error"]["code"] == code
+        assert body["error"]["message"]
+
+
+def test_requests_without_a_valid_token_are_401(api: Api) -> None:
+    expired = api.ocop.create_token("lan", expires_days=1).token
+    revoked = api.ocop.create_token("lan")
+    api.ocop.revoke_token(revoked.info.id)
+    for headers in (
+        {},
+        {"Authorization": "Bearer ocop_not-a-token"},
+        {"Authorization": f"Basic {api.token('lan')}"},
+        {"Authorization": f"Bearer {revoked.token}"},
+    ):
+        response = api.client.get("/api/v1/dossiers", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.json()["error"]["code"] == "unauthenticated"
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    # expired: the same token works before its expiry and not after (rehearsal clock header)
+    assert (
+        api.client.get("/api/v1/me", headers={"Authorization": f"Bearer {expired}"}).json()["key"]
+        == "lan"
+    )
+    late = api.client.get(
+        "/api/v1/me",
+        headers={"Authorization": f"Bearer {expired}", "X-Ocop-Now": "2026-03-05T09:00+07:00"},
+    )
+    assert late.status_code == 401
+
+
+def test_the_rehearsal_header_sets_now_only_where_the_config_allows(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    allowed = make_api(tmp_path / "a", sqlite_url.replace("ocop.db", "a.db"))
+    dossier = allowed.register()
+    moved = allowed.client.post(
+        f"/api/v1/dossiers/{dossier['id']}/advance",
+        headers=allowed.h("lan", **{"X-Ocop-Now": "2026-04-01T10:00+07:00"}),
+        json={"trigger": "accept_idea"},
+    )
+    assert moved.json()["at"].startswith("2026-04-01T10:00")
+    refused = make_api(tmp_path / "b", sqlite_url.replace("ocop.db", "b.db"), allow_override=False)
+    response = refused.client.get(
+        "/api/v1/dossiers", headers=refused.h("lan", **{"X-Ocop-Now": "2026-04-01T10:00+07:00"})
+    )
+    assert response.status_code == 422
+    assert "allow_override" in response.json()["error"]["message"]
+
+
+def test_list_pages_with_the_cli_filters(api: Api) -> None:
+    ids = [api.register(product=f"Sản phẩm {i}")["id"] for i in range(5)]
+    api.post(f"/api/v1/dossiers/{ids[0]}/advance", "lan", json={"trigger": "accept_idea"})
+    page = api.get("/api/v1/dossiers?limit=2&offset=1", "lan").json()
+    assert (page["total"], page["limit"], page["offset"]) == (5, 2, 1)
+    assert [d["id"] for d in page["items"]] == ids[1:3]
+    moved = api.get("/api/v1/dossiers?state=business_plan", "lan").json()
+    assert [d["id"] for d in moved["items"]] == [ids[0]]
+
+
+def test_upload_attaches_and_those_who_may_see_download_it(api: Api, tmp_path: Path) -> None:
+    dossier = api.register()
+    content = "Phương án kinh doanh — bản scan".encode() * 100
+    response = api.post(
+        f"/api/v1/dossiers/{dossier['id']}/documents",
+        "htx_iale",
+        data={"kind": "business_plan"},
+        files={"file": ("../../phuong-an.pdf", content, "application/pdf")},
+    )
+    assert response.status_code == 201, response.text
+    attached = response.json()
+    assert attached["name"] == "phuong-an.pdf"  # the path part of a sent name is dropped
+    assert attached["by"] == "htx_iale"
+    got = api.get(f"/api/v1/dossiers/{dossier['id']}/documents/{attached['sha256']}", "lan")
+    assert got.status_code == 200
+    assert got.content == content
+    missing = api.get(f"/api/v1/dossiers/{dossier['id']}/documents/{'0' * 64}", "lan")
+    assert missing.status_code == 404
+
+
+def test_an_upload_over_the_limit_is_413_and_stores_nothing(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    api = make_api(tmp_path, sqlite_url, extra="[server]\nmax_upload_mb = 0.01\n")
+    dossier = api.register()
+    before = dump_database(sqlite_url)
+    response = api.post(
+        f"/api/v1/dossiers/{dossier['id']}/documents",
+        "lan",
+        data={"kind": "business_plan"},
+        files={"file": ("big.pdf", b"x" * 200_000, "application/pdf")},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+    assert dump_database(sqlite_url) == before
+    blobs = [p for p in (tmp_path / "documents").rglob("*") if p.is_file()]
+    assert blobs == []
+
+
+def test_password_login_yields_a_session_token(api: Api) -> None:
+    api.ocop.set_password("lan", "mật khẩu đủ dài")
+    response = api.client.post("/api/v1/login", json={"user": "lan", "password": "mật khẩu đủ dài"})
+    assert response.status_code == 200, response.text
+    session = response.json()["token"]
+    me = api.client.get("/api/v1/me", headers={"Authorization": f"Bearer {session}"})
+    assert me.json()["key"] == "lan"
+    out = api.client.post("/api/v1/logout", headers={"Authorization": f"Bearer {session}"})
+    assert out.json() == {"revoked": True}
+    again = api.client.get("/api/v1/me", headers={"Authorization": f"Bearer {session}"})
+    assert again.status_code == 401
+
+
+def test_failed_logins_are_throttled_per_user_and_per_address(api: Api) -> None:
+    api.ocop.set_password("lan", "mật khẩu đủ dài")
+    api.ocop.set_password("tuan", "một mật khẩu khác")
+    for _ in range(5):
+        wrong = api.client.post("/api/v1/login", json={"user": "lan", "password": "đoán thử 1"})
+        assert wrong.status_code == 401
+    # even the right password is refused now: the guesser cannot tell it found it
+    right = api.client.post("/api/v1/login", json={"user": "lan", "password": "mật khẩu đủ dài"})
+    assert right.status_code == 429
+    assert right.json()["error"]["code"] == "throttled"
+    # the same address is throttled for another user too (one guesser, many names)
+    other = api.client.post("/api/v1/login", json={"user": "tuan", "password": "một mật khẩu khác"})
+    assert other.status_code == 429
+    # after the window, the right password works again
+    later = NOW + timedelta(minutes=16)
+    api.ocop.clock = type(api.ocop.clock)(later)
+    right = api.client.post("/api/v1/login", json={"user": "lan", "password": "mật khẩu đủ dài"})
+    assert right.status_code == 200
+
+
+def test_health_readiness_and_the_openapi_document(api: Api, tmp_path: Path) -> None:
+    assert api.client.get("/healthz").json() == {"status": "ok"}
+    ready = api.client.get("/readyz")
+    assert ready.status_code == 200
+    assert "ocop-1489" in ready.json()["workflows"]
+    paths = api.client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/v1/dossiers",
+        "/api/v1/dossiers/{dossier_id}/advance",
+        "/api/v1/dossiers/{dossier_id}/documents",
+        "/api/v1/audit/verify",
+        "/api/v1/reports/progress",
+        "/api/v1/login",
+    ):
+        assert path in paths, sorted(paths)
+
+
+def test_readyz_is_503_on_a_database_ocop_init_never_prepared(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from ocop_workflow.clock import FixedClock
+    from ocop_workflow.config import load_config
+    from ocop_workflow.server import create_app
+    from ocop_workflow.service import Ocop
+
+    write_config(tmp_path)
+    (tmp_path / "empty.db").touch()
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    ocop = Ocop(load_config(tmp_path / "config.toml", {"OCOP_DATABASE_URL": url}), FixedClock(NOW))
+    client = TestClient(create_app(ocop))
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert "ocop init" in ready.json()["error"]["message"]
+
+
+def test_council_scoring_and_audit_through_the_api(api: Api) -> None:
+    dossier = api.register()
+    scored = api.post(
+        f"/api/v1/dossiers/{dossier['id']}/scores",
+        "chair",
+        json={"member": "m1", "a": 30, "b": 20, "c": 20},
+    )
+    # the dossier is not before a council yet: the council refuses, the body says why
+    assert scored.status_code in (403, 409), scored.text
+    verify = api.get("/api/v1/audit/verify", "hung")
+    assert verify.status_code == 200
+    assert verify.json()["ok"] is True
+    export = api.get("/api/v1/audit/export?format=jsonl", "hung")
+    assert export.status_code == 200
+    assert dossier["id"] in export.text
