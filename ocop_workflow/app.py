@@ -20,6 +20,7 @@ from .config import Config, User, load_config
 from .errors import PermissionDenied
 
 if TYPE_CHECKING:
+    from .client import Client
     from .definitions import Registry
     from .engine import Engine
     from .service import Ocop
@@ -71,10 +72,45 @@ class App:
         return self.ocop.engine
 
     def close(self) -> None:
-        """Release the database connections, if any were opened (the CLI calls it on exit)."""
-        store = self.__dict__.get("store")
-        if store is not None:
-            store.dispose()
+        """Release the database connections and the server session, if any were opened (the CLI
+        calls it on exit)."""
+        ocop = self.__dict__.get("ocop")
+        if ocop is not None and "store" in ocop.__dict__:
+            ocop.store.dispose()
+        remote = self.__dict__.get("remote")
+        if remote is not None:
+            remote.close()
+
+    def through_server(self) -> bool:
+        """Whether commands that can act through ``ocop serve`` should (``OCOP_SERVER`` or a
+        ``[client] url`` in an existing config file)."""
+        from .client import SERVER_ENV
+
+        if self.env.get(SERVER_ENV):
+            return True
+        return self.config_path.exists() and bool(self.config.client.url)
+
+    @cached_property
+    def remote(self) -> Client | None:
+        """The API session these commands act through, or None to use the database directly.
+
+        ``--as``/``OCOP_USER`` are refused here: through a server the token says who you are.
+        """
+        if not self.through_server():
+            return None
+        from .client import Client, read_token, server_url
+        from .errors import UsageError
+
+        config = self.config if self.config_path.exists() else None
+        url = server_url(self.env, config.client.url if config else None)
+        assert url is not None
+        if self.acting_user:
+            raise UsageError(
+                "--as/OCOP_USER cannot be used through a server: you act as the owner of your "
+                "token (unset OCOP_USER)"
+            )
+        token = read_token(self.env, config.client.token_file if config else None)
+        return Client(url, token, now=self.env.get("OCOP_NOW"))
 
     def actor(self) -> User:
         """The acting user (``--as``, ``OCOP_USER``, ``[cli] default_user``), checked vs the login.

@@ -59,8 +59,10 @@ def app_of(ctx: click.Context) -> App:
     root = ctx.find_root()
     obj = root.obj
     assert isinstance(obj, App)
-    if obj.acting_user is not None and (
-        root.get_parameter_source("acting_user") == ParameterSource.COMMANDLINE
+    if (
+        obj.acting_user is not None
+        and not obj.through_server()
+        and (root.get_parameter_source("acting_user") == ParameterSource.COMMANDLINE)
     ):
         # A misspelt --as typed on the command line is a mistake even on a reading command
         # (exit 3; 'system' exit 6). OCOP_USER is only checked where an actor is needed: a stale
@@ -409,17 +411,23 @@ def dossier_register(
 ) -> None:
     """Register a new dossier in its workflow's initial state."""
     app = app_of(ctx)
-    writing(app)
-    document = app.ocop.register(
-        app.actor(),
-        product=product,
-        producer=producer,
-        commune=commune,
-        group=group,
-        workflow=workflow_name,
-        dossier_id=dossier_id,
-        data=parse_pairs(pairs),
-    )
+    if app.remote:
+        body: dict[str, Any] = {"product": product, "producer": producer, "commune": commune}
+        body["group"] = group
+        body |= {"workflow": workflow_name, "id": dossier_id, "data": parse_pairs(pairs)}
+        document = app.remote.call("POST", "/dossiers", json=body)
+    else:
+        writing(app)
+        document = app.ocop.register(
+            app.actor(),
+            product=product,
+            producer=producer,
+            commune=commune,
+            group=group,
+            workflow=workflow_name,
+            dossier_id=dossier_id,
+            data=parse_pairs(pairs),
+        )
     if as_json:
         emit_json(document)
     else:
@@ -463,14 +471,19 @@ def dossier_list(
 
     app = app_of(ctx)
     filters = DossierFilter(state, stage, commune, workflow_name, overdue)
-    rows = app.ocop.iter_dossiers(reader(app), filters)
+    rows: Iterable[dict[str, Any]]
+    if app.remote:
+        rows = _remote_pages(app.remote, filters)
+    else:
+        rows = app.ocop.iter_dossiers(reader(app), filters)
     if as_json:
         emit_json(list(rows))
         return
     if fmt != "table":
         from .exports import write_table
 
-        total = _count_dossiers(app, filters) if _bar_wanted(data_on_stdout=not output) else 0
+        wanted = _bar_wanted(data_on_stdout=not output) and not app.remote
+        total = _count_dossiers(app, filters) if wanted else 0
         with output_file(output) as target, progress_bar("exporting", total) as advance:
             count = write_table(_counted(rows, advance), DOSSIER_COLUMNS, fmt, target)
         if output:
@@ -506,7 +519,10 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     from .calendar import WEEKEND_NAMES
 
     app = app_of(ctx)
-    document = app.ocop.show(reader(app), dossier_id)
+    if app.remote:
+        document = app.remote.call("GET", f"/dossiers/{dossier_id}")
+    else:
+        document = app.ocop.show(reader(app), dossier_id)
     if as_json:
         emit_json(document)
         return
@@ -618,16 +634,22 @@ def dossier_advance(
 ) -> None:
     """Fire TRIGGER on dossier ID (one transaction; refused moves write nothing)."""
     app = app_of(ctx)
-    writing(app)
-    moved = app.ocop.advance(
-        app.actor(),
-        dossier_id,
-        trigger,
-        reason=reason,
-        data=parse_pairs(pairs),
-        expect_version=expect_version,
-    )
-    document = app.ocop.moved_document(moved)
+    if app.remote:
+        body: dict[str, Any] = {"trigger": trigger, "reason": reason}
+        body["data"] = parse_pairs(pairs)
+        body["expect_version"] = expect_version
+        document = app.remote.call("POST", f"/dossiers/{dossier_id}/advance", json=body)
+    else:
+        writing(app)
+        moved = app.ocop.advance(
+            app.actor(),
+            dossier_id,
+            trigger,
+            reason=reason,
+            data=parse_pairs(pairs),
+            expect_version=expect_version,
+        )
+        document = app.ocop.moved_document(moved)
     if as_json:
         emit_json(document)
     else:
@@ -645,7 +667,10 @@ def dossier_advance(
 def dossier_triggers(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     """For the acting user: each trigger from the current state, allowed or not, and why not."""
     app = app_of(ctx)
-    rows = app.ocop.triggers(app.actor(), dossier_id)
+    if app.remote:
+        rows = app.remote.call("GET", f"/dossiers/{dossier_id}/triggers")
+    else:
+        rows = app.ocop.triggers(app.actor(), dossier_id)
     if as_json:
         emit_json(rows)
         return
@@ -674,7 +699,10 @@ def dossier_triggers(ctx: click.Context, dossier_id: str, as_json: bool) -> None
 def dossier_history(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     """The audit trail of dossier ID, oldest first."""
     app = app_of(ctx)
-    entries = app.ocop.history(reader(app), dossier_id)
+    if app.remote:
+        entries = app.remote.call("GET", f"/dossiers/{dossier_id}/history")
+    else:
+        entries = app.ocop.history(reader(app), dossier_id)
     if as_json:
         emit_json(entries)
         return
@@ -712,8 +740,13 @@ def dossier_attach(
     from pathlib import Path
 
     app = app_of(ctx)
-    writing(app)
-    result = app.ocop.attach(app.actor(), dossier_id, kind, Path(file))
+    if app.remote:
+        result = _remote_upload(
+            app.remote, f"/dossiers/{dossier_id}/documents", Path(file), {"kind": kind}
+        )
+    else:
+        writing(app)
+        result = app.ocop.attach(app.actor(), dossier_id, kind, Path(file))
     if as_json:
         emit_json(result)
     elif result["already_attached"]:
@@ -737,9 +770,12 @@ def import_(ctx: click.Context, file: str, dry_run: bool, as_json: bool) -> None
     from .importer import ImportRejected
 
     app = app_of(ctx)
+    path = Path(file)
+    if app.remote:
+        _remote_import(app.remote, path, dry_run, as_json)
+        return
     writing(app)
     actor = app.actor()
-    path = Path(file)
     with progress_bar("checking rows", _count_rows(path) if _bar_wanted() else 0) as advance:
         try:
             report = app.ocop.import_file(actor, path, dry_run=dry_run, progress=advance)
@@ -772,6 +808,51 @@ def output_file(output: str | None) -> Any:
         return nullcontext(None)
     check_output(Path(output))
     return atomic_output(Path(output))
+
+
+def _remote_pages(client: Any, filters: Any) -> Iterable[dict[str, Any]]:
+    """Every dossier the server lets us see, page by page."""
+    offset, limit = 0, 500
+    query = {
+        "state": filters.state,
+        "stage": filters.stage,
+        "commune": filters.commune,
+        "workflow": filters.workflow,
+        "overdue": filters.overdue,
+    }
+    while True:
+        page = client.call("GET", "/dossiers", params={**query, "limit": limit, "offset": offset})
+        yield from page["items"]
+        offset += limit
+        if offset >= page["total"]:
+            return
+
+
+def _remote_upload(client: Any, path: str, file: Any, form: dict[str, Any]) -> Any:
+    """Upload ``file`` (streamed from disk, never read whole) with the form fields."""
+    from .errors import NotFound
+
+    if not file.is_file():
+        raise NotFound(f"file {file} not found")
+    with file.open("rb") as handle:
+        return client.call("POST", path, data=form, files={"file": (file.name, handle)})
+
+
+def _remote_import(client: Any, path: Any, dry_run: bool, as_json: bool) -> None:
+    from .errors import UsageError
+
+    try:
+        report = _remote_upload(client, "/imports", path, {"dry_run": str(dry_run).lower()})
+    except UsageError as rejected:
+        for problem in getattr(rejected, "reasons", None) or [rejected.message]:
+            click.echo(problem, err=True)
+        raise
+    if as_json:
+        emit_json(report)
+    elif dry_run:
+        click.echo(f"{path.name}: {report['rows']} row(s) checked, all valid (dry run)")
+    else:
+        click.echo(f"{path.name}: imported {report['imported']} dossier(s)")
 
 
 def _count_dossiers(app: App, filters: Any) -> int:
@@ -863,10 +944,25 @@ def score(
     from .errors import UsageError
 
     app = app_of(ctx)
-    writing(app)
-    actor = app.actor()
     if close and rescore:
         raise UsageError("give --close or --rescore, not both")
+    if app.remote:
+        body: dict[str, Any]
+        if close:
+            path, body = "scoring/close", {"council": council_key}
+        elif rescore:
+            path, body = "scoring/rescore", {"reason": reason, "member": member}
+            body["council"] = council_key
+        else:
+            if member is None:
+                raise UsageError("--member is required to record a score")
+            path, body = "scores", {"member": member, "a": part_a, "b": part_b, "c": part_c}
+            body |= {"note": note, "council": council_key}
+        result = app.remote.call("POST", f"/dossiers/{dossier_id}/{path}", json=body)
+        _print_scoring(dossier_id, result, as_json)
+        return
+    writing(app)
+    actor = app.actor()
     if close:
         result = app.ocop.close_scoring(actor, dossier_id, council=council_key)
     elif rescore:
@@ -880,6 +976,10 @@ def score(
         result = app.ocop.score(
             actor, dossier_id, member=member, parts=parts, note=note, council=council_key
         )
+    _print_scoring(dossier_id, result, as_json)
+
+
+def _print_scoring(dossier_id: str, result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(result)
         return
@@ -910,7 +1010,11 @@ def timers_list(
 ) -> None:
     """Pending timers (with --all: every timer, whatever its status)."""
     app = app_of(ctx)
-    rows = app.ocop.timers(reader(app), dossier_id=dossier_id, due=due, include_all=include_all)
+    if app.remote:
+        query = {"dossier": dossier_id, "due": due, "all": include_all}
+        rows = app.remote.call("GET", "/timers", params=query)
+    else:
+        rows = app.ocop.timers(reader(app), dossier_id=dossier_id, due=due, include_all=include_all)
     if as_json:
         emit_json(list(rows))
         return
@@ -949,7 +1053,11 @@ def notifications_list(
 ) -> None:
     """The outbox, oldest first."""
     app = app_of(ctx)
-    rows = app.ocop.notifications(reader(app), status=status, dossier_id=dossier_id)
+    if app.remote:
+        query = {"status": status, "dossier": dossier_id}
+        rows = app.remote.call("GET", "/notifications", params=query)
+    else:
+        rows = app.ocop.notifications(reader(app), status=status, dossier_id=dossier_id)
     if as_json:
         emit_json(list(rows))
         return
@@ -1044,7 +1152,10 @@ def report_progress(
 ) -> None:
     """Each target of YEAR: reached, left, by commune and stage; overdue and stuck dossiers."""
     app = app_of(ctx)
-    document = app.ocop.progress(None, year)
+    if app.remote:
+        document = app.remote.call("GET", "/reports/progress", params={"year": year})
+    else:
+        document = app.ocop.progress(None, year)
     if as_json:
         emit_json(document)
         return

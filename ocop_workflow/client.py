@@ -1,0 +1,147 @@
+"""The command line acting through ``ocop serve``: an officer's machine needs no database at all.
+
+With ``OCOP_SERVER`` (or ``[client] url``) set, ``ocop dossier …``, ``score``, ``import``,
+``timers list``, ``notifications list`` and ``report progress`` call the JSON API with a bearer
+token instead of opening the database. The token comes from ``OCOP_TOKEN`` or from a token file
+(``OCOP_TOKEN_FILE``, ``[client] token_file``, else ``~/.config/ocop/token``) that only its owner
+may read. ``--as`` and ``OCOP_USER`` are refused: through a server everyone acts as the owner of
+their token, which is what makes "nobody can act as somebody else" true.
+
+The server's error bodies come back as the same :class:`~ocop_workflow.errors.OcopError` classes,
+so the exit codes and ``error: …`` lines are the ones a local command gives.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import (
+    AuditFailure,
+    ConfigError,
+    Conflict,
+    EnvironmentProblem,
+    NotFound,
+    OcopError,
+    PayloadTooLarge,
+    PermissionDenied,
+    TransitionRefused,
+    Unauthenticated,
+    UsageError,
+    WorkflowFileError,
+)
+
+SERVER_ENV = "OCOP_SERVER"
+TOKEN_ENV = "OCOP_TOKEN"
+TOKEN_FILE_ENV = "OCOP_TOKEN_FILE"
+DEFAULT_TOKEN_FILE = Path("~/.config/ocop/token")
+
+
+def _errors() -> dict[str, type[OcopError]]:
+    from .auth import Throttled
+
+    return {
+        cls.code: cls
+        for cls in (
+            NotFound,
+            Conflict,
+            TransitionRefused,
+            PermissionDenied,
+            Unauthenticated,
+            Throttled,
+            UsageError,
+            PayloadTooLarge,
+            EnvironmentProblem,
+            ConfigError,
+            WorkflowFileError,
+            AuditFailure,
+        )
+    }
+
+
+class Client:
+    """A JSON API session as one person (their token)."""
+
+    def __init__(self, url: str, token: str, *, now: str | None = None) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"}
+        if now:
+            headers["X-Ocop-Now"] = now
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=120.0)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        files: Any = None,
+    ) -> Any:
+        """One API call; an error body becomes the error class (and exit code) it names."""
+        import httpx
+
+        query = {k: v for k, v in (params or {}).items() if v is not None and v is not False}
+        try:
+            response = self.http.request(
+                method, "/api/v1" + path, params=query, json=json, data=data, files=files
+            )
+        except httpx.HTTPError as exc:
+            raise EnvironmentProblem(f"server {self.url} unreachable: {exc}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_success:
+            return body
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict):
+            raise EnvironmentProblem(
+                f"server {self.url} answered {response.status_code} {response.reason_phrase}"
+            )
+        cls = _errors().get(str(error.get("code")), OcopError)
+        message = str(error.get("message"))
+        reasons = error.get("reasons")
+        failure = (
+            cls(message, reasons) if cls in (TransitionRefused, WorkflowFileError) else cls(message)
+        )
+        if reasons and not hasattr(failure, "reasons"):
+            failure.reasons = reasons  # type: ignore[attr-defined]
+        raise failure
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def server_url(env: Mapping[str, str], config_url: str | None) -> str | None:
+    return env.get(SERVER_ENV) or config_url or None
+
+
+def read_token(env: Mapping[str, str], token_file: Path | None) -> str:
+    """The bearer token: ``OCOP_TOKEN``, or the first line of a file only its owner can read."""
+    token = env.get(TOKEN_ENV)
+    if token:
+        return token.strip()
+    path = Path(env.get(TOKEN_FILE_ENV) or token_file or DEFAULT_TOKEN_FILE).expanduser()
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise Unauthenticated(
+            f"no token: set {TOKEN_ENV} or put one in {path} (ocop token create on the server)"
+        ) from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"token file {path} is readable by others: chmod 600 {path} (and make a new token)"
+        )
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        raise ConfigError(f"token file {path} belongs to another user")
+    text = path.read_text(encoding="utf-8").strip()
+    if not text:
+        raise Unauthenticated(f"token file {path} is empty")
+    return text.splitlines()[0].strip()

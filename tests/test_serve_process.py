@@ -1,0 +1,147 @@
+"""One real ``ocop serve`` process, and the command line acting through it with a token only.
+
+The officer's side runs in a folder with no config file and no database URL in its environment:
+everything it does goes through HTTP as the owner of its token.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import Result, Workspace
+
+
+@dataclass
+class Served:
+    ws: Workspace
+    url: str
+    process: subprocess.Popen[str]
+    officer: Path
+
+    def token(self, user: str, *extra: str) -> str:
+        made = self.ws.run("token", "create", "--user", user, *extra, check=True)
+        return made.stdout.strip()
+
+    def cli(self, *args: str, token: str | None = None, **env: str) -> Result:
+        """``ocop ARGS`` on an officer's machine: a server URL and a token, nothing else."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OCOP_")}
+        base["OCOP_SERVER"] = self.url
+        if token is not None:
+            base["OCOP_TOKEN"] = token
+        base.update(env)
+        done = subprocess.run(
+            [sys.executable, "-m", "ocop_workflow", *args],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            env=base,
+            cwd=self.officer,
+            timeout=120,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def served(workspace: Workspace, tmp_path: Path) -> Iterator[Served]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ocop_workflow", "serve", "--port", "0"],
+        env=workspace.env(OCOP_NOW="2026-03-02T09:00+07:00"),
+        cwd=workspace.root,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert line.startswith("serving on http://"), line
+        officer = tmp_path / "officer"
+        officer.mkdir()
+        yield Served(workspace, line.split()[-1], process, officer)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_the_cli_registers_and_advances_through_the_server_with_only_a_token(
+    served: Served,
+) -> None:
+    token = served.token("lan")
+    registered = served.cli(
+        "dossier", "register", "--product", "Cà phê bột", "--producer", "HTX Cà phê Ia Le",
+        "--commune", "Ia Le", "--json", token=token,
+    )  # fmt: skip
+    assert registered.code == 0, registered
+    dossier = registered.json()["id"]
+    assert registered.json()["state_entered_at"].startswith("2026-03-02T09:0")  # rehearsal
+    moved = served.cli(
+        "dossier", "advance", dossier, "accept_idea", "--expect-version", "1", "--json",
+        token=token,
+    )  # fmt: skip
+    assert moved.code == 0, moved
+    assert moved.json()["actor"] == "lan"
+    shown = served.cli("dossier", "show", dossier, token=token)
+    assert shown.code == 0, shown
+    assert "business_plan" in shown.stdout
+    # the database the server holds says the same
+    history = served.ws.run("dossier", "history", dossier, "--json", check=True).json()
+    assert [(e["trigger"], e["actor"]) for e in history] == [
+        ("register", "lan"),
+        ("accept_idea", "lan"),
+    ]
+
+
+def test_through_the_server_errors_keep_their_exit_codes(served: Served) -> None:
+    token = served.token("lan")
+    missing = served.cli("dossier", "advance", "OCOP-1999-0001", "accept_idea", token=token)
+    assert missing.code == 3, missing
+    assert missing.stderr.startswith("error: dossier OCOP-1999-0001 not found")
+    nobody = served.cli("dossier", "list", token="ocop_forged")
+    assert nobody.code == 6, nobody
+    assert "invalid or expired token" in nobody.stderr
+
+
+def test_as_is_refused_through_the_server(served: Served) -> None:
+    token = served.token("lan")
+    for args, env in (
+        (("--as", "hung", "dossier", "list"), {}),
+        (("dossier", "list"), {"OCOP_USER": "hung"}),
+    ):
+        result = served.cli(*args, token=token, **env)
+        assert result.code == 2, result
+        assert "act as the owner of your token" in result.stderr
+
+
+def test_a_token_file_others_can_read_is_refused(served: Served) -> None:
+    token_file = served.officer / "token"
+    token_file.write_text(served.token("lan") + "\n", encoding="utf-8")
+    token_file.chmod(0o644)
+    refused = served.cli("dossier", "list", OCOP_TOKEN_FILE=str(token_file))
+    assert refused.code == 1, refused
+    assert "readable by others" in refused.stderr
+    token_file.chmod(0o600)
+    allowed = served.cli("dossier", "list", "--json", OCOP_TOKEN_FILE=str(token_file))
+    assert allowed.code == 0, allowed
+    assert allowed.json() == []
+
+
+def test_token_list_never_shows_a_token_and_revoke_takes_effect(served: Served) -> None:
+    token = served.token("lan", "--expires", "30")
+    listed = served.ws.run("token", "list", "--json", check=True)
+    assert token not in listed.stdout
+    (row,) = listed.json()
+    assert (row["user"], row["status"]) == ("lan", "active")
+    assert served.cli("dossier", "list", token=token).code == 0
+    served.ws.run("token", "revoke", str(row["id"]), check=True)
+    assert served.cli("dossier", "list", token=token).code == 6
