@@ -235,12 +235,13 @@ def create_app(ocop: Ocop) -> FastAPI:
         overdue: bool = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """The dossiers you may see, filtered as ``ocop dossier list``, one page."""
         from .views import DossierFilter
 
         filters = DossierFilter(state, stage, commune, workflow, overdue)
-        return core.list_dossiers(actor, filters, limit=limit, offset=offset).document()
+        page = core.list_dossiers(actor, filters, limit=limit, offset=offset)
+        return JSONResponse(page.document())
 
     @app.post(f"{API}/dossiers", tags=["dossiers"], status_code=201)
     def register(body: RegisterBody, actor: Actor, core: Core) -> dict[str, Any]:
@@ -257,9 +258,9 @@ def create_app(ocop: Ocop) -> FastAPI:
         )
 
     @app.get(API + "/dossiers/{dossier_id:path}/history", tags=["dossiers"])
-    def history(dossier_id: str, actor: Actor, core: Core) -> list[dict[str, Any]]:
+    def history(dossier_id: str, actor: Actor, core: Core) -> JSONResponse:
         """The audit trail of the dossier, oldest first."""
-        return core.history(actor, dossier_id)
+        return JSONResponse(core.history(actor, dossier_id))
 
     @app.get(API + "/dossiers/{dossier_id:path}/triggers", tags=["dossiers"])
     def triggers(dossier_id: str, actor: Actor, core: Core) -> list[dict[str, Any]]:
@@ -267,7 +268,7 @@ def create_app(ocop: Ocop) -> FastAPI:
         return core.triggers(actor, dossier_id)
 
     @app.post(API + "/dossiers/{dossier_id:path}/advance", tags=["dossiers"])
-    def advance(dossier_id: str, body: AdvanceBody, actor: Actor, core: Core) -> dict[str, Any]:
+    def advance(dossier_id: str, body: AdvanceBody, actor: Actor, core: Core) -> JSONResponse:
         """Fire a trigger (409 when ``expect_version`` is stale or the move is refused)."""
         moved = core.advance(
             actor,
@@ -277,7 +278,7 @@ def create_app(ocop: Ocop) -> FastAPI:
             data=body.data,
             expect_version=body.expect_version,
         )
-        return core.moved_document(moved)
+        return JSONResponse(core.moved_document(moved))
 
     @app.post(API + "/dossiers/{dossier_id:path}/documents", tags=["documents"], status_code=201)
     def attach(
@@ -330,9 +331,9 @@ def create_app(ocop: Ocop) -> FastAPI:
         )
 
     @app.get(API + "/dossiers/{dossier_id:path}", tags=["dossiers"])
-    def show(dossier_id: str, actor: Actor, core: Core) -> dict[str, Any]:
+    def show(dossier_id: str, actor: Actor, core: Core) -> JSONResponse:
         """The dossier, its deadline and why, its pending timers, documents, next triggers."""
-        return core.show(actor, dossier_id)
+        return JSONResponse(core.show(actor, dossier_id))
 
     # --- import ---------------------------------------------------------------------------
 

@@ -196,8 +196,10 @@ class Ocop:
         """``dossier show``: the dossier, its deadline and why, timers, documents, triggers."""
         from .views import show_dossier
 
-        self._row(actor, dossier_id)
-        return show_dossier(self.checked_store(), self.registry, dossier_id, self.now(), self.tz)
+        row = self._row(actor, dossier_id)
+        return show_dossier(
+            self.checked_store(), self.registry, dossier_id, self.now(), self.tz, row
+        )
 
     def list_dossiers(
         self,

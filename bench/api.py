@@ -1,0 +1,283 @@
+"""How fast ``ocop serve`` answers: 16 concurrent clients, on SQLite and on PostgreSQL.
+
+Run it from the project folder::
+
+    .venv/bin/python bench/api.py              # SQLite, and PostgreSQL when OCOP_TEST_POSTGRES_URL
+    .venv/bin/python bench/api.py --quick      # fewer requests, a smoke check
+
+For each database: a fresh one (an SQLite file in a temporary folder; a fresh schema on the
+PostgreSQL server ``OCOP_TEST_POSTGRES_URL`` names) is brought up with ``migrate.upgrade`` and
+filled with dossiers through the facade; one ``ocop serve --port 0`` subprocess serves it; a
+bearer token is made for a commune officer. Then 16 client threads (one ``httpx.Client`` each, keep
+-alive) send, all at once:
+
+* ``GET /api/v1/dossiers/{id}`` on dossiers picked at random — p50 and p99 latency;
+* ``POST /api/v1/dossiers/{id}/advance`` ``accept_idea`` with ``expect_version`` on dossiers of
+  their own — p50 and p99 latency, and advances per second over the wall time of the phase.
+
+In the same run, before the server starts, the engine's own rate is measured in this process:
+the same ``accept_idea`` through ``Ocop.advance`` on as many other dossiers, one after another.
+``ratio`` = server advances/s ÷ engine advances/s: the share of the engine's speed that HTTP,
+authentication, JSON and concurrency leave. Latencies include the client side (Python threads
+on the same machine), so they are an upper bound of what the server itself takes.
+
+Targets (the issue): GET p50 < 10 ms, advance p50 < 25 ms, ratio >= 0.5.
+Figures are printed as they come; the last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# bench/transitions.py would shadow the state-machine library of the same name.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+CLIENTS = 16
+CONFIG = """
+[database]
+url = "sqlite:///unused.db"
+
+[engine]
+workflows_dir = "{workflows}"
+default_workflow = "ocop-1489"
+
+[clock]
+allow_override = true
+
+[notifications]
+channels = ["file"]
+
+[notifications.file]
+path = "outbox.jsonl"
+
+[users.lan]
+name = "Nguyễn Thị Lan"
+roles = ["commune_officer"]
+communes = ["Ia Le"]
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@contextmanager
+def postgres_schema(base: str) -> Iterator[str]:
+    import sqlalchemy as sa
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def server(root: Path, env: dict[str, str]) -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ocop_workflow", "serve", "--port", "0"],
+        env=env,
+        cwd=root,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        if not line.startswith("serving on "):
+            raise RuntimeError(f"ocop serve did not start: {line}{process.stderr.read()}")
+        yield line.split()[-1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_clients(work: list[list[Any]], call: Any) -> tuple[list[float], float]:
+    """Each of the 16 threads does its own list; returns every latency and the wall time."""
+    import httpx
+
+    latencies: list[list[float]] = [[] for _ in work]
+    errors: list[str] = []
+    start = threading.Barrier(len(work) + 1)
+
+    def client(n: int) -> None:
+        with httpx.Client(base_url=call["url"], headers=call["headers"], timeout=60) as http:
+            http.get("/healthz")  # connect before the clock starts
+            start.wait()
+            for item in work[n]:
+                t0 = time.perf_counter()
+                response = call["request"](http, item)
+                latencies[n].append(time.perf_counter() - t0)
+                if response.status_code >= 400:
+                    errors.append(f"{response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(len(work))]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
+    return [x for per in latencies for x in per], wall
+
+
+def bench(name: str, url: str, gets: int, advances: int) -> dict[str, Any]:
+    from ocop_workflow.clock import FixedClock
+    from ocop_workflow.config import load_config
+    from ocop_workflow.migrate import upgrade
+    from ocop_workflow.service import Ocop
+
+    with tempfile.TemporaryDirectory(prefix="ocop-bench-api-") as tmp:
+        root = Path(tmp)
+        (root / "config.toml").write_text(
+            CONFIG.format(workflows=ROOT / "workflows"), encoding="utf-8"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OCOP_")}
+        env |= {"OCOP_CONFIG": str(root / "config.toml"), "OCOP_DATABASE_URL": url}
+        now = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+        env["OCOP_NOW"] = now.isoformat()
+        ocop = Ocop(load_config(root / "config.toml", env), FixedClock(now))
+        upgrade(ocop.store)
+        lan = ocop.user("lan")
+        per_client = advances // CLIENTS
+        total = per_client * CLIENTS
+
+        def register(n: int) -> list[str]:
+            return [
+                ocop.register(
+                    lan, product=f"Sản phẩm {i}", producer="HTX Cà phê Ia Le", commune="Ia Le"
+                )["id"]
+                for i in range(n)
+            ]
+
+        t0 = time.perf_counter()
+        engine_ids = register(total)
+        server_ids = register(total)
+        print(f"[{name}] registered {2 * total} dossiers in {time.perf_counter() - t0:.1f} s")
+
+        t0 = time.perf_counter()
+        for dossier in engine_ids:
+            ocop.advance(lan, dossier, "accept_idea", expect_version=1)
+        engine_rate = total / (time.perf_counter() - t0)
+        print(f"[{name}] engine: {engine_rate:.0f} advances/s (in process, one after another)")
+        token = ocop.create_token("lan", label="bench").token
+        ocop.store.dispose()
+
+        with server(root, env) as base:
+            headers = {"Authorization": f"Bearer {token}"}
+            rng = random.Random(1489)
+            picks = [
+                [rng.choice(server_ids) for _ in range(gets // CLIENTS)] for _ in range(CLIENTS)
+            ]
+            get_lat, get_wall = run_clients(
+                picks,
+                {
+                    "url": base,
+                    "headers": headers,
+                    "request": lambda http, d: http.get(f"/api/v1/dossiers/{d}"),
+                },
+            )
+            print(
+                f"[{name}] GET dossier: p50 {percentile(get_lat, 0.5) * 1000:.1f} ms, "
+                f"p99 {percentile(get_lat, 0.99) * 1000:.1f} ms, "
+                f"{len(get_lat) / get_wall:.0f} requests/s"
+            )
+            mine = [server_ids[n * per_client : (n + 1) * per_client] for n in range(CLIENTS)]
+            adv_lat, adv_wall = run_clients(
+                mine,
+                {
+                    "url": base,
+                    "headers": headers,
+                    "request": lambda http, d: http.post(
+                        f"/api/v1/dossiers/{d}/advance",
+                        json={"trigger": "accept_idea", "expect_version": 1},
+                    ),
+                },
+            )
+        server_rate = total / adv_wall
+        ratio = server_rate / engine_rate
+        print(
+            f"[{name}] advance: p50 {percentile(adv_lat, 0.5) * 1000:.1f} ms, "
+            f"p99 {percentile(adv_lat, 0.99) * 1000:.1f} ms, {server_rate:.0f} advances/s "
+            f"= {ratio:.2f}× the engine"
+        )
+        return {
+            "get_p50_ms": round(percentile(get_lat, 0.5) * 1000, 2),
+            "get_p99_ms": round(percentile(get_lat, 0.99) * 1000, 2),
+            "get_per_s": round(len(get_lat) / get_wall, 1),
+            "advance_p50_ms": round(percentile(adv_lat, 0.5) * 1000, 2),
+            "advance_p99_ms": round(percentile(adv_lat, 0.99) * 1000, 2),
+            "server_advances_per_s": round(server_rate, 1),
+            "engine_advances_per_s": round(engine_rate, 1),
+            "ratio": round(ratio, 3),
+            "gets": len(get_lat),
+            "advances": total,
+            "clients": CLIENTS,
+        }
+
+
+def quiet_logs() -> None:
+    """The facade logs each transition as a JSON line; the bench sends them nowhere."""
+    import structlog
+
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=open(os.devnull, "w"))  # noqa: SIM115
+    )
+
+
+def main() -> None:
+    quiet_logs()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke check)")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    args = parser.parse_args()
+    gets, advances = (320, 160) if args.quick else (3200, 1600)
+    figures: dict[str, Any] = {"sqlite": None, "postgresql": None}
+    with tempfile.TemporaryDirectory(prefix="ocop-bench-db-") as tmp:
+        figures["sqlite"] = bench("sqlite", f"sqlite:///{tmp}/ocop.db", gets, advances)
+    pg = os.environ.get("OCOP_TEST_POSTGRES_URL")
+    if pg and not args.no_postgres:
+        with postgres_schema(pg) as url:
+            figures["postgresql"] = bench("postgresql", url, gets, advances)
+    else:
+        print("[postgresql] skipped: set OCOP_TEST_POSTGRES_URL")
+    ok = all(
+        f["get_p50_ms"] < 10 and f["advance_p50_ms"] < 25 and f["ratio"] >= 0.5
+        for f in figures.values()
+        if f is not None
+    )
+    figures["targets_met"] = ok
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
