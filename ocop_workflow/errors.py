@@ -51,7 +51,7 @@ class UsageError(OcopError):
 
 
 class PayloadTooLarge(UsageError):
-    """An upload larger than ``[server] max_upload_mb``; nothing was stored."""
+    """An upload larger than ``[documents] max_bytes``; nothing was stored."""
 
     code = "too_large"
 

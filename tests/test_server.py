@@ -210,7 +210,7 @@ def test_upload_attaches_and_those_who_may_see_download_it(api: Api, tmp_path: P
 def test_an_upload_over_the_limit_is_413_and_stores_nothing(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    api = make_api(tmp_path, sqlite_url, extra="[server]\nmax_upload_mb = 0.01\n")
+    api = make_api(tmp_path, sqlite_url, extra="[documents]\nmax_bytes = 10000\n")
     dossier = api.register()
     before = dump_database(sqlite_url)
     response = api.post(
