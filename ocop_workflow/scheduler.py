@@ -177,13 +177,13 @@ class _Worker:
                 run_sweep(self.engine, now)
                 self.engine.store.checkpoint()
             except Exception as exc:  # a database hiccup must never kill the worker
-                _log().error("worker.sweep_failed", error=f"{type(exc).__name__}: {exc}")
+                _log().error("worker.sweep_failed", error=_error_text(exc))
             try:
                 from .checkpoint import write_scheduled
 
                 write_scheduled(self.engine.store, self.engine.config.audit, now)
             except Exception as exc:  # a missing key must not stop the deadlines
-                _log().error("worker.checkpoint_failed", error=f"{type(exc).__name__}: {exc}")
+                _log().error("worker.checkpoint_failed", error=_error_text(exc))
 
 
 def _run_scheduler(worker: _Worker, interval: float, stop: _Stop, log: Any) -> None:
@@ -213,6 +213,13 @@ def _run_scheduler(worker: _Worker, interval: float, stop: _Stop, log: Any) -> N
     with worker.busy:  # the sweep in flight, if any, finishes before we return
         pass
     log.info("worker.stopped")
+
+
+def _error_text(exc: Exception) -> str:
+    """An unexpected error as logged: URL credentials and query values masked (redact.py)."""
+    from .redact import Redactor
+
+    return Redactor()(f"{type(exc).__name__}: {exc}")
 
 
 def _log() -> Any:

@@ -304,3 +304,29 @@ checkpoint_channel = "file"
     copy.write_text(mailed[0]["body"], encoding="utf-8")
     key = cp.load_public(workspace.root / "keys" / "audit.pub.pem")
     assert cp.read(copy, key).count == 2
+
+
+def test_a_missing_signing_key_is_logged_and_never_stops_the_sweep(
+    trail: dict[str, str], workspace: Workspace
+) -> None:
+    (workspace.root / "keys" / "audit.pem").unlink()
+    write_config(workspace.root, extra=AUDIT + "checkpoint_interval_hours = 1\n")
+    later = "2026-06-01T08:00:00+07:00"  # the fresh dossier's deadline has passed
+    due = workspace.run("timers", "list", "--due", "--json", now=later).json()
+    assert due, "the trail should leave a due timer"
+    result = workspace.run("worker", "--once", now=later)
+    assert result.code == 0, result
+    assert "worker.checkpoint_failed" in result.stderr and "audit.pem" in result.stderr, result
+    assert workspace.run("timers", "list", "--due", "--json", now=later).json() == []
+
+
+def test_keygen_never_overwrites_a_signing_key(workspace: Workspace) -> None:
+    import stat
+
+    private = workspace.root / "keys" / "audit.pem"
+    before = private.read_bytes()
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    result = workspace.run("audit", "keygen")
+    assert result.code == 2, result
+    assert result.stderr.startswith("error: ") and "never overwritten" in result.stderr
+    assert private.read_bytes() == before
