@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -77,6 +78,13 @@ def last_link(conn: Connection, dossier_id: str) -> tuple[int, str]:
     return (row.seq, row.hash) if row else (0, GENESIS)
 
 
+#: Placeholders for the snapshots in the canonical body, replaced by their serialised text. A
+#: NUL and a per-process random part: no value can spell them (they would be escaped anyway).
+_MARK = f"\x00{uuid.uuid4().hex}"
+_MARK_BEFORE, _MARK_AFTER = _MARK + "b", _MARK + "a"
+_QUOTED_BEFORE, _QUOTED_AFTER = json.dumps(_MARK_BEFORE), json.dumps(_MARK_AFTER)
+
+
 def entry_row(
     *,
     dossier_id: str,
@@ -91,20 +99,31 @@ def entry_row(
     data_before: Any,
     data_after: Any,
 ) -> dict[str, Any]:
-    """The stored row of one entry, its hash computed (no database needed)."""
-    digest = entry_hash(
-        dossier_id=dossier_id,
-        seq=seq,
-        trigger=trigger,
-        from_state=from_state,
-        to_state=to_state,
-        actor=actor,
-        reason=reason,
-        at=at,
-        data_before=data_before,
-        data_after=data_after,
-        prev_hash=prev_hash,
-    )
+    """The stored row of one entry, its hash computed (no database needed).
+
+    Each snapshot is serialised once: the stored text is spliced into the canonical body
+    (byte-identical to :func:`entry_hash` over the objects; tests/test_audit_hash.py).
+    """
+    before_json = None if data_before is None else dumps(data_before)
+    after_json = dumps(data_after)
+    body = {
+        "dossier": dossier_id,
+        "seq": seq,
+        "trigger": trigger,
+        "from": from_state,
+        "to": to_state,
+        "actor": actor,
+        "reason": reason,
+        "at": iso_utc(at),
+        "data_before": None if before_json is None else _MARK_BEFORE,
+        "data_after": _MARK_AFTER,
+        "prev_hash": prev_hash,
+    }
+    text = canonical(body).decode()
+    text = text.replace(_QUOTED_AFTER, after_json, 1)
+    if before_json is not None:
+        text = text.replace(_QUOTED_BEFORE, before_json, 1)
+    digest = hashlib.sha256(text.encode()).hexdigest()
     return {
         "dossier_id": dossier_id,
         "seq": seq,
@@ -114,8 +133,8 @@ def entry_row(
         "actor": actor,
         "reason": reason,
         "at": at,
-        "data_before": None if data_before is None else dumps(data_before),
-        "data_after": dumps(data_after),
+        "data_before": before_json,
+        "data_after": after_json,
         "prev_hash": prev_hash,
         "hash": digest,
     }

@@ -1,0 +1,56 @@
+"""An entry's hash, computed from each snapshot serialised once, is the hash of its canonical body.
+
+``audit.entry_row`` splices the stored JSON text of the snapshots into the canonical body instead
+of serialising them a second time; ``audit.entry_hash`` (what ``audit verify`` recomputes) works on
+the objects. They must agree byte for byte for any data a dossier can hold.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ocop_workflow import audit
+
+TEXT = st.text(max_size=20)  # any Unicode, control characters and quotes included
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+SNAPSHOT = st.dictionaries(TEXT, JSON, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.none() | SNAPSHOT,
+    after=SNAPSHOT,
+    reason=st.none() | TEXT,
+    actor=TEXT,
+    trigger=TEXT,
+)
+def test_an_entry_rows_hash_is_the_hash_of_its_canonical_body(
+    before: dict | None, after: dict, reason: str | None, actor: str, trigger: str
+) -> None:
+    fields = {
+        "dossier_id": "OCOP-2026-0001",
+        "seq": 2,
+        "trigger": trigger,
+        "from_state": "registration",
+        "to_state": "business_plan",
+        "actor": actor,
+        "reason": reason,
+        "at": datetime(2026, 3, 2, 2, 0, 0, 123456, tzinfo=UTC),
+        "data_before": before,
+        "data_after": after,
+        "prev_hash": "0" * 64,
+    }
+    row = audit.entry_row(**fields)
+    assert row["hash"] == audit.entry_hash(**fields)
+    assert json.loads(row["data_after"]) == after
+    assert (
+        row["data_before"] is None if before is None else json.loads(row["data_before"]) == before
+    )
