@@ -17,13 +17,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Workspace, write_config
+from audit_support import drop_protection as drop
+from audit_support import upgraded_workspace
+from conftest import Workspace
 
 from ocop_workflow import audit
 from ocop_workflow.config import load_config
 from ocop_workflow.definitions import Registry
 from ocop_workflow.engine import Engine
-from ocop_workflow.migrate import upgrade
 from ocop_workflow.store import Store, audit_t, dossier_t
 
 PRODUCT = "Cà phê bột nguyên chất Ia Le"
@@ -36,13 +37,7 @@ START = datetime.fromisoformat("2026-03-02T09:00+07:00")
 @pytest.fixture
 def workspace(tmp_path: Path, db_url: str) -> Workspace:
     """Like conftest's, on both databases, but the schema is made in-process (no subprocess)."""
-    write_config(tmp_path)
-    store = Store(db_url)
-    try:
-        upgrade(store)
-    finally:
-        store.dispose()
-    return Workspace(tmp_path, db_url)
+    return upgraded_workspace(tmp_path, db_url)
 
 
 @pytest.fixture
@@ -97,12 +92,7 @@ def entries(db: sa.Engine, dossier_id: str | None = None) -> list[Any]:
 
 def drop_protection(db: sa.Engine) -> None:
     """What an intruder with the database password would do first."""
-    with db.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.execute(sa.text("DROP TRIGGER audit_entry_no_update"))
-            conn.execute(sa.text("DROP TRIGGER audit_entry_no_delete"))
-        else:
-            conn.execute(sa.text("DROP TRIGGER audit_entry_no_change ON audit_entry"))
+    drop(db.url.render_as_string(hide_password=False))
 
 
 def problems_of(report: audit.VerifyReport) -> list[tuple[str, int | None]]:

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Workspace, write_config
+from audit_support import upgraded_workspace
+from conftest import Workspace
 
 from ocop_workflow import audit
 from ocop_workflow.config import load_config
 from ocop_workflow.definitions import Registry
 from ocop_workflow.engine import Engine
-from ocop_workflow.migrate import upgrade
 from ocop_workflow.store import Store, audit_t, dossier_t
 
 START = datetime.fromisoformat("2026-03-02T09:00+07:00")
@@ -29,13 +29,7 @@ START = datetime.fromisoformat("2026-03-02T09:00+07:00")
 
 @pytest.fixture
 def workspace(tmp_path: Path, db_url: str) -> Workspace:
-    write_config(tmp_path)
-    store = Store(db_url)
-    try:
-        upgrade(store)
-    finally:
-        store.dispose()
-    return Workspace(tmp_path, db_url)
+    return upgraded_workspace(tmp_path, db_url)
 
 
 @pytest.fixture

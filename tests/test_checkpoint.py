@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from audit_support import drop_protection, upgraded_workspace
 from conftest import Workspace, write_config
 
 from ocop_workflow import audit
@@ -23,7 +24,6 @@ from ocop_workflow import checkpoint as cp
 from ocop_workflow.config import load_config
 from ocop_workflow.definitions import Registry
 from ocop_workflow.engine import Engine
-from ocop_workflow.migrate import upgrade
 from ocop_workflow.store import Store, audit_t, dossier_t
 
 START = datetime.fromisoformat("2026-03-02T09:00+07:00")
@@ -35,13 +35,7 @@ signing_key = "keys/audit.pem"
 
 @pytest.fixture
 def workspace(tmp_path: Path, db_url: str) -> Workspace:
-    write_config(tmp_path, extra=AUDIT)
-    store = Store(db_url)
-    try:
-        upgrade(store)
-    finally:
-        store.dispose()
-    ws = Workspace(tmp_path, db_url)
+    ws = upgraded_workspace(tmp_path, db_url, extra=AUDIT)
     ws.run("audit", "keygen", check=True)
     return ws
 
@@ -92,17 +86,6 @@ def assert_caught(ws: Workspace, path: Path, dossier: str, word: str) -> None:
     assert result.code == 7, result
     assert dossier in result.stderr, result
     assert f"{dossier} " in result.stdout and word in result.stdout, result
-
-
-def drop_protection(url: str) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.execute(sa.text("DROP TRIGGER audit_entry_no_update"))
-            conn.execute(sa.text("DROP TRIGGER audit_entry_no_delete"))
-        else:
-            conn.execute(sa.text("DROP TRIGGER audit_entry_no_change ON audit_entry"))
-    engine.dispose()
 
 
 def roll_back_to(conn: sa.Connection, dossier: str, seq: int) -> None:
@@ -247,13 +230,12 @@ def test_a_dossier_deleted_with_its_history_is_caught(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # PostgreSQL only
 def test_a_superuser_bypassing_the_triggers_is_caught(
     trail: dict[str, str], workspace: Workspace, store: Store
 ) -> None:
     """``session_replication_role = replica`` silences the append-only trigger: the chain can
     be cut with the triggers in place. Only the checkpoint notices."""
-    if store.is_sqlite:
-        pytest.skip("PostgreSQL only")
     path = checkpoint(workspace)
     engine = sa.create_engine(workspace.url)
     try:

@@ -8,7 +8,6 @@ the ``ocop`` CLI (sweep, notifications list) as subprocesses.
 from __future__ import annotations
 
 import base64
-import json
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -230,19 +229,3 @@ def test_a_url_keeps_its_host_and_path_but_not_its_credentials() -> None:
     assert redact_url("http://127.0.0.1:8080/ocop") == "http://127.0.0.1:8080/ocop"
     text = Redactor()(f"webhook http://u:{HOOK_PW}@h/p?t={TOKEN} unreachable")
     assert HOOK_PW not in text and TOKEN not in text and "http://***@h/p?t=***" in text
-
-
-def test_notifications_list_json_is_json_after_redaction(
-    tmp_path: Path, sqlite_url: str, echoing_smtp: int
-) -> None:
-    """Redaction must not break what scripts parse (one JSON document)."""
-    ws = workspace_with(
-        tmp_path,
-        sqlite_url,
-        '["email"]',
-        f'[notifications.email]\nhost = "127.0.0.1"\nport = {echoing_smtp}\n'
-        f'username = "{USER}"\npassword_env = "OCOP_SMTP_PASSWORD"\n',
-    )
-    ws.run("sweep", now=NOW, OCOP_SMTP_PASSWORD=PASSWORD, check=True)
-    listed = ws.run("notifications", "list", "--json", now=NOW)
-    assert isinstance(json.loads(listed.stdout), list)
