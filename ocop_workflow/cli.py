@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             _json_error("usage", exc.format_message())
         sys.exit(exc.exit_code)
     except OcopError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        click.echo(f"error: {one_line(exc.message)}", err=True)
         if json_mode and not getattr(exc, "reported", False):
             document: dict[str, Any] = {"code": exc.code, "message": exc.message}
             reasons = getattr(exc, "reasons", None) or getattr(exc, "problems", None)
@@ -178,6 +178,14 @@ def main(argv: list[str] | None = None) -> None:
             _json_error("unexpected", f"{type(exc).__name__}: {exc}")
         sys.exit(1)
     sys.exit(0)
+
+
+def one_line(message: str) -> str:
+    """An error message on one line whatever it quotes: a control character a user typed (a
+    newline in a value) is shown escaped, never acted on by the terminal."""
+    import re
+
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: repr(m.group())[1:-1], message)
 
 
 def _json_error(code: str, message: str) -> None:
@@ -620,7 +628,11 @@ def _scoring_line(scoring: dict[str, Any]) -> str:
 @click.argument("trigger")
 @click.option("--reason", help="Why (required by return, reject, withdraw, revoke…).")
 @set_option
-@click.option("--expect-version", type=int, help="Only if the dossier is still at this version.")
+@click.option(
+    "--expect-version",
+    type=click.IntRange(1, 2**62),
+    help="Only if the dossier is still at this version.",
+)
 @json_option
 @click.pass_context
 def dossier_advance(
@@ -1135,7 +1147,12 @@ def report() -> None:
 
 
 @report.command("progress")
-@click.option("--year", type=int, required=True, help="The plan year ([targets.<year>]).")
+@click.option(
+    "--year",
+    type=click.IntRange(1900, 2199),
+    required=True,
+    help="The plan year ([targets.<year>]).",
+)
 @click.option(
     "--format",
     "fmt",
@@ -1239,13 +1256,13 @@ def print_progress(document: dict[str, Any]) -> str:
 
 
 @report.command("html")
-@click.option("--year", type=int, required=True, help="The plan year.")
+@click.option("--year", type=click.IntRange(1900, 2199), required=True, help="The plan year.")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), required=True, help="The HTML file to write."
 )
 @click.option(
     "--weeks",
-    type=int,
+    type=click.IntRange(1, 260),
     default=4,
     show_default=True,
     help="How many coming weeks the deadline calendar shows.",
@@ -1502,6 +1519,9 @@ def _parse_since(text: str, tz: Any) -> Any:
         from .config import parse_instant
 
         return parse_instant(text, "--since", UsageError)
+    from .inputs import check_date
+
+    check_date(day, "--since")
     return datetime.combine(day, datetime.min.time(), tzinfo=tz).astimezone(UTC)
 
 

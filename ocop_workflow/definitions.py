@@ -25,8 +25,8 @@ from .inputs import check_date, check_finite, check_text
 
 FIELD_TYPES = ("str", "int", "float", "date", "email")
 DEADLINE_UNITS = ("working_days", "days", "months")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class FieldDef:
         ``where`` names the value in an error (default ``--set name=text``; the API says
         ``data.name``).
         """
-        check_text(text, where or f"--set {self.name}", multiline=True)
+        check_text(text, where or f"--set {self.name}", multiline=self.type == "str")
         where = where or f"--set {self.name}={text}"
         value: Any
         if self.type == "int":
@@ -68,7 +68,7 @@ class FieldDef:
                 raise UsageError(f"{where}: '{self.name}' must be a date YYYY-MM-DD") from None
             value = check_date(day, f"{where}: '{self.name}'").isoformat()
         elif self.type == "email":
-            if not _EMAIL.match(text):
+            if not _EMAIL.fullmatch(text):
                 raise UsageError(f"{where}: '{self.name}' must be an e-mail address")
             value = text
         else:
@@ -500,7 +500,7 @@ def _parse_scorecard(
         if isinstance(maximum, bool) or not isinstance(maximum, int | float) or maximum <= 0:
             problems.add(item, f"parts.{part}: the maximum must be a positive number")
             continue
-        if not _NAME.match(part):
+        if not _NAME.fullmatch(part):
             problems.add(item, f"parts.{part}: part names are lower_case code names")
         parts[part] = float(maximum)
     if parts and abs(sum(parts.values()) - 100) > 1e-9:
@@ -585,7 +585,7 @@ def _parse_states(problems: _Problems, raw: Any, stages: tuple[str, ...]) -> dic
         if not isinstance(spec, dict):
             problems.add(item, "must be a table")
             continue
-        if not _NAME.match(sname):
+        if not _NAME.fullmatch(sname):
             problems.add(item, "state names are lower_case code names")
         _unknown(problems, item, spec, _STATE_KEYS)
         stage = _get(problems, item, spec, "stage", str, "", required=True)
@@ -699,7 +699,7 @@ def _parse_transitions(
         trigger = _get(problems, item, spec, "trigger", str, "", required=True)
         item = f"transitions[{index}] (trigger '{trigger}')"
         _unknown(problems, item, spec, _TRANSITION_KEYS)
-        if trigger and not _NAME.match(trigger):
+        if trigger and not _NAME.fullmatch(trigger):
             problems.add(item, "trigger names are lower_case code names")
         if trigger == "register":
             problems.add(item, "'register' is reserved for the first audit entry")

@@ -351,3 +351,31 @@ def test_two_concurrent_imports_of_the_same_ids_one_wins_the_other_gets_exit_5(
     listed = ws.run("dossier", "list", "--json")
     assert len(listed.json()) == 1500
     assert ws.run("audit", "verify").code == 0
+
+
+# --- numbers, dates and values on the command line -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("report", "progress", "--year", "99999"),
+        ("report", "progress", "--year", "-1"),
+        ("report", "html", "--year", "2026", "--weeks", "-3", "-o", "r.html"),
+        ("audit", "export", "--since", "0001-01-01"),
+        ("audit", "export", "--since", "9999-12-31T23:59:59-12:00"),
+        ("dossier", "advance", "OCOP-X", "accept_idea", "--expect-version", "10" * 20),
+        (
+            *("dossier", "register", "--product", "Cà phê", "--producer", PRODUCER),
+            *("--commune", "Ia Le", "--set", "producer_email=a@b.vn\nBcc: x@y.vn"),
+        ),
+    ],
+)
+def test_out_of_range_numbers_and_dates_on_the_command_line_are_one_line_exit_2(
+    sqlite_workspace: Workspace, args: tuple[str, ...]
+) -> None:
+    ws = sqlite_workspace
+    before = dump_database(ws.url)
+    line = one_line_error(ws.run(*args, user="hung", now=T), 2)
+    assert "Missing option" not in line
+    assert dump_database(ws.url) == before
