@@ -243,8 +243,10 @@ def workflow_list(ctx: click.Context, as_json: bool) -> None:
             "triggers": len(wf.triggers),
             "file": str(wf.path),
         }
-        for wf in app.registry.all()
+        for wf in app.registry.loadable()
     ]
+    for name, problem in app.registry.unavailable().items():
+        click.echo(f"warning: workflow {name} is unavailable: {one_line(problem)}", err=True)
     if as_json:
         emit_json(rows)
         return

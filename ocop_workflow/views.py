@@ -35,7 +35,14 @@ class DossierFilter:
         An officer who types ``--state bussiness_plan`` must not conclude that nothing is
         waiting. The commune is free text on the dossier, so an unknown one is just no match.
         """
-        workflows = [registry.get(self.workflow)] if self.workflow else registry.loadable()
+        from .errors import WorkflowFileError
+
+        try:
+            workflows = [registry.get(self.workflow)] if self.workflow else registry.loadable()
+        except WorkflowFileError:  # its file does not load: list its dossiers unchecked
+            return
+        if not self.workflow and registry.unavailable():
+            return  # the state may be one of a workflow that cannot load now: no false "no such"
         scope = f"workflow {self.workflow}" if self.workflow else "any workflow"
         if self.state is not None and not any(self.state in wf.states for wf in workflows):
             raise NotFound(f"--state {self.state}: no such state in {scope}")

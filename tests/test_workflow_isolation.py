@@ -71,6 +71,13 @@ def test_a_broken_workflow_file_holds_only_its_own_dossiers_timers_and_reports_t
     assert {d["id"] for d in listed.json()} == {current, older}
     filtered = ws.run("dossier", "list", "--state", "registration", "--json", now=T_LATE)
     assert filtered.code == 0, str(filtered)
+    only_older = ws.run("dossier", "list", "--workflow", "ocop-148", "--json", now=T_LATE)
+    assert only_older.code == 0, str(only_older)
+    assert [d["id"] for d in only_older.json()] == [older]
+    workflows = ws.run("workflow", "list", "--json")
+    assert workflows.code == 0, str(workflows)
+    assert {w["name"] for w in workflows.json()} == {"ocop-1489", "ocop-1048"}
+    assert "warning: workflow ocop-148 is unavailable" in workflows.stderr
     shown = ws.run("dossier", "show", older, "--json", now=T_LATE)
     assert shown.code == 0, str(shown)
     assert "invalid TOML" in shown.json()["workflow_unavailable"]
