@@ -59,6 +59,7 @@ class Redactor:
         variants = set(plain)
         for secret in plain:
             variants.add(quote(secret, safe=""))
+            variants.add(quote(secret, safe="+"))  # how SQLAlchemy renders a URL's query
             variants.add(quote_plus(secret, safe=""))
             variants.add(base64.b64encode(secret.encode("utf-8")).decode("ascii"))
         self._secrets = tuple(s.encode("utf-8") for s in plain)

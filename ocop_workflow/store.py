@@ -385,10 +385,20 @@ class Store:
 
     @property
     def safe_url(self) -> str:
-        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        """The URL as messages show it: no password, in the userinfo or in the query."""
+        url = sa.engine.make_url(self.url)
+        query = {
+            key: "***" if any(word in key.lower() for word in _SECRET_KEYS) else value
+            for key, value in url.query.items()
+        }
+        return url.set(query=query).render_as_string(hide_password=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+#: URL query keys whose values are secrets (``?password=…``, ``sslpassword``, tokens).
+_SECRET_KEYS = ("password", "secret", "token", "passfile")
 
 
 def _first_line(exc: BaseException) -> str:
