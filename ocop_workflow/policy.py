@@ -10,8 +10,9 @@ The rules, in one table (``communes`` is the user's scope from config.toml, ``"*
 =====================  ===============================================================
 act                    who may
 =====================  ===============================================================
-register               an officer (commune, district, province, central) covering the
-                       commune; a producer for its own organisation in its communes
+register               an officer (commune, district, province, central, records)
+                       covering the commune; a producer for its own organisation in
+                       its communes
 import (new ideas)     the same as register: rows in the initial state, no protected
                        field, no ``state_entered_at``
 import (migration)     a ``records_officer`` covering the commune: rows placed mid-cycle

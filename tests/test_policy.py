@@ -231,12 +231,12 @@ def _seed(ws: Workspace) -> Any:
     return app
 
 
-def test_reads_filter_and_can_read_agree_for_every_user(sqlite_workspace: Workspace) -> None:
+def test_reads_filter_and_can_read_agree_for_every_user(workspace: Workspace) -> None:
     import sqlalchemy as sa
 
     from ocop_workflow.store import dossier_t
 
-    app = _seed(sqlite_workspace)
+    app = _seed(workspace)
     policy = app.engine.policy
     with app.store.read() as conn:
         rows = [dict(r._mapping) for r in conn.execute(sa.select(dossier_t))]
