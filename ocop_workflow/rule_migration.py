@@ -155,8 +155,12 @@ def load_plan(path: Path, source: WorkflowDef, target: WorkflowDef) -> Plan:
     for old, new in states.items():
         if old not in source.states:
             problems.append(f"[states]: '{old}' is not a state of {source.name}")
-        if new not in target.states:
+        elif new not in target.states:
             problems.append(f"[states]: {old} = '{new}': not a state of {target.name}")
+        else:
+            wrong = mapping_problem(source, target, old, new)
+            if wrong:
+                problems.append(f"[states]: {old} = '{new}': {wrong}")
     fields = raw.get("fields", {})
     if not isinstance(fields, dict):
         problems.append("[fields] must be a table with rename = {…} and drop = […]")
@@ -168,6 +172,13 @@ def load_plan(path: Path, source: WorkflowDef, target: WorkflowDef) -> Plan:
     for old, new in renames.items():
         if new not in target.fields:
             problems.append(f"[fields] rename: {old} = '{new}': not a field of {target.name}")
+        elif target.fields[new].protected and not (
+            old in source.fields and source.fields[old].protected
+        ):
+            problems.append(
+                f"[fields] rename: {old} = '{new}': '{new}' is protected (set only by the "
+                f"engine, e.g. the council's scoring): a plan cannot fill it from '{old}'"
+            )
     drops = fields.get("drop", [])
     if not isinstance(drops, list) or not all(isinstance(d, str) for d in drops):
         problems.append("[fields] drop must be a list of field names")
@@ -189,6 +200,25 @@ def load_plan(path: Path, source: WorkflowDef, target: WorkflowDef) -> Plan:
         drops=frozenset(drops),
         groups=groups,
     )
+
+
+def mapping_problem(source: WorkflowDef, target: WorkflowDef, old: str, new: str) -> str | None:
+    """Why state ``old`` may not become ``new``, or None.
+
+    A migration re-homes a dossier under new rules; it never moves it through the cycle (that is
+    ``advance``, with its roles, guards and council). So the new state is of the same stage as
+    the old one, and never final: mapping ``business_plan`` to ``promotion`` would certify a
+    product no council scored, mapping to ``closed`` would end a dossier nobody decided on.
+    """
+    was, becomes = source.states[old], target.states[new]
+    if becomes.final:
+        return f"a final state of {target.name}: a migration never finishes a dossier"
+    if was.stage != becomes.stage:
+        return (
+            f"stage '{becomes.stage}', not '{was.stage}': a migration keeps a dossier in its "
+            "stage (moving it on is an advance, with its guards and roles)"
+        )
+    return None
 
 
 def _str_table(raw: Any, item: str, problems: list[str]) -> dict[str, str]:
@@ -299,12 +329,17 @@ def _preflight(
         move.problems.append(
             f"state '{row['state']}' is not mapped by the plan (add it under [states])"
         )
+    elif row["state"] in source.states:
+        wrong = mapping_problem(source, target, row["state"], new_state)
+        if wrong:
+            move.problems.append(f"state '{row['state']}' → '{new_state}': {wrong}")
     data, renamed, dropped, unmapped = map_data(plan, source, target, json.loads(row["data"]))
     move.fields_renamed, move.fields_dropped = renamed, dropped
     for name in unmapped:
         move.problems.append(
             f"field '{name}' is not a field of {target.name} (rename or drop it under [fields])"
         )
+    move.problems.extend(_refused_values(target, data))
     group = plan.groups.get(row["product_group"], row["product_group"])
     move.group = group
     if group is not None and target.groups and group not in target.groups:
@@ -371,6 +406,24 @@ def map_data(
         else:
             out[key] = value
     return out, renamed, dropped, unmapped
+
+
+def _refused_values(target: WorkflowDef, data: Mapping[str, Any]) -> list[str]:
+    """Each value the new rules' field checks refuse (type, choices, bounds): a renamed text
+    may not be an e-mail address, a carried-over number may exceed a new maximum."""
+    problems = []
+    for name, value in data.items():
+        spec = target.fields.get(name)
+        if spec is None or isinstance(value, dict | list) or value is None:
+            continue
+        try:
+            spec.parse(value if isinstance(value, str) else repr(value))
+        except UsageError as exc:
+            problems.append(
+                f"field '{name}' = {value!r} is refused by {target.name}: "
+                + exc.message.split(": ", 1)[-1]
+            )
+    return problems
 
 
 def _future(planned: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
