@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,9 +27,14 @@ import sqlalchemy as sa
 
 from .audit import canonical, iso_utc
 from .errors import AuditFailure, UsageError
+from .inputs import json_document, read_small_file
 from .store import Store, audit_t
 
 FORMAT = "ocop-audit-checkpoint/1"
+#: A PEM key is a few hundred bytes.
+KEY_MAX_BYTES = 64 << 10
+#: About 150 bytes a chain: 256 MiB is over a million dossiers. A FIFO or /dev/zero is refused.
+CHECKPOINT_MAX_BYTES = 256 << 20
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -74,10 +78,9 @@ def _load_private(path: Path) -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    data = read_small_file(path, "signing key", KEY_MAX_BYTES, missing=UsageError)
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise UsageError(f"cannot read signing key {path}: {exc.strerror}") from None
+        key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
         raise UsageError(f"{path} is not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -93,10 +96,7 @@ def load_public(path: Path) -> Any:
         Ed25519PublicKey,
     )
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read public key {path}: {exc.strerror}") from None
+    data = read_small_file(path, "public key", KEY_MAX_BYTES, missing=UsageError)
     try:
         key: Any = serialization.load_pem_public_key(data)
     except ValueError:
@@ -206,14 +206,8 @@ def read(path: Path, public: Any) -> Checkpoint:
     """Load ``path`` and check its signature and root; :class:`AuditFailure` when they fail."""
     from cryptography.exceptions import InvalidSignature
 
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read checkpoint {path}: {exc.strerror}") from None
-    except (ValueError, UnicodeDecodeError):
-        raise AuditFailure(
-            f"checkpoint {path} is not valid JSON: damaged or not a checkpoint"
-        ) from None
+    raw = read_small_file(path, "checkpoint", CHECKPOINT_MAX_BYTES, missing=UsageError)
+    document = json_document(raw, f"checkpoint {path} (damaged or not a checkpoint)", AuditFailure)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise AuditFailure(f"checkpoint {path} is not an {FORMAT} file")
     body = {k: v for k, v in document.items() if k != "signature"}

@@ -8,7 +8,6 @@ file's folder, so ``ocop --config /srv/ocop/config.toml`` works from any directo
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -276,13 +275,10 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     """Read and check ``path``; apply ``OCOP_DATABASE_URL`` from ``env`` (default os.environ)."""
     env = os.environ if env is None else env
     path = Path(path)
+    from .inputs import toml_document
+
     raw, info = _read_config_bytes(path)
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    data = toml_document(raw, str(path), ConfigError)
     config = parse_config(data, path.resolve(), env)
     if config.require_os_user:
         database = data.get("database")

@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import itertools
 import re
-import tomllib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -846,16 +845,21 @@ def content_sha256(text: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+#: A workflow file is tens of kilobytes; a FIFO or a huge file in the folder is not one.
+WORKFLOW_FILE_MAX_BYTES = 4 << 20
+
+
 def check_workflow_file(path: Path) -> tuple[WorkflowDef | None, list[str]]:
+    from .inputs import read_small_file, toml_document
+
     try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except OSError as exc:
-        return None, [f"{path}: cannot read: {exc.strerror}"]
-    except UnicodeDecodeError:
-        return None, [f"{path}: not UTF-8 text"]
-    except tomllib.TOMLDecodeError as exc:
-        return None, [f"{path}: invalid TOML: {exc}"]
+        raw = read_small_file(
+            path, "workflow file", WORKFLOW_FILE_MAX_BYTES, WorkflowFileError, WorkflowFileError
+        )
+        data = toml_document(raw, str(path), WorkflowFileError)
+    except WorkflowFileError as exc:
+        return None, [exc.message]
+    text = raw.decode("utf-8")
     definition, problems = parse_workflow(data, path)
     if definition is not None:
         definition = dataclasses.replace(definition, sha256=content_sha256(text))

@@ -9,11 +9,17 @@ later for everyone who reads it.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import stat
+import tomllib
 from datetime import date
+from pathlib import Path
+from typing import Any
 
-from .errors import UsageError
+from .errors import NotFound, OcopError, UsageError
 
 #: Names (product, producer, commune, group, file names): one line, no control characters.
 NAME_MAX = 200
@@ -65,3 +71,69 @@ def check_date(value: date, what: str) -> date:
             f"({EARLIEST.isoformat()} to {LATEST.isoformat()})"
         )
     return value
+
+
+def read_small_file(
+    path: Path,
+    what: str,
+    max_bytes: int,
+    error: type[OcopError] = UsageError,
+    missing: type[OcopError] = NotFound,
+    hint: str = "",
+) -> bytes:
+    """The bytes of ``path``: a regular file of at most ``max_bytes``, read through one
+    descriptor (the checks and the read see the same file, a symlink's target included).
+
+    A FIFO would block the command forever, ``/dev/zero`` or a huge file would eat the memory:
+    every small file a user names (config, migration plan, checkpoint, key) is read here, and
+    anything else is ``error`` naming ``what`` — one line, nothing read. ``missing`` (with
+    ``hint`` appended) for a path that does not exist.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise missing(f"{what} {path} not found{hint}") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{what} {path} is not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes and (chunk := os.read(fd, min(1 << 16, max_bytes + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > max_bytes:
+        raise error(f"{what} {path} is larger than {max_bytes:,} bytes: not one")
+    return b"".join(chunks)
+
+
+def toml_document(raw: bytes, where: str, error: type[OcopError] = UsageError) -> dict[str, Any]:
+    """Parse TOML ``raw`` read from ``where``; ``error`` for anything that is not a document.
+
+    Besides bad UTF-8 and bad TOML, a value nested thousands deep (``a = [[[[…``, a few
+    kilobytes) exhausts the parser's recursion: refused like any other malformed file.
+    """
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise error(f"{where}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{where}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise error(f"{where}: invalid TOML: values nested too deep") from None
+
+
+def json_document(raw: bytes, where: str, error: type[OcopError] = UsageError) -> Any:
+    """Parse JSON ``raw`` read from ``where``; ``error`` for anything that is not a document
+    (bad UTF-8, bad JSON, numbers too long to convert, arrays nested too deep)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise error(f"{where}: not valid JSON") from None
+    except RecursionError:
+        raise error(f"{where}: not valid JSON: values nested too deep") from None

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +35,7 @@ from sqlalchemy.engine import Connection
 from . import audit, timers
 from .config import User
 from .errors import Conflict, OcopError, TransitionRefused, UsageError
+from .inputs import read_small_file, toml_document
 from .store import dossier_t, dumps, timer_t
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 MIGRATE_TRIGGER = "migrate"
+#: A plan is a few kilobytes; a FIFO, /dev/zero or a huge file is not one.
+PLAN_MAX_BYTES = 1 << 20
 _PLAN_KEYS = {"plan", "states", "fields", "groups"}
 
 
@@ -121,16 +123,8 @@ def resolve_plan(text: str) -> Path:
 
 def load_plan(path: Path, source: WorkflowDef, target: WorkflowDef) -> Plan:
     """Read and check a plan file against both workflows; UsageError (exit 2) names each problem."""
-    try:
-        raw_bytes = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"--plan {path}: cannot read: {exc.strerror}") from None
-    try:
-        raw = tomllib.loads(raw_bytes.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise UsageError(f"--plan {path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"--plan {path}: invalid TOML: {exc}") from None
+    raw_bytes = read_small_file(path, "--plan", PLAN_MAX_BYTES, missing=UsageError)
+    raw = toml_document(raw_bytes, f"--plan {path}")
     problems: list[str] = []
     for key in raw:
         if key not in _PLAN_KEYS:

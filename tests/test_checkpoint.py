@@ -312,3 +312,75 @@ def test_keygen_never_overwrites_a_signing_key(workspace: Workspace) -> None:
     assert result.code == 2, result
     assert result.stderr.startswith("error: ") and "never overwritten" in result.stderr
     assert private.read_bytes() == before
+
+
+# --- hostile files (h7 review) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "deep-json", "huge-number"])
+def test_a_checkpoint_that_is_no_file_or_no_document_is_refused_in_one_line(
+    kind: str, trail: dict[str, str], workspace: Workspace
+) -> None:
+    import os
+    import threading
+
+    path = workspace.root / "odd.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+        # a safety net: if the command opened the FIFO to read, unblock it after 10 s
+        opener = threading.Timer(10, lambda: os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK)))
+        opener.daemon = True
+        opener.start()
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "deep-json":
+        path.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    else:
+        path.write_text('{"format": ' + "9" * 5000 + "}", encoding="utf-8")
+    for args in (
+        ("audit", "verify", "--checkpoint", str(path)),
+        ("audit", "checkpoint", "--verify-only", str(path)),
+    ):
+        result = workspace.run(*args)
+        assert result.code in (2, 7), result
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result
+        assert "unexpected" not in result.stderr, result
+        if kind in ("fifo", "dev-zero"):
+            assert "not a regular file" in result.stderr, result
+    if kind == "fifo":
+        opener.cancel()
+
+
+def test_a_public_key_that_is_not_ed25519_or_not_a_key_is_refused_in_one_line(
+    trail: dict[str, str], workspace: Workspace
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    path = checkpoint(workspace)
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    keys = {
+        "rsa.pub.pem": rsa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        "ec.pem": ec_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        "garbage.pem": b"-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n",
+        "empty.pem": b"",
+    }
+    for name, data in keys.items():
+        key = workspace.root / name
+        key.write_bytes(data)
+        result = workspace.run(
+            "audit", "verify", "--checkpoint", str(path), "--public-key", str(key)
+        )
+        assert result.code == 2, (name, result)
+        assert result.stderr.count("\n") == 1 and "Ed25519" in result.stderr, (name, result)
+    zero = workspace.root / "zero.pem"
+    zero.symlink_to("/dev/zero")
+    result = workspace.run("audit", "verify", "--checkpoint", str(path), "--public-key", str(zero))
+    assert result.code == 2 and "not a regular file" in result.stderr, result

@@ -7,8 +7,11 @@ was — never a traceback, never a hang, never a rule walked around.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
+import pytest
 from conftest import Workspace, dump_database
 from test_rule_migration import MIGRATE, NOW, on_148
 
@@ -84,3 +87,98 @@ def test_a_migration_refuses_a_value_the_new_rules_would_refuse(
     assert done.code == 4, done
     assert "producer_email" in done.stderr and "e-mail" in done.stderr
     assert dump_database(ws.url) == before
+
+
+# --- files a user names: never a hang, never the memory, never a traceback ---------------------
+
+
+def _odd_file(path: Path, kind: str, deep: str) -> threading.Timer | None:
+    """``path`` made into a FIFO, a symlink to /dev/zero, or ``deep`` (a nested document)."""
+    if kind == "fifo":
+        os.mkfifo(path)
+        # a safety net: if the command opened the FIFO to read, unblock it after 10 s
+        opener = threading.Timer(10, lambda: os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK)))
+        opener.daemon = True
+        opener.start()
+        return opener
+    if kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_text(deep, encoding="utf-8")
+    return None
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "deep"])
+def test_a_migration_plan_that_is_no_file_or_nested_too_deep_is_a_usage_error(
+    kind: str, sqlite_workspace: Workspace
+) -> None:
+    ws = sqlite_workspace
+    on_148(ws, "Cà phê bột", [("dung", "accept_idea")])
+    path = ws.root / "odd.toml"
+    opener = _odd_file(path, kind, PLAN_HEAD + "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    before = dump_database(ws.url)
+    done = ws.run(*MIGRATE, "--plan", str(path), user="hung", now=NOW)
+    if opener is not None:
+        opener.cancel()
+    assert done.code == 2, done
+    assert done.stderr.startswith("error: --plan") and done.stderr.count("\n") == 1, done
+    assert "unexpected" not in done.stderr
+    assert dump_database(ws.url) == before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "deep"])
+def test_a_config_that_is_no_file_or_nested_too_deep_is_a_config_error(
+    kind: str, sqlite_workspace: Workspace
+) -> None:
+    ws = sqlite_workspace
+    path = ws.root / "odd-config.toml"
+    opener = _odd_file(path, kind, "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    done = ws.run("dossier", "list", OCOP_CONFIG=str(path))
+    if opener is not None:
+        opener.cancel()
+    assert done.code == 1, done
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done
+    assert "unexpected" not in done.stderr
+
+
+def test_a_workflow_file_nested_too_deep_holds_only_itself(sqlite_workspace: Workspace) -> None:
+    import shutil
+
+    from conftest import WORKFLOWS
+
+    ws = sqlite_workspace
+    own = ws.root / "workflows"
+    shutil.copytree(WORKFLOWS, own)
+    ws.config.write_text(
+        ws.config.read_text("utf-8").replace(str(WORKFLOWS), str(own)), encoding="utf-8"
+    )
+    (own / "ocop-148.toml").write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    listed = ws.run("dossier", "list", "--json")
+    assert listed.code == 0, listed
+    registered = ws.run(
+        "dossier",
+        "register",
+        "--product",
+        "Cà phê",
+        "--producer",
+        "HTX Cà phê Ia Le",
+        "--commune",
+        "Ia Le",
+        user="lan",
+        now="2026-03-02T09:00:00+07:00",
+    )
+    assert registered.code == 0, registered
+    broken = ws.run(
+        "dossier",
+        "register",
+        "--product",
+        "Cà phê",
+        "--producer",
+        "HTX Cà phê Ia Le",
+        "--commune",
+        "Ia Le",
+        "--workflow",
+        "ocop-148",
+        user="lan",
+    )
+    assert broken.code == 1 and "nested too deep" in broken.stderr, broken
