@@ -299,6 +299,10 @@ def verify(
     return report
 
 
+#: An anchor two signed checkpoints disagree on (see ``checkpoint.anchors``): no hash matches it.
+ANCHORS_DISAGREE = "!disagree"
+
+
 class _ChainCheck:
     """Walks entries in (dossier, seq) order, one dossier at a time."""
 
@@ -331,9 +335,11 @@ class _ChainCheck:
             return done
         problem = self._check(row)
         if problem is None and row.seq in self.anchor and self.anchor[row.seq][0] != row.hash:
+            digest, source = self.anchor[row.seq]
             problem = (
-                f"rewritten: entry {row.seq} is not the one checkpoint "
-                f"{self.anchor[row.seq][1]} saw"
+                f"rewritten: checkpoints {source} disagree on entry {row.seq}"
+                if digest == ANCHORS_DISAGREE
+                else f"rewritten: entry {row.seq} is not the one checkpoint {source} saw"
             )
         if problem:
             self.report.problems.append(Problem(row.dossier_id, row.seq, problem))

@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .audit import canonical, iso_utc
+from .audit import ANCHORS_DISAGREE, canonical, iso_utc
 from .errors import AuditFailure, UsageError
 from .inputs import json_document, read_small_file
 from .store import Store, audit_t
@@ -239,11 +239,22 @@ def read(path: Path, public: Any) -> Checkpoint:
 
 
 def anchors(checkpoints: Iterable[Checkpoint]) -> dict[str, dict[int, tuple[str, str]]]:
-    """dossier → {seq: (hash, checkpoint file)}: what the chains must still contain."""
+    """dossier → {seq: (hash, checkpoint file)}: what the chains must still contain.
+
+    Two signed checkpoints that saw different entries at the same (dossier, seq) prove the
+    chain was rewritten between them (the worker signs whatever the database holds, a
+    rewritten chain included): that entry becomes :data:`audit.ANCHORS_DISAGREE`, which no
+    entry matches — never "the last file given wins".
+    """
     out: dict[str, dict[int, tuple[str, str]]] = {}
     for checkpoint in checkpoints:
         for dossier, seq, digest in checkpoint.heads:
-            out.setdefault(dossier, {})[seq] = (digest, checkpoint.path)
+            seen = out.setdefault(dossier, {})
+            if seq in seen and seen[seq][0] != digest:
+                first = seen[seq][1].split(" and ")[0]
+                seen[seq] = (ANCHORS_DISAGREE, f"{first} and {checkpoint.path}")
+            else:
+                seen.setdefault(seq, (digest, checkpoint.path))
     return out
 
 

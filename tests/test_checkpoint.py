@@ -317,6 +317,49 @@ def test_keygen_never_overwrites_a_signing_key(workspace: Workspace) -> None:
 # --- hostile files (h7 review) ------------------------------------------------------------------
 
 
+def test_two_signed_checkpoints_that_disagree_on_an_entry_name_the_rewritten_dossier(
+    trail: dict[str, str], workspace: Workspace, store: Store
+) -> None:
+    """The chain rewritten after the first checkpoint, the worker's next checkpoint signs the
+    rewritten heads: given both (in any order), verify must not let the later one win."""
+    first = checkpoint(workspace, "cp-1.json")
+    dossier = trail["moved"]
+    drop_protection(workspace.url)
+    with store.write() as conn:
+        prev = audit.GENESIS
+        rows = conn.execute(
+            sa.select(audit_t).where(audit_t.c.dossier_id == dossier).order_by(audit_t.c.seq)
+        ).all()
+        for row in rows:
+            reason = "sửa lại" if row.seq == len(rows) else row.reason
+            digest = audit.entry_hash(
+                dossier_id=dossier,
+                seq=row.seq,
+                trigger=row.trigger,
+                from_state=row.from_state,
+                to_state=row.to_state,
+                actor=row.actor,
+                reason=reason,
+                at=row.at,
+                data_before=None if row.data_before is None else json.loads(row.data_before),
+                data_after=json.loads(row.data_after),
+                prev_hash=prev,
+            )
+            conn.execute(
+                audit_t.update()
+                .where(audit_t.c.dossier_id == dossier, audit_t.c.seq == row.seq)
+                .values(reason=reason, prev_hash=prev, hash=digest)
+            )
+            prev = digest
+    second = checkpoint(workspace, "cp-2.json")
+    for order in ((first, second), (second, first)):
+        result = workspace.run(
+            "audit", "verify", "--checkpoint", str(order[0]), "--checkpoint", str(order[1])
+        )
+        assert result.code == 7, result
+        assert dossier in result.stderr and "disagree" in result.stdout, result
+
+
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero", "deep-json", "huge-number"])
 def test_a_checkpoint_that_is_no_file_or_no_document_is_refused_in_one_line(
     kind: str, trail: dict[str, str], workspace: Workspace
