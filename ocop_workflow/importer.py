@@ -38,6 +38,8 @@ BASE_COLUMNS = (
     "state_entered_at",
     "data",
 )
+#: The largest sheet an import reads: 100,000 rows of a real office are a few tens of MiB.
+MAX_IMPORT_BYTES = 64 << 20
 #: Columns of ``dossier list --format csv|xlsx`` that an import ignores (derived or per-database),
 #: so that an export can be imported elsewhere as it is.
 EXPORT_ONLY = ("state_label", "stage", "deadline_at", "overdue", "version")
@@ -159,6 +161,11 @@ def import_file(
         from .errors import NotFound
 
         raise NotFound(f"file {path} not found")
+    if path.stat().st_size > MAX_IMPORT_BYTES:
+        raise UsageError(
+            f"{path}: {path.stat().st_size} bytes; an import sheet is at most "
+            f"{MAX_IMPORT_BYTES // (1 << 20)} MiB (split it)"
+        )
     report = ImportReport(dry_run=dry_run)
     checked: list[tuple[int, NewDossier, datetime | None]] = []
     seen_ids: dict[str, int] = {}

@@ -379,3 +379,19 @@ def test_out_of_range_numbers_and_dates_on_the_command_line_are_one_line_exit_2(
     line = one_line_error(ws.run(*args, user="hung", now=T), 2)
     assert "Missing option" not in line
     assert dump_database(ws.url) == before
+
+
+def test_an_import_sheet_larger_than_the_cap_is_refused_before_it_is_read(
+    sqlite_workspace: Workspace,
+) -> None:
+    from ocop_workflow.importer import MAX_IMPORT_BYTES
+
+    ws = sqlite_workspace
+    sheet = ws.root / "qua-lon.csv"
+    with sheet.open("wb") as handle:
+        handle.write(b"product,producer,commune\n")
+        handle.truncate(MAX_IMPORT_BYTES + 1)  # sparse: no disk used
+    before = dump_database(ws.url)
+    line = one_line_error(ws.run("import", str(sheet), user="lan", now=T), 2)
+    assert "at most 64 MiB" in line
+    assert dump_database(ws.url) == before
