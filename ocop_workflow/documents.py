@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from .config import User
 from .engine import Engine
-from .errors import NotFound, UsageError
+from .errors import NotFound, PayloadTooLarge, UsageError
 from .inputs import check_text
 
 CHUNK = 1 << 20
@@ -44,9 +45,14 @@ FOLDER_MODE = 0o750
 
 
 def _folder(path: Path) -> None:
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, FOLDER_MODE)  # mkdir's mode is cut by the umask; this is what we mean
+    """Make ``path`` (and parents) and leave it open to the service group: mkdir's mode is cut
+    by the umask (a service's 077 would lock the auditor out), and a folder someone else made
+    first — an upload's temporary folder's parent, say — is widened if it is ours."""
+    path.mkdir(parents=True, exist_ok=True)
+    status = path.stat()
+    mode = stat.S_IMODE(status.st_mode)
+    if mode & FOLDER_MODE != FOLDER_MODE and status.st_uid == os.geteuid():
+        os.chmod(path, mode | FOLDER_MODE)
 
 
 def store_file(root: Path, source: Path, max_bytes: int | None = None) -> tuple[str, int, bool]:
@@ -59,7 +65,7 @@ def store_file(root: Path, source: Path, max_bytes: int | None = None) -> tuple[
     """
     limit = max_bytes
     if limit is not None and source.stat().st_size > limit:
-        raise UsageError(_too_big(source, limit))
+        raise PayloadTooLarge(_too_big(source, limit))
     _folder(root)
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".incoming-")
     digest = hashlib.sha256()
@@ -70,7 +76,7 @@ def store_file(root: Path, source: Path, max_bytes: int | None = None) -> tuple[
             while chunk := src.read(CHUNK):
                 size += len(chunk)
                 if limit is not None and size > limit:  # it grew while we read it
-                    raise UsageError(_too_big(source, limit))
+                    raise PayloadTooLarge(_too_big(source, limit))
                 digest.update(chunk)
                 out.write(chunk)
             out.flush()

@@ -93,6 +93,7 @@ def ocop_with_umask(ws: Workspace, *args: str, umask: int = 0o077) -> subprocess
 def test_blobs_are_readable_by_the_service_group_whatever_the_umask(ws: Workspace) -> None:
     scan = ws.root / "dang-ky.pdf"
     scan.write_bytes("Phiếu đăng ký sản phẩm OCOP".encode() * 50)
+    (ws.root / "documents").mkdir(mode=0o700)  # made first by a process with umask 077
     done = ocop_with_umask(ws, "dossier", "attach", "OCOP-DOC-1", "registration_form", str(scan))
     assert done.returncode == 0, done.stderr
     sha = hashlib.sha256(scan.read_bytes()).hexdigest()
