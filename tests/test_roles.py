@@ -95,6 +95,8 @@ def test_the_readme_roles_let_the_app_work_but_not_touch_the_trail(
     assert advanced.code == 0, advanced
     assert ws.run("sweep", now=T0).code == 0
     assert ws.run("audit", "verify").code == 0
+    token = ws.run("token", "create", "--user", "lan", "--json", now=T0)  # the server's logins
+    assert token.code == 0, token
 
     app_db = sa.create_engine(ws.url)
     try:
