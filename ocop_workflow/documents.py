@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,7 @@ from .errors import NotFound, PayloadTooLarge, UsageError
 from .inputs import check_text
 
 CHUNK = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def file_digest(path: Path) -> tuple[str, int]:
@@ -197,18 +199,29 @@ def checklist(
 
 
 def verify_files(root: Path, documents: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Problems with the stored files of one dossier: missing, or content changed."""
+    """Problems with the stored files of one dossier: missing, unreadable, or content changed.
+
+    The recorded hash comes from the database, so it is checked to be a SHA-256 before it
+    becomes a path (a row edited to ``../../etc/x`` must not make verify read other files).
+    """
     problems = []
     for document in documents:
         sha256 = str(document.get("sha256", ""))
+        label = f"document {document.get('name')} ({document.get('kind')})"
+        if not _SHA256.fullmatch(sha256):
+            problems.append(f"{label} records no valid SHA-256")
+            continue
         path = blob_path(root, sha256)
         if not path.is_file():
-            problems.append(f"document {document.get('name')} ({document.get('kind')}) is missing")
+            problems.append(f"{label} is missing")
             continue
-        actual, _ = file_digest(path)
+        try:
+            actual, _ = file_digest(path)
+        except OSError as exc:
+            problems.append(f"{label} cannot be read: {exc.strerror or exc}")
+            continue
         if actual != sha256:
             problems.append(
-                f"document {document.get('name')} ({document.get('kind')}) was altered on disk: "
-                f"sha256 {actual[:12]}… ≠ recorded {sha256[:12]}…"
+                f"{label} was altered on disk: sha256 {actual[:12]}… ≠ recorded {sha256[:12]}…"
             )
     return problems

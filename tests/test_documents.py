@@ -143,3 +143,49 @@ def test_max_bytes_must_be_a_positive_integer(tmp_path: Path) -> None:
             load_config(tmp_path / "config.toml", {})
     write_config(tmp_path)
     assert load_config(tmp_path / "config.toml", {}).max_document_bytes == 50 * 1024 * 1024
+
+
+def test_verify_names_a_blob_changed_or_removed_on_disk(ws: Workspace) -> None:
+    scan = ws.root / "ke-hoach.pdf"
+    scan.write_bytes("Phương án sản xuất kinh doanh".encode() * 40)
+    ws.run(
+        "dossier",
+        "attach",
+        "OCOP-DOC-1",
+        "business_plan",
+        str(scan),
+        user="htx_iale",
+        now=NOW,
+        check=True,
+    )
+    sha = hashlib.sha256(scan.read_bytes()).hexdigest()
+    blob = ws.root / "documents" / sha[:2] / sha
+    blob.write_bytes(b"another file")
+    altered = ws.run("audit", "verify")
+    assert altered.code == 7 and "ke-hoach.pdf (business_plan) was altered on disk" in (
+        altered.stdout
+    ), altered
+    blob.unlink()
+    missing = ws.run("audit", "verify")
+    assert missing.code == 7 and "ke-hoach.pdf (business_plan) is missing" in missing.stdout
+
+
+def test_a_recorded_hash_that_is_not_a_sha256_never_becomes_a_path(ws: Workspace) -> None:
+    import json
+
+    import sqlalchemy as sa
+
+    from ocop_workflow.store import dossier_t
+
+    secret = ws.root / "outside.txt"
+    secret.write_text("not a document", encoding="utf-8")
+    engine = sa.create_engine(ws.url)
+    with engine.begin() as conn:
+        forged = {
+            "documents": [{"kind": "business_plan", "name": "x.pdf", "sha256": "../../outside.txt"}]
+        }
+        conn.execute(dossier_t.update().values(data=json.dumps(forged)))
+    engine.dispose()
+    result = ws.run("audit", "verify")
+    assert result.code == 7, result
+    assert "x.pdf (business_plan) records no valid SHA-256" in result.stdout, result
