@@ -795,7 +795,7 @@ def import_(ctx: click.Context, file: str, dry_run: bool, as_json: bool) -> None
             report = app.ocop.import_file(actor, path, dry_run=dry_run, progress=advance)
         except ImportRejected as rejected:
             for problem in rejected.problems:
-                click.echo(problem, err=True)
+                click.echo(one_line(problem), err=True)
             if as_json:
                 emit_json(rejected.report.document())
                 rejected.reported = True  # type: ignore[attr-defined]
