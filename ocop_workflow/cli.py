@@ -231,7 +231,7 @@ def workflow() -> None:
 @json_option
 @click.pass_context
 def workflow_list(ctx: click.Context, as_json: bool) -> None:
-    """The workflows in the workflows folder, the default marked."""
+    """The workflows: those shipped, and those of [engine] workflows_dir; the default marked."""
     app = app_of(ctx)
     rows = [
         {

@@ -141,7 +141,7 @@ class ClientConfig:
 class Config:
     path: Path
     database_url: str
-    workflows_dir: Path
+    workflows_dir: Path | None  # None: only the workflows shipped with the package
     default_workflow: str
     timezone: str
     holidays: str
@@ -423,7 +423,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
     return Config(
         path=path,
         database_url=url,
-        workflows_dir=resolve(engine.get("workflows_dir", "workflows")),
+        workflows_dir=resolve(engine["workflows_dir"]) if "workflows_dir" in engine else None,
         default_workflow=engine.get("default_workflow", "ocop-1489"),
         timezone=timezone,
         holidays=engine.get("holidays", "VN"),

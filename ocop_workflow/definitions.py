@@ -866,7 +866,7 @@ def check_workflow_file(path: Path) -> tuple[WorkflowDef | None, list[str]]:
     return definition, problems
 
 
-#: A workflow's name is the plain name of its file in ``workflows_dir`` (``<name>.toml``): no
+#: A workflow's name is the plain name of its file in a workflows folder (``<name>.toml``): no
 #: path separator, no leading dot, no ``..`` — a name never becomes a path outside the folder.
 WORKFLOW_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*")
 
@@ -882,26 +882,78 @@ def check_workflow_name(name: str) -> str:
     return name
 
 
-class Registry:
-    """The workflows of one ``workflows_dir``, by name; files are parsed when first asked for.
+def packaged_workflows_dir() -> Path:
+    """The rule files shipped with the package, found without any configuration.
 
-    Workflow ``NAME`` is the file ``<workflows_dir>/NAME.toml`` and nothing else: the name is
-    checked (:func:`check_workflow_name`) and the file must declare that same name. A file that
-    cannot be loaded makes only its own workflow unavailable: :meth:`get` of that name raises
-    :class:`WorkflowFileError`, every other workflow still loads (:meth:`loadable`,
+    In a wheel they are ``ocop_workflow/workflows/*.toml`` (pyproject maps the repository's
+    top-level ``workflows/`` folder there); in a source checkout or an editable install they are
+    the repository's ``workflows/`` folder itself, beside the package.
+    """
+    here = Path(__file__).resolve().parent
+    inside = here / "workflows"
+    return inside if inside.is_dir() else here.parent / "workflows"
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+class Registry:
+    """The workflows by name: the shipped ones, and a configured folder adding or replacing some.
+
+    Workflow ``NAME`` is the file ``NAME.toml`` of the last folder that has one — the configured
+    ``[engine] workflows_dir`` before the files shipped with the package — so a configured file
+    adds a workflow or replaces the shipped one of the same name without copying the rest. The
+    name is checked (:func:`check_workflow_name`) and the file must declare that same name. A
+    file that cannot be loaded makes only its own workflow unavailable: :meth:`get` of that name
+    raises :class:`WorkflowFileError`, every other workflow still loads (:meth:`loadable`,
     :meth:`unavailable`), so one bad file never stops the dossiers of the others.
     """
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, *folders: Path | None, shipped: bool = True) -> None:
+        chosen: list[Path] = []
+        for folder in ((packaged_workflows_dir(),) if shipped else ()) + folders:
+            # the same folder twice (a config naming the repository's workflows/) counts once
+            if folder is not None and all(not _same(folder, f) for f in chosen):
+                chosen.append(folder)
+        if not chosen:
+            raise WorkflowFileError("no workflows folder: the package ships none")
+        self.folders: tuple[Path, ...] = tuple(chosen)
         self._cache: dict[str, WorkflowDef] = {}
         self._broken: dict[str, WorkflowFileError] = {}
 
+    @property
+    def folder(self) -> Path:
+        """The folder that wins: the configured one, else the shipped one."""
+        return self.folders[-1]
+
+    def _check_folders(self) -> None:
+        for folder in self.folders:
+            if not folder.is_dir():
+                raise WorkflowFileError(f"workflows folder {folder} not found")
+
     def names(self) -> list[str]:
-        """The workflow names the folder holds (file names, nothing parsed)."""
-        if not self.folder.is_dir():
-            raise WorkflowFileError(f"workflows folder {self.folder} not found")
-        return sorted(p.stem for p in self.folder.glob("*.toml") if WORKFLOW_NAME.fullmatch(p.stem))
+        """The workflow names the folders hold (file names, nothing parsed)."""
+        self._check_folders()
+        return sorted(
+            {
+                p.stem
+                for f in self.folders
+                for p in f.glob("*.toml")
+                if WORKFLOW_NAME.fullmatch(p.stem)
+            }
+        )
+
+    def path_of(self, name: str) -> Path | None:
+        """The file of workflow ``name``: the last folder's that exists, or None."""
+        for folder in reversed(self.folders):
+            path = folder / f"{name}.toml"
+            if path.is_file():
+                return path
+        return None
 
     def get(self, name: str) -> WorkflowDef:
         """Workflow ``name``: NotFound (exit 3) when there is no such file, WorkflowFileError
@@ -911,10 +963,9 @@ class Registry:
         if name in self._broken:
             raise self._broken[name]
         check_workflow_name(name)
-        path = self.folder / f"{name}.toml"
-        if not path.is_file():
-            if not self.folder.is_dir():
-                raise WorkflowFileError(f"workflows folder {self.folder} not found")
+        path = self.path_of(name)
+        if path is None:
+            self._check_folders()
             known = ", ".join(self.names()) or "none"
             raise NotFound(f"unknown workflow '{name}' (known: {known})")
         try:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-ROOT = Path(__file__).resolve().parent.parent
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 COMMUNES = [
     "Nhơn Hòa",
@@ -144,14 +143,13 @@ TARGETS = {
 }
 
 
-def config_text(workflows: Path) -> str:
+def config_text() -> str:
     lines = [
         "# The 2020 rehearsal of Kế hoạch 57/KH-UBND (Chư Pưh). Written by `make demo`.",
         "[database]",
         'url = "sqlite:///ocop-2020.db"',
         "",
         "[engine]",
-        f'workflows_dir = "{workflows}"',
         'default_workflow = "ocop-1048"',
         "",
         "[clock]",
@@ -211,7 +209,7 @@ class Rehearsal:
         if root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)
-        (root / "config.toml").write_text(config_text(ROOT / "workflows"), encoding="utf-8")
+        (root / "config.toml").write_text(config_text(), encoding="utf-8")
         self.clock = ManualClock(datetime(2020, 5, 12, 8, 0, tzinfo=TZ).astimezone(UTC))
         self.ocop = Ocop(load_config(root / "config.toml", {}), self.clock)
         upgrade(self.ocop.store)
@@ -537,14 +535,35 @@ def _finish(r: Rehearsal) -> dict[str, Any]:
     )
     r.say(f"outbox:      {outbox.path if outbox else '-'} ({lines} notifications)")
     r.say(f"html report: {html}")
-    r.say(
-        f"try:         OCOP_CONFIG={r.root / 'config.toml'} OCOP_NOW=2020-12-31T17:00+07:00 "
-        f"ocop dossier list"
-    )
+    for line in next_steps(r.root):
+        r.say(line)
     if not checked.ok:
         raise SystemExit(7)
     report["audit_ok"] = checked.ok
     return report
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a newcomer types it: relative to the current folder when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def next_steps(root: Path) -> list[str]:
+    """What to type next, runnable as printed: ``ocop`` is on PATH only in an activated venv."""
+    lines = []
+    ocop = Path(sys.prefix) / "bin" / "ocop"
+    on_path = shutil.which("ocop")
+    if ocop.exists() and (on_path is None or Path(on_path).resolve() != ocop.resolve()):
+        activate = Path(sys.prefix) / "bin" / "activate"
+        lines.append(f"next:        source {_shown(activate)}     # puts `ocop` on PATH")
+    lines.append(
+        f"try:         OCOP_CONFIG={_shown(root / 'config.toml')} "
+        "OCOP_NOW=2020-12-31T17:00+07:00 ocop dossier list"
+    )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

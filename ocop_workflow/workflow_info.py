@@ -127,28 +127,37 @@ def validate(app: App, paths: tuple[str, ...]) -> tuple[list[str], list[str]]:
 
     A valid file that dossiers run on under other content (edited in place) is a problem too,
     naming them: those dossiers are refused until migrated (``ocop workflow migrate``).
+    Without paths: the shipped folder and the configured one. A name used twice is a problem
+    within one folder (or among the paths given), not across the shipped and configured
+    folders, where the configured file overrides the shipped one by design.
     """
-    targets: list[Path] = []
-    for raw in paths or (str(app.config.workflows_dir),):
-        path = Path(raw)
-        if path.is_dir():
-            targets.extend(sorted(path.glob("*.toml")))
-        else:
-            targets.append(path)
+    groups: list[list[Path]] = []
+    if paths:
+        group: list[Path] = []
+        for raw in paths:
+            path = Path(raw)
+            group.extend(sorted(path.glob("*.toml")) if path.is_dir() else [path])
+        groups.append(group)
+    else:
+        groups = [sorted(folder.glob("*.toml")) for folder in app.registry.folders]
     problems: list[str] = []
-    names: dict[str, Path] = {}
-    for path in targets:
-        definition, found = check_workflow_file(path)
-        problems.extend(found)
-        if definition is not None:
+    for group in groups:
+        names: dict[str, Path] = {}
+        for path in group:
+            definition, found = check_workflow_file(path)
+            problems.extend(found)
+            if definition is None:
+                continue
             if definition.name in names:
                 problems.append(
                     f"{path}: [workflow]: name '{definition.name}' is also used by "
                     f"{names[definition.name]}"
                 )
             names[definition.name] = path
-            # only the files dossiers run on: a draft elsewhere is not an edit in place
-            installed = path.resolve().parent == Path(app.config.workflows_dir).resolve()
+            # only the files dossiers run on (the shipped one, or the configured folder's that
+            # overrides it): a draft elsewhere, or an overridden shipped file, is no edit in place
+            effective = app.registry.path_of(definition.name)
+            installed = effective is not None and effective.resolve() == path.resolve()
             affected = changed_under(app, definition) if installed else None
             if affected:
                 shown = ", ".join(affected[:10]) + (", …" if len(affected) > 10 else "")
@@ -158,6 +167,7 @@ def validate(app: App, paths: tuple[str, ...]) -> tuple[list[str], list[str]]:
                     f"`ocop workflow migrate --from {definition.name} --to {definition.name} "
                     "--plan PLAN.toml` puts them on the file as it is now"
                 )
+    targets = [str(p) for group in groups for p in group]
     if not targets:
         problems.append("no workflow files found")
-    return [str(p) for p in targets], problems
+    return targets, problems

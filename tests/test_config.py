@@ -208,7 +208,7 @@ def test_every_documented_key_is_accepted_and_read() -> None:
 def test_the_example_config_file_loads() -> None:
     config = load_config(ROOT / "config.toml", {})
     assert config.path == (ROOT / "config.toml").resolve()
-    assert config.workflows_dir == ROOT / "workflows"
+    assert config.workflows_dir is None  # the shipped rule files, found without configuration
     assert config.users
     assert config.default_user is None or config.default_user in config.users
 
@@ -216,7 +216,7 @@ def test_the_example_config_file_loads() -> None:
 def test_a_config_of_users_only_takes_the_documented_defaults() -> None:
     config = parse(data(MINIMAL))
     assert config.database_url == "sqlite:////srv/ocop/ocop.db"
-    assert config.workflows_dir == Path("/srv/ocop/workflows")
+    assert config.workflows_dir is None
     assert (config.default_workflow, config.timezone, config.holidays) == (
         "ocop-1489",
         "Asia/Ho_Chi_Minh",

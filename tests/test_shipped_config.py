@@ -15,9 +15,8 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def shipped_workspace(tmp_path: Path) -> Workspace:
-    """The shipped config as it is, only pointed at the repository's workflows."""
+    """The shipped config as it is, copied alone (the workflows ship with the package)."""
     text = (ROOT / "config.toml").read_text(encoding="utf-8")
-    text = text.replace('workflows_dir = "workflows"', f'workflows_dir = "{ROOT / "workflows"}"')
     (tmp_path / "config.toml").write_text(text, encoding="utf-8")
     ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
     ws.run("init", check=True)
