@@ -161,6 +161,29 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
+    #: ``[communes] names``: the complete list of communes (empty: not configured)
+    communes: tuple[str, ...] = ()
+
+    @property
+    def communes_closed(self) -> bool:
+        """True when ``[communes]`` lists every commune: anything else is refused."""
+        return bool(self.communes)
+
+    def known_communes(self) -> frozenset[str]:
+        """The configured list, else every commune a user's or council's scope names."""
+        if self.communes:
+            return frozenset(self.communes)
+        scopes = [
+            *(u.communes for u in self.users.values()),
+            *(c.communes for c in self.councils.values()),
+        ]
+        return frozenset(name for scope in scopes for name in scope if name != "*")
+
+    def check_commune(self, name: str, what: str = "commune") -> None:
+        """Refuse (exit 3, with "did you mean …") a commune that is not known."""
+        from .communes import check_commune
+
+        check_commune(name, self.known_communes(), closed=self.communes_closed, what=what)
 
     def user(self, key: str) -> User:
         from .errors import NotFound
@@ -267,6 +290,7 @@ TOP_LEVEL = frozenset(
         "audit",
         "server",
         "client",
+        "communes",
     }
 )
 
@@ -413,6 +437,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         },
     )
     client = _section(data.get("client"), "client", {"url": _str, "token_file": _str})
+    communes = _communes(data.get("communes"), users, councils)
 
     default_user = cli.get("default_user")
     if default_user is not None and default_user not in users:
@@ -438,6 +463,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         councils=councils,
         documents_dir=resolve(documents.get("dir", "documents")),
         calendar_days=calendar_days,
+        communes=communes,
         max_document_bytes=documents.get("max_bytes", DEFAULT_MAX_DOCUMENT_BYTES),
         audit=audit,
         server=ServerConfig(
@@ -668,6 +694,40 @@ def _councils(data: Any, users: Mapping[str, User]) -> dict[str, Council]:
             communes=frozenset(values.get("communes", ["*"])),
         )
     return out
+
+
+def _communes(
+    data: Any, users: Mapping[str, User], councils: Mapping[str, Council]
+) -> tuple[str, ...]:
+    """``[communes] names``: the province's communes; every user's and council's scope in it."""
+    from .communes import fold, hint
+
+    values = _section(data, "communes", {"names": _str_list})
+    names = tuple(n.strip() for n in values.get("names", ()))
+    if not names:
+        if data is not None:
+            raise ConfigError("config key 'communes.names' must list at least one commune")
+        return ()
+    seen: dict[str, str] = {}
+    for name in names:
+        if not name or name == "*":
+            raise ConfigError(f"config key 'communes.names': {name!r} is not a commune name")
+        if fold(name) in seen:
+            raise ConfigError(
+                f"config key 'communes.names': '{name}' and '{seen[fold(name)]}' are one name "
+                "spelt twice"
+            )
+        seen[fold(name)] = name
+    scopes = [(f"users.{k}.communes", u.communes) for k, u in users.items()]
+    scopes += [(f"councils.{k}.communes", c.communes) for k, c in councils.items()]
+    for key, scope in scopes:
+        for commune in sorted(scope - {"*"}):
+            if commune not in names:
+                raise ConfigError(
+                    f"config key '{key}': '{commune}' is not in [communes] names"
+                    f"{hint(commune, names)}"
+                )
+    return names
 
 
 def _targets(data: Any) -> dict[int, dict[str, int]]:

@@ -43,6 +43,7 @@ from .store import (
     insert_ignore,
     timer_t,
 )
+from .views import dossier_not_found
 
 if TYPE_CHECKING:
     from .calendar import WorkCalendar
@@ -239,6 +240,7 @@ class Engine:
                 f"(groups: {', '.join(wf.groups)})"
             )
         target = wf.state(state) if state is not None else wf.initial
+        self.config.check_commune(commune.strip())  # before the scope: a typo is not a refusal
         migration = []
         if target.name != wf.initial.name:
             migration.append(f"state {target.name}")
@@ -408,17 +410,24 @@ class Engine:
         """Fire ``trigger`` on a dossier as ``actor``, in one transaction."""
         now = self.clock()
         pairs = data if isinstance(data, Mapping) else list(data)
-        with self.store.writes() as writes:
-            moved = self.advance_in(
-                writes,
-                dossier_id,
-                trigger,
-                actor,
-                now=now,
-                reason=reason,
-                data=pairs,
-                expect_version=expect_version,
-            )
+        try:
+            with self.store.writes() as writes:
+                moved = self.advance_in(
+                    writes,
+                    dossier_id,
+                    trigger,
+                    actor,
+                    now=now,
+                    reason=reason,
+                    data=pairs,
+                    expect_version=expect_version,
+                )
+        except NotFound as missing:
+            if missing.message != f"dossier {dossier_id} not found":
+                raise
+            # the transaction is over: look for the id meant ("ocop-2026-0001") in a read
+            with self.store.read() as conn:
+                raise dossier_not_found(conn, dossier_id) from None
         log_moved(moved)
         return moved
 
@@ -559,7 +568,7 @@ class Engine:
         with self.store.write() as conn:
             found = self.store.lock_dossier(conn, dossier_id)
             if found is None:
-                raise NotFound(f"dossier {dossier_id} not found")
+                raise dossier_not_found(conn, dossier_id)
             row = dict(found._mapping)
             self.policy.check_amend(actor, event, row)
             before = json.loads(row["data"])
@@ -603,8 +612,8 @@ class Engine:
         """Each trigger from the current state: may ``actor`` fire it now, and if not, why not."""
         with self.store.read() as conn:
             found = conn.execute(sa.select(dossier_t).where(dossier_t.c.id == dossier_id)).first()
-        if found is None:
-            raise NotFound(f"dossier {dossier_id} not found")
+            if found is None:
+                raise dossier_not_found(conn, dossier_id)
         row = dict(found._mapping)
         held: list[str] = []
         try:

@@ -223,6 +223,7 @@ class Ocop:
         from .views import list_dossiers
 
         filters.check(self.registry)
+        filters.check_commune(self.config, self.checked_store())
         for document in list_dossiers(
             self.checked_store(), self.registry, filters, self.now(), self.tz
         ):

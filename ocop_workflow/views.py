@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .config import Config
 from .definitions import Registry
 from .errors import NotFound, UsageError
 from .render import when
@@ -48,6 +49,22 @@ class DossierFilter:
             raise NotFound(f"--state {self.state}: no such state in {scope}")
         if self.stage is not None and not any(self.stage in wf.stages for wf in workflows):
             raise NotFound(f"--stage {self.stage}: no such stage in {scope}")
+
+    def check_commune(self, config: Config, store: Store) -> None:
+        """``--commune`` must name a known commune: "Ia le" is a typo to point out, not "none".
+
+        Known: ``[communes] names`` when configured, else the communes of the configuration and
+        of the dossiers on file.
+        """
+        if self.commune is None:
+            return
+        from .communes import check_commune
+
+        known = set(config.known_communes())
+        if not config.communes_closed:
+            with store.read() as conn:
+                known |= set(conn.execute(sa.select(dossier_t.c.commune).distinct()).scalars())
+        check_commune(self.commune, known, closed=True, what="--commune")
 
 
 #: The columns of ``dossier list --format csv|xlsx`` (and of an import file: see importer.py).
@@ -99,9 +116,28 @@ def dossier_document(
 def get_dossier(store: Store, dossier_id: str) -> Mapping[str, Any]:
     with store.read() as conn:
         row = conn.execute(sa.select(dossier_t).where(dossier_t.c.id == dossier_id)).first()
-    if row is None:
-        raise NotFound(f"dossier {dossier_id} not found")
+        if row is None:
+            raise dossier_not_found(conn, dossier_id)
     return dict(row._mapping)
+
+
+def dossier_not_found(conn: sa.Connection, dossier_id: str) -> NotFound:
+    """ "dossier X not found", with the ids meant when only case or spaces differ.
+
+    Ids are ASCII (engine._ID), so SQL ``upper`` compares them the same on every database; the
+    index on ``id`` is not used, but this runs only on the error path.
+    """
+    wanted = dossier_id.strip().upper()
+    meant = list(
+        conn.execute(
+            sa.select(dossier_t.c.id)
+            .where(sa.func.upper(dossier_t.c.id) == wanted)
+            .order_by(dossier_t.c.id)
+            .limit(3)
+        ).scalars()
+    )
+    near = f" (did you mean {' or '.join(meant)}?)" if meant else ""
+    return NotFound(f"dossier {dossier_id} not found{near}")
 
 
 def _filtered(query: Any, filters: DossierFilter, now: datetime) -> Any:

@@ -1,0 +1,107 @@
+"""A misspelt commune or dossier id is an error naming what was meant, never an empty answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import Workspace, dump_database, write_config
+
+from ocop_workflow.communes import fold, suggestions
+
+REGISTER = (
+    "dossier",
+    "register",
+    "--product",
+    "Cà phê bột",
+    "--producer",
+    "HTX Cà phê Ia Le",
+    "--group",
+    "food",
+)
+COMMUNES = '[communes]\nnames = ["Ia Le", "Ia Phang", "Ia Hrú", "Chư Pưh"]\n'
+
+
+def listed_workspace(tmp_path: Path) -> Workspace:
+    write_config(tmp_path, extra=COMMUNES)
+    ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
+    ws.run("init", check=True)
+    return ws
+
+
+def test_names_match_without_diacritics_case_or_spaces() -> None:
+    assert fold("Ia Lê") == fold("IA LE") == fold("IaLe") == fold("ia-le") == "iale"
+    assert fold("Đắk Đoa") == "dakdoa"
+    assert suggestions("Ia le", ["Ia Le", "Ia Phang"]) == ["Ia Le"]
+    assert suggestions("Ia Phnag", ["Ia Le", "Ia Phang"]) == ["Ia Phang"]
+    assert suggestions("Kon Tum", ["Ia Le", "Ia Phang"]) == []
+
+
+def test_a_misspelt_commune_filter_is_not_found_with_the_commune_meant(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    ws.run(*REGISTER, "--commune", "Ia Le", user="htx_iale", check=True)
+    for typo in ("Ia le", "Ia Lê", "IaLe"):
+        done = ws.run("dossier", "list", "--commune", typo)
+        assert done.code == 3, done
+        assert f"--commune '{typo}': not a known commune (did you mean 'Ia Le'?)" in done.stderr
+    listed = ws.run("dossier", "list", "--commune", "Ia Le", "--json", check=True).json()
+    assert len(listed) == 1
+
+
+def test_a_producers_misspelt_commune_is_not_found_rather_than_a_permission_error(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    before = dump_database(ws.url)
+    done = ws.run(*REGISTER, "--commune", "IaLe", user="htx_iale")
+    assert done.code == 3, done
+    assert "did you mean 'Ia Le'?" in done.stderr
+    assert dump_database(ws.url) == before
+
+
+def test_with_a_communes_list_an_unlisted_commune_is_refused_everywhere(tmp_path: Path) -> None:
+    ws = listed_workspace(tmp_path)
+    before = dump_database(ws.url)
+    done = ws.run(*REGISTER, "--commune", "Ia Grai", user="hung")
+    assert done.code == 3, done
+    assert "not a known commune" in done.stderr and "Chư Pưh" in done.stderr  # the list
+    assert (
+        ws.run(*REGISTER, "--commune", "Chu Puh", user="hung")
+        .stderr.strip()
+        .endswith("(did you mean 'Chư Pưh'?)")
+    )
+    assert ws.run("dossier", "list", "--commune", "Ia Grai").code == 3
+    sheet = tmp_path / "import.csv"
+    sheet.write_text("product,producer,commune,group\nTiêu,HTX Tiêu,Ia le,food\n", encoding="utf-8")
+    imported = ws.run("import", str(sheet), user="hung")
+    assert imported.code == 2, imported
+    assert "import.csv:2:" in imported.stderr and "did you mean 'Ia Le'?" in imported.stderr
+    assert dump_database(ws.url) == before
+    assert ws.run(*REGISTER, "--commune", "Ia Hrú", user="hung").code == 0
+
+
+def test_a_user_or_council_scope_outside_the_communes_list_is_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    write_config(tmp_path, extra='[communes]\nnames = ["Ia Lê", "Ia Phang"]\n')
+    ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
+    done = ws.run("init")
+    assert done.code == 1, done
+    assert "config key 'users.lan.communes': 'Ia Le' is not in [communes] names" in done.stderr
+    assert "(did you mean 'Ia Lê'?)" in done.stderr
+
+
+def test_a_dossier_id_in_the_wrong_case_is_not_found_with_the_id_meant(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    ws.run(*REGISTER, "--commune", "Ia Le", "--id", "OCOP-2026-0001", user="htx_iale", check=True)
+    for args in (
+        ("dossier", "show", "ocop-2026-0001"),
+        ("dossier", "advance", "ocop-2026-0001", "accept_idea"),
+    ):
+        done = ws.run(*args, user="lan")
+        assert done.code == 3, done
+        assert "dossier ocop-2026-0001 not found (did you mean OCOP-2026-0001?)" in done.stderr
+    assert "did you mean" not in ws.run("dossier", "show", "OCOP-2026-0999").stderr
