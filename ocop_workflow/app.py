@@ -37,6 +37,7 @@ class App:
         self.env = os.environ if env is None else env
         self.config_path = Path(config_path or self.env.get("OCOP_CONFIG") or "config.toml")
         self.acting_user = acting_user
+        self.verbose = False  # --verbose: the log on a terminal too
 
     @cached_property
     def config(self) -> Config:

@@ -93,11 +93,16 @@ def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:
     return split_pairs(pairs)
 
 
-def writing(app: App) -> None:
-    """Commands that change the database log their events (after commit) through structlog."""
+def writing(app: App, *, service: bool = False) -> None:
+    """Commands that change the database log their events (after commit) through structlog.
+
+    A person at a terminal sees the command's result, not its log: there, info events show only
+    with ``--verbose`` or ``[log] level``. Anything else (a pipe, a file, journald) gets every
+    event as a JSON line. ``service``: the worker logs as a service does, wherever it runs.
+    """
     from . import log
 
-    log.configure()
+    log.configure(app.config.log_level, verbose=app.verbose or service)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -117,9 +122,15 @@ def writing(app: App) -> None:
     metavar="USER",
     help="The acting user, a key of [users] (env OCOP_USER).",
 )
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show the log (events of each change) on a terminal too.",
+)
 @click.version_option(package_name="ocop_workflow", prog_name="ocop")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str, acting_user: str | None) -> None:
+def cli(ctx: click.Context, config_path: str, acting_user: str | None, verbose: bool) -> None:
     """ocop — the OCOP (One Commune One Product) dossier workflow engine.
 
     Dossiers move registration → business plan → production → evaluation → promotion → review;
@@ -128,6 +139,7 @@ def cli(ctx: click.Context, config_path: str, acting_user: str | None) -> None:
     from .app import App
 
     ctx.obj = app = App(config_path, acting_user)
+    app.verbose = verbose
     ctx.call_on_close(app.close)
 
 
@@ -536,7 +548,7 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(document)
         return
-    from .render import table
+    from .render import days_off_text, table, to_the_second
 
     d = document
     pairs: list[tuple[str, str]] = [
@@ -545,7 +557,7 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
         ("workflow", f"{d['workflow']} ({d['workflow_version']})"),
         ("state", f"{d['state']} «{d['state_label']}»"),
         ("stage", f"{d['stage']}   version {d['version']}"),
-        ("since", str(d["state_entered_at"])),
+        ("since", to_the_second(d["state_entered_at"])),
     ]
     if d.get("workflow_unavailable"):
         pairs.append(("warning", f"workflow unavailable: {d['workflow_unavailable']}"))
@@ -567,15 +579,8 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
             if note.get("period"):
                 pairs.append(("", note["period"]))
             off = note.get("days_off") or []
-            holidays = [f"{day} {why}" for day, why in off if why not in WEEKEND_NAMES]
             if off:
-                pairs.append(
-                    (
-                        "",
-                        f"skipping {len(off)} day(s) off"
-                        + (": " + "; ".join(holidays) if holidays else " (weekends)"),
-                    )
-                )
+                pairs.append(("", days_off_text(off, WEEKEND_NAMES)))
     pairs += [(k, str(v)) for k, v in d["data"].items() if k not in STRUCTURED_DATA]
     for level, scoring in d["data"].get("scoring", {}).items():
         pairs.append(
@@ -1136,7 +1141,7 @@ def worker(ctx: click.Context, once: bool) -> None:
     from .scheduler import run_worker
 
     app = app_of(ctx)
-    writing(app)
+    writing(app, service=True)
     run_worker(app, once=once)
 
 

@@ -34,6 +34,7 @@ KNOWN_ROLES = frozenset(
     }
 )
 CHANNELS = ("file", "email", "webhook")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,9 @@ class Config:
     client: ClientConfig = field(default_factory=ClientConfig)
     #: ``[communes] names``: the complete list of communes (empty: not configured)
     communes: tuple[str, ...] = ()
+    #: ``[log] level``: the log level wherever stderr goes (None: info to a pipe or file,
+    #: warnings only on a terminal unless --verbose)
+    log_level: str | None = None
 
     @property
     def communes_closed(self) -> bool:
@@ -291,6 +295,7 @@ TOP_LEVEL = frozenset(
         "server",
         "client",
         "communes",
+        "log",
     }
 )
 
@@ -438,6 +443,12 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
     )
     client = _section(data.get("client"), "client", {"url": _str, "token_file": _str})
     communes = _communes(data.get("communes"), users, councils)
+    log = _section(data.get("log"), "log", {"level": _str})
+    if log.get("level", "INFO").upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"config key 'log.level': unknown level '{log['level']}' "
+            f"(known: {', '.join(LOG_LEVELS)})"
+        )
 
     default_user = cli.get("default_user")
     if default_user is not None and default_user not in users:
@@ -464,6 +475,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         documents_dir=resolve(documents.get("dir", "documents")),
         calendar_days=calendar_days,
         communes=communes,
+        log_level=log["level"].upper() if "level" in log else None,
         max_document_bytes=documents.get("max_bytes", DEFAULT_MAX_DOCUMENT_BYTES),
         audit=audit,
         server=ServerConfig(

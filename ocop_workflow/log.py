@@ -1,7 +1,9 @@
 """structlog set-up, called once by the entry points (the CLI, the worker), never by the library.
 
 Logs go to stderr so that stdout stays the command's output (one JSON document with ``--json``):
-human-readable lines on a terminal, JSON lines otherwise (for journald, files, collectors).
+JSON lines when stderr is not a terminal (journald, files, collectors); on a terminal, readable
+lines to the second, and only warnings unless asked (``--verbose``, ``[log] level``) — a person
+wants the command's result on screen, not its log.
 """
 
 from __future__ import annotations
@@ -34,28 +36,43 @@ class _LineLogger:
 
 
 def configure(
-    level: str = "INFO", *, json_lines: bool | None = None, file: IO[str] | None = None
+    level: str | None = None,
+    *,
+    json_lines: bool | None = None,
+    file: IO[str] | None = None,
+    verbose: bool = False,
 ) -> None:
-    """Set structlog up (events to ``file``, default stderr); the same settings again: no-op."""
+    """Set structlog up (events to ``file``, default stderr); the same settings again: no-op.
+
+    ``level`` (``[log] level``) wins when given. Otherwise JSON lines carry every info event,
+    while a terminal shows warnings only, unless ``verbose``.
+    """
     global _configured
     if json_lines is None:
         json_lines = not (file or sys.stderr).isatty()
+    if level is None:
+        level = "INFO" if json_lines or verbose else "WARNING"
+    level = level.upper()
     if _configured == (level, json_lines, file):
         return
     import structlog
 
     logger = _LineLogger(file)
-
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
         if json_lines
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=(file or sys.stderr).isatty())
+    )
+    stamper = (
+        structlog.processors.TimeStamper(fmt="iso", utc=True)
+        if json_lines
+        else structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False)
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamper,
             structlog.processors.format_exc_info,
             renderer,
         ],
