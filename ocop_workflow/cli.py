@@ -231,6 +231,22 @@ def init(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"database {app.store.safe_url} upgraded {before or 'empty'} → {after}")
 
 
+# --- config -----------------------------------------------------------------------------------
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The configuration file: a commented starter to begin with."""
+
+
+@config_group.command("example")
+def config_example() -> None:
+    """Print a commented, working config.toml: `ocop config example > config.toml`."""
+    from .config import example_config
+
+    click.echo(example_config(), nl=False)
+
+
 # --- workflow ---------------------------------------------------------------------------------
 
 

@@ -368,7 +368,8 @@ def _read_config_bytes(path: Path) -> tuple[bytes, os.stat_result]:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ConfigError(
-            f"config file {path} not found (give --config PATH or set OCOP_CONFIG)"
+            f"config file {path} not found (give --config PATH or set OCOP_CONFIG; "
+            "to start one: ocop config example > config.toml)"
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
@@ -381,6 +382,16 @@ def _read_config_bytes(path: Path) -> tuple[bytes, os.stat_result]:
     if len(raw) > CONFIG_MAX_BYTES:
         raise ConfigError(f"config file {path} is larger than {CONFIG_MAX_BYTES} bytes")
     return raw, info
+
+
+def example_config() -> str:
+    """The commented starter ``ocop config example`` prints: the repository's ``config.toml``,
+    shipped inside the package (``ocop_workflow/starter``) so an installed ``ocop`` has it."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "starter" / "config.toml", here.parent / "config.toml"):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise ConfigError("the example configuration is missing from this installation")
 
 
 def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> Config:

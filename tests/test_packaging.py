@@ -18,6 +18,18 @@ import pytest
 from conftest import ROOT, WORKFLOWS, Workspace
 
 SHIPPED = {"ocop-1048", "ocop-148", "ocop-1489"}
+REGISTER_IN_IA_LE = (
+    "dossier",
+    "register",
+    "--product",
+    "Cà phê bột Ia Le",
+    "--producer",
+    "HTX Cà phê Ia Le",
+    "--commune",
+    "Ia Le",
+    "--group",
+    "food",
+)
 
 
 def copied_config(tmp_path: Path, extra: str = "") -> Workspace:
@@ -132,6 +144,7 @@ def test_the_wheel_carries_every_module_and_the_rule_files_and_runs_installed(
         for p in (ROOT / "ocop_workflow").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     } | {f"ocop_workflow/workflows/{p.name}" for p in WORKFLOWS.glob("*.toml")}
+    expected.add("ocop_workflow/starter/config.toml")
     assert expected <= names, sorted(expected - names)
 
     site = tmp_path / "site"
@@ -183,3 +196,20 @@ def test_the_wheel_carries_every_module_and_the_rule_files_and_runs_installed(
     workflows = json.loads(listed)
     assert {w["name"] for w in workflows} == SHIPPED
     assert all(w["file"].startswith(str(site)) for w in workflows), workflows
+    example = subprocess.run(
+        [*run, "config", "example"], env=env, cwd=office, check=True, capture_output=True, text=True
+    ).stdout
+    assert example == (ROOT / "config.toml").read_text(encoding="utf-8")
+
+
+def test_init_without_a_config_says_how_to_get_one_and_the_example_works(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
+    done = ws.run("init")
+    assert done.code == 1
+    assert "ocop config example > config.toml" in done.stderr
+    example = ws.run("config", "example", check=True).stdout
+    assert example.lstrip().startswith("#")  # commented
+    ws.config.write_text(example, encoding="utf-8")
+    ws.run("init", check=True)
+    done = ws.run(*REGISTER_IN_IA_LE, user="htx_iale")
+    assert done.code == 0, done
