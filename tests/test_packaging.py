@@ -124,7 +124,7 @@ def test_the_wheel_carries_every_module_and_the_rule_files_and_runs_installed(
     """A real, non-editable install of the built wheel, away from the source tree."""
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "config.toml"):
         shutil.copy2(ROOT / name, source / name)
     for folder in ("ocop_workflow", "workflows"):
         shutil.copytree(

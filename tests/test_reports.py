@@ -436,16 +436,21 @@ def test_html_report_is_one_self_contained_page_that_chromium_renders(
 
     # who moved it, and whether each state was left on time: the overdue registration is marked
     titles = {t.attrs["data-dossier"]: [n.all_text() for n in t.find("title")] for t in timelines}
-    assert any("registration" in x and "QUÁ HẠN" in x for x in titles[year.overdue])
+    # the tooltip says which stay was late: the registration, still going on past its deadline
+    assert any("(registration)" in x and "đang quá hạn" in x for x in titles[year.overdue]), titles[
+        year.overdue
+    ]
     assert any(
         r.attrs.get("stroke") == "#d62828"
         for r in next(t for t in timelines if t.attrs["data-dossier"] == year.overdue).find("rect")
     )
     assert any(
-        "accept_idea bởi lan lúc 05/03/2026" in x and "đúng hạn" in x
+        "(business_plan) 05/03/2026 →" in x
+        and "vào do accept_idea bởi lan" in x
+        and "rời trạng thái đúng hạn" in x
         for x in titles[year.certified]
     ), titles[year.certified]
-    assert not any("QUÁ HẠN" in x for x in titles[year.certified])
+    assert not any("quá hạn" in x or "trễ hạn" in x for x in titles[year.certified])
     assert any(x.startswith("deadline: [OCOP]") for x in titles[year.overdue])  # the ▼ sent
 
     # the deadline calendar: --weeks 5 from the week of 1 July; the planning dossier's plan is
@@ -460,17 +465,23 @@ def test_html_report_is_one_self_contained_page_that_chromium_renders(
         day: sorted(t.attrs["title"] for t in cell.find("span", cls="tag"))
         for day, cell in cells.items()
     }
-    assert tags["08/07"] == sorted([f"{year.planning} reminder", f"{year.overdue} escalation"])
-    assert tags["15/07"] == [f"{year.planning} deadline"]
-    assert tags["21/07"] == [f"{year.planning} escalation"]
+    assert tags["08/07"] == sorted(
+        [f"{year.planning}: nhắc hạn", f"{year.overdue}: báo cáo cấp trên (quá hạn)"]
+    )
+    assert tags["15/07"] == [f"{year.planning}: hạn xử lý"]
+    assert tags["21/07"] == [f"{year.planning}: báo cáo cấp trên (quá hạn)"]
+    # weekends shaded, working days not
+    assert "weekend" in cells["04/07"].classes() and "weekend" in cells["05/07"].classes()
+    assert "weekend" not in cells["06/07"].classes() and "off" not in cells["06/07"].classes()
 
     # the diagram of ocop-1489: one box per state
     diagrams = dom.find("svg", cls="diagram")
     assert len(diagrams) == 1
     with (WORKFLOWS / "ocop-1489.toml").open("rb") as handle:
         states = set(tomllib.load(handle)["states"])
-    drawn = [g.attrs["data-state"] for g in diagrams[0].find("g", cls="state")]
+    drawn = [g.find("title")[0].all_text() for g in diagrams[0].find("g", cls="state")]
     assert sorted(drawn) == sorted(states)
+    assert "Đăng ký ý tưởng sản" in diagrams[0].all_text()  # Vietnamese names, not ids only
 
     text = dom.all_text()
     for phrase in (
