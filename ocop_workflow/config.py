@@ -175,6 +175,12 @@ class Config:
 
     def known_communes(self) -> frozenset[str]:
         """The configured list, else every commune a user's or council's scope names."""
+        cached = self.__dict__.get("_known_communes")
+        if cached is None:
+            cached = self.__dict__["_known_communes"] = self._known_communes()
+        return cached
+
+    def _known_communes(self) -> frozenset[str]:
         if self.communes:
             return frozenset(self.communes)
         scopes = [
@@ -185,9 +191,12 @@ class Config:
 
     def check_commune(self, name: str, what: str = "commune") -> None:
         """Refuse (exit 3, with "did you mean …") a commune that is not known."""
+        known = self.known_communes()
+        if name in known:  # the common case, once per imported row: no folding
+            return
         from .communes import check_commune
 
-        check_commune(name, self.known_communes(), closed=self.communes_closed, what=what)
+        check_commune(name, known, closed=self.communes_closed, what=what)
 
     def user(self, key: str) -> User:
         from .errors import NotFound

@@ -38,7 +38,7 @@ FINAL_FILL = "#bdbdbd"
 WITHDRAW_NOTE = "withdraw (rút hồ sơ) is possible from every non-final state and is not drawn"
 
 
-def wrap(text: str, width: int = 22) -> list[str]:
+def wrap(text: str, width: int = 26) -> list[str]:
     """Words on lines of at most ``width`` characters (a longer word keeps its own line)."""
     lines: list[str] = []
     for word in text.split():
