@@ -153,12 +153,16 @@ def create_app(ocop: Ocop) -> FastAPI:
         assert instant is not None
         return ocop.at(FixedClock(instant))
 
-    def principal(request: Request, core: Annotated[Ocop, Depends(facade)]) -> User:
-        """The authenticated person: bearer token, or the trusted proxy header where enabled."""
+    def principal(request: Request) -> User:
+        """The authenticated person: bearer token, or the trusted proxy header where enabled.
+
+        Always on the server's own clock (``ocop``), never the request's rehearsal instant: a
+        client that could name the time could revive its expired token.
+        """
         authorization = request.headers.get("Authorization", "")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            user, token_id = core.authenticate(token.strip())
+            user, token_id = ocop.authenticate(token.strip())
             request.state.token_id = token_id
             return user
         if settings.trusted_user_header:
@@ -193,10 +197,14 @@ def create_app(ocop: Ocop) -> FastAPI:
     # --- logins ---------------------------------------------------------------------------
 
     @app.post(f"{API}/login", tags=["logins"])
-    def login(body: LoginBody, request: Request, core: Core) -> dict[str, Any]:
-        """A session token for a correct password (throttled per user and per address)."""
+    def login(body: LoginBody, request: Request) -> dict[str, Any]:
+        """A session token for a correct password (throttled per user and per address).
+
+        On the server's own clock, whatever ``X-Ocop-Now`` says: the throttling window and the
+        session's lifetime are not the client's to choose.
+        """
         address = request.client.host if request.client else "unknown"
-        made = core.login(body.user, body.password, address)
+        made = ocop.login(body.user, body.password, address)
         return {
             "token": made.token,
             "user": made.info.user,

@@ -182,3 +182,78 @@ def test_a_workflow_file_nested_too_deep_holds_only_itself(sqlite_workspace: Wor
         user="lan",
     )
     assert broken.code == 1 and "nested too deep" in broken.stderr, broken
+
+
+# --- the server: who you are never depends on what the request says -------------------------
+
+
+@pytest.fixture
+def server_api(tmp_path: Path, sqlite_url: str):  # type: ignore[no-untyped-def]
+    from test_server import make_api
+
+    made = make_api(tmp_path, sqlite_url)  # [clock] allow_override = true: a rehearsal server
+    try:
+        yield made
+    finally:
+        made.ocop.store.dispose()
+
+
+def test_the_rehearsal_header_cannot_revive_an_expired_token(server_api) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from test_server import NOW
+
+    api = server_api
+    expired = api.ocop.at(_fixed(NOW - timedelta(days=3))).create_token("lan", expires_days=1)
+    response = api.client.get(
+        "/api/v1/me",
+        headers={
+            "Authorization": f"Bearer {expired.token}",
+            "X-Ocop-Now": (NOW - timedelta(days=3)).isoformat(),
+        },
+    )
+    assert response.status_code == 401, response.text
+
+
+def test_the_rehearsal_header_cannot_step_around_login_throttling(server_api) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from test_server import NOW
+
+    api = server_api
+    api.ocop.set_password("lan", "mật khẩu đủ dài")
+    for minute in range(8):  # a guesser sending a new instant with every try
+        api.client.post(
+            "/api/v1/login",
+            json={"user": "lan", "password": f"đoán thử {minute}"},
+            headers={"X-Ocop-Now": (NOW + timedelta(hours=minute)).isoformat()},
+        )
+    right = api.client.post(
+        "/api/v1/login",
+        json={"user": "lan", "password": "mật khẩu đủ dài"},
+        headers={"X-Ocop-Now": (NOW + timedelta(hours=9)).isoformat()},
+    )
+    assert right.status_code == 429, right.text
+
+
+def test_the_rehearsal_header_cannot_make_a_session_outlive_its_hours(server_api) -> None:  # type: ignore[no-untyped-def]
+    from datetime import datetime, timedelta
+
+    from test_server import NOW
+
+    api = server_api
+    api.ocop.set_password("lan", "mật khẩu đủ dài")
+    response = api.client.post(
+        "/api/v1/login",
+        json={"user": "lan", "password": "mật khẩu đủ dài"},
+        headers={"X-Ocop-Now": "2099-01-01T09:00+07:00"},
+    )
+    assert response.status_code == 200, response.text
+    expires = datetime.fromisoformat(response.json()["expires_at"])
+    assert expires <= NOW + timedelta(hours=api.ocop.config.server.session_hours)
+
+
+def _fixed(instant):  # type: ignore[no-untyped-def]
+    from ocop_workflow.clock import FixedClock
+
+    return FixedClock(instant)

@@ -55,7 +55,7 @@ class Api:
 def make_api(root: Path, url: str, *, extra: str = "", allow_override: bool = True) -> Api:
     from fastapi.testclient import TestClient
 
-    from ocop_workflow.clock import FixedClock
+    from ocop_workflow.clock import ManualClock
     from ocop_workflow.config import load_config
     from ocop_workflow.migrate import upgrade
     from ocop_workflow.server import create_app
@@ -64,7 +64,7 @@ def make_api(root: Path, url: str, *, extra: str = "", allow_override: bool = Tr
     root.mkdir(parents=True, exist_ok=True)
     write_config(root, extra=extra, allow_override=allow_override)
     config = load_config(root / "config.toml", {"OCOP_DATABASE_URL": url})
-    ocop = Ocop(config, FixedClock(NOW))
+    ocop = Ocop(config, ManualClock(NOW))  # the server's own clock: tests move it
     upgrade(ocop.store)
     return Api(TestClient(create_app(ocop)), ocop, url, {})
 
@@ -146,15 +146,13 @@ def test_requests_without_a_valid_token_are_401(api: Api) -> None:
         assert response.status_code == 401, headers
         assert response.json()["error"]["code"] == "unauthenticated"
         assert response.headers["WWW-Authenticate"] == "Bearer"
-    # expired: the same token works before its expiry and not after (rehearsal clock header)
+    # expired: the same token works before its expiry and not after (on the server's clock)
     assert (
         api.client.get("/api/v1/me", headers={"Authorization": f"Bearer {expired}"}).json()["key"]
         == "lan"
     )
-    late = api.client.get(
-        "/api/v1/me",
-        headers={"Authorization": f"Bearer {expired}", "X-Ocop-Now": "2026-03-05T09:00+07:00"},
-    )
+    api.ocop.clock.instant = NOW + timedelta(days=3)
+    late = api.client.get("/api/v1/me", headers={"Authorization": f"Bearer {expired}"})
     assert late.status_code == 401
 
 
@@ -252,13 +250,9 @@ def test_failed_logins_are_throttled_per_user_and_per_address(api: Api) -> None:
     # the same address is throttled for another user too (one guesser, many names)
     other = api.client.post("/api/v1/login", json={"user": "tuan", "password": "một mật khẩu khác"})
     assert other.status_code == 429
-    # after the window, the right password works again
-    later = (NOW + timedelta(minutes=16)).isoformat()
-    right = api.client.post(
-        "/api/v1/login",
-        json={"user": "lan", "password": "mật khẩu đủ dài"},
-        headers={"X-Ocop-Now": later},
-    )
+    # after the window (on the server's clock), the right password works again
+    api.ocop.clock.instant = NOW + timedelta(minutes=16)
+    right = api.client.post("/api/v1/login", json={"user": "lan", "password": "mật khẩu đủ dài"})
     assert right.status_code == 200
 
 
@@ -282,7 +276,7 @@ def test_health_readiness_and_the_openapi_document(api: Api, tmp_path: Path) -> 
 def test_readyz_is_503_on_a_database_ocop_init_never_prepared(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from ocop_workflow.clock import FixedClock
+    from ocop_workflow.clock import ManualClock
     from ocop_workflow.config import load_config
     from ocop_workflow.server import create_app
     from ocop_workflow.service import Ocop
@@ -290,7 +284,7 @@ def test_readyz_is_503_on_a_database_ocop_init_never_prepared(tmp_path: Path) ->
     write_config(tmp_path)
     (tmp_path / "empty.db").touch()
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    ocop = Ocop(load_config(tmp_path / "config.toml", {"OCOP_DATABASE_URL": url}), FixedClock(NOW))
+    ocop = Ocop(load_config(tmp_path / "config.toml", {"OCOP_DATABASE_URL": url}), ManualClock(NOW))
     client = TestClient(create_app(ocop))
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
