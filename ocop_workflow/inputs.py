@@ -73,6 +73,14 @@ def check_date(value: date, what: str) -> date:
     return value
 
 
+def check_year(value: int, what: str) -> int:
+    """A year within the dates a dossier may carry (a plan year, a report's year): beyond
+    them the date arithmetic overflows."""
+    if not EARLIEST.year <= value <= LATEST.year:
+        raise UsageError(f"{what} {value} is out of range ({EARLIEST.year} to {LATEST.year})")
+    return value
+
+
 def read_small_file(
     path: Path,
     what: str,

@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .clock import FixedClock, override_instant
 from .config import User
@@ -124,7 +125,7 @@ def create_app(ocop: Ocop) -> FastAPI:
     )
     settings = ocop.config.server
     # The multipart envelope adds a little to the file itself.
-    app.add_middleware(BodyLimit, limit=ocop.config.max_document_bytes + 64 * 1024)
+    app.add_middleware(BodyLimit, limit=ocop.config.max_document_bytes, envelope=64 * 1024)
 
     @app.exception_handler(OcopError)
     def _ocop_error(_request: Request, exc: OcopError) -> JSONResponse:
@@ -132,6 +133,18 @@ def create_app(ocop: Ocop) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
         return JSONResponse(
             error_body(exc.code, exc.message, reasons), status_code=status_of(exc), headers=headers
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    def _framework_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The framework's own refusals (unknown route, wrong method, a body it cannot parse)
+        keep the API's one error body instead of ``{"detail": …}``."""
+        status = exc.status_code
+        if status == 400:  # "There was an error parsing the body": bad input like any other
+            status = 422
+        code = {404: "not_found", 405: "usage", 413: "too_large", 422: "usage"}.get(status, "error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=status, headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
@@ -432,27 +445,64 @@ def create_app(ocop: Ocop) -> FastAPI:
 
 
 class BodyLimit:
-    """Refuse a request whose declared body exceeds the upload limit before reading any of it
-    (413); uploads without a length are cut off while they are copied."""
+    """Refuse a request whose body exceeds the upload limit (413), before anyone is asked who
+    they are.
 
-    def __init__(self, app: Any, limit: int) -> None:
+    A declared Content-Length over the limit is refused before any of the body is read. A body
+    without one (chunked) is counted as it arrives: past the limit, reading stops and whatever
+    the app would have answered is replaced by the 413 — the framework parses (and spools to
+    disk) a multipart body before the endpoint's dependencies run, so without this an anonymous
+    client could fill the disk.
+    """
+
+    def __init__(self, app: Any, limit: int, envelope: int = 0) -> None:
         self.app = app
-        self.limit = limit
+        self.limit = limit + envelope
+        self.shown = limit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for name, value in scope.get("headers", ()):
-                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                    response = JSONResponse(
-                        error_body(
-                            PayloadTooLarge.code,
-                            f"request larger than the {self.limit // (1024 * 1024)} MB limit",
-                        ),
-                        status_code=413,
-                    )
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+        state = {"received": 0, "over": False, "answered": False}
+
+        async def counted() -> Any:
+            message = await receive()
+            if message["type"] == "http.request" and not state["over"]:
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.limit:
+                    state["over"] = True
+                    raise PayloadTooLarge(_too_large(self.shown))
+            return message
+
+        async def guarded(message: Any) -> None:
+            if not state["over"]:
+                await send(message)
+            elif message["type"] == "http.response.start" and not state["answered"]:
+                state["answered"] = True
+                await self._refuse(scope, receive, send)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not state["over"]:
+                raise
+        if state["over"] and not state["answered"]:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        response = JSONResponse(
+            error_body(PayloadTooLarge.code, _too_large(self.shown)), status_code=413
+        )
+        await response(scope, receive, send)
+
+
+def _too_large(limit: int) -> str:
+    return f"request larger than the limit of {limit:,} bytes ([documents] max_bytes)"
 
 
 def _save(upload: UploadFile, path: Any, limit: int) -> None:
@@ -461,7 +511,7 @@ def _save(upload: UploadFile, path: Any, limit: int) -> None:
         while chunk := upload.file.read(1 << 20):
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(f"upload larger than the {limit // (1024 * 1024)} MB limit")
+                raise PayloadTooLarge(_too_large(limit))
             out.write(chunk)
 
 

@@ -410,7 +410,8 @@ class Ocop:
                         from .errors import PayloadTooLarge
 
                         raise PayloadTooLarge(
-                            f"{clean}: larger than the {limit // (1024 * 1024)} MB limit"
+                            f"{clean}: larger than the limit of {limit:,} bytes "
+                            "([documents] max_bytes)"
                         )
                     out.write(chunk)
             return self.attach(actor, dossier_id, kind, target)
@@ -534,8 +535,10 @@ class Ocop:
 
     def progress(self, actor: User | None, year: int) -> dict[str, Any]:
         """The progress report of ``year`` (province-wide: officers, councils and auditors)."""
+        from .inputs import check_year
         from .report import progress
 
+        check_year(year, "year")
         if actor is not None:
             self.check_reads_all(actor, "the progress report")
         return progress(self.checked_store(), self.registry, self.config, year, self.now(), self.tz)

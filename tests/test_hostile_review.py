@@ -257,3 +257,74 @@ def _fixed(instant):  # type: ignore[no-untyped-def]
     from ocop_workflow.clock import FixedClock
 
     return FixedClock(instant)
+
+
+def _raw_client(api):  # type: ignore[no-untyped-def]
+    """A client that answers 500 as a server would (instead of raising the server's error)."""
+    from fastapi.testclient import TestClient
+
+    from ocop_workflow.server import create_app
+
+    return TestClient(create_app(api.ocop), raise_server_exceptions=False)
+
+
+def test_every_error_of_the_api_has_the_error_body_even_from_the_framework(server_api) -> None:  # type: ignore[no-untyped-def]
+    client = _raw_client(server_api)
+    deep = '{"product": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    for response, status in (
+        (client.get("/api/v1/no-such-thing"), 404),
+        (client.delete("/api/v1/dossiers"), 405),
+        (
+            client.post(
+                "/api/v1/dossiers",
+                content=deep,
+                headers={"Content-Type": "application/json", **server_api.h("lan")},
+            ),
+            422,
+        ),
+    ):
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert isinstance(error["code"], str) and isinstance(error["message"], str), error
+
+
+def test_a_year_out_of_range_is_422_not_a_server_error(server_api) -> None:  # type: ignore[no-untyped-def]
+    client = _raw_client(server_api)
+    for year in ("99999999999999999999", "-5", "10000"):
+        response = client.get(f"/api/v1/reports/progress?year={year}", headers=server_api.h("hung"))
+        assert response.status_code == 422, (year, response.text)
+        assert response.json()["error"]["code"] == "usage"
+
+
+def test_a_streamed_upload_over_the_limit_is_413_before_anyone_is_asked_who_they_are(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Without a Content-Length the body was read whole (spooled to disk) before the token was
+    even looked at: an anonymous client could fill the server's disk."""
+    from test_server import make_api
+
+    api = make_api(tmp_path, sqlite_url, extra="[documents]\nmax_bytes = 100000\n")
+    try:
+        dossier = api.register()
+
+        def body():  # type: ignore[no-untyped-def]
+            yield (
+                b'--b\r\nContent-Disposition: form-data; name="kind"\r\n\r\nbusiness_plan\r\n'
+                b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.pdf"\r\n\r\n'
+            )
+            for _ in range(100):
+                yield b"x" * 10_000
+            yield b"\r\n--b--\r\n"
+
+        client = _raw_client(api)
+        for headers in ({}, api.h("lan")):
+            response = client.post(
+                f"/api/v1/dossiers/{dossier['id']}/documents",
+                content=body(),
+                headers={"Content-Type": "multipart/form-data; boundary=b", **headers},
+            )
+            assert response.status_code == 413, response.text
+            assert response.json()["error"]["code"] == "too_large"
+            assert "100,000 bytes" in response.json()["error"]["message"]
+    finally:
+        api.ocop.store.dispose()
