@@ -165,7 +165,7 @@ class Ocop:
         names every reason."""
         from .views import get_dossier
 
-        row = get_dossier(self.checked_store(), dossier_id)
+        row = get_dossier(self.checked_store(), dossier_id, hint=not self.conceal)
         if actor is None or self.may_see(actor, row):
             return row
         if self.conceal:

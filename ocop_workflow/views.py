@@ -113,10 +113,14 @@ def dossier_document(
     }
 
 
-def get_dossier(store: Store, dossier_id: str) -> Mapping[str, Any]:
+def get_dossier(store: Store, dossier_id: str, *, hint: bool = True) -> Mapping[str, Any]:
+    """The dossier row; NotFound naming the id meant when only its case differs (``hint``: off
+    where existence must not leak — the server does not hint at a dossier one may not see)."""
     with store.read() as conn:
         row = conn.execute(sa.select(dossier_t).where(dossier_t.c.id == dossier_id)).first()
         if row is None:
+            if not hint:
+                raise NotFound(f"dossier {dossier_id} not found")
             raise dossier_not_found(conn, dossier_id)
     return dict(row._mapping)
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from conftest import Workspace, dump_database, write_config
 
+from ocop_workflow.clock import FixedClock
 from ocop_workflow.communes import fold, suggestions
+from ocop_workflow.config import load_config
+from ocop_workflow.errors import NotFound
+from ocop_workflow.service import Ocop
 
 REGISTER = (
     "dossier",
@@ -105,3 +111,19 @@ def test_a_dossier_id_in_the_wrong_case_is_not_found_with_the_id_meant(
         assert done.code == 3, done
         assert "dossier ocop-2026-0001 not found (did you mean OCOP-2026-0001?)" in done.stderr
     assert "did you mean" not in ws.run("dossier", "show", "OCOP-2026-0999").stderr
+
+
+def test_the_server_does_not_hint_at_a_dossier_id_existence_must_not_leak(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    ws.run(*REGISTER, "--commune", "Ia Le", "--id", "OCOP-2026-0001", user="htx_iale", check=True)
+    config = load_config(ws.config, ws.env())
+    for conceal, message in (
+        (False, "dossier ocop-2026-0001 not found (did you mean OCOP-2026-0001?)"),
+        (True, "dossier ocop-2026-0001 not found"),
+    ):
+        ocop = Ocop(config, FixedClock(datetime(2026, 3, 2, tzinfo=UTC)), conceal=conceal)
+        with pytest.raises(NotFound) as caught:
+            ocop.show(config.user("tuan"), "ocop-2026-0001")
+        assert caught.value.message == message
