@@ -120,7 +120,45 @@ class Client:
 
 
 def server_url(env: Mapping[str, str], config_url: str | None) -> str | None:
-    return env.get(SERVER_ENV) or config_url or None
+    """The server to act through (``OCOP_SERVER`` wins over ``[client] url``), checked."""
+    url = env.get(SERVER_ENV) or config_url or None
+    return None if url is None else check_server_url(url)
+
+
+#: Hosts a plain-HTTP URL may name: the token then never leaves the machine.
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def check_server_url(url: str) -> str:
+    """``url`` if a bearer token may be sent to it, else :class:`ConfigError` (exit 1).
+
+    Refused: anything but ``http``/``https`` with a host (and a numeric port); credentials in
+    the URL (they would be printed in every error about the server; the token is the
+    credential); and plain ``http`` to another machine, which would send the token across the
+    network in clear. The URL is never quoted back with its userinfo.
+    """
+    from urllib.parse import urlsplit
+
+    from .redact import redact_url
+
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port
+    except ValueError:
+        raise ConfigError(f"server URL {shown} is not a URL") from None
+    if parts.scheme not in {"http", "https"} or not host:
+        raise ConfigError(f"server URL {shown}: give http(s)://HOST[:PORT]")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"server URL {shown} holds credentials: remove them (the token is the credential)"
+        )
+    if parts.scheme == "http" and host not in _LOOPBACK and not host.startswith("127."):
+        raise ConfigError(
+            f"server URL {shown}: use https:// (over plain http the token would cross the "
+            "network in clear)"
+        )
+    return url
 
 
 def read_token(env: Mapping[str, str], token_file: Path | None) -> str:

@@ -328,3 +328,30 @@ def test_a_streamed_upload_over_the_limit_is_413_before_anyone_is_asked_who_they
             assert "100,000 bytes" in response.json()["error"]["message"]
     finally:
         api.ocop.store.dispose()
+
+
+# --- the CLI through a server: the token never leaves in clear, the URL never in an error -------
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://cán-bộ:s3cret-pw@127.0.0.1:9", "credentials"),
+        ("http://[::1", "not a URL"),
+        ("ftp://127.0.0.1:9", "http"),
+        ("http://ocop.tinh.example.invalid", "https"),
+        ("http://127.0.0.1:notaport", "not a URL"),
+    ],
+)
+def test_a_server_url_that_would_leak_or_cannot_work_is_a_config_error(
+    url: str, said: str, tmp_path: Path
+) -> None:
+    from conftest import run_in_process
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCOP_")}
+    env.update(OCOP_SERVER=url, OCOP_TOKEN="ocop_abc", OCOP_CONFIG=str(tmp_path / "none.toml"))
+    done = run_in_process(["dossier", "list"], env, tmp_path)
+    assert done.code == 1, done
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done
+    assert said in done.stderr and "unexpected" not in done.stderr, done
+    assert "s3cret-pw" not in done.stderr + done.stdout
