@@ -355,3 +355,27 @@ def test_a_server_url_that_would_leak_or_cannot_work_is_a_config_error(
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done
     assert said in done.stderr and "unexpected" not in done.stderr, done
     assert "s3cret-pw" not in done.stderr + done.stdout
+
+
+# --- secrets: every spelling a server may echo back ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        "auth failed for p%40ss%2fw0rd%2bX",  # lowercase percent-encoding
+        "auth failed for p%40ss/w0rd%2BX",  # partly encoded
+        '{"error": "bad token p@ss\\/w0rd+X"}',  # JSON escapes the slash
+        '{"error": "bad token p\\u0040ss\\/w0rd\\u002bX"}',  # and may escape anything
+        "535 AUTH AHUAcEBzcy93MHJk\r\n535 K1g=",  # an AUTH PLAIN blob cut across two lines
+        "token p@ss/w0\r\n rd+X rejected",  # a folded header line
+    ],
+)
+def test_a_secret_echoed_in_another_spelling_is_still_masked(echoed: str) -> None:
+    from ocop_workflow.redact import MASK, Redactor
+
+    redact = Redactor(["p@ss/w0rd+X"])
+    shown = redact(echoed)
+    assert MASK in shown, shown
+    for fragment in ("w0rd", "w0\r\n rd", "K1g=", "%2fw0rd", "\\/w0rd"):
+        assert fragment not in shown, shown
