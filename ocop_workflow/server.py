@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .clock import FixedClock, override_instant
@@ -70,7 +70,14 @@ def error_body(code: str, message: str, reasons: list[str] | None = None) -> dic
 # --- request bodies -------------------------------------------------------------------------
 
 
-class RegisterBody(BaseModel):
+class Body(BaseModel):
+    """Request bodies are strict: ``true`` is not version 1, ``"5"`` is not a score of 5, and a
+    key the endpoint does not know is refused rather than silently ignored."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class RegisterBody(Body):
     product: str
     producer: str
     commune: str
@@ -80,14 +87,14 @@ class RegisterBody(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class AdvanceBody(BaseModel):
+class AdvanceBody(Body):
     trigger: str
     reason: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     expect_version: int | None = None
 
 
-class ScoreBody(BaseModel):
+class ScoreBody(Body):
     member: str
     a: float | None = None
     b: float | None = None
@@ -96,17 +103,17 @@ class ScoreBody(BaseModel):
     council: str | None = None
 
 
-class CloseBody(BaseModel):
+class CloseBody(Body):
     council: str | None = None
 
 
-class RescoreBody(BaseModel):
+class RescoreBody(Body):
     reason: str | None = None
     member: str | None = None
     council: str | None = None
 
 
-class LoginBody(BaseModel):
+class LoginBody(Body):
     user: str
     password: str
 

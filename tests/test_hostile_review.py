@@ -379,3 +379,27 @@ def test_a_secret_echoed_in_another_spelling_is_still_masked(echoed: str) -> Non
     assert MASK in shown, shown
     for fragment in ("w0rd", "w0\r\n rd", "K1g=", "%2fw0rd", "\\/w0rd"):
         assert fragment not in shown, shown
+
+
+def test_a_json_body_of_the_wrong_types_is_422_and_writes_nothing(server_api) -> None:  # type: ignore[no-untyped-def]
+    api = server_api
+    dossier = api.register()
+    api.token("chair")
+    before = dump_database(api.url)
+    for body in (
+        {"trigger": "accept_idea", "expect_version": True},  # true is not version 1
+        {"trigger": "accept_idea", "expect_versoin": 7},  # a typo must not skip the check
+        {"trigger": "accept_idea", "expect_version": "1"},
+        {"trigger": "accept_idea", "reason": 5},
+        {"trigger": ["accept_idea"]},
+    ):
+        response = api.post(f"/api/v1/dossiers/{dossier['id']}/advance", "lan", json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["error"]["code"] == "usage"
+    scored = api.post(
+        f"/api/v1/dossiers/{dossier['id']}/scores",
+        "chair",
+        json={"member": "m1", "a": "5", "b": True, "c": 1},
+    )
+    assert scored.status_code == 422, scored.text
+    assert dump_database(api.url) == before

@@ -79,11 +79,20 @@ def api(tmp_path: Path, db_url: str) -> Iterator[Api]:
 
 
 def test_register_and_advance_act_as_the_token_owner_whatever_the_body_says(api: Api) -> None:
-    dossier = api.register(user="lan", actor="hung")  # an unknown field: ignored, not obeyed
-    moved = api.post(
+    body = {"product": "Cà phê bột", "producer": "HTX Cà phê Ia Le", "commune": "Ia Le"}
+    named = api.post("/api/v1/dossiers", "lan", json={**body, "actor": "hung"})
+    assert named.status_code == 422, named.text  # an unknown field: refused, never obeyed
+    dossier = api.register(user="lan")
+    refused = api.post(
         f"/api/v1/dossiers/{dossier['id']}/advance",
         "lan",
         json={"trigger": "accept_idea", "expect_version": 1, "actor": "hung"},
+    )
+    assert refused.status_code == 422, refused.text
+    moved = api.post(
+        f"/api/v1/dossiers/{dossier['id']}/advance",
+        "lan",
+        json={"trigger": "accept_idea", "expect_version": 1},
     )
     assert moved.status_code == 200, moved.text
     assert moved.json()["actor"] == "lan"
