@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -32,6 +32,11 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 REPLAN_TRIGGER = "replan"
+#: After a scan finds nothing to re-plan, the same engine (a worker's) skips the scan for this
+#: long. Every writer stamps its calendar's fingerprint on the dossiers it plans, so only a
+#: process running another calendar can leave work behind, and the scan reads the whole dossier
+#: table: an idle sweep must stay in milliseconds (bench/sweep.py, ``empty_sweep_ms``).
+RECHECK_AFTER = timedelta(minutes=5)
 _DEADLINE_KINDS = frozenset({"deadline", "expiry"})
 _REMINDER_KINDS = frozenset({"reminder", "expiry_notice"})
 
@@ -51,6 +56,9 @@ def replan_for_calendar(engine: Engine, now: datetime, *, limit: int = 500) -> i
         )
         return 0
     fingerprint = engine.calendar.fingerprint
+    clean = engine.__dict__.get("_replan_clean")
+    if clean is not None and clean[0] == fingerprint and clean[1] <= now < clean[1] + RECHECK_AFTER:
+        return 0
     moved = 0
     skipped: list[str] = []
     while True:
@@ -70,6 +78,8 @@ def replan_for_calendar(engine: Engine, now: datetime, *, limit: int = 500) -> i
                 query = query.where(dossier_t.c.id.notin_(skipped))
             rows = conn.execute(engine.store.claim_query(query)).all()
             if not rows:
+                if not skipped:
+                    engine.__dict__["_replan_clean"] = (fingerprint, now)
                 return moved
             for row in rows:
                 try:

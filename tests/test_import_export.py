@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ def rejected_lines(result: Result, name: str, code: int = 2) -> list[str]:
 # --- 10,000 rows --------------------------------------------------------------------------------
 
 
-def test_ten_thousand_rows_import_in_under_ten_seconds_each_audited_with_its_file_and_line(
+def test_ten_thousand_rows_import_each_audited_with_its_file_and_line(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
@@ -82,9 +81,7 @@ def test_ten_thousand_rows_import_in_under_ten_seconds_each_audited_with_its_fil
         rows,
     )
 
-    started = time.perf_counter()
     result = ws.run("import", str(sheet), "--json", user="lan", now=T_IMPORT)
-    elapsed = time.perf_counter() - started
     assert result.code == 0, str(result)
     report = result.json()
     assert (report["rows"], report["imported"], report["dry_run"]) == (10_000, 10_000, False)
@@ -116,9 +113,7 @@ def test_ten_thousand_rows_import_in_under_ten_seconds_each_audited_with_its_fil
     verified = ok(ws, "audit", "verify", user="lan")
     assert verified["ok"] is True, verified
     assert verified["dossiers_checked"] == 10_000
-
-    # the one timing requirement of the issue: a 10,000-row sheet in under 10 s
-    assert elapsed < 10.0, f"importing 10,000 rows took {elapsed:.1f} s"
+    # How fast (a 10,000-row sheet in under 10 s) is measured by bench/import_rows.py.
 
 
 # --- bad rows: all or nothing -------------------------------------------------------------------

@@ -188,3 +188,41 @@ def test_a_certificate_planned_under_the_old_count_of_months_is_replanned_with_i
         "ngày cuối 16/11/2026 → 17/11/2026"
     )
     assert ws.run("audit", "verify").code == 0
+
+
+def test_an_idle_worker_rescans_for_other_calendars_only_every_few_minutes(
+    sqlite_workspace: Workspace,
+) -> None:
+    """The scan for dossiers planned under another calendar reads the whole dossier table; a
+    worker that found none skips it for ``RECHECK_AFTER`` and then looks again."""
+    import sqlalchemy as sa
+
+    from ocop_workflow.replan import RECHECK_AFTER, replan_for_calendar
+    from ocop_workflow.store import dossier_t
+
+    ws = sqlite_workspace
+    dossier = register(ws, "2026-03-02T09:00:00+07:00", "Cà phê bột")
+    app = ws.app(now="2026-03-03T08:00:00+07:00")
+    try:
+        engine = app.engine
+        now = datetime.fromisoformat("2026-03-03T08:00:00+07:00")
+        assert replan_for_calendar(engine, now) == 0  # nothing planned under another calendar
+        # Another process, running a calendar with one more day off, planned this dossier.
+        with engine.store.write() as conn:
+            conn.execute(
+                dossier_t.update()
+                .where(dossier_t.c.id == dossier)
+                .values(calendar_fingerprint="another-calendar")
+            )
+
+        def fingerprint() -> str:
+            with engine.store.read() as conn:
+                query = sa.select(dossier_t.c.calendar_fingerprint).where(dossier_t.c.id == dossier)
+                return str(conn.execute(query).scalar_one())
+
+        assert replan_for_calendar(engine, now + RECHECK_AFTER / 2) == 0
+        assert fingerprint() == "another-calendar"  # not looked at yet
+        assert replan_for_calendar(engine, now + RECHECK_AFTER) == 0  # same days: no move
+        assert fingerprint() == engine.calendar.fingerprint  # but re-planned and re-stamped
+    finally:
+        app.store.dispose()
