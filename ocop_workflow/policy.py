@@ -87,20 +87,26 @@ def advance_problems(
             f"(needs {' or '.join(transition.roles)})"
         )
     if not user.covers(dossier["commune"]):
-        problems.append(f"{user.key} does not cover commune {dossier['commune']}")
+        problems.append(not_covered(user, dossier["commune"]))
     if granting == ["producer"] and user.organisation != dossier["producer"]:
         problems.append(f"{user.key} acts for {user.organisation}, not for {dossier['producer']}")
     return problems
 
 
+def not_covered(user: User, commune: str) -> str:
+    """The scope refusal, naming the communes the user does cover (a typo shows at once)."""
+    covered = ", ".join(sorted(user.communes)) or "none"
+    return f"{user.key} does not cover commune {commune} (covers: {covered})"
+
+
 def act_for_problems(user: User, producer: str, commune: str) -> list[str]:
     """Why ``user`` may not register or attach for ``producer`` in ``commune`` (empty: may)."""
     if user.roles & OFFICER_ROLES:
-        return [] if user.covers(commune) else [f"{user.key} does not cover commune {commune}"]
+        return [] if user.covers(commune) else [not_covered(user, commune)]
     if "producer" in user.roles:
         problems = []
         if not user.covers(commune):
-            problems.append(f"{user.key} does not cover commune {commune}")
+            problems.append(not_covered(user, commune))
         if user.organisation != producer:
             problems.append(f"{user.key} acts only for {user.organisation}, not for {producer}")
         return problems
