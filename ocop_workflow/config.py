@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .inputs import nfc
 
 if TYPE_CHECKING:
     from .calendar_data import DayDecision
@@ -675,14 +676,15 @@ def _users(data: Any) -> dict[str, User]:
                     f"users.{os_users[os_user]}"
                 )
             os_users[os_user] = key
+        organisation = values.get("organisation")
         users[key] = User(
             key=key,
-            name=str(values.get("name", key)),
+            name=nfc(str(values.get("name", key))),
             roles=frozenset(roles),
-            communes=frozenset(values.get("communes", ())),
+            communes=frozenset(nfc(c) for c in values.get("communes", ())),
             email=values.get("email"),
             os_user=os_user,
-            organisation=values.get("organisation"),
+            organisation=None if organisation is None else nfc(organisation),
         )
     return users
 
@@ -723,7 +725,7 @@ def _councils(data: Any, users: Mapping[str, User]) -> dict[str, Council]:
             level=level,
             chair=chair,
             members=members,
-            communes=frozenset(values.get("communes", ["*"])),
+            communes=frozenset(nfc(c) for c in values.get("communes", ["*"])),
         )
     return out
 
@@ -735,7 +737,7 @@ def _communes(
     from .communes import fold, hint
 
     values = _section(data, "communes", {"names": _str_list})
-    names = tuple(n.strip() for n in values.get("names", ()))
+    names = tuple(nfc(n.strip()) for n in values.get("names", ()))
     if not names:
         if data is not None:
             raise ConfigError("config key 'communes.names' must list at least one commune")

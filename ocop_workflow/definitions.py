@@ -20,7 +20,7 @@ from typing import Any
 
 from .config import KNOWN_ROLES, SYSTEM_ACTOR
 from .errors import NotFound, UsageError, WorkflowFileError
-from .inputs import check_date, check_finite, check_text
+from .inputs import check_date, check_finite, check_text, nfc
 
 FIELD_TYPES = ("str", "int", "float", "date", "email")
 DEADLINE_UNITS = ("working_days", "days", "months")
@@ -73,7 +73,7 @@ class FieldDef:
         else:
             if not text.strip():
                 raise UsageError(f"{where}: '{self.name}' must not be empty")
-            value = text
+            value = nfc(text)
         if self.choices and value not in self.choices:
             raise UsageError(f"{where}: '{self.name}' must be one of {', '.join(self.choices)}")
         if isinstance(value, int | float):

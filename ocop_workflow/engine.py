@@ -30,7 +30,7 @@ from .errors import (
     WorkflowFileError,
 )
 from .guards import GUARDS, GuardContext
-from .inputs import check_text
+from .inputs import check_text, nfc
 from .policy import Policy, advance_problems
 from .store import (
     CoreWrites,
@@ -240,7 +240,7 @@ class Engine:
                 f"(groups: {', '.join(wf.groups)})"
             )
         target = wf.state(state) if state is not None else wf.initial
-        self.config.check_commune(commune.strip())  # before the scope: a typo is not a refusal
+        self.config.check_commune(nfc(commune.strip()))  # before the scope: a typo is not a refusal
         migration = []
         if target.name != wf.initial.name:
             migration.append(f"state {target.name}")
@@ -253,10 +253,10 @@ class Engine:
             workflow=wf,
             state=target.name,
             dossier_id=dossier_id,
-            product=product.strip(),
-            producer=producer.strip(),
-            commune=commune.strip(),
-            group=group,
+            product=nfc(product.strip()),
+            producer=nfc(producer.strip()),
+            commune=nfc(commune.strip()),
+            group=None if group is None else nfc(group),
             values=values,
             migration=tuple(migration),
         )

@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import tomllib
+import unicodedata
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,17 @@ def check_text(
             raise UsageError(f"{what} contains a bidirectional control character: not allowed")
         raise UsageError(f"{what} contains the control character {char!r}: not allowed")
     return value
+
+
+def nfc(text: str) -> str:
+    """``text`` in Unicode's composed form (NFC).
+
+    Vietnamese arrives in two spellings that look the same: "à" as one character, or "a" plus
+    a combining grave (NFD: macOS input, text copied from PDFs, some phones). Names are compared
+    (a producer's organisation with a dossier's producer, communes with scopes), so every name
+    that is stored or configured is composed first: one name, one string.
+    """
+    return unicodedata.normalize("NFC", text)
 
 
 def check_finite(value: float, what: str) -> float:

@@ -403,3 +403,49 @@ def test_a_json_body_of_the_wrong_types_is_422_and_writes_nothing(server_api) ->
     )
     assert scored.status_code == 422, scored.text
     assert dump_database(api.url) == before
+
+
+# --- Vietnamese text in two Unicode spellings is one name --------------------------------------
+
+
+def test_a_producer_name_typed_decomposed_is_the_same_producer(workspace: Workspace) -> None:
+    """A Mac, a PDF or a phone may send "Cà phê" decomposed (NFD): the same name on screen, but
+    another string. The producer could not see, nor act on, a dossier registered for it so."""
+    import unicodedata
+
+    ws = workspace
+    decomposed = unicodedata.normalize("NFD", "HTX Cà phê Ia Le")
+    product = unicodedata.normalize("NFD", "Cà phê bột")
+    assert decomposed != "HTX Cà phê Ia Le"
+    registered = ws.run(
+        "dossier",
+        "register",
+        "--product",
+        product,
+        "--producer",
+        decomposed,
+        "--commune",
+        "Ia Le",
+        "--json",
+        user="lan",
+        now="2026-03-02T09:00:00+07:00",
+    )
+    assert registered.code == 0, registered
+    dossier = registered.json()["id"]
+    assert registered.json()["producer"] == "HTX Cà phê Ia Le"
+    assert registered.json()["product"] == "Cà phê bột"
+    listed = ws.run("dossier", "list", "--json", user="htx_iale").json()
+    assert [d["id"] for d in listed] == [dossier]
+    own = ws.run(
+        "dossier",
+        "register",
+        "--product",
+        "Mật ong",
+        "--producer",
+        decomposed,
+        "--commune",
+        "Ia Le",
+        user="htx_iale",
+        now="2026-03-02T09:00:00+07:00",
+    )
+    assert own.code == 0, own
