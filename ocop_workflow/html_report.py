@@ -21,20 +21,15 @@ import sqlalchemy as sa
 
 from .calendar import WEEKEND_NAMES
 from .definitions import WorkflowDef
+from .diagram import STAGE_FILL
 from .report import progress, year_bounds
 from .store import PENDING, audit_t, notification_t, timer_t
 
 if TYPE_CHECKING:
     from .service import Ocop as App
 
-STAGE_COLOURS = {
-    "registration": "#8ecae6",
-    "business_plan": "#219ebc",
-    "production": "#ffb703",
-    "evaluation": "#fb8500",
-    "promotion": "#2a9d8f",
-    "review": "#6a4c93",
-}
+#: the diagram's colours per stage, so a stage looks the same in every chart of the page
+STAGE_COLOURS = STAGE_FILL
 FINAL_COLOUR = "#9e9e9e"
 STAGE_LABELS = {
     "registration": "Đăng ký ý tưởng",
