@@ -123,12 +123,44 @@ permission_problems = advance_problems
 
 
 def check_dossier_id(dossier_id: str) -> str:
-    """A dossier id given by a user: letters, digits and ``. _ -``, matched whole."""
+    """A dossier id given by a user: letters, digits and ``. _ -``, matched whole.
+
+    The office's own form ``OCOP-<year>-<n>`` only in capitals: ``ocop-2026-0002`` would
+    otherwise pre-empt, in another case, the id the office gives next (two dossiers nobody can
+    tell apart on paper). Other ids are unique whatever their case (:func:`taken_ids`).
+    """
     if not DOSSIER_ID.fullmatch(dossier_id) or ".." in dossier_id:
         raise UsageError(
             f"id {dossier_id!r}: use letters, digits and . _ - (at most 64 characters)"
         )
+    if _OFFICE_ID.fullmatch(dossier_id) and dossier_id != dossier_id.upper():
+        raise UsageError(
+            f"id {dossier_id}: ids of the office's form are written in capitals "
+            f"({dossier_id.upper()})"
+        )
     return dossier_id
+
+
+_OFFICE_ID = re.compile(r"ocop-\d{4}-\d+", re.IGNORECASE)
+
+
+def taken_ids(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
+    """Given id (as given) → the existing dossier id equal to it ignoring case.
+
+    Ids are ASCII, so ``lower()`` folds them alike on SQLite and PostgreSQL. Only ids a user
+    gives are looked up this way (a scan, on a rare path); the office's generated ids are
+    looked up exactly (they are in capitals and no given id may be their other case).
+    """
+    wanted = {i.lower(): i for i in ids}
+    found: dict[str, str] = {}
+    keys = list(wanted)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        for existing in conn.execute(
+            sa.select(dossier_t.c.id).where(sa.func.lower(dossier_t.c.id).in_(chunk))
+        ).scalars():
+            found[wanted[existing.lower()]] = existing
+    return found
 
 
 class Engine:
@@ -284,10 +316,8 @@ class Engine:
         self.check_new_allowed(actor, new)
         if new.dossier_id is None:
             dossier_id = self.next_ids(conn, now, 1)[0]
-        elif conn.execute(
-            sa.select(dossier_t.c.id).where(dossier_t.c.id == new.dossier_id)
-        ).first():
-            raise Conflict(f"dossier {new.dossier_id} already exists: choose another id")
+        elif existing := taken_ids(conn, [new.dossier_id]).get(new.dossier_id):
+            raise Conflict(f"dossier {existing} already exists: choose another id")
         else:
             dossier_id = new.dossier_id
         row, entry, timer_rows = self.new_rows(

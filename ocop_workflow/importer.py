@@ -169,6 +169,7 @@ def import_file(
     report = ImportReport(dry_run=dry_run)
     checked: list[tuple[int, NewDossier, datetime | None]] = []
     seen_ids: dict[str, int] = {}
+    seen_folded: dict[str, str] = {}  # ids are unique whatever their case
     refused = False
     sha256 = file_sha256(path)
     for line, row in read_rows(path):
@@ -176,11 +177,11 @@ def import_file(
         try:
             new, entered = _check_row(engine, actor, row)
             if new.dossier_id is not None:
-                if new.dossier_id in seen_ids:
-                    raise UsageError(
-                        f"id {new.dossier_id} is also on line {seen_ids[new.dossier_id]}"
-                    )
+                twin = seen_folded.get(new.dossier_id.lower())
+                if twin is not None:
+                    raise UsageError(f"id {new.dossier_id} is also on line {seen_ids[twin]}")
                 seen_ids[new.dossier_id] = line
+                seen_folded[new.dossier_id.lower()] = new.dossier_id
             checked.append((line, new, entered))
         except OcopError as exc:
             refused = refused or isinstance(exc, PermissionDenied)
@@ -284,20 +285,15 @@ def _data_column(text: str) -> dict[str, str]:
 
 
 def _ids_taken(engine: Engine, ids: dict[str, int], name: str) -> list[str]:
-    """Rows whose id is already a dossier in the database (checked in chunks)."""
-    import sqlalchemy as sa
+    """Rows whose id is already a dossier in the database, whatever its case."""
+    from .engine import taken_ids
 
-    from .store import dossier_t
-
-    taken: list[str] = []
-    wanted = list(ids)
     with engine.store.read() as conn:
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            for found in conn.execute(
-                sa.select(dossier_t.c.id).where(dossier_t.c.id.in_(chunk))
-            ).scalars():
-                taken.append(f"{name}:{ids[found]}: dossier {found} already exists")
+        found = taken_ids(conn, ids)
+    taken = [
+        f"{name}:{ids[given]}: dossier {existing} already exists"
+        for given, existing in found.items()
+    ]
     return sorted(taken, key=lambda p: int(p.split(":")[1]))
 
 

@@ -449,3 +449,39 @@ def test_a_producer_name_typed_decomposed_is_the_same_producer(workspace: Worksp
         now="2026-03-02T09:00:00+07:00",
     )
     assert own.code == 0, own
+
+
+# --- dossier ids: one id, whatever its case ----------------------------------------------------
+
+
+def test_a_dossier_id_differing_only_by_case_is_taken(workspace: Workspace) -> None:
+    """``iale-1`` beside ``IALE-1``: two dossiers an officer cannot tell apart on paper or by
+    phone; ``ocop-2026-0002`` would pre-empt, in another case, the id the office gives next."""
+    ws = workspace
+    now = "2026-03-02T09:00:00+07:00"
+    base = ("dossier", "register", "--producer", "HTX Cà phê Ia Le", "--commune", "Ia Le")
+    ws.run(*base, "--product", "Cà phê", "--id", "IALE-1", user="lan", now=now, check=True)
+    before = dump_database(ws.url)
+    twin = ws.run(*base, "--product", "Giả", "--id", "iale-1", user="htx_iale", now=now)
+    assert twin.code == 5, twin
+    assert twin.stderr.count("\n") == 1 and "IALE-1 already exists" in twin.stderr
+    ahead = ws.run(
+        *base, "--product", "Mật ong", "--id", "ocop-2026-0002", user="htx_iale", now=now
+    )
+    assert ahead.code == 2, ahead
+    assert "OCOP-2026-0002" in ahead.stderr
+    assert dump_database(ws.url) == before
+    rows = ws.root / "twins.csv"
+    rows.write_text(
+        "id,product,producer,commune\n"
+        "IALE-9,Cà phê,HTX Cà phê Ia Le,Ia Le\n"
+        "iale-9,Cà phê giả,HTX Cà phê Ia Le,Ia Le\n"
+        "Iale-1,Cà phê giả,HTX Cà phê Ia Le,Ia Le\n",
+        encoding="utf-8",
+    )
+    imported = ws.run("import", str(rows), user="lan", now=now)
+    assert imported.code in (2, 5), imported
+    assert (
+        "line 2" in imported.stdout + imported.stderr or ":3:" in imported.stdout + imported.stderr
+    )
+    assert dump_database(ws.url) == before
