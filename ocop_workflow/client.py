@@ -173,13 +173,21 @@ def read_token(env: Mapping[str, str], token_file: Path | None) -> str:
         raise Unauthenticated(
             f"no token: set {TOKEN_ENV} or put one in {path} (ocop token create on the server)"
         ) from None
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would wait forever, a device never end
+        raise ConfigError(f"token file {path} is not a regular file")
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"token file {path} is readable by others: chmod 600 {path} (and make a new token)"
         )
     if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
         raise ConfigError(f"token file {path} belongs to another user")
-    text = path.read_text(encoding="utf-8").strip()
+    from .inputs import read_small_file
+
+    raw = read_small_file(path, "token file", 4096, ConfigError, ConfigError)
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"token file {path} is not UTF-8 text") from None
     if not text:
         raise Unauthenticated(f"token file {path} is empty")
     return text.splitlines()[0].strip()

@@ -8,6 +8,7 @@ file's folder, so ``ocop --config /srv/ocop/config.toml`` works from any directo
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -632,6 +633,10 @@ def _notifications(data: Any, resolve: Callable[[str], Path]) -> NotificationsCo
     )
 
 
+#: A ``[users]`` key: what the audit trail records as the actor, so plain and unambiguous.
+_USER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def _users(data: Any) -> dict[str, User]:
     if data is None:
         return {}
@@ -641,8 +646,15 @@ def _users(data: Any) -> dict[str, User]:
     os_users: dict[str, str] = {}
     for key, raw in data.items():
         section = f"users.{key}"
-        if key == SYSTEM_ACTOR:
-            raise ConfigError("config key 'users.system': 'system' is reserved for the scheduler")
+        if key.lower() == SYSTEM_ACTOR:
+            raise ConfigError(
+                f"config key 'users.{key}': 'system' is reserved for the scheduler (in any case)"
+            )
+        if not _USER_KEY.fullmatch(key):
+            raise ConfigError(
+                f"config key 'users.{key!r}': a user key is the audit trail's actor: use letters, "
+                "digits and . _ - (at most 64 characters), no spaces or control characters"
+            )
         values = _section(
             raw,
             section,

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 from . import audit, timers
 from .config import User
 from .errors import Conflict, OcopError, TransitionRefused, UsageError
-from .inputs import read_small_file, toml_document
+from .inputs import check_text, read_small_file, toml_document
 from .store import dossier_t, dumps, timer_t
 
 if TYPE_CHECKING:
@@ -238,8 +238,10 @@ def migrate(
     Raises TransitionRefused (exit 4) when anything is unmapped — nothing is written then.
     """
     engine.policy.check_migrate(actor)
-    if reason is not None and (not reason.strip() or len(reason) > 1000):
-        raise UsageError("--reason must be a non-empty text of at most 1000 characters")
+    if reason is not None:
+        check_text(reason, "--reason", multiline=True, max_len=1000)
+        if not reason.strip():
+            raise UsageError("--reason must be a non-empty text of at most 1000 characters")
     source = engine.registry.get(source_name)
     target = engine.registry.get(target_name)
     plan = load_plan(resolve_plan(str(plan_path)), source, target)

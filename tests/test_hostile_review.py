@@ -485,3 +485,49 @@ def test_a_dossier_id_differing_only_by_case_is_taken(workspace: Workspace) -> N
         "line 2" in imported.stdout + imported.stderr or ":3:" in imported.stdout + imported.stderr
     )
     assert dump_database(ws.url) == before
+
+
+def test_a_migration_reason_with_control_characters_is_refused(sqlite_workspace: Workspace) -> None:
+    ws = sqlite_workspace
+    on_148(ws, "Cà phê bột", [("dung", "accept_idea")])
+    before = dump_database(ws.url)
+    for reason in ("QĐ 1489\x1b[2J", "QĐ \u202e9841"):
+        done = ws.run(
+            *MIGRATE, "--plan", "ocop-148-to-ocop-1489", "--reason", reason, user="hung", now=NOW
+        )
+        assert done.code == 2, done
+        assert done.stderr.count("\n") == 1 and "--reason" in done.stderr
+    assert dump_database(ws.url) == before
+
+
+@pytest.mark.parametrize("key", ["System", "lan\u202e", "a b", "", "x" * 200])
+def test_a_user_key_that_could_pass_for_another_is_a_config_error(key: str, tmp_path: Path) -> None:
+    """A [users] key is the audit trail's actor: "System" reads as the scheduler, a bidi
+    override or a space makes one person's entries look like another's."""
+    from conftest import run_in_process, write_config
+
+    write_config(tmp_path, extra=f'[users."{key}"]\nname = "Ai đó"\nroles = ["auditor"]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCOP_")}
+    env.update(OCOP_CONFIG=str(tmp_path / "config.toml"))
+    done = run_in_process(["dossier", "list"], env, tmp_path)
+    assert done.code == 1, done
+    assert done.stderr.startswith("error: config key 'users.") and done.stderr.count("\n") == 1
+
+
+def test_a_token_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    from conftest import run_in_process
+
+    token = tmp_path / "token"
+    opener = _odd_file(token, "fifo", "")
+    token.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCOP_")}
+    env.update(
+        OCOP_SERVER="http://127.0.0.1:9",
+        OCOP_TOKEN_FILE=str(token),
+        OCOP_CONFIG=str(tmp_path / "none.toml"),
+    )
+    done = run_in_process(["dossier", "list"], env, tmp_path)
+    if opener is not None:
+        opener.cancel()
+    assert done.code == 1, done
+    assert "not a regular file" in done.stderr, done
