@@ -269,19 +269,23 @@ def due(directory: Path, now: datetime, interval_hours: float) -> bool:
     """True when no checkpoint in ``directory`` is younger than the interval.
 
     The file names carry their UTC time, so the decision needs neither the database (which an
-    intruder could edit) nor file modification times (which a copy changes).
+    intruder could edit) nor file modification times (which a copy changes). A name that is no
+    time, or a time after ``now`` (a rehearsal's checkpoint, a planted file), is not the last
+    checkpoint: it would otherwise stop the schedule until that date.
     """
-    newest = max((p.name for p in directory.glob("checkpoint-*.json")), default=None)
-    if newest is None:
-        return True
-    try:
-        from datetime import UTC
+    from datetime import UTC
 
-        stamp = datetime.strptime(newest[len("checkpoint-") : -len(".json")], "%Y%m%dT%H%M%S%fZ")
-        last = stamp.replace(tzinfo=UTC)
-    except ValueError:
-        return True
-    return (now - last).total_seconds() >= interval_hours * 3600
+    last = None
+    for path in directory.glob("checkpoint-*.json"):
+        try:
+            stamp = datetime.strptime(
+                path.name[len("checkpoint-") : -len(".json")], "%Y%m%dT%H%M%S%fZ"
+            ).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if stamp <= now and (last is None or stamp > last):
+            last = stamp
+    return last is None or (now - last).total_seconds() >= interval_hours * 3600
 
 
 def write_scheduled(store: Store, audit: Any, now: datetime) -> Path | None:

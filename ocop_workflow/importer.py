@@ -114,6 +114,7 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     elif suffix == ".xlsx":
         from openpyxl import load_workbook
 
+        _check_unpacked_size(path)
         book = load_workbook(path, read_only=True, data_only=True)
         try:
             sheet = book.worksheets[0]
@@ -128,6 +129,22 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             book.close()
     else:
         raise UsageError(f"{path}: import reads .csv or .xlsx files")
+
+
+#: What an XLSX may unpack to. 10,000 rows of a dossier sheet unpack to a few megabytes.
+XLSX_MAX_UNPACKED = 200 << 20
+
+
+def _check_unpacked_size(path: Path) -> None:
+    """Refuse a zip bomb before openpyxl opens it: the upload limit counts the packed bytes,
+    but openpyxl holds the shared strings unpacked in memory, even in read-only mode."""
+    with zipfile.ZipFile(path) as archive:
+        unpacked = sum(info.file_size for info in archive.infolist())
+    if unpacked > XLSX_MAX_UNPACKED:
+        raise UsageError(
+            f"{path}: unpacks to {unpacked:,} bytes (at most {XLSX_MAX_UNPACKED:,}): "
+            "not a dossier sheet; nothing was imported"
+        )
 
 
 def _cell(value: Any) -> str:

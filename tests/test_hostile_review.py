@@ -531,3 +531,55 @@ def test_a_token_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) ->
         opener.cancel()
     assert done.code == 1, done
     assert "not a regular file" in done.stderr, done
+
+
+# --- spreadsheets: a small file that is a big one ----------------------------------------------
+
+
+def test_an_xlsx_that_unpacks_to_hundreds_of_megabytes_is_refused_before_it_is_read(
+    sqlite_workspace: Workspace,
+) -> None:
+    """An XLSX is a zip: 300 KB can unpack to 300 MB (openpyxl holds shared strings in memory
+    even in read-only mode). The upload limit counts the zip, so the unpacked size is checked."""
+    import zipfile
+
+    from openpyxl import Workbook
+
+    ws = sqlite_workspace
+    path = ws.root / "bomb.xlsx"
+    book = Workbook()
+    book.active.append(["product", "producer", "commune"])
+    book.active.append(["Cà phê", "HTX Cà phê Ia Le", "Ia Le"])
+    book.save(path)
+    with (
+        zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z,
+        z.open("xl/media/padding.bin", "w", force_zip64=True) as member,
+    ):
+        for _ in range(300):
+            member.write(bytes(1 << 20))
+    assert path.stat().st_size < 2_000_000
+    before = dump_database(ws.url)
+    done = ws.run("import", str(path), user="lan", now="2026-03-02T09:00:00+07:00")
+    assert done.code == 2, done
+    assert "unpacks to" in done.stderr and done.stderr.count("\n") == 1, done
+    assert dump_database(ws.url) == before
+
+
+# --- the worker's checkpoint schedule: a file name is not a clock ------------------------------
+
+
+def test_a_checkpoint_file_dated_in_the_future_does_not_stop_the_schedule(tmp_path: Path) -> None:
+    """A rehearsal's checkpoint (named in 2030) or a planted file left in the folder made the
+    worker think a checkpoint was just written — until 2030; an unparsable name made one due at
+    every sweep."""
+    from datetime import UTC, datetime
+
+    from ocop_workflow.checkpoint import due, file_name
+
+    now = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    (tmp_path / file_name(datetime(2030, 1, 1, tzinfo=UTC))).write_text("{}")
+    assert due(tmp_path, now, 24)
+    (tmp_path / "checkpoint-zzz.json").write_text("{}")
+    (tmp_path / file_name(datetime(2026, 3, 1, 20, 0, tzinfo=UTC))).write_text("{}")
+    assert not due(tmp_path, now, 24)  # the real one, six hours ago, decides
+    assert due(tmp_path, now, 4)
