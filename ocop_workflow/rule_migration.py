@@ -163,7 +163,14 @@ def load_plan(path: Path, source: WorkflowDef, target: WorkflowDef) -> Plan:
         if key not in {"rename", "drop"}:
             problems.append(f"[fields]: unknown key '{key}' (known: drop, rename)")
     renames = _str_table(fields.get("rename", {}), "[fields] rename", problems)
+    targets: dict[str, str] = {}
     for old, new in renames.items():
+        if new in targets:
+            problems.append(
+                f"[fields] rename: {targets[new]} and {old} both become '{new}': one would "
+                "overwrite the other"
+            )
+        targets.setdefault(new, old)
         if new not in target.fields:
             problems.append(f"[fields] rename: {old} = '{new}': not a field of {target.name}")
         elif target.fields[new].protected and not (
@@ -329,12 +336,15 @@ def _preflight(
         wrong = mapping_problem(source, target, row["state"], new_state)
         if wrong:
             move.problems.append(f"state '{row['state']}' → '{new_state}': {wrong}")
-    data, renamed, dropped, unmapped = map_data(plan, source, target, json.loads(row["data"]))
+    data, renamed, dropped, unmapped, clashes = map_data(
+        plan, source, target, json.loads(row["data"])
+    )
     move.fields_renamed, move.fields_dropped = renamed, dropped
     for name in unmapped:
         move.problems.append(
             f"field '{name}' is not a field of {target.name} (rename or drop it under [fields])"
         )
+    move.problems.extend(clashes)
     move.problems.extend(_refused_values(target, data))
     group = plan.groups.get(row["product_group"], row["product_group"])
     move.group = group
@@ -384,24 +394,31 @@ def _preflight(
 
 def map_data(
     plan: Plan, source: WorkflowDef, target: WorkflowDef, data: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, str], list[str], list[str]]:
-    """(new data, renamed, dropped, unmapped): declared fields of the old rules the new ones
-    lack must be renamed or dropped; engine-kept keys (documents, scoring, …) carry over."""
+) -> tuple[dict[str, Any], dict[str, str], list[str], list[str], list[str]]:
+    """(new data, renamed, dropped, unmapped, clashes): declared fields of the old rules the new
+    ones lack must be renamed or dropped; engine-kept keys (documents, scoring, …) carry over;
+    a rename onto a field the dossier already holds would overwrite it (a clash)."""
     out: dict[str, Any] = {}
     renamed: dict[str, str] = {}
     dropped: list[str] = []
     unmapped: list[str] = []
+    clashes: list[str] = []
     for key, value in data.items():
         if key in plan.drops:
             dropped.append(key)
         elif key in plan.renames:
-            out[plan.renames[key]] = value
-            renamed[key] = plan.renames[key]
+            new = plan.renames[key]
+            kept = new in data and new not in plan.renames and new not in plan.drops
+            if kept:  # the dossier already holds that field: the rename would overwrite it
+                clashes.append(f"field '{new}' already holds a value: renaming '{key}' onto it")
+                continue
+            out[new] = value
+            renamed[key] = new
         elif key in source.fields and key not in target.fields:
             unmapped.append(key)
         else:
             out[key] = value
-    return out, renamed, dropped, unmapped
+    return out, renamed, dropped, unmapped, clashes
 
 
 def _refused_values(target: WorkflowDef, data: Mapping[str, Any]) -> list[str]:
@@ -450,9 +467,10 @@ def _apply(
         raise Conflict(f"dossier {move.id} moved meanwhile (now {row['state']}): run again")
     assert move.to_state is not None
     before = json.loads(row["data"])
-    data, _, _, unmapped = map_data(plan, source, target, before)
-    if unmapped:
-        raise Conflict(f"dossier {move.id} changed meanwhile (field {unmapped[0]}): run again")
+    data, _, _, unmapped, clashes = map_data(plan, source, target, before)
+    if unmapped or clashes:
+        first = (unmapped or clashes)[0]
+        raise Conflict(f"dossier {move.id} changed meanwhile ({first}): run again")
     state = target.state(move.to_state)
     entered = row["state_entered_at"] if move.to_state == row["state"] else now
     seq = int(row["audit_seq"] or 0) + 1

@@ -583,3 +583,38 @@ def test_a_checkpoint_file_dated_in_the_future_does_not_stop_the_schedule(tmp_pa
     (tmp_path / file_name(datetime(2026, 3, 1, 20, 0, tzinfo=UTC))).write_text("{}")
     assert not due(tmp_path, now, 24)  # the real one, six hours ago, decides
     assert due(tmp_path, now, 4)
+
+
+def test_a_migration_plan_cannot_overwrite_one_field_with_another(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    dossier = on_148(ws, "Cà phê bột", [("dung", "accept_idea")])
+    ws.run(
+        "dossier",
+        "advance",
+        dossier,
+        "approve_plan",
+        "--set",
+        "note=ghi chú gốc",
+        "--set",
+        "producer_phone=0900000000",
+        user="dung",
+        now="2025-05-06T09:00:00+07:00",
+        check=True,
+    )
+    before = dump_database(ws.url)
+    both = _plan(
+        ws,
+        'same_names = true\n[fields]\nrename = { note = "producer_phone", '
+        'decision_no = "producer_phone" }\n',
+    )
+    done = ws.run(*MIGRATE, "--plan", str(both), user="hung", now=NOW)
+    assert done.code == 2 and "producer_phone" in done.stderr, done
+    onto = _plan(
+        ws, 'same_names = true\n[fields]\nrename = { note = "producer_phone" }\n', "onto.toml"
+    )
+    done = ws.run(*MIGRATE, "--plan", str(onto), user="hung", now=NOW)
+    assert done.code == 4, done
+    assert "producer_phone" in done.stderr and "already" in done.stderr, done
+    assert dump_database(ws.url) == before
