@@ -64,7 +64,7 @@ height:12px;margin-right:4px;vertical-align:middle}
 #e9c46a}.cal .why{font-size:10px;color:#9d0208;display:block}.scroll{overflow-x:auto;max-width:100%}
 .diagram-box svg{max-width:100%;height:auto}.transitions td{font-size:13px}
 @media (max-width:700px){body{margin:8px}.cal td{width:auto;min-width:40px;height:48px}
-.cal .tag{font-size:9px}}
+.cal .tag{font-size:9px}.diagram-box svg,svg.diagram{min-width:560px}}
 """
 
 
