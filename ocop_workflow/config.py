@@ -210,7 +210,11 @@ class Config:
         try:
             return self.users[key]
         except KeyError:
-            raise NotFound(f"unknown user '{key}': not a key of [users] in {self.path}") from None
+            from .communes import hint
+
+            raise NotFound(
+                f"unknown user '{key}': not a key of [users] in {self.path}{hint(key, self.users)}"
+            ) from None
 
 
 # --- checking -------------------------------------------------------------------------------

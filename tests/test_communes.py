@@ -127,3 +127,10 @@ def test_the_server_does_not_hint_at_a_dossier_id_existence_must_not_leak(
         with pytest.raises(NotFound) as caught:
             ocop.show(config.user("tuan"), "ocop-2026-0001")
         assert caught.value.message == message
+
+
+def test_a_misspelt_acting_user_names_the_user_meant(sqlite_workspace: Workspace) -> None:
+    done = sqlite_workspace.run("--as", "Lan", "dossier", "list")
+    assert done.code == 3
+    assert "unknown user 'Lan'" in done.stderr and "(did you mean 'lan'?)" in done.stderr
+    assert "did you mean" not in sqlite_workspace.run("--as", "nobody", "dossier", "list").stderr
