@@ -26,6 +26,8 @@ from .store import Store, credential_t, login_failure_t, token_t
 #: Every token starts with this, so a leaked one is recognisable in logs and secret scanners.
 TOKEN_PREFIX = "ocop_"
 MIN_PASSWORD = 10
+#: The longest a token may be made to last (ten years): beyond, the date arithmetic overflows.
+MAX_TOKEN_DAYS = 3650
 MAX_PASSWORD = 1024
 
 
@@ -156,6 +158,8 @@ def revoke_token(
     store: Store, token_id: int, now: datetime, *, user_key: str | None = None
 ) -> None:
     """Revoke one token (already revoked: nothing changes). ``user_key`` limits to one owner's."""
+    if not 0 < token_id < 2**63:  # no such row; the database could not even compare it
+        raise NotFound(f"token {token_id} not found")
     query = token_t.update().where(token_t.c.id == token_id, token_t.c.revoked_at.is_(None))
     with store.write() as conn:
         found = conn.execute(sa.select(token_t.c.user_key).where(token_t.c.id == token_id)).first()

@@ -502,8 +502,18 @@ class Ocop:
         from datetime import timedelta
 
         from . import auth
+        from .inputs import check_text
 
-        expires = timedelta(days=expires_days) if expires_days is not None else None
+        expires = None
+        if expires_days is not None:
+            if not 0 < expires_days <= auth.MAX_TOKEN_DAYS:  # NaN fails this too
+                raise UsageError(
+                    f"--expires {expires_days}: give a number of days above 0 and at most "
+                    f"{auth.MAX_TOKEN_DAYS}"
+                )
+            expires = timedelta(days=expires_days)
+        if label is not None:
+            check_text(label, "--label")
         return auth.create_token(
             self.checked_store(), self.config, user_key, self.now(), expires=expires, label=label
         )

@@ -618,3 +618,30 @@ def test_a_migration_plan_cannot_overwrite_one_field_with_another(
     assert done.code == 4, done
     assert "producer_phone" in done.stderr and "already" in done.stderr, done
     assert dump_database(ws.url) == before
+
+
+# --- tokens made on the command line ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("days", ["99999999999", "1e400", "nan", "inf", "3650000"])
+def test_a_token_expiry_out_of_range_is_a_usage_error(
+    days: str, sqlite_workspace: Workspace
+) -> None:
+    ws = sqlite_workspace
+    before = dump_database(ws.url)
+    done = ws.run("token", "create", "--user", "lan", "--expires", days)
+    assert done.code == 2, done
+    assert done.stderr.count("\n") == 1 and "--expires" in done.stderr, done
+    assert dump_database(ws.url) == before
+
+
+def test_a_token_label_with_control_characters_and_a_huge_token_id_are_refused_in_one_line(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    before = dump_database(ws.url)
+    labelled = ws.run("token", "create", "--user", "lan", "--label", "máy\x1b[31m của Lan")
+    assert labelled.code == 2 and labelled.stderr.count("\n") == 1, labelled
+    revoked = ws.run("token", "revoke", "99999999999999999999")
+    assert revoked.code == 3 and "unexpected" not in revoked.stderr, revoked
+    assert dump_database(ws.url) == before
