@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -127,20 +127,25 @@ def run_clients(work: list[list[Any]], call: Any) -> tuple[list[float], float]:
     start = threading.Barrier(len(work) + 1)
 
     def client(n: int) -> None:
-        with httpx.Client(base_url=call["url"], headers=call["headers"], timeout=60) as http:
-            http.get("/healthz")  # connect before the clock starts
-            start.wait()
-            for item in work[n]:
-                t0 = time.perf_counter()
-                response = call["request"](http, item)
-                latencies[n].append(time.perf_counter() - t0)
-                if response.status_code >= 400:
-                    errors.append(f"{response.status_code} {response.text[:200]}")
+        try:
+            with httpx.Client(base_url=call["url"], headers=call["headers"], timeout=60) as http:
+                http.get("/healthz")  # connect before the clock starts
+                start.wait(timeout=120)
+                for item in work[n]:
+                    t0 = time.perf_counter()
+                    response = call["request"](http, item)
+                    latencies[n].append(time.perf_counter() - t0)
+                    if response.status_code >= 400:
+                        errors.append(f"{response.status_code} {response.text[:200]}")
+        except Exception as exc:  # a failed client must not leave the others at the barrier
+            errors.append(f"{type(exc).__name__}: {exc}")
+            start.abort()
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(len(work))]
     for thread in threads:
         thread.start()
-    start.wait()
+    with suppress(threading.BrokenBarrierError):
+        start.wait(timeout=120)
     t0 = time.perf_counter()
     for thread in threads:
         thread.join()

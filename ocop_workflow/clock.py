@@ -74,7 +74,6 @@ def override_instant(config: Config, text: str | None, what: str = NOW_ENV) -> d
     The override is refused unless ``[clock] allow_override = true`` so that a production audit
     trail cannot be back-dated by an environment variable or a request header.
     """
-    from .config import parse_instant
     from .errors import ConfigError
 
     if not text:
@@ -100,3 +99,21 @@ def clock_from_env(
     if start is None:
         return SystemClock() if moving else FixedClock(datetime.now(UTC))
     return RehearsalClock(start) if moving else FixedClock(start)
+
+
+def parse_instant(text: str, what: str, error: type[Exception]) -> datetime:
+    """ISO 8601 with an explicit offset → aware UTC datetime."""
+    from datetime import UTC
+
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise error(
+            f"{what}: '{text}' is not an ISO 8601 instant (e.g. 2026-02-13T09:00+07:00)"
+        ) from None
+    if value.tzinfo is None:
+        raise error(f"{what}: '{text}' needs a UTC offset (e.g. +07:00)")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+07:00 has no UTC instant
+        raise error(f"{what}: '{text}' is out of range") from None

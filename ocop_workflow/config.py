@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .clock import parse_instant as parse_instant
 from .errors import ConfigError
 from .inputs import nfc
 
@@ -811,21 +812,3 @@ def resolve_now(config: Config, env: Mapping[str, str] | None = None) -> datetim
     from .clock import clock_from_env
 
     return clock_from_env(config, env).now()
-
-
-def parse_instant(text: str, what: str, error: type[Exception]) -> datetime:
-    """ISO 8601 with an explicit offset → aware UTC datetime."""
-    from datetime import UTC
-
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise error(
-            f"{what}: '{text}' is not an ISO 8601 instant (e.g. 2026-02-13T09:00+07:00)"
-        ) from None
-    if value.tzinfo is None:
-        raise error(f"{what}: '{text}' needs a UTC offset (e.g. +07:00)")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00+07:00 has no UTC instant
-        raise error(f"{what}: '{text}' is out of range") from None

@@ -15,12 +15,14 @@ import stat
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import User
-from .engine import Engine
 from .errors import NotFound, PayloadTooLarge, UsageError
 from .inputs import check_text
+
+if TYPE_CHECKING:  # the engine is handed in: documents, audit, engine and views form no cycle
+    from .config import User
+    from .engine import Engine
 
 CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -108,9 +110,9 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
 
     Attaching the same content with the same kind again changes nothing.
     """
-    from .views import get_dossier
+    from .store import dossier_row
 
-    row = get_dossier(engine.store, dossier_id)
+    row = dossier_row(engine.store, dossier_id)
     wf = engine.registry.for_dossier(row)
     if kind not in wf.documents:
         raise UsageError(

@@ -533,6 +533,9 @@ def serve(ocop: Ocop, host: str, port: int, *, announce: Any = print) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listen before saying where: a client that connects at once queues in the backlog
+        # until uvicorn accepts, instead of being refused while the server still starts.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise EnvironmentProblem(f"cannot listen on {host}:{port}: {exc.strerror}") from None

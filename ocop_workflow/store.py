@@ -252,6 +252,17 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+def dossier_row(store: Store, dossier_id: str) -> dict[str, Any]:
+    """One dossier's row, or :class:`~ocop_workflow.errors.NotFound`."""
+    from .errors import NotFound
+
+    with store.read() as conn:
+        row = conn.execute(sa.select(dossier_t).where(dossier_t.c.id == dossier_id)).first()
+    if row is None:
+        raise NotFound(f"dossier {dossier_id} not found")
+    return dict(row._mapping)
+
+
 class Store:
     """A database: an SQLAlchemy engine plus read and write transactions with the right locks."""
 

@@ -145,3 +145,55 @@ def test_token_list_never_shows_a_token_and_revoke_takes_effect(served: Served) 
     assert served.cli("dossier", "list", token=token).code == 0
     served.ws.run("token", "revoke", str(row["id"]), check=True)
     assert served.cli("dossier", "list", token=token).code == 6
+
+
+def test_set_password_from_stdin_then_log_in_over_http(served: Served) -> None:
+    import httpx
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ocop_workflow", "user", "set-password", "lan"],
+        input="một mật khẩu dài\n",
+        capture_output=True,
+        text=True,
+        env=served.ws.env(),
+        cwd=served.ws.root,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    wrong = httpx.post(f"{served.url}/api/v1/login", json={"user": "lan", "password": "sai"})
+    assert wrong.status_code == 401
+    right = httpx.post(
+        f"{served.url}/api/v1/login", json={"user": "lan", "password": "một mật khẩu dài"}
+    )
+    assert right.status_code == 200, right.text
+    session = right.json()["token"]
+    assert served.cli("dossier", "list", token=session).code == 0
+
+
+def test_attach_and_import_through_the_server(served: Served) -> None:
+    lan = served.token("lan")
+    registered = served.cli(
+        "dossier", "register", "--product", "Cà phê", "--producer", "HTX Cà phê Ia Le",
+        "--commune", "Ia Le", "--json", token=lan,
+    )  # fmt: skip
+    dossier = registered.json()["id"]
+    scan = served.officer / "phuong-an.pdf"
+    scan.write_bytes("Phương án — bản scan".encode() * 1000)
+    attached = served.cli("dossier", "attach", dossier, "business_plan", str(scan), "--json",
+                          token=lan)  # fmt: skip
+    assert attached.code == 0, attached
+    assert (attached.json()["name"], attached.json()["by"]) == ("phuong-an.pdf", "lan")
+    sheet = served.officer / "ho-so.csv"
+    sheet.write_text(
+        "product,producer,commune\nMật ong,HTX Cà phê Ia Le,Ia Le\nTrà,HTX Cà phê Ia Le,Ia Le\n",
+        encoding="utf-8",
+    )
+    imported = served.cli("import", str(sheet), "--json", token=lan)
+    assert imported.code == 0, imported
+    assert imported.json()["imported"] == 2
+    bad = served.officer / "sai.csv"
+    bad.write_text("product,producer,commune\n,HTX Cà phê Ia Le,Ia Le\n", encoding="utf-8")
+    refused = served.cli("import", str(bad), token=lan)
+    assert refused.code == 2, refused
+    listed = served.cli("dossier", "list", "--json", token=lan).json()
+    assert len(listed) == 3

@@ -414,3 +414,38 @@ def test_lists_hold_only_what_each_person_may_see(api: Api) -> None:
         items = api.get("/api/v1/dossiers", user).json()["items"]
         ids = [i["id"] for i in items]
         assert ids == expected if expected is not None else len(ids) == 2, (user, ids)
+
+
+def test_a_trusted_proxy_header_names_the_user_only_where_configured(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    off = make_api(tmp_path / "off", sqlite_url.replace("ocop.db", "off.db"))
+    assert off.client.get("/api/v1/me", headers={"X-Remote-User": "lan"}).status_code == 401
+    on = make_api(
+        tmp_path / "on",
+        sqlite_url.replace("ocop.db", "on.db"),
+        extra='[server]\ntrusted_user_header = "X-Remote-User"\n',
+    )
+    assert on.client.get("/api/v1/me", headers={"X-Remote-User": "lan"}).json()["key"] == "lan"
+    assert on.client.get("/api/v1/me", headers={"X-Remote-User": "nobody"}).status_code == 401
+    # a bearer token still wins over the header: the token says who calls
+    both = on.client.get(
+        "/api/v1/me",
+        headers={"X-Remote-User": "hung", "Authorization": f"Bearer {on.token('lan')}"},
+    )
+    assert both.json()["key"] == "lan"
+
+
+def test_data_values_from_json_are_checked_like_set(api: Api) -> None:
+    dossier = api.register()
+    path = f"/api/v1/dossiers/{dossier['id']}/advance"
+    for data, words in (
+        ({"stars": 5}, "protected"),
+        ({"nonsense": "x"}, "unknown field"),
+        ({"producer_email": ["a"]}, "expected a string or a number"),
+        ({"producer_email": "not-an-email"}, "e-mail"),
+    ):
+        response = api.post(path, "lan", json={"trigger": "accept_idea", "data": data})
+        assert response.status_code == 422, (data, response.text)
+        assert words in response.json()["error"]["message"], response.text
+    assert api.get(f"/api/v1/dossiers/{dossier['id']}", "lan").json()["version"] == 1
