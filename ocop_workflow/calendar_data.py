@@ -224,8 +224,15 @@ def _text(entry: Mapping[str, Any], key: str, item: str) -> str:
     value = entry.get(key)
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{item}: '{key}' is required (a non-empty text)")
-    if len(value) > _MAX_TEXT or any(ord(c) < 32 for c in value):
-        raise ConfigError(f"{item}: '{key}' must be one line of at most {_MAX_TEXT} characters")
+    from .errors import UsageError
+    from .inputs import check_text
+
+    try:  # one line; no control, DEL, C1 or bidirectional characters (shown in every deadline)
+        check_text(value, key, max_len=_MAX_TEXT)
+    except UsageError as exc:
+        raise ConfigError(
+            f"{item}: '{key}' must be one line of at most {_MAX_TEXT} characters ({exc.message})"
+        ) from None
     return value.strip()
 
 

@@ -645,3 +645,24 @@ def test_a_token_label_with_control_characters_and_a_huge_token_id_are_refused_i
     revoked = ws.run("token", "revoke", "99999999999999999999")
     assert revoked.code == 3 and "unexpected" not in revoked.stderr, revoked
     assert dump_database(ws.url) == before
+
+
+@pytest.mark.parametrize("name", ["Ngày\\u202e lễ", "Ngày\\u007f lễ", "Ngày\\u0085 lễ"])
+def test_a_local_calendar_day_named_with_invisible_controls_is_a_config_error(
+    name: str, tmp_path: Path
+) -> None:
+    """The name shows in every deadline explanation and ``calendar show``: a bidi override
+    makes it read as something else, C1 and DEL characters break spreadsheets."""
+    from conftest import run_in_process, write_config
+
+    write_config(
+        tmp_path,
+        extra=f'[[calendar.days]]\ndate = 2026-04-03\nstatus = "off"\nname = "{name}"\n'
+        'source = "Quyết định của UBND tỉnh"\n',
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCOP_")}
+    env.update(OCOP_CONFIG=str(tmp_path / "config.toml"))
+    done = run_in_process(["calendar", "show", "--year", "2026"], env, tmp_path)
+    assert done.code == 1, done
+    assert done.stderr.startswith("error: config key 'calendar.days[0]'"), done
+    assert done.stderr.count("\n") == 1
