@@ -50,6 +50,8 @@ IGNORED = shutil.ignore_patterns(
     "*.egg-info",
     "*.db",
     "outbox.jsonl",
+    ".hypothesis",
+    "bench-output",
 )
 FENCE = re.compile(r"^```(\S*)[ \t]*(.*?)\s*$")
 BASH_NOISE = ("_", "SHLVL", "PWD", "OLDPWD")
