@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from .calendar import WEEKEND_NAMES
 from .definitions import WorkflowDef
-from .diagram import STAGE_FILL
+from .diagram import STAGE_FILL, WITHDRAW_NOTE, edges, inline_svg, wrap
 from .report import progress, year_bounds
 from .store import PENDING, audit_t, notification_t, timer_t
 
@@ -471,8 +471,6 @@ def _diagram(wf: WorkflowDef) -> str:
     drawing here never puts a label on an arrow (labels overlapped and hid under boxes): arrows
     only, and the transitions listed in a table beneath.
     """
-    from .diagram import WITHDRAW_NOTE, inline_svg
-
     title = f"<h3>{escape(wf.name)} — {escape(wf.title)}</h3>"
     laid_out = inline_svg(wf)
     if laid_out is not None:
@@ -492,8 +490,6 @@ def _diagram(wf: WorkflowDef) -> str:
 
 def _drawn_diagram(wf: WorkflowDef) -> str:
     """Stage columns of boxes with wrapped Vietnamese names; arrows without labels."""
-    from .diagram import edges, wrap
-
     columns: dict[str, list[str]] = defaultdict(list)
     for state in wf.states.values():
         columns["final" if state.final else state.stage].append(state.name)
@@ -553,8 +549,6 @@ def _drawn_diagram(wf: WorkflowDef) -> str:
 
 
 def _transition_table(wf: WorkflowDef) -> str:
-    from .diagram import edges
-
     rows = "".join(
         f"<tr><td>{escape(' / '.join(triggers))}</td>"
         f"<td>{escape(wf.states[source].label_vi)} <span class='muted'>({escape(source)})</span>"
@@ -567,7 +561,3 @@ def _transition_table(wf: WorkflowDef) -> str:
         + rows
         + "</table>"
     )
-
-
-def _short(text: str, limit: int = 24) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
