@@ -173,15 +173,30 @@ def text_of(document: Mapping[str, Any]) -> str:
 
 
 def write(document: Mapping[str, Any], path: Path) -> None:
-    """Write to a temporary file beside ``path``, fsync, rename: never a half checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write to a temporary file beside ``path`` (a fresh name, never one an intruder could
+    have planted as a symlink), fsync, rename: never a half checkpoint. A path that cannot be
+    written (a file where a folder should be, a folder where the file should be, no
+    permission) is a usage error naming it."""
+    import tempfile
+
     try:
-        with tmp.open("w", encoding="utf-8") as out:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a folder")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UsageError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, 0o644)  # a checkpoint is public: it is sent to auditors
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text_of(document))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

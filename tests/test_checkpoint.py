@@ -427,3 +427,15 @@ def test_a_public_key_that_is_not_ed25519_or_not_a_key_is_refused_in_one_line(
     zero.symlink_to("/dev/zero")
     result = workspace.run("audit", "verify", "--checkpoint", str(path), "--public-key", str(zero))
     assert result.code == 2 and "not a regular file" in result.stderr, result
+
+
+def test_a_checkpoint_written_onto_a_folder_or_through_a_file_is_a_usage_error(
+    trail: dict[str, str], workspace: Workspace
+) -> None:
+    (workspace.root / "afolder").mkdir()
+    (workspace.root / "afile").write_text("x")
+    for target in ("afolder", "afile/cp.json"):
+        result = workspace.run("audit", "checkpoint", "-o", target)
+        assert result.code == 2, result
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result
+    assert [p.name for p in workspace.root.iterdir() if p.name.startswith(".")] == []
