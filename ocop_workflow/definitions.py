@@ -548,6 +548,11 @@ def _parse_scorecard(
     )
 
 
+#: Keys the engine keeps in a dossier's data beside the fields (attached documents, council
+#: scoring): a field of that name would let ``--set`` overwrite the engine's record.
+ENGINE_DATA_KEYS = frozenset({"documents", "scoring"})
+
+
 def _parse_fields(problems: _Problems, raw: Any) -> dict[str, FieldDef]:
     if not isinstance(raw, dict):
         problems.add("[fields]", "must be a table of fields")
@@ -558,6 +563,12 @@ def _parse_fields(problems: _Problems, raw: Any) -> dict[str, FieldDef]:
         if not isinstance(spec, dict):
             problems.add(item, "must be a table")
             continue
+        if not _NAME.fullmatch(fname):
+            problems.add(item, "a field name is lower-case letters, digits and _ (--set NAME=…)")
+        elif fname in ENGINE_DATA_KEYS:
+            problems.add(
+                item, f"'{fname}' is the engine's own record in a dossier's data, not a field"
+            )
         _unknown(problems, item, spec, _FIELD_KEYS)
         ftype = _get(problems, item, spec, "type", str, "str")
         if ftype not in FIELD_TYPES:

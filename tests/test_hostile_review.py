@@ -666,3 +666,25 @@ def test_a_local_calendar_day_named_with_invisible_controls_is_a_config_error(
     assert done.code == 1, done
     assert done.stderr.startswith("error: config key 'calendar.days[0]'"), done
     assert done.stderr.count("\n") == 1
+
+
+# --- workflow files: a field may not take the engine's own keys --------------------------------
+
+
+@pytest.mark.parametrize("name", ["documents", "scoring", '"a b"', '"x.y"', '"Sao"'])
+def test_a_workflow_field_named_like_the_engines_own_data_or_no_name_is_refused(
+    name: str, sqlite_workspace: Workspace
+) -> None:
+    """``[fields.documents]`` would let ``--set documents=x`` replace the attached documents'
+    record with a text (every later read of the dossier fails); a field name must be a plain
+    name, since it is typed as ``--set NAME=…`` and a spreadsheet column."""
+    from conftest import WORKFLOWS
+
+    ws = sqlite_workspace
+    text = (WORKFLOWS / "ocop-1489.toml").read_text(encoding="utf-8")
+    path = ws.root / "ocop-1489.toml"
+    path.write_text(text + f'\n[fields.{name}]\nlabel = "x"\n', encoding="utf-8")
+    done = ws.run("workflow", "validate", str(path))
+    assert done.code == 1, done
+    shown = name.strip('"')
+    assert f"fields.{shown}" in done.stdout + done.stderr, done
