@@ -288,14 +288,11 @@ def _insert(
 
 def _data_column(text: str) -> dict[str, str]:
     """The ``data`` column of an export: a JSON object; its workflow fields are imported."""
-    import json
+    from .inputs import json_document
 
     if not text:
         return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise UsageError("the data column is not a JSON object") from None
+    value = json_document(text.encode("utf-8"), "the data column")
     if not isinstance(value, dict):
         raise UsageError("the data column is not a JSON object")
     return {k: str(v) for k, v in value.items() if v is not None and not isinstance(v, dict | list)}

@@ -688,3 +688,19 @@ def test_a_workflow_field_named_like_the_engines_own_data_or_no_name_is_refused(
     assert done.code == 1, done
     shown = name.strip('"')
     assert f"fields.{shown}" in done.stdout + done.stderr, done
+
+
+def test_an_import_whose_data_column_is_nested_too_deep_is_a_bad_row(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    rows = ws.root / "deep.csv"
+    deep = "[" * 60_000 + "]" * 60_000
+    rows.write_text(
+        f"product,producer,commune,data\nCà phê,HTX Cà phê Ia Le,Ia Le,{deep}\n", encoding="utf-8"
+    )
+    before = dump_database(ws.url)
+    done = ws.run("import", str(rows), user="lan", now="2026-03-02T09:00:00+07:00")
+    assert done.code == 2, done
+    assert "unexpected" not in done.stderr and "data column" in done.stdout + done.stderr, done
+    assert dump_database(ws.url) == before
