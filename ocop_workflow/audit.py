@@ -372,7 +372,7 @@ class _ChainCheck:
         try:
             before = None if row.data_before is None else json.loads(row.data_before)
             after = json.loads(row.data_after)
-        except ValueError:
+        except (ValueError, TypeError, RecursionError):  # whatever an intruder wrote
             return "stored data is not valid JSON"
         digest = entry_hash(
             dossier_id=row.dossier_id,
@@ -455,7 +455,7 @@ def _as_recorded(column: str, value: Any) -> Any:
     if column in _JSON_COLUMNS:
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, TypeError, RecursionError):
             return value  # not JSON: cannot equal what the chain recorded
     if column in _TIME_COLUMNS:
         return iso_utc(value)
@@ -511,7 +511,14 @@ def count_entries(
 def _check_documents(report: VerifyReport, dossier: Any, root: Path) -> None:
     from .documents import verify_files
 
-    documents = json.loads(dossier.data).get("documents", [])
+    try:
+        data = json.loads(dossier.data)
+    except (ValueError, TypeError, RecursionError):
+        return  # the data column itself is reported by _check_current
+    documents = data.get("documents", []) if isinstance(data, dict) else []
+    if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
+        report.problems.append(Problem(dossier.id, None, "data.documents is not a list of records"))
+        return
     for problem in verify_files(root, documents):
         report.problems.append(Problem(dossier.id, None, problem))
 

@@ -704,3 +704,36 @@ def test_an_import_whose_data_column_is_nested_too_deep_is_a_bad_row(
     assert done.code == 2, done
     assert "unexpected" not in done.stderr and "data column" in done.stdout + done.stderr, done
     assert dump_database(ws.url) == before
+
+
+# --- audit verify: whatever an intruder wrote, it is reported, never a crash ---------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "not json",
+        "[1, 2]",
+        '{"documents": "x"}',
+        '{"documents": [1, {"kind": 5}]}',
+        '{"a": ' + "[" * 60_000 + "]" * 60_000 + "}",
+    ],
+)
+def test_audit_verify_reports_a_dossier_whose_data_an_intruder_mangled(
+    data: str, sqlite_workspace: Workspace
+) -> None:
+    import sqlalchemy as sa
+
+    ws = sqlite_workspace
+    now = "2026-03-02T09:00:00+07:00"
+    base = ("dossier", "register", "--producer", "HTX Cà phê Ia Le", "--commune", "Ia Le")
+    dossier = ws.run(*base, "--product", "Cà phê", "--json", user="lan", now=now).json()["id"]
+    engine = sa.create_engine(ws.url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE dossier SET data = :d WHERE id = :i"), {"d": data, "i": dossier}
+        )
+    engine.dispose()
+    done = ws.run("audit", "verify")
+    assert done.code == 7, done
+    assert "unexpected" not in done.stderr and dossier in done.stderr, done
