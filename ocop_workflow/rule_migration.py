@@ -206,18 +206,25 @@ def load_plan(path: Path, source: WorkflowDef, target: WorkflowDef) -> Plan:
 def mapping_problem(source: WorkflowDef, target: WorkflowDef, old: str, new: str) -> str | None:
     """Why state ``old`` may not become ``new``, or None.
 
-    A migration re-homes a dossier under new rules; it never moves it through the cycle (that is
-    ``advance``, with its roles, guards and council). So the new state is of the same stage as
-    the old one, and never final: mapping ``business_plan`` to ``promotion`` would certify a
-    product no council scored, mapping to ``closed`` would end a dossier nobody decided on.
+    A migration re-homes a dossier under new rules; it never moves it on through the cycle (that
+    is ``advance``, with its roles, guards and council). So the new state is never final and
+    never of a later stage than the old one (in the new rules' order of stages): mapping
+    ``business_plan`` to ``promotion`` would certify a product no council scored, mapping to
+    ``closed`` would end a dossier nobody decided on. Back to an earlier stage is allowed (the
+    dossier passes those checks again).
     """
     was, becomes = source.states[old], target.states[new]
     if becomes.final:
         return f"a final state of {target.name}: a migration never finishes a dossier"
-    if was.stage != becomes.stage:
+    if was.stage not in target.stages:
         return (
-            f"stage '{becomes.stage}', not '{was.stage}': a migration keeps a dossier in its "
-            "stage (moving it on is an advance, with its guards and roles)"
+            f"'{old}' is in stage '{was.stage}', which {target.name} does not have: the plan "
+            "cannot tell whether this moves the dossier on"
+        )
+    if target.stages.index(becomes.stage) > target.stages.index(was.stage):
+        return (
+            f"stage '{becomes.stage}' comes after '{was.stage}': a migration never moves a "
+            "dossier on (that is an advance, with its guards and roles)"
         )
     return None
 

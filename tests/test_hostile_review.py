@@ -37,8 +37,12 @@ def test_a_migration_plan_cannot_certify_a_dossier_by_mapping_it_to_a_later_stag
     done = ws.run(*MIGRATE, "--plan", str(plan), user="hung", now=NOW)
     assert done.code == 2, done
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: --plan")
-    assert "business_plan = 'promotion'" in done.stderr and "stage" in done.stderr
+    assert "business_plan = 'promotion'" in done.stderr and "comes after" in done.stderr
     assert dump_database(ws.url) == before
+    # back to an earlier stage is allowed: the dossier passes those checks again
+    back = _plan(ws, '[states]\nbusiness_plan = "registration"\n', "back.toml")
+    again = ws.run(*MIGRATE, "--plan", str(back), "--dry-run", user="hung", now=NOW)
+    assert again.code == 0, again
 
 
 def test_a_migration_plan_cannot_finish_a_dossier_by_mapping_it_to_a_final_state(
