@@ -68,27 +68,59 @@ def days_off_text(off: Iterable[Sequence[str]], weekend_names: Iterable[str]) ->
     """Every day off a deadline skipped, grouped: weekends counted, the others named.
 
     ``off`` is ``[(ISO date, name), …]``. Named days (holidays, days off granted by decision,
-    swapped days) run together when they share a name and nothing but days off lies between
-    them: "Tết Nguyên Đán 2026-02-17 to 2026-02-20 (4 days)".
+    swapped days) in a row — nothing but days off between them — form one group when they share
+    a name ("Quốc khánh 2026-09-01 to 2026-09-02 (2 days)") or the end of one ("Tết Nguyên Đán
+    2026-02-16 to 2026-02-20 (5 days: Giao thừa, Tết Nguyên Đán, Mùng hai, Mùng ba, Mùng
+    bốn)"), so each day is still named.
     """
     days = [(date.fromisoformat(str(day)), str(why)) for day, why in off]
     weekend = set(weekend_names)
     all_off = {day for day, _ in days}
-    groups: list[list[Any]] = []  # [first, last, name, count]
+    runs: list[list[tuple[date, str]]] = []
     for day, why in sorted(d for d in days if d[1] not in weekend):
-        if groups and groups[-1][2] == why:
-            last = groups[-1][1]
-            gap = (day - last).days
-            if all(last + timedelta(days=k) in all_off for k in range(1, gap)):
-                groups[-1][1] = day
-                groups[-1][3] += 1
+        if runs:
+            last = runs[-1][-1][0]
+            if all(last + timedelta(days=k) in all_off for k in range(1, (day - last).days)):
+                runs[-1].append((day, why))
                 continue
-        groups.append([day, day, why, 1])
+        runs.append([(day, why)])
     parts = []
     weekends = sum(1 for _, why in days if why in weekend)
     if weekends:
         parts.append(f"{weekends} weekend day{'s' if weekends > 1 else ''}")
-    for first, last, why, count in groups:
-        parts.append(f"{why} {first}" if count == 1 else f"{why} {first} to {last} ({count} days)")
+    for run in runs:
+        parts.extend(_run_text(run))
     total = len(days)
     return f"skipping {total} day{'s' if total != 1 else ''} off: " + "; ".join(parts)
+
+
+def _run_text(run: list[tuple[date, str]]) -> list[str]:
+    """One consecutive run of named days off, as few phrases as keep every name."""
+    names = [why for _, why in run]
+    first, last, count = run[0][0], run[-1][0], len(run)
+    if len(set(names)) == 1:
+        why = names[0]
+        return [f"{why} {first}" if count == 1 else f"{why} {first} to {last} ({count} days)"]
+    family = _shared_end([why.split() for why in names])
+    if len(family) >= 2:
+        tail = " ".join(family)
+        each = [" ".join(why.split()[: len(why.split()) - len(family)]) or tail for why in names]
+        return [f"{tail} {first} to {last} ({count} days: {', '.join(each)})"]
+    out: list[str] = []
+    start = 0
+    for k in range(1, count + 1):  # same-named days in a row, each stretch on its own
+        if k == count or names[k] != names[start]:
+            out.extend(
+                _run_text(run[start:k]) if k - start > 1 else [f"{names[start]} {run[start][0]}"]
+            )
+            start = k
+    return out
+
+
+def _shared_end(phrases: list[list[str]]) -> list[str]:
+    """The words every phrase ends with ("Tết Nguyên Đán" of "Mùng hai Tết Nguyên Đán" …)."""
+    shortest = min(len(p) for p in phrases)
+    n = 0
+    while n < shortest and len({tuple(p[len(p) - n - 1 :]) for p in phrases}) == 1:
+        n += 1
+    return phrases[0][len(phrases[0]) - n :] if n else []

@@ -106,8 +106,8 @@ def test_dossier_show_gives_times_to_the_second_and_names_every_day_off_skipped(
     line = next(line.strip() for line in shown.splitlines() if "days off" in line)
     weekends = len(off) - len(named)
     assert line.startswith(f"skipping {len(off)} days off: {weekends} weekend days; ")
-    for _, why in named:
-        assert why in line
+    for _, why in named:  # each name, whole or as its part before the shared "Tết Nguyên Đán"
+        assert why in line or why.removesuffix(" Tết Nguyên Đán") in line, why
     # every named day is in the text: as itself, or inside a range "first to last"
     ranges = re.findall(r"(\d{4}-\d\d-\d\d) to (\d{4}-\d\d-\d\d)", line)
     for day, _ in named:
@@ -133,4 +133,24 @@ def test_days_off_run_together_under_one_name_and_weekends_are_counted() -> None
     )
     assert days_off_text([("2026-01-01", "Tết Dương lịch")], WEEKEND_NAMES) == (
         "skipping 1 day off: Tết Dương lịch 2026-01-01"
+    )
+
+
+def test_a_run_of_days_off_sharing_the_end_of_their_names_is_one_group_naming_each_day() -> None:
+    tet = [
+        ("2026-02-14", "Thứ Bảy"),
+        ("2026-02-15", "Chủ nhật"),
+        ("2026-02-16", "Giao thừa Tết Nguyên Đán"),
+        ("2026-02-17", "Tết Nguyên Đán"),
+        ("2026-02-18", "Mùng hai Tết Nguyên Đán"),
+        ("2026-02-19", "Mùng ba Tết Nguyên Đán"),
+    ]
+    assert days_off_text(tet, WEEKEND_NAMES) == (
+        "skipping 6 days off: 2 weekend days; Tết Nguyên Đán 2026-02-16 to 2026-02-19 "
+        "(4 days: Giao thừa, Tết Nguyên Đán, Mùng hai, Mùng ba)"
+    )
+    hung_kings = [("2026-04-26", "Giỗ Tổ Hùng Vương"), ("2026-04-27", "Nghỉ bù Giỗ Tổ Hùng Vương")]
+    assert days_off_text(hung_kings, WEEKEND_NAMES) == (
+        "skipping 2 days off: Giỗ Tổ Hùng Vương 2026-04-26 to 2026-04-27 "
+        "(2 days: Giỗ Tổ Hùng Vương, Nghỉ bù)"
     )
