@@ -1553,7 +1553,13 @@ def _parse_since(text: str, tz: Any) -> Any:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free).")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0: any free).",
+)
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int) -> None:
     """Run the HTTP JSON API (/api/v1, /openapi.json, /healthz, /readyz) until stopped."""

@@ -741,3 +741,12 @@ def test_audit_verify_reports_a_dossier_whose_data_an_intruder_mangled(
     done = ws.run("audit", "verify")
     assert done.code == 7, done
     assert "unexpected" not in done.stderr and dossier in done.stderr, done
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_serve_on_a_port_out_of_range_is_a_usage_error(
+    port: str, sqlite_workspace: Workspace
+) -> None:
+    done = sqlite_workspace.run("serve", "--port", port)
+    assert done.code == 2, done
+    assert done.stderr.startswith("error: ") and "unexpected" not in done.stderr, done
