@@ -48,16 +48,16 @@ def replan_for_calendar(engine: Engine, now: datetime, *, limit: int = 500) -> i
     since, its calendar is stale: re-planning with it would move back what the officers' commands
     (reading the new config) just planned, so it re-plans nothing and says to restart it.
     """
+    fingerprint = engine.calendar.fingerprint
+    clean = engine.__dict__.get("_replan_clean")
+    if clean is not None and clean[0] == fingerprint and clean[1] <= now < clean[1] + RECHECK_AFTER:
+        return 0  # (before reading config.toml again: an idle sweep stays in milliseconds)
     if _config_drifted(engine):
         _log().warning(
             "replan.config_changed",
             config=str(engine.config.path),
             hint="the calendar in config.toml changed since this process started: restart it",
         )
-        return 0
-    fingerprint = engine.calendar.fingerprint
-    clean = engine.__dict__.get("_replan_clean")
-    if clean is not None and clean[0] == fingerprint and clean[1] <= now < clean[1] + RECHECK_AFTER:
         return 0
     moved = 0
     skipped: list[str] = []
