@@ -118,6 +118,7 @@ DOSSIER_COLS = (
     "data",
     "created_at",
     "updated_at",
+    "calendar_fingerprint",
 )
 USERS: dict[str, Any] = {
     "lan": {
@@ -220,6 +221,11 @@ class Dataset:
         from ocop_workflow.definitions import Registry
 
         self.wf = Registry(WORKFLOWS).get(WORKFLOW)
+        # Planned under the calendar the engine runs (the default one): the sweep must not take
+        # the bulk-built dossiers for ones planned under another calendar and re-plan them all.
+        from ocop_workflow.calendar import WorkCalendar
+
+        self.fingerprint = WorkCalendar().fingerprint
         self.n_dossiers = max(1, n_timers // TIMERS_PER_DOSSIER)
         self.n_timers = self.n_dossiers * TIMERS_PER_DOSSIER
         self.n_due = min(self.n_dossiers, round(self.n_timers * DUE_FRACTION))
@@ -292,6 +298,7 @@ class Dataset:
                 "{}",
                 fmt(entered),
                 fmt(entered),
+                self.fingerprint,
             )
             yield dossier, timers
 
