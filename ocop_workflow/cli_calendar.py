@@ -123,7 +123,6 @@ def workflow_migrate(
     as_json: bool,
 ) -> None:
     """Move the dossiers in flight on one rule version (or file content) to another, audited."""
-    from pathlib import Path
 
     from .cli import writing
     from .errors import OcopError
@@ -138,7 +137,7 @@ def workflow_migrate(
             app.engine,
             source_name=source,
             target_name=target,
-            plan_path=Path(plan_path),
+            plan_path=plan_path,  # as typed: "./NAME" is a file, "NAME" a shipped plan
             actor=actor,
             now=app.now,
             dry_run=dry_run,

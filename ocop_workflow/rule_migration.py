@@ -111,9 +111,14 @@ class DossierMove:
 
 
 def resolve_plan(text: str) -> Path:
-    """``--plan``: a file path, or the name of a shipped plan (``ocop-148-to-ocop-1489``)."""
+    """``--plan``: the name of a shipped plan (``ocop-148-to-ocop-1489``), else a file path.
+
+    A bare name that a shipped plan has is that plan, even if a file of that name lies in the
+    working folder (a planted file must not stand in for the plan the README names); write
+    ``./NAME`` to mean the file.
+    """
     path = Path(text)
-    if path.exists() or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", text):
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", text):
         return path
     from importlib import resources
 
@@ -241,7 +246,7 @@ def migrate(
     *,
     source_name: str,
     target_name: str,
-    plan_path: Path,
+    plan_path: str | Path,
     actor: User,
     now: datetime,
     dry_run: bool,

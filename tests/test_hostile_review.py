@@ -750,3 +750,23 @@ def test_serve_on_a_port_out_of_range_is_a_usage_error(
     done = sqlite_workspace.run("serve", "--port", port)
     assert done.code == 2, done
     assert done.stderr.startswith("error: ") and "unexpected" not in done.stderr, done
+
+
+def test_a_file_in_the_working_folder_does_not_shadow_a_shipped_plan(
+    sqlite_workspace: Workspace,
+) -> None:
+    """``--plan ocop-148-to-ocop-1489`` names the plan shipped with ocop: a file of that name
+    planted in the folder the officer runs from must not be used instead (``./NAME`` says a
+    file)."""
+    ws = sqlite_workspace
+    on_148(ws, "Cà phê bột", [("dung", "accept_idea"), ("dung", "approve_plan")])
+    planted = ws.root / "ocop-148-to-ocop-1489"
+    planted.write_text(PLAN_HEAD + "same_names = true\n", encoding="utf-8")
+    done = ws.run(*MIGRATE, "--plan", "ocop-148-to-ocop-1489", "--dry-run", user="hung", now=NOW)
+    assert done.code == 0, done
+    from hashlib import sha256
+
+    assert done.json()["plan_sha256"] != sha256(planted.read_bytes()).hexdigest()
+    local = ws.run(*MIGRATE, "--plan", "./ocop-148-to-ocop-1489", "--dry-run", user="hung", now=NOW)
+    assert local.code == 0, local
+    assert local.json()["plan_sha256"] == sha256(planted.read_bytes()).hexdigest()
