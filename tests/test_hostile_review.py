@@ -770,3 +770,40 @@ def test_a_file_in_the_working_folder_does_not_shadow_a_shipped_plan(
     local = ws.run(*MIGRATE, "--plan", "./ocop-148-to-ocop-1489", "--dry-run", user="hung", now=NOW)
     assert local.code == 0, local
     assert local.json()["plan_sha256"] == sha256(planted.read_bytes()).hexdigest()
+
+
+def test_a_token_and_a_password_of_someone_removed_from_the_config_log_nobody_in(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """An officer who left: their [users] entry is deleted, the server restarted. Their token
+    (still active in the database) and their password must open nothing."""
+    from test_server import make_api
+
+    first = make_api(tmp_path, sqlite_url)
+    token = first.token("tuan")
+    first.ocop.set_password("tuan", "mật khẩu của Tuấn")
+    assert first.get("/api/v1/me", "tuan").status_code == 200
+    first.ocop.store.dispose()
+    config = (tmp_path / "config.toml").read_text(encoding="utf-8")
+    start = config.index("[users.tuan]")
+    end = config.index("[users.hung]")
+    (tmp_path / "config.toml").write_text(config[:start] + config[end:], encoding="utf-8")
+    from test_server import NOW
+
+    from ocop_workflow.clock import FixedClock
+    from ocop_workflow.config import load_config
+    from ocop_workflow.server import create_app
+    from ocop_workflow.service import Ocop
+
+    config_now = load_config(tmp_path / "config.toml", {"OCOP_DATABASE_URL": sqlite_url})
+    ocop = Ocop(config_now, FixedClock(NOW))
+    try:
+        from fastapi.testclient import TestClient
+
+        client = TestClient(create_app(ocop))
+        me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 401, me.text
+        login = client.post("/api/v1/login", json={"user": "tuan", "password": "mật khẩu của Tuấn"})
+        assert login.status_code == 401, login.text
+    finally:
+        ocop.store.dispose()
