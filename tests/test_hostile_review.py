@@ -807,3 +807,22 @@ def test_a_token_and_a_password_of_someone_removed_from_the_config_log_nobody_in
         assert login.status_code == 401, login.text
     finally:
         ocop.store.dispose()
+
+
+def test_a_token_is_taken_only_from_the_authorization_header(server_api) -> None:  # type: ignore[no-untyped-def]
+    """Not from the query string (it would end in proxy logs and browser history), nor from a
+    cookie or a look-alike header; a Bearer with stray spaces still works, another scheme not."""
+    api = server_api
+    token = api.token("lan")
+    for response in (
+        api.client.get(f"/api/v1/me?token={token}"),
+        api.client.get(f"/api/v1/me?access_token={token}"),
+        api.client.get("/api/v1/me", cookies={"token": token}),
+        api.client.get("/api/v1/me", headers={"X-Authorization": f"Bearer {token}"}),
+        api.client.get("/api/v1/me", headers={"Authorization": f"Token {token}"}),
+        api.client.get("/api/v1/me", headers={"Authorization": token}),
+        api.client.get("/api/v1/me", headers={"Authorization": f"Bearer {token[:-1]}"}),
+    ):
+        assert response.status_code == 401, response.request.url
+    spaced = api.client.get("/api/v1/me", headers={"Authorization": f"bearer   {token}  "})
+    assert spaced.status_code == 200 and spaced.json()["key"] == "lan"
