@@ -195,9 +195,9 @@ def main(argv: list[str] | None = None) -> None:
 def one_line(message: str) -> str:
     """An error message on one line whatever it quotes: a control character a user typed (a
     newline in a value) is shown escaped, never acted on by the terminal."""
-    import re
+    from .inputs import printable
 
-    return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: repr(m.group())[1:-1], message)
+    return printable(message)
 
 
 def _json_error(code: str, message: str) -> None:

@@ -421,7 +421,10 @@ def redactor(config: NotificationsConfig, env: Mapping[str, str]) -> Redactor:
 
 
 def _one_line(text: str) -> str:
-    text = " ".join(text.split()) or "unknown error"
+    """One line, every control character escaped: the text comes from a remote server."""
+    from .inputs import printable
+
+    text = printable(" ".join(text.split())) or "unknown error"
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 

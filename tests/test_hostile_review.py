@@ -826,3 +826,45 @@ def test_a_token_is_taken_only_from_the_authorization_header(server_api) -> None
         assert response.status_code == 401, response.request.url
     spaced = api.client.get("/api/v1/me", headers={"Authorization": f"bearer   {token}  "})
     assert spaced.status_code == 200 and spaced.json()["key"] == "lan"
+
+
+# --- what a remote server answers is data, never terminal commands ------------------------------
+
+
+def test_a_webhook_answering_terminal_escapes_has_them_shown_escaped(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A compromised receiver (or anyone in the middle of plain http) chooses the reason
+    phrase that becomes ``last_error``; an officer's ``notifications list`` must not let it
+    clear the screen, retitle the terminal or reverse the text that follows."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from test_redaction import workspace_with
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(400, "Bad\x1b[2J\x1b]0;pwned\x07 \x9b2J")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        ws = workspace_with(
+            tmp_path, sqlite_url, '["webhook"]', f'[notifications.webhook]\nurl = "{url}"\n'
+        )
+        swept = ws.run("sweep", "--json", now="2026-03-02T09:00:00+07:00")
+        assert swept.code == 0, swept
+    finally:
+        server.shutdown()
+        server.server_close()
+    for args in (("notifications", "list", "--json"), ("notifications", "list")):
+        listed = ws.run(*args, now="2026-03-02T09:00:00+07:00")
+        assert listed.code == 0 and ("400" in listed.stdout or "--json" not in args), listed
+        for raw in ("\x1b", "\x07", "\x9b"):
+            assert raw not in listed.stdout + listed.stderr, (raw, listed)
