@@ -96,12 +96,21 @@ def postgres_schema(base: str) -> Iterator[str]:
 
 
 @contextmanager
-def server(root: Path, env: dict[str, str]) -> Iterator[str]:
+def server(root: Path, env: dict[str, str], workers: int = 1) -> Iterator[str]:
     """One ``ocop serve --port 0``; its log goes to a file, shown if the bench fails."""
     log = root / "serve.log"
     with log.open("w") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ocop_workflow", "serve", "--port", "0"],
+            [
+                sys.executable,
+                "-m",
+                "ocop_workflow",
+                "serve",
+                "--port",
+                "0",
+                "--workers",
+                str(workers),
+            ],
             env=env,
             cwd=root,
             stderr=err,
@@ -124,6 +133,22 @@ def server(root: Path, env: dict[str, str]) -> Iterator[str]:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def wait_ready(base: str, token: str) -> None:
+    """Worker processes answer a moment after the socket listens."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            got = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+            if got.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("ocop serve did not answer within a minute")
 
 
 def run_clients(work: list[list[Any]], call: Any) -> tuple[list[float], float]:
@@ -163,7 +188,7 @@ def run_clients(work: list[list[Any]], call: Any) -> tuple[list[float], float]:
     return [x for per in latencies for x in per], wall
 
 
-def bench(name: str, url: str, gets: int, advances: int) -> dict[str, Any]:
+def bench(name: str, url: str, gets: int, advances: int, workers: int = 1) -> dict[str, Any]:
     from ocop_workflow.clock import FixedClock
     from ocop_workflow.config import load_config
     from ocop_workflow.migrate import upgrade
@@ -205,7 +230,8 @@ def bench(name: str, url: str, gets: int, advances: int) -> dict[str, Any]:
         token = ocop.create_token("lan", label="bench").token
         ocop.store.dispose()
 
-        with server(root, env) as base:
+        with server(root, env, workers) as base:
+            wait_ready(base, token)
             headers = {"Authorization": f"Bearer {token}"}
             rng = random.Random(1489)
             picks = [
@@ -285,15 +311,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke check)")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--workers", type=int, default=1, help="ocop serve --workers N")
     args = parser.parse_args()
     gets, advances = (320, 160) if args.quick else (1600, 800)
     figures: dict[str, Any] = {"sqlite": None, "postgresql": None}
     with tempfile.TemporaryDirectory(prefix="ocop-bench-db-") as tmp:
-        figures["sqlite"] = bench("sqlite", f"sqlite:///{tmp}/ocop.db", gets, advances)
+        figures["sqlite"] = bench(
+            "sqlite", f"sqlite:///{tmp}/ocop.db", gets, advances, args.workers
+        )
     pg = os.environ.get("OCOP_TEST_POSTGRES_URL")
     if pg and not args.no_postgres:
         with postgres_schema(pg) as url:
-            figures["postgresql"] = bench("postgresql", url, gets, advances)
+            figures["postgresql"] = bench("postgresql", url, gets, advances, args.workers)
     else:
         print("[postgresql] skipped: set OCOP_TEST_POSTGRES_URL")
     ok = all(
@@ -302,6 +331,7 @@ def main() -> None:
         if f is not None
     )
     figures["targets_met"] = ok
+    figures["workers"] = args.workers
     print(json.dumps(figures))
 
 

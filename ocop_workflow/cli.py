@@ -1560,16 +1560,27 @@ def _parse_since(text: str, tz: Any) -> Any:
     type=click.IntRange(0, 65535),
     help="Port (0: any free).",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port (one per core).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int) -> None:
+def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
     """Run the HTTP JSON API (/api/v1, /openapi.json, /healthz, /readyz) until stopped."""
+    import os
+
     from .server import serve as run
 
     app = app_of(ctx)
     writing(app)
     ocop = app.ocop.at(_live_clock(app))
     ocop.checked_store()
-    run(ocop, host, port, announce=lambda line: click.echo(line, err=True))
+    ocop.store.dispose()  # worker processes open their own connections
+    os.environ["OCOP_CONFIG"] = str(app.config_path.resolve())  # for the worker processes
+    run(ocop, host, port, workers=workers, announce=lambda line: click.echo(line, err=True))
 
 
 def _live_clock(app: App) -> Any:

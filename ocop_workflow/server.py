@@ -53,6 +53,9 @@ def status_of(error: OcopError) -> int:
         (TransitionRefused, 409),
         (PayloadTooLarge, 413),
         (UsageError, 422),
+        # Config is checked at start; during a request only a refused rehearsal instant
+        # (X-Ocop-Now without [clock] allow_override) raises it: the request's fault.
+        (ConfigError, 422),
         (EnvironmentProblem, 503),
     ):
         if isinstance(error, kind):
@@ -166,10 +169,7 @@ def create_app(ocop: Ocop) -> FastAPI:
         header = request.headers.get(NOW_HEADER)
         if not header:
             return ocop
-        try:
-            instant = override_instant(ocop.config, header, NOW_HEADER)
-        except ConfigError as exc:
-            raise UsageError(exc.message) from None
+        instant = override_instant(ocop.config, header, NOW_HEADER)
         assert instant is not None
         return ocop.at(FixedClock(instant))
 
@@ -522,8 +522,13 @@ def _save(upload: UploadFile, path: Any, limit: int) -> None:
             out.write(chunk)
 
 
-def serve(ocop: Ocop, host: str, port: int, *, announce: Any = print) -> None:
-    """Run the API until SIGINT/SIGTERM. Binds first (port 0: any free port), then says where."""
+def serve(ocop: Ocop, host: str, port: int, *, workers: int = 1, announce: Any = print) -> None:
+    """Run the API until SIGINT/SIGTERM. Binds first (port 0: any free port), then says where.
+
+    ``workers`` > 1 starts that many server processes on the one listening socket (uvicorn's
+    supervisor); each builds its own facade from the environment (``app_from_env``), so the
+    caller must have put ``OCOP_CONFIG`` there.
+    """
     import socket
 
     import uvicorn
@@ -543,6 +548,34 @@ def serve(ocop: Ocop, host: str, port: int, *, announce: Any = print) -> None:
         raise EnvironmentProblem(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    announce(f"serving on http://{shown}:{bound}")
+    announce(
+        f"serving on http://{shown}:{bound}" + (f" ({workers} workers)" if workers > 1 else "")
+    )
+    if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config(
+            "ocop_workflow.server:app_from_env",
+            factory=True,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+        Multiprocess(config, sockets=[sock]).run()
+        return
     config = uvicorn.Config(create_app(ocop), log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``ocop serve --workers N``: config and clock from the
+    environment the command line left (``OCOP_CONFIG``, ``OCOP_DATABASE_URL``, ``OCOP_NOW``)."""
+    import os
+
+    from .clock import clock_from_env
+    from .config import load_config
+    from .log import configure
+
+    configure()
+    config = load_config(os.environ.get("OCOP_CONFIG", "config.toml"))
+    return create_app(Ocop(config, clock_from_env(config, moving=True)))

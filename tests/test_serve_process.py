@@ -197,3 +197,48 @@ def test_attach_and_import_through_the_server(served: Served) -> None:
     assert refused.code == 2, refused
     listed = served.cli("dossier", "list", "--json", token=lan).json()
     assert len(listed) == 3
+
+
+def test_the_officers_rehearsal_instant_travels_to_the_server(served: Served) -> None:
+    token = served.token("lan")
+    registered = served.cli(
+        "dossier", "register", "--product", "Cà phê", "--producer", "HTX Cà phê Ia Le",
+        "--commune", "Ia Le", "--json", token=token, OCOP_NOW="2026-05-04T10:30+07:00",
+    )  # fmt: skip
+    assert registered.code == 0, registered
+    assert registered.json()["state_entered_at"].startswith("2026-05-04T10:30")
+
+
+def test_two_worker_processes_share_the_port_and_stop_on_sigterm(
+    sqlite_workspace: Workspace,
+) -> None:
+    import time
+
+    import httpx
+
+    ws = sqlite_workspace
+    token = ws.run("token", "create", "--user", "lan", check=True).stdout.strip()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ocop_workflow", "serve", "--port", "0", "--workers", "2"],
+        env=ws.env(),
+        cwd=ws.root,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert line.startswith("serving on http://") and "(2 workers)" in line, line
+        url = line.split()[2]
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+            deadline = time.monotonic() + 60
+            while True:  # the socket listens at once; the workers answer once they are up
+                response = http.get("/api/v1/me", timeout=60)
+                if response.status_code == 200 or time.monotonic() > deadline:
+                    break
+            assert response.json()["key"] == "lan"
+            assert http.get("/readyz").status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0

@@ -181,6 +181,7 @@ def test_the_rehearsal_header_sets_now_only_where_the_config_allows(
         "/api/v1/dossiers", headers=refused.h("lan", **{"X-Ocop-Now": "2026-04-01T10:00+07:00"})
     )
     assert response.status_code == 422
+    assert response.json()["error"]["code"] == "config"  # exit 1 through the CLI, as locally
     assert "allow_override" in response.json()["error"]["message"]
 
 
