@@ -123,7 +123,7 @@ def server(root: Path, env: dict[str, str], workers: int = 1) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ocop serve did not start: {log.read_text()}")
             time.sleep(0.05)
-        yield log.read_text().splitlines()[0].split()[-1]
+        yield log.read_text().splitlines()[0].split()[2]
     except BaseException:
         print(f"ocop serve's log (last lines):\n{log.read_text()[-3000:]}", file=sys.stderr)
         raise
@@ -140,15 +140,17 @@ def wait_ready(base: str, token: str) -> None:
     import httpx
 
     deadline = time.monotonic() + 60
+    last = "no answer"
     while time.monotonic() < deadline:
         try:
             got = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
             if got.status_code == 200:
                 return
-        except httpx.HTTPError:
-            pass
+            last = f"{got.status_code} {got.text[:300]}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.2)
-    raise RuntimeError("ocop serve did not answer within a minute")
+    raise RuntimeError(f"ocop serve did not answer within a minute: {last}")
 
 
 def run_clients(work: list[list[Any]], call: Any) -> tuple[list[float], float]:
