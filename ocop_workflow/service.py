@@ -209,14 +209,43 @@ class Ocop:
         limit: int | None = None,
         offset: int = 0,
     ) -> Page:
-        """``dossier list``: the dossiers the actor may see, filtered, one page."""
-        items = list(self.iter_dossiers(actor, filters))
+        """``dossier list``: the dossiers the actor may see, filtered, one page.
+
+        The page and the total are counted by the database (the policy's ``read_filter`` in the
+        WHERE clause), so a page of a province's dossiers costs one page, not the whole table.
+        ``overdue`` needs each dossier's final state from its workflow, so it is filtered here.
+        """
         if limit is not None and not 1 <= limit <= MAX_PAGE:
             raise UsageError(f"limit must be between 1 and {MAX_PAGE}")
         if offset < 0:
             raise UsageError("offset must not be negative")
-        end = None if limit is None else offset + limit
-        return Page(items[offset:end], len(items), limit, offset)
+        if filters.overdue:
+            items = list(self.iter_dossiers(actor, filters))
+            end = None if limit is None else offset + limit
+            return Page(items[offset:end], len(items), limit, offset)
+        import sqlalchemy as sa
+
+        from .store import dossier_t
+        from .views import _filtered, dossier_document
+
+        filters.check(self.registry)
+        filters.check_commune(self.config, self.checked_store())
+        now = self.now()
+        clause = self.policy.read_filter(actor) if actor is not None else None
+        rows = _filtered(sa.select(dossier_t).order_by(dossier_t.c.id), filters, now)
+        count = _filtered(sa.select(sa.func.count()).select_from(dossier_t), filters, now)
+        if clause is not None:
+            rows, count = rows.where(clause), count.where(clause)
+        rows = rows.offset(offset) if limit is None else rows.limit(limit).offset(offset)
+        with self.checked_store().read() as conn:
+            total = int(conn.execute(count).scalar_one())
+            found = [dict(r._mapping) for r in conn.execute(rows)]
+        items = [
+            dossier_document(row, self.registry, now, self.tz)
+            for row in found
+            if actor is None or self.may_see(actor, row)
+        ]
+        return Page(items, total, limit, offset)
 
     def iter_dossiers(self, actor: User | None, filters: DossierFilter) -> Iterator[dict[str, Any]]:
         """Every dossier the actor may see, filtered, streamed (for exports)."""
