@@ -147,9 +147,10 @@ _OFFICE_ID = re.compile(r"ocop-\d{4}-\d+", re.IGNORECASE)
 def taken_ids(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
     """Given id (as given) → the existing dossier id equal to it ignoring case.
 
-    Ids are ASCII, so ``lower()`` folds them alike on SQLite and PostgreSQL. Only ids a user
-    gives are looked up this way (a scan, on a rare path); the office's generated ids are
-    looked up exactly (they are in capitals and no given id may be their other case).
+    Ids are ASCII, so ``lower()`` folds them alike on SQLite and PostgreSQL; the unique index
+    on ``lower(id)`` (migration 0006) answers the look-up and refuses a twin inserted by a
+    concurrent registration. The office's generated ids are looked up exactly (they are in
+    capitals and no given id may be their other case).
     """
     wanted = {i.lower(): i for i in ids}
     found: dict[str, str] = {}

@@ -21,7 +21,7 @@ from sqlmodel import Field, SQLModel
 from .errors import Conflict, EnvironmentProblem, UsageError
 
 #: The Alembic head this code expects; ``tests/test_migrations.py`` pins it to the scripts.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):

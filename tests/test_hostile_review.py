@@ -868,3 +868,25 @@ def test_a_webhook_answering_terminal_escapes_has_them_shown_escaped(
         assert listed.code == 0 and ("400" in listed.stdout or "--json" not in args), listed
         for raw in ("\x1b", "\x07", "\x9b"):
             assert raw not in listed.stdout + listed.stderr, (raw, listed)
+
+
+def test_the_database_itself_refuses_a_second_id_differing_only_by_case(
+    workspace: Workspace,
+) -> None:
+    """Two registrations at the same instant both pass the application's check; the unique
+    index on lower(id) (migration 0006) refuses the second."""
+    import sqlalchemy as sa
+
+    from ocop_workflow.store import dossier_t
+
+    ws = workspace
+    base = ("dossier", "register", "--producer", "HTX Cà phê Ia Le", "--commune", "Ia Le")
+    ws.run(*base, "--product", "Cà phê", "--id", "IALE-1", user="lan", check=True)
+    engine = sa.create_engine(ws.url)
+    try:
+        with engine.connect() as conn:
+            row = dict(conn.execute(sa.select(dossier_t)).one()._mapping)
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(dossier_t.insert(), [{**row, "id": "iale-1"}])
+    finally:
+        engine.dispose()
