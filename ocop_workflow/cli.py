@@ -1599,8 +1599,11 @@ def user() -> None:
 @click.pass_context
 def user_set_password(ctx: click.Context, user_key: str) -> None:
     """Read USER's new password from stdin (one line) and store its Argon2 hash."""
+    from .auth import MAX_PASSWORD
+
     app = app_of(ctx)
-    line = sys.stdin.readline()
+    # At most one character past the limit (then "too long"): stdin may never end (/dev/zero).
+    line = sys.stdin.readline(MAX_PASSWORD + 2)
     password = line[:-1] if line.endswith("\n") else line
     app.ocop.set_password(user_key, password.rstrip("\r"))
     click.echo(f"password set for {user_key}", err=True)

@@ -890,3 +890,29 @@ def test_the_database_itself_refuses_a_second_id_differing_only_by_case(
             conn.execute(dossier_t.insert(), [{**row, "id": "iale-1"}])
     finally:
         engine.dispose()
+
+
+def test_set_password_from_an_endless_stdin_stops_at_the_limit(sqlite_workspace: Workspace) -> None:
+    """``ocop user set-password lan < /dev/zero`` read one "line" forever (no newline ever
+    comes): the memory of the machine was the limit. Run with 300 MB of address space."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (300 << 20, 300 << 20))
+
+    ws = sqlite_workspace
+    with open("/dev/zero", "rb") as zero:
+        done = subprocess.run(
+            [sys.executable, "-m", "ocop_workflow", "user", "set-password", "lan"],
+            stdin=zero,
+            capture_output=True,
+            text=True,
+            env=ws.env(),
+            cwd=ws.root,
+            timeout=60,
+            preexec_fn=limit_memory,
+        )
+    assert done.returncode == 2, done
+    assert "too long" in done.stderr and "unexpected" not in done.stderr, done
