@@ -49,7 +49,9 @@ class App:
         from .clock import FixedClock, clock_from_env
         from .service import Ocop
 
-        return Ocop(self.config, FixedClock(clock_from_env(self.config, self.env).now()))
+        ocop = Ocop(self.config, FixedClock(clock_from_env(self.config, self.env).now()))
+        ocop.instant_reads = True  # one command, one thread: plain sqlite3 reads are safe
+        return ocop
 
     @property
     def now(self) -> datetime:
@@ -76,8 +78,10 @@ class App:
         """Release the database connections and the server session, if any were opened (the CLI
         calls it on exit)."""
         ocop = self.__dict__.get("ocop")
-        if ocop is not None and "store" in ocop.__dict__:
-            ocop.store.dispose()
+        if ocop is not None:
+            ocop.close()
+            if "store" in ocop.__dict__:
+                ocop.store.dispose()
         remote = self.__dict__.get("remote")
         if remote is not None:
             remote.close()

@@ -554,8 +554,6 @@ def dossier_list(
 @click.pass_context
 def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     """The dossier, its deadline and why, its pending timers, its next possible triggers."""
-    from .calendar import WEEKEND_NAMES
-
     app = app_of(ctx)
     if app.remote:
         document = app.remote.call("GET", f"/dossiers/{dossier_id}")
@@ -596,6 +594,8 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
                 pairs.append(("", note["period"]))
             off = note.get("days_off") or []
             if off:
+                from .calendar import WEEKEND_NAMES
+
                 pairs.append(("", days_off_text(off, WEEKEND_NAMES)))
     pairs += [(k, str(v)) for k, v in d["data"].items() if k not in STRUCTURED_DATA]
     for level, scoring in d["data"].get("scoring", {}).items():

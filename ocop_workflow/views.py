@@ -11,15 +11,113 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import sqlalchemy as sa
-
-from .config import Config
-from .definitions import Registry
 from .errors import NotFound, UsageError
 from .render import when
-from .store import PENDING, Store, audit_t, dossier_t, notification_t, timer_t
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from .config import Config
+    from .definitions import Registry
+    from .store import Store
+
+
+class Reads(Protocol):
+    """The few reads ``dossier show`` and ``dossier list`` need: ``CoreReads`` (SQLAlchemy,
+    every database) or ``sqlite_reads.SqliteReads`` (plain sqlite3, no SQLAlchemy import)."""
+
+    def dossier(self, dossier_id: str) -> dict[str, Any] | None: ...
+    def ids_meant(self, wanted: str) -> list[str]: ...
+    def communes(self) -> set[str]: ...
+    def dossiers(self, filters: DossierFilter, now: datetime) -> Iterator[dict[str, Any]]: ...
+    def pending_timers(self, dossier_id: str) -> Iterator[dict[str, Any]]: ...
+    def first_entry(self, dossier_id: str) -> dict[str, Any] | None: ...
+
+
+class CoreReads:
+    """``Reads`` over a ``Store``: SQLAlchemy Core statements, any dialect."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def dossier(self, dossier_id: str) -> dict[str, Any] | None:
+        import sqlalchemy as sa
+
+        from .store import dossier_t
+
+        with self.store.read() as conn:
+            row = conn.execute(sa.select(dossier_t).where(dossier_t.c.id == dossier_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def ids_meant(self, wanted: str) -> list[str]:
+        import sqlalchemy as sa
+
+        from .store import dossier_t
+
+        with self.store.read() as conn:
+            return list(
+                conn.execute(
+                    sa.select(dossier_t.c.id)
+                    .where(sa.func.upper(dossier_t.c.id) == wanted)
+                    .order_by(dossier_t.c.id)
+                    .limit(3)
+                ).scalars()
+            )
+
+    def communes(self) -> set[str]:
+        import sqlalchemy as sa
+
+        from .store import dossier_t
+
+        with self.store.read() as conn:
+            return set(conn.execute(sa.select(dossier_t.c.commune).distinct()).scalars())
+
+    def dossiers(self, filters: DossierFilter, now: datetime) -> Iterator[dict[str, Any]]:
+        import sqlalchemy as sa
+
+        from .store import dossier_t
+
+        query = _filtered(sa.select(dossier_t).order_by(dossier_t.c.id), filters, now)
+        with self.store.read() as conn:
+            for row in conn.execution_options(yield_per=1000).execute(query):
+                yield dict(row._mapping)
+
+    def pending_timers(self, dossier_id: str) -> Iterator[dict[str, Any]]:
+        import sqlalchemy as sa
+
+        from .store import PENDING, timer_t
+
+        query = (
+            sa.select(timer_t)
+            .where(timer_t.c.dossier_id == dossier_id, PENDING)
+            .order_by(timer_t.c.due_at, timer_t.c.id)
+        )
+        with self.store.read() as conn:
+            for row in conn.execute(query):
+                yield dict(row._mapping)
+
+    def first_entry(self, dossier_id: str) -> dict[str, Any] | None:
+        import sqlalchemy as sa
+
+        from .store import audit_t
+
+        with self.store.read() as conn:
+            first = conn.execute(
+                sa.select(
+                    audit_t.c.trigger, audit_t.c.actor, audit_t.c.at, audit_t.c.data_after
+                ).where(audit_t.c.dossier_id == dossier_id, audit_t.c.seq == 1)
+            ).first()
+        return None if first is None else dict(first._mapping)
+
+
+def as_reads(source: Store | Reads) -> Reads:
+    """A ``Store`` given where reads are wanted is read through SQLAlchemy Core. (Not an
+    ``isinstance`` test: that would import ``store``, hence SQLAlchemy, on the thin path.)"""
+    if hasattr(source, "ids_meant"):
+        return source  # type: ignore[return-value]
+    return CoreReads(source)
 
 
 @dataclass(frozen=True)
@@ -50,7 +148,7 @@ class DossierFilter:
         if self.stage is not None and not any(self.stage in wf.stages for wf in workflows):
             raise NotFound(f"--stage {self.stage}: no such stage in {scope}")
 
-    def check_commune(self, config: Config, store: Store) -> None:
+    def check_commune(self, config: Config, store: Store | Reads) -> None:
         """``--commune`` must name a known commune: "Ia le" is a typo to point out, not "none".
 
         Known: ``[communes] names`` when configured, else the communes of the configuration and
@@ -62,8 +160,7 @@ class DossierFilter:
 
         known = set(config.known_communes())
         if not config.communes_closed:
-            with store.read() as conn:
-                known |= set(conn.execute(sa.select(dossier_t.c.commune).distinct()).scalars())
+            known |= as_reads(store).communes()
         check_commune(self.commune, known, closed=True, what="--commune")
 
 
@@ -113,16 +210,21 @@ def dossier_document(
     }
 
 
-def get_dossier(store: Store, dossier_id: str, *, hint: bool = True) -> Mapping[str, Any]:
+def get_dossier(store: Store | Reads, dossier_id: str, *, hint: bool = True) -> Mapping[str, Any]:
     """The dossier row; NotFound naming the id meant when only its case differs (``hint``: off
     where existence must not leak — the server does not hint at a dossier one may not see)."""
-    with store.read() as conn:
-        row = conn.execute(sa.select(dossier_t).where(dossier_t.c.id == dossier_id)).first()
-        if row is None:
-            if not hint:
-                raise NotFound(f"dossier {dossier_id} not found")
-            raise dossier_not_found(conn, dossier_id)
-    return dict(row._mapping)
+    reads = as_reads(store)
+    row = reads.dossier(dossier_id)
+    if row is None:
+        if not hint:
+            raise NotFound(f"dossier {dossier_id} not found")
+        raise _not_found(dossier_id, reads.ids_meant(dossier_id.strip().upper()))
+    return row
+
+
+def _not_found(dossier_id: str, meant: list[str]) -> NotFound:
+    near = f" (did you mean {' or '.join(meant)}?)" if meant else ""
+    return NotFound(f"dossier {dossier_id} not found{near}")
 
 
 def dossier_not_found(conn: sa.Connection, dossier_id: str) -> NotFound:
@@ -131,6 +233,10 @@ def dossier_not_found(conn: sa.Connection, dossier_id: str) -> NotFound:
     Ids are ASCII (engine._ID), so SQL ``upper`` compares them the same on every database; the
     index on ``id`` is not used, but this runs only on the error path.
     """
+    import sqlalchemy as sa
+
+    from .store import dossier_t
+
     wanted = dossier_id.strip().upper()
     meant = list(
         conn.execute(
@@ -140,11 +246,12 @@ def dossier_not_found(conn: sa.Connection, dossier_id: str) -> NotFound:
             .limit(3)
         ).scalars()
     )
-    near = f" (did you mean {' or '.join(meant)}?)" if meant else ""
-    return NotFound(f"dossier {dossier_id} not found{near}")
+    return _not_found(dossier_id, meant)
 
 
 def _filtered(query: Any, filters: DossierFilter, now: datetime) -> Any:
+    from .store import dossier_t
+
     for column, value in (
         (dossier_t.c.state, filters.state),
         (dossier_t.c.stage, filters.stage),
@@ -160,25 +267,27 @@ def _filtered(query: Any, filters: DossierFilter, now: datetime) -> Any:
 
 def count_dossiers(store: Store, filters: DossierFilter, now: datetime) -> int:
     """How many dossiers ``list_dossiers`` will walk (an upper bound with ``overdue``)."""
+    import sqlalchemy as sa
+
+    from .store import dossier_t
+
     query = _filtered(sa.select(sa.func.count()).select_from(dossier_t), filters, now)
     with store.read() as conn:
         return int(conn.execute(query).scalar_one())
 
 
 def list_dossiers(
-    store: Store, registry: Registry, filters: DossierFilter, now: datetime, tz: tzinfo
+    store: Store | Reads, registry: Registry, filters: DossierFilter, now: datetime, tz: tzinfo
 ) -> Iterator[dict[str, Any]]:
-    query = _filtered(sa.select(dossier_t).order_by(dossier_t.c.id), filters, now)
-    with store.read() as conn:
-        for row in conn.execution_options(yield_per=1000).execute(query):
-            document = dossier_document(dict(row._mapping), registry, now, tz)
-            if filters.overdue and not document["overdue"]:
-                continue
-            yield document
+    for row in as_reads(store).dossiers(filters, now):
+        document = dossier_document(row, registry, now, tz)
+        if filters.overdue and not document["overdue"]:
+            continue
+        yield document
 
 
 def show_dossier(
-    store: Store,
+    store: Store | Reads,
     registry: Registry,
     dossier_id: str,
     now: datetime,
@@ -188,10 +297,11 @@ def show_dossier(
     """The dossier, how its deadline was reached, its pending timers, its possible triggers.
 
     ``row``: the dossier's row when the caller has just read it (one query fewer)."""
-    row = get_dossier(store, dossier_id) if row is None else row
+    reads = as_reads(store)
+    row = get_dossier(reads, dossier_id) if row is None else row
     document = dossier_document(row, registry, now, tz)
     document["deadline"] = json.loads(row["deadline_note"]) if row["deadline_note"] else None
-    document["timers"] = list(list_timers(store, tz, dossier_id=dossier_id))
+    document["timers"] = [_timer_document(t, tz) for t in reads.pending_timers(dossier_id)]
     from .documents import checklist
     from .errors import OcopError
 
@@ -215,24 +325,23 @@ def show_dossier(
             {"trigger": t.trigger, "to": t.dest, "roles": list(t.roles), "label": t.label_vi}
             for t in wf.transitions_from(row["state"])
         ]
-    document["entered"] = entered(store, dossier_id, tz)
+    document["entered"] = entered(reads, dossier_id, tz)
     return document
 
 
-def entered(store: Store, dossier_id: str, tz: tzinfo) -> dict[str, Any] | None:
+def entered(store: Store | Reads, dossier_id: str, tz: tzinfo) -> dict[str, Any] | None:
     """How the dossier came in, from its first audit entry: ``register`` or ``import`` (with
     the file, its SHA-256 and the line, which the entry's hash covers)."""
-    with store.read() as conn:
-        first = conn.execute(
-            sa.select(audit_t.c.trigger, audit_t.c.actor, audit_t.c.at, audit_t.c.data_after).where(
-                audit_t.c.dossier_id == dossier_id, audit_t.c.seq == 1
-            )
-        ).first()
+    first = as_reads(store).first_entry(dossier_id)
     if first is None:
         return None
-    out: dict[str, Any] = {"by": first.trigger, "actor": first.actor, "at": when(first.at, tz)}
-    if first.trigger == "import":
-        source = _source(first.data_after)
+    out: dict[str, Any] = {
+        "by": first["trigger"],
+        "actor": first["actor"],
+        "at": when(first["at"], tz),
+    }
+    if first["trigger"] == "import":
+        source = _source(first["data_after"])
         out.update({k: source.get(k) for k in ("file", "sha256", "line")})
     return out
 
@@ -248,6 +357,10 @@ def _source(data_after: str | None) -> dict[str, Any]:
 def imported(store: Store, dossier_id: str | None = None) -> list[dict[str, Any]]:
     """Every dossier that entered by import, with its source file, SHA-256 and line: what
     ``audit verify`` lists so an auditor sees which dossiers did not start with ``register``."""
+    import sqlalchemy as sa
+
+    from .store import audit_t
+
     query = (
         sa.select(audit_t.c.dossier_id, audit_t.c.data_after)
         .where(audit_t.c.seq == 1, audit_t.c.trigger == "import")
@@ -267,7 +380,10 @@ def imported(store: Store, dossier_id: str | None = None) -> list[dict[str, Any]
 
 
 def history(store: Store, dossier_id: str, tz: tzinfo) -> list[dict[str, Any]]:
+    import sqlalchemy as sa
+
     from .audit import entry_document
+    from .store import audit_t
 
     get_dossier(store, dossier_id)
     with store.read() as conn:
@@ -285,6 +401,10 @@ def list_timers(
     due_before: datetime | None = None,
     include_all: bool = False,
 ) -> Iterator[dict[str, Any]]:
+    import sqlalchemy as sa
+
+    from .store import PENDING, timer_t
+
     query = sa.select(timer_t).order_by(timer_t.c.due_at, timer_t.c.id)
     if dossier_id is not None:
         query = query.where(timer_t.c.dossier_id == dossier_id)
@@ -294,18 +414,22 @@ def list_timers(
         query = query.where(timer_t.c.due_at <= due_before)
     with store.read() as conn:
         for row in conn.execution_options(yield_per=1000).execute(query):
-            yield {
-                "id": row.id,
-                "dossier": row.dossier_id,
-                "kind": row.kind,
-                "state": row.state,
-                "due_at": when(row.due_at, tz),
-                "deadline_at": when(row.deadline_at, tz),
-                "status": row.status,
-                "auto_trigger": row.auto_trigger,
-                "fired_at": when(row.fired_at, tz),
-                "late_seconds": row.late_seconds,
-            }
+            yield _timer_document(dict(row._mapping), tz)
+
+
+def _timer_document(row: Mapping[str, Any], tz: tzinfo) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "dossier": row["dossier_id"],
+        "kind": row["kind"],
+        "state": row["state"],
+        "due_at": when(row["due_at"], tz),
+        "deadline_at": when(row["deadline_at"], tz),
+        "status": row["status"],
+        "auto_trigger": row["auto_trigger"],
+        "fired_at": when(row["fired_at"], tz),
+        "late_seconds": row["late_seconds"],
+    }
 
 
 NOTIFICATION_STATUSES = ("pending", "sent", "dead")
@@ -316,6 +440,10 @@ def list_notifications(
 ) -> Iterator[dict[str, Any]]:
     if status is not None and status not in NOTIFICATION_STATUSES:
         raise UsageError(f"--status {status}: use one of {', '.join(NOTIFICATION_STATUSES)}")
+    import sqlalchemy as sa
+
+    from .store import notification_t
+
     query = sa.select(notification_t).order_by(notification_t.c.id)
     if status is not None:
         query = query.where(notification_t.c.status == status)

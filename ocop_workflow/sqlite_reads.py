@@ -1,0 +1,187 @@
+"""The read side of ``dossier show`` and ``dossier list`` on SQLite, in plain ``sqlite3``.
+
+A command a person types should feel instant: importing SQLAlchemy and SQLModel costs more than
+the whole query, so the reading commands on a SQLite file go through here instead of ``Store``.
+This is ``store.py``'s companion (the same statements ``views.CoreReads`` builds with SQLAlchemy
+Core, the same instants as ``store.SqliteWrites`` reads them); it lives in its own module because
+importing ``store`` imports the SQLModel tables. PostgreSQL, and any SQLite URL this does not
+understand plainly (query options, memory), keep ``Store``. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import EnvironmentProblem
+
+#: Keep in step with ``store.SCHEMA_REVISION`` (tests/test_instant_reads.py compares them).
+SCHEMA_REVISION = "0005"
+
+#: Dossier and timer columns holding instants (``store.UTCDateTime``), read back as aware UTC.
+_INSTANTS = frozenset(
+    {"state_entered_at", "deadline_at", "created_at", "updated_at", "due_at", "fired_at", "at"}
+)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a plain ``sqlite:///FILE`` URL; None for anything else (left to ``Store``)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return None
+    path = url[len(prefix) :]
+    if not path or path == ":memory:" or any(c in path for c in "?#%"):
+        return None
+    return path
+
+
+def _instant(text: Any) -> Any:
+    """As ``store._read_instant``: naive UTC text → aware UTC datetime."""
+    if text is None or isinstance(text, datetime):
+        return text
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _bind_instant(value: datetime) -> str:
+    """As ``store._sqlite_instant``: how SQLAlchemy's SQLite DateTime stores an instant."""
+    v = value.astimezone(UTC)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+    )
+
+
+class SqliteReads:
+    """Read transactions over one ``sqlite3`` connection, errors mapped as ``Store.read`` does."""
+
+    def __init__(self, url: str, path: str, *, busy_timeout_ms: int = 30_000) -> None:
+        self.url = url  # a plain sqlite:///FILE URL holds no secret: shown as is (Store.safe_url)
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._db: sqlite3.Connection | None = None
+
+    def check_schema(self) -> None:
+        """As ``Store.check_schema``: the same messages for a missing or old database."""
+        if not Path(self.path).exists():  # do not leave an empty file behind
+            raise EnvironmentProblem(f"database {self.url} does not exist: run `ocop init`")
+        try:
+            with self.read() as db:
+                found = db.execute("SELECT version_num FROM alembic_version").fetchone()
+        except EnvironmentProblem as exc:
+            if "unreachable" in exc.message:
+                raise
+            found = None
+            missing = True
+        else:
+            missing = False
+        if missing:
+            raise EnvironmentProblem(f"database {self.url} is not initialised: run `ocop init`")
+        revision = found[0] if found else None
+        if revision != SCHEMA_REVISION:
+            raise EnvironmentProblem(
+                f"database schema is at revision {revision}, this ocop expects {SCHEMA_REVISION}: "
+                "run `ocop init` to upgrade"
+            )
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A deferred read transaction (readers never block writers under WAL)."""
+        try:
+            if self._db is None:
+                db = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000)
+                db.isolation_level = None
+                db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+                self._db = db
+            db = self._db
+        except sqlite3.Error as exc:
+            raise EnvironmentProblem(
+                f"database unreachable ({self.url}): {_first_line(exc)}"
+            ) from None
+        try:
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise EnvironmentProblem(f"database error ({self.url}): {_first_line(exc)}") from None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # --- the statements views.CoreReads runs --------------------------------------------
+
+    def dossier(self, dossier_id: str) -> dict[str, Any] | None:
+        with self.read() as db:
+            cursor = db.execute("SELECT * FROM dossier WHERE id = ?", (dossier_id,))
+            found = cursor.fetchone()
+            return None if found is None else _row(cursor, found)
+
+    def ids_meant(self, wanted: str) -> list[str]:
+        with self.read() as db:
+            return [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM dossier WHERE upper(id) = ? ORDER BY id LIMIT 3", (wanted,)
+                )
+            ]
+
+    def communes(self) -> set[str]:
+        with self.read() as db:
+            return {r[0] for r in db.execute("SELECT DISTINCT commune FROM dossier")}
+
+    def dossiers(self, filters: Any, now: datetime) -> Iterator[dict[str, Any]]:
+        where, params = [], []
+        for column in ("state", "stage", "commune", "workflow"):
+            value = getattr(filters, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if filters.overdue:
+            where.append("deadline_at <= ?")
+            params.append(_bind_instant(now))
+        sql = "SELECT * FROM dossier"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self.read() as db:
+            cursor = db.execute(sql + " ORDER BY id", params)
+            for found in cursor:
+                yield _row(cursor, found)
+
+    def pending_timers(self, dossier_id: str) -> Iterator[dict[str, Any]]:
+        with self.read() as db:
+            cursor = db.execute(
+                "SELECT * FROM timer WHERE dossier_id = ? AND status = 'pending' "
+                "ORDER BY due_at, id",
+                (dossier_id,),
+            )
+            for found in cursor:
+                yield _row(cursor, found)
+
+    def first_entry(self, dossier_id: str) -> dict[str, Any] | None:
+        with self.read() as db:
+            cursor = db.execute(
+                "SELECT trigger, actor, at, data_after FROM audit_entry "
+                "WHERE dossier_id = ? AND seq = 1",
+                (dossier_id,),
+            )
+            found = cursor.fetchone()
+            return None if found is None else _row(cursor, found)
+
+
+def _row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip([d[0] for d in cursor.description], values, strict=True))
+    for name in _INSTANTS.intersection(row):
+        row[name] = _instant(row[name])
+    return row
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,166 @@
+"""``dossier show`` / ``dossier list`` on SQLite read through plain sqlite3 (sqlite_reads.py).
+
+What an officer relies on: the reading commands start without importing SQLAlchemy, SQLModel,
+pydantic, transitions or holidays (those imports cost more than the whole command), and they
+print exactly what the SQLAlchemy Core read path prints — filters, policy, hints and all.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from ocop_workflow import sqlite_reads, store
+from ocop_workflow.views import DossierFilter
+from tests.conftest import Workspace
+
+T0 = "2025-03-03T09:00:00+07:00"
+LATER = "2025-09-01T09:00:00+07:00"
+HEAVY = ("sqlalchemy", "sqlmodel", "pydantic", "transitions", "holidays")
+
+#: Runs ``ocop ARGS`` through cli.main in a fresh interpreter, then prints which of HEAVY it
+#: imported (cli.main ends in sys.exit, so the report is made in a finally).
+PROBE = """
+import json, sys
+from ocop_workflow import cli
+try:
+    cli.main(sys.argv[1:])
+finally:
+    heavy = [m for m in {heavy!r} if m in sys.modules]
+    sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
+"""
+
+
+def _register(ws: Workspace, dossier_id: str, *, commune: str = "Ia Le", user: str) -> None:
+    ws.run(
+        "dossier",
+        "register",
+        "--product",
+        f"Cà phê {dossier_id}",
+        "--producer",
+        "HTX Cà phê",
+        "--commune",
+        commune,
+        "--id",
+        dossier_id,
+        user=user,
+        now=T0,
+        check=True,
+    )
+
+
+@pytest.fixture
+def two_dossiers(sqlite_workspace: Workspace) -> Workspace:
+    _register(sqlite_workspace, "IALE-1", user="lan")
+    _register(sqlite_workspace, "IAPHANG-1", commune="Ia Phang", user="tuan")
+    return sqlite_workspace
+
+
+def _heavy_imports(ws: Workspace, *args: str) -> tuple[int, list[str], str]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY), *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=ws.env(OCOP_NOW=LATER),
+        cwd=ws.root,
+        timeout=120,
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("HEAVY="), done.stderr
+    return done.returncode, json.loads(last.removeprefix("HEAVY=")), done.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("dossier", "show", "IALE-1"),
+        ("dossier", "show", "IALE-1", "--json"),
+        ("dossier", "list"),
+        ("dossier", "list", "--json", "--commune", "Ia Le", "--overdue"),
+    ],
+)
+def test_dossier_show_and_list_on_sqlite_import_no_sqlalchemy_nor_sqlmodel(
+    two_dossiers: Workspace, args: tuple[str, ...]
+) -> None:
+    code, heavy, stdout = _heavy_imports(two_dossiers, *args)
+    assert code == 0
+    assert "IALE-1" in stdout
+    assert heavy == []
+
+
+def test_unknown_dossier_on_sqlite_still_hints_without_sqlalchemy(two_dossiers: Workspace) -> None:
+    code, heavy, _ = _heavy_imports(two_dossiers, "dossier", "show", "iale-1")
+    assert code == 3
+    assert heavy == []
+
+
+def _documents(ws: Workspace, instant: bool, user: str | None) -> dict[str, Any]:
+    app = ws.app(user=user, now=LATER)
+    try:
+        ocop = app.ocop
+        ocop.instant_reads = instant
+        actor = app.actor() if user else None
+        out: dict[str, Any] = {"reads": type(ocop.reads()).__name__}
+        for name, filters in {
+            "all": DossierFilter(),
+            "commune": DossierFilter(commune="Ia Le"),
+            "overdue": DossierFilter(overdue=True),
+            "state": DossierFilter(state="registration", workflow="ocop-1489"),
+        }.items():
+            out[name] = list(ocop.iter_dossiers(actor, filters))
+        out["show"] = ocop.show(actor, "IALE-1")
+        return out
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("user", [None, "lan"])
+def test_plain_sqlite_reads_give_the_documents_of_the_sqlalchemy_reads(
+    two_dossiers: Workspace, user: str | None
+) -> None:
+    thin = _documents(two_dossiers, True, user)
+    core = _documents(two_dossiers, False, user)
+    assert (thin.pop("reads"), core.pop("reads")) == ("SqliteReads", "CoreReads")
+    assert thin == core
+    assert core["show"]["timers"]  # the pending timers were compared, not two empty lists
+    assert any(d["overdue"] for d in core["overdue"])
+    seen = {d["id"] for d in core["all"]}
+    assert seen == ({"IALE-1"} if user == "lan" else {"IALE-1", "IAPHANG-1"})
+
+
+def test_plain_sqlite_reads_refuse_an_uninitialised_database_as_the_store_does(
+    tmp_path: Any,
+) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    url = f"sqlite:///{path}"
+    with pytest.raises(Exception) as thin:
+        sqlite_reads.SqliteReads(url, str(path)).check_schema()
+    with pytest.raises(Exception) as core:
+        store.Store(url).check_schema()
+    assert (type(thin.value), str(thin.value)) == (type(core.value), str(core.value))
+    assert "not initialised" in str(core.value)
+
+
+def test_plain_sqlite_reads_expect_the_schema_revision_of_the_store() -> None:
+    assert sqlite_reads.SCHEMA_REVISION == store.SCHEMA_REVISION
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///ocop.db", "ocop.db"),
+        ("sqlite:////var/lib/ocop.db", "/var/lib/ocop.db"),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("sqlite:///ocop.db?timeout=5", None),
+        ("postgresql+psycopg://postgres@127.0.0.1/test", None),
+    ],
+)
+def test_only_a_plain_sqlite_file_url_takes_the_plain_read_path(url: str, path: str | None) -> None:
+    assert sqlite_reads.sqlite_path(url) == path
