@@ -20,8 +20,9 @@ from sqlmodel import Field, SQLModel
 
 from .errors import Conflict, EnvironmentProblem, UsageError
 
-#: The Alembic head this code expects; ``tests/test_migrations.py`` pins it to the scripts.
-SCHEMA_REVISION = "0006"
+# SCHEMA_REVISION, the Alembic head this code expects (tests/test_migrations.py pins it to the
+# scripts), is written in sqlite_reads.py: its plain-sqlite3 reads check it without this module.
+from .sqlite_reads import SCHEMA_REVISION as SCHEMA_REVISION
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):

@@ -147,10 +147,6 @@ def test_plain_sqlite_reads_refuse_an_uninitialised_database_as_the_store_does(
     assert "not initialised" in str(core.value)
 
 
-def test_plain_sqlite_reads_expect_the_schema_revision_of_the_store() -> None:
-    assert sqlite_reads.SCHEMA_REVISION == store.SCHEMA_REVISION
-
-
 @pytest.mark.parametrize(
     ("url", "path"),
     [
