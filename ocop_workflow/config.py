@@ -7,6 +7,7 @@ file's folder, so ``ocop --config /srv/ocop/config.toml`` works from any directo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -36,7 +37,6 @@ KNOWN_ROLES = frozenset(
         "auditor",  # reads everything, writes nothing (policy.py)
     }
 )
-CHANNELS = ("file", "email", "webhook")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -87,6 +87,9 @@ class NotificationsConfig:
     max_attempts: int = 5
     backoff_seconds: float = 30.0
     batch_size: int = 200
+    #: The channels' secret variables (``password_env``, ``secret_env``) read from the
+    #: environment once, when the config is loaded: delivery never reads the environment.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -447,7 +450,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         {"sweep_interval_seconds": _positive(_num), "batch_size": _positive(_int)},
     )
     security = _section(data.get("security"), "security", {"require_os_user": _bool})
-    notifications = _notifications(data.get("notifications"), resolve)
+    notifications = _notifications(data.get("notifications"), resolve, env)
     users = _users(data.get("users"))
     targets = _targets(data.get("targets"))
     councils = _councils(data.get("councils"), users)
@@ -582,7 +585,12 @@ def _check_timezone(name: str) -> None:
         raise ConfigError(f"config key 'engine.timezone': unknown time zone '{name}'") from None
 
 
-def _notifications(data: Any, resolve: Callable[[str], Path]) -> NotificationsConfig:
+def _notifications(
+    data: Any, resolve: Callable[[str], Path], env: Mapping[str, str]
+) -> NotificationsConfig:
+    """``[notifications]``; every channel's secret variables are resolved here, from ``env``."""
+    from .channels import CHANNELS, resolve_secrets  # the channel registry
+
     if data is not None and not isinstance(data, dict):
         raise ConfigError("config key 'notifications' must be a table")
     top = dict(data or {})
@@ -627,7 +635,7 @@ def _notifications(data: Any, resolve: Callable[[str], Path]) -> NotificationsCo
     )
     if "webhook" in channels and "url" not in webhook_values:
         _require(webhook_values, "notifications.webhook", "url")
-    return NotificationsConfig(
+    config = NotificationsConfig(
         channels=channels,
         file=FileChannel(resolve(file_values.get("path", "outbox.jsonl"))),
         email=EmailChannel(**email_values),
@@ -636,6 +644,7 @@ def _notifications(data: Any, resolve: Callable[[str], Path]) -> NotificationsCo
         backoff_seconds=float(values.get("backoff_seconds", 30.0)),
         batch_size=values.get("batch_size", 200),
     )
+    return dataclasses.replace(config, secrets=resolve_secrets(config, env))
 
 
 #: A ``[users]`` key: what the audit trail records as the actor, so plain and unambiguous.

@@ -508,8 +508,9 @@ def recipients(
 
     Who: the users who may fire the state's outgoing triggers (those marked ``remind``) and
     whose communes cover the dossier (a producer only for its own organisation), the users of
-    ``extra_roles`` (escalations), and the producer's e-mail from the dossier data. On the email
-    channel a recipient is an address; on the file and webhook channels it is the user's key.
+    ``extra_roles`` (escalations), and the producer's e-mail from the dossier data. Each channel
+    says where a user's copy goes (:meth:`channels.Channel.address`): on the email channel an
+    address, on the file and webhook channels the user's key.
     """
     from .policy import advance_problems
 
@@ -526,10 +527,13 @@ def recipients(
     data = json.loads(dossier["data"]) if isinstance(dossier["data"], str) else dossier["data"]
     producer_email = data.get("producer_email")
     pairs: list[tuple[str, str]] = []
+    from .channels import channel as channel_named
+
     for channel in config.notifications.channels:
+        address = channel_named(channel).address
         seen: set[str] = set()
         for user in users:
-            target = user.email if channel == "email" else user.key
+            target = address(user)
             if target and target not in seen:
                 seen.add(target)
                 pairs.append((channel, target))

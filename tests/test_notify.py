@@ -652,3 +652,134 @@ def test_ocop_sweep_leaves_undeliverable_email_dead_and_listed_while_the_file_co
     mine = [x for x in lines if x["dossier"] == dossier_id]
     assert mine and all(x["sent_at"].endswith("+07:00") for x in mine), mine
     assert datetime.fromisoformat(mine[0]["sent_at"]) == datetime(2026, 4, 1, 2, 0, tzinfo=UTC)
+
+
+def _registered_dossier(ws: Any) -> str:
+    ws.run("init", check=True)
+    registered = ws.run(
+        "dossier",
+        "register",
+        "--product",
+        "Cà phê bột Ia Le",
+        "--producer",
+        "HTX Cà phê Ia Le",
+        "--commune",
+        "Ia Le",
+        "--json",
+        user="lan",
+        now="2026-03-02T09:00:00+07:00",
+    )
+    assert registered.code == 0, str(registered)
+    return str(registered.json()["id"])
+
+
+def test_the_email_date_header_is_the_sweeps_injected_clock_not_the_wall_clock(
+    tmp_path: Path, smtp: tuple[SmtpHandler, int, list[tuple[str, str]]]
+) -> None:
+    from conftest import Workspace, write_config
+
+    handler, port, _ = smtp
+    write_config(
+        tmp_path,
+        channels='["email"]',
+        extra=f'[notifications.email]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'sender = "{SENDER}"\ntimeout_seconds = 5\n',
+    )
+    ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
+    _registered_dossier(ws)
+
+    # a rehearsal instant years away from today: only the injected clock can give it
+    done = ws.run("sweep", "--json", now="2031-04-01T09:30:00+07:00")
+
+    assert done.code == 0, str(done)
+    assert done.json()["notifications_sent"] >= 1
+    assert handler.received
+    for raw in handler.received:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert message["Date"].datetime == datetime(2031, 4, 1, 2, 30, tzinfo=UTC)
+        assert str(message["Date"]).endswith("+0700")  # the office's time zone
+
+
+def test_the_smtp_password_is_read_when_the_config_is_loaded_not_at_delivery(
+    store: Store,
+    smtp: tuple[SmtpHandler, int, list[tuple[str, str]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from conftest import write_config
+
+    from ocop_workflow.config import load_config
+
+    _, port, logins = smtp
+    path = write_config(
+        tmp_path,
+        channels='["email"]',
+        extra=f'[notifications.email]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'sender = "{SENDER}"\nusername = "ocop"\npassword_env = "OCOP_SMTP_PASSWORD"\n',
+    )
+    config = load_config(path, {"OCOP_SMTP_PASSWORD": PASSWORD})
+    # the process environment says otherwise: delivery must not look there
+    monkeypatch.setenv("OCOP_SMTP_PASSWORD", "not-the-loaded-one")
+    add(store, channel="email")
+
+    assert deliver_pending(store, config.notifications, T0) == DeliveryCounts(sent=1)
+    assert logins == [("ocop", PASSWORD)]
+    assert "not-the-loaded-one" not in repr(config)  # and the loaded one is not in its repr
+    assert PASSWORD not in repr(config)
+
+
+def test_a_new_channel_is_one_registered_class_that_config_sweep_and_delivery_all_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import Workspace, write_config
+
+    from ocop_workflow import channels
+    from ocop_workflow.clock import FixedClock
+    from ocop_workflow.config import User, load_config
+    from ocop_workflow.errors import ConfigError
+    from ocop_workflow.service import Ocop
+
+    class Sms:
+        """A channel that texts the user's key (a phone book would map it) and needs a token."""
+
+        name = "sms"
+
+        def __init__(self) -> None:
+            self.sent: list[tuple[dict[str, Any], str | None]] = []
+
+        def address(self, user: User) -> str | None:
+            return f"sms:{user.key}"
+
+        def secret_names(self, config: NotificationsConfig) -> tuple[str, ...]:
+            return ("OCOP_SMS_TOKEN",)
+
+        def config_secrets(self, config: NotificationsConfig) -> list[str]:
+            return []
+
+        def send(self, row: Any, config: NotificationsConfig, env: Any) -> None:
+            self.sent.append((dict(row), env.get("OCOP_SMS_TOKEN")))
+
+    sms = Sms()
+    # before registration the config refuses the name, listing what is known
+    write_config(tmp_path, channels='["file", "sms"]')
+    with pytest.raises(
+        ConfigError, match="unknown channel 'sms' \\(known: file, email, webhook\\)"
+    ):
+        load_config(tmp_path / "config.toml", {})
+    monkeypatch.setitem(channels.CHANNELS, "sms", sms)
+
+    ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
+    dossier_id = _registered_dossier(ws)
+    config = load_config(ws.config, {"OCOP_DATABASE_URL": ws.url, "OCOP_SMS_TOKEN": "tok-42"})
+    counts = Ocop(config, FixedClock(datetime(2026, 4, 1, 2, 0, tzinfo=UTC))).sweep()
+
+    assert counts.notifications_sent >= 2 and counts.notifications_failed == 0
+    assert sms.sent, "the registered channel delivered nothing"
+    assert {row["dossier_id"] for row, _ in sms.sent} == {dossier_id}
+    assert all(row["recipient"].startswith("sms:") for row, _ in sms.sent)  # its address()
+    assert "sms:lan" in {row["recipient"] for row, _ in sms.sent}
+    assert {token for _, token in sms.sent} == {"tok-42"}  # resolved at load, handed to send
+    assert {row["sent_at"] for row, _ in sms.sent} == {datetime(2026, 4, 1, 2, 0, tzinfo=UTC)}
+    # the file channel beside it is unchanged
+    lines = (tmp_path / "outbox.jsonl").read_text("utf-8").splitlines()
+    assert {json.loads(x)["dossier"] for x in lines} == {dossier_id}
