@@ -52,19 +52,8 @@ class CoreReads:
         return None if row is None else dict(row._mapping)
 
     def ids_meant(self, wanted: str) -> list[str]:
-        import sqlalchemy as sa
-
-        from .store import dossier_t
-
         with self.store.read() as conn:
-            return list(
-                conn.execute(
-                    sa.select(dossier_t.c.id)
-                    .where(sa.func.upper(dossier_t.c.id) == wanted)
-                    .order_by(dossier_t.c.id)
-                    .limit(3)
-                ).scalars()
-            )
+            return _ids_meant(conn, wanted)
 
     def communes(self) -> set[str]:
         import sqlalchemy as sa
@@ -233,12 +222,16 @@ def dossier_not_found(conn: sa.Connection, dossier_id: str) -> NotFound:
     Ids are ASCII (engine._ID), so SQL ``upper`` compares them the same on every database; the
     index on ``id`` is not used, but this runs only on the error path.
     """
+    return _not_found(dossier_id, _ids_meant(conn, dossier_id.strip().upper()))
+
+
+def _ids_meant(conn: sa.Connection, wanted: str) -> list[str]:
+    """The ids (at most three) that are ``wanted`` (upper-cased) but for case."""
     import sqlalchemy as sa
 
     from .store import dossier_t
 
-    wanted = dossier_id.strip().upper()
-    meant = list(
+    return list(
         conn.execute(
             sa.select(dossier_t.c.id)
             .where(sa.func.upper(dossier_t.c.id) == wanted)
@@ -246,7 +239,6 @@ def dossier_not_found(conn: sa.Connection, dossier_id: str) -> NotFound:
             .limit(3)
         ).scalars()
     )
-    return _not_found(dossier_id, meant)
 
 
 def _filtered(query: Any, filters: DossierFilter, now: datetime) -> Any:
