@@ -227,9 +227,6 @@ class WorkflowDef:
             (t for t in self.transitions if t.trigger == trigger and t.source == state), None
         )
 
-    def first_evaluation_state(self) -> StateDef:
-        return next(s for s in self.states.values() if s.level is not None)
-
     def parse_data(self, pairs: Iterable[str], *, allow_protected: bool = False) -> dict[str, Any]:
         """``K=V`` strings from ``--set`` → checked data values (UsageError names the bad one)."""
         return self.parse_values(split_pairs(pairs), allow_protected=allow_protected)
