@@ -1629,10 +1629,13 @@ def token_create(
     if as_json:
         emit_json({"token": made.token, **made.info.document(app.now)})
     else:
+        from .render import short
+
+        until = made.info.expires_at
         click.echo(made.token)
         click.echo(
             f"token {made.info.id} for {user_key}"
-            + (f", expires {made.info.expires_at.isoformat()}" if made.info.expires_at else "")
+            + (f", expires {short(until, app.ocop.tz)}" if until else "")
             + ": shown once, keep it secret",
             err=True,
         )
@@ -1645,26 +1648,27 @@ def token_create(
 def token_list(ctx: click.Context, user_key: str | None, as_json: bool) -> None:
     """Every token (never the token itself): owner, kind, expiry, status."""
     app = app_of(ctx)
-    rows = [t.document(app.now) for t in app.ocop.tokens(user_key)]
+    tokens = app.ocop.tokens(user_key)
     if as_json:
-        emit_json(rows)
+        emit_json([t.document(app.now) for t in tokens])
         return
-    from .render import table
+    from .render import short, table
 
+    tz = app.ocop.tz
     click.echo(
         table(
             ["id", "user", "kind", "status", "created", "expires", "label"],
             [
                 (
-                    r["id"],
-                    r["user"],
-                    r["kind"],
-                    r["status"],
-                    r["created_at"][:16],
-                    (r["expires_at"] or "-")[:16],
-                    r["label"] or "",
+                    t.id,
+                    t.user,
+                    t.kind,
+                    t.status(app.now),
+                    short(t.created_at, tz),
+                    short(t.expires_at, tz),
+                    t.label or "",
                 )
-                for r in rows
+                for t in tokens
             ],
         )
     )

@@ -651,6 +651,22 @@ def test_a_token_label_with_control_characters_and_a_huge_token_id_are_refused_i
     assert dump_database(ws.url) == before
 
 
+def test_token_times_print_in_the_business_time_zone_like_every_other_time(
+    sqlite_workspace: Workspace,
+) -> None:
+    """`token create` and `token list` print local minutes (Asia/Ho_Chi_Minh), as `dossier
+    show` does; JSON keeps the stored instant with its offset."""
+    ws = sqlite_workspace
+    now = "2026-03-02T09:00:00+07:00"  # 02:00 UTC
+    made = ws.run("token", "create", "--user", "lan", "--expires", "1", now=now)
+    assert made.code == 0, made
+    assert "expires 2026-03-03 09:00:" in made.stderr, made
+    listed = ws.run("token", "list", "--user", "lan", now=now)
+    assert "2026-03-02 09:00  2026-03-03 09:00" in listed.stdout, listed
+    document = ws.run("token", "list", "--json", now=now)
+    assert document.json()[0]["created_at"] == "2026-03-02T02:00:00+00:00", document
+
+
 @pytest.mark.parametrize("name", ["Ngày\\u202e lễ", "Ngày\\u007f lễ", "Ngày\\u0085 lễ"])
 def test_a_local_calendar_day_named_with_invisible_controls_is_a_config_error(
     name: str, tmp_path: Path
