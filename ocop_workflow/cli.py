@@ -1342,7 +1342,7 @@ def audit_verify(
     With --checkpoint, also exit 7 for each dossier whose chain was rewritten, cut short or
     deleted since the checkpoint was signed, and for a checkpoint whose signature is bad.
     """
-    from .audit import count_entries, verify
+    from .audit import count_entries
     from .errors import AuditFailure
 
     app = app_of(ctx)
@@ -1355,13 +1355,7 @@ def audit_verify(
     store = app.checked_store()
     total = count_entries(store, dossier_id) if _bar_wanted() else 0
     with progress_bar("verifying", total) as advance:
-        report = verify(
-            store, dossier_id, app.config.documents_dir, progress=advance, anchors=anchors
-        )
-    if dossier_id is not None and report.dossiers_checked == 0 and report.ok:
-        from .errors import NotFound
-
-        raise NotFound(f"dossier {dossier_id} not found: neither the dossier nor any history")
+        report = app.ocop.audit_verify(None, dossier_id, progress=advance, anchors=anchors)
     from .views import imported
 
     entered_by_import = imported(store, dossier_id)

@@ -613,14 +613,20 @@ class Ocop:
         dossier_id: str | None = None,
         *,
         progress: Callable[[int], None] | None = None,
+        anchors: Mapping[str, Mapping[int, tuple[str, str]]] | None = None,
     ) -> VerifyReport:
-        """Recompute the hash chains (and re-hash stored documents)."""
+        """Recompute the hash chains (and re-hash stored documents); ``anchors`` are the chain
+        heads of signed checkpoints (``checkpoint.anchors``) the chains must still extend."""
         from .audit import verify
 
         if actor is not None:
             self.check_reads_all(actor, "the audit trail")
         report = verify(
-            self.checked_store(), dossier_id, self.config.documents_dir, progress=progress
+            self.checked_store(),
+            dossier_id,
+            self.config.documents_dir,
+            progress=progress,
+            anchors=anchors,
         )
         if dossier_id is not None and report.dossiers_checked == 0 and report.ok:
             raise NotFound(f"dossier {dossier_id} not found: neither the dossier nor any history")
