@@ -150,7 +150,7 @@ def _count_held(engine: Engine, now: datetime, counts: SweepCounts) -> None:
         .group_by(dossier_t.c.workflow)
     )
     with engine.store.read() as conn:
-        held: dict[str, int] = {str(w): int(n) for w, n in conn.execute(query).tuples()}
+        held: dict[str, int] = {str(w): int(n) for w, n in conn.execute(query)}
     for workflow, entry in counts.workflows_unavailable.items():
         entry["timers_held"] = int(held.get(workflow, 0))
     counts.timers_held = sum(e["timers_held"] for e in counts.workflows_unavailable.values())
