@@ -20,17 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import (
-    AuditFailure,
     ConfigError,
-    Conflict,
     EnvironmentProblem,
-    NotFound,
     OcopError,
-    PayloadTooLarge,
-    PermissionDenied,
     TransitionRefused,
     Unauthenticated,
-    UsageError,
     WorkflowFileError,
 )
 
@@ -41,25 +35,17 @@ DEFAULT_TOKEN_FILE = Path("~/.config/ocop/token")
 
 
 def _errors() -> dict[str, type[OcopError]]:
-    from .auth import Throttled
+    """Each error ``code`` of the one hierarchy → its class (the most general one that has
+    it): derived from errors.py, so a new error class needs no second list here."""
+    from . import auth  # noqa: F401  (defines Throttled, the one error class outside errors.py)
 
-    return {
-        cls.code: cls
-        for cls in (
-            NotFound,
-            Conflict,
-            TransitionRefused,
-            PermissionDenied,
-            Unauthenticated,
-            Throttled,
-            UsageError,
-            PayloadTooLarge,
-            EnvironmentProblem,
-            ConfigError,
-            WorkflowFileError,
-            AuditFailure,
-        )
-    }
+    found: dict[str, type[OcopError]] = {}
+    pending: list[type[OcopError]] = [OcopError]
+    while pending:
+        cls = pending.pop(0)
+        found.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return found
 
 
 class Client:

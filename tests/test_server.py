@@ -451,3 +451,21 @@ def test_data_values_from_json_are_checked_like_set(api: Api) -> None:
         assert response.status_code == 422, (data, response.text)
         assert words in response.json()["error"]["message"], response.text
     assert api.get(f"/api/v1/dossiers/{dossier['id']}", "lan").json()["version"] == 1
+
+
+def test_every_error_code_a_server_sends_is_raised_by_the_cli_with_its_exit_code() -> None:
+    """The CLI through a server exits as it would locally: each class of the one hierarchy
+    (errors.py, auth.Throttled, importer.ImportRejected) is found by its ``code``."""
+    import ocop_workflow.auth
+    import ocop_workflow.importer
+    from ocop_workflow.client import _errors
+    from ocop_workflow.errors import OcopError
+
+    classes, pending = [], [OcopError]
+    while pending:
+        cls = pending.pop()
+        classes.append(cls)
+        pending.extend(cls.__subclasses__())
+    assert ocop_workflow.auth.Throttled in classes
+    for cls in classes:
+        assert _errors()[cls.code].exit_code == cls.exit_code, cls
