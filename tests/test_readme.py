@@ -230,3 +230,31 @@ def test_every_shell_block_of_the_readme_runs_as_written(
     assert ran >= 5
     if os.environ.get(PG_ENV):
         assert any(b.postgres for b in blocks(README.read_text(encoding="utf-8")))
+
+
+def test_every_command_and_option_is_shown_in_the_readme() -> None:
+    """The manual does not drift from ``ocop … --help``: each command appears as typed
+    (``ocop [--as U] GROUP CMD``), and each of its options on such a line (``--json``, common to
+    every command, and an option whose short form the example uses are documented once)."""
+    import click
+
+    from ocop_workflow.cli import _commands, cli
+
+    lines = README.read_text(encoding="utf-8").replace("\\\n", " ").splitlines()
+    globals_ = r"(?:\s+(?:--as\s+\S+|--config\s+\S+|-v|--verbose))*"
+    missing = []
+    for path, command in _commands(cli):
+        if isinstance(command, click.Group):
+            continue
+        typed = re.compile(rf"\bocop{globals_}\s+{re.escape(path)}(?![\w-])")
+        shown = [line for line in lines if typed.search(line)]
+        if not shown:
+            missing.append(f"ocop {path}")
+            continue
+        for param in command.params:
+            if not isinstance(param, click.Option) or "--json" in param.opts:
+                continue
+            forms = [re.escape(o) + r"(?![\w-])" for o in (*param.opts, *param.secondary_opts)]
+            if not any(re.search(f, line) for f in forms for line in shown):
+                missing.append(f"ocop {path} {param.opts[-1]}")
+    assert not missing, missing
