@@ -495,3 +495,44 @@ def test_a_refused_clock_override_is_exit_1_from_the_command(tmp_path: Path) -> 
     result = ws.run("dossier", "list", user="lan", now="2026-03-02T09:00+07:00")
     assert result.code == 1, result
     assert "OCOP_NOW" in result.stderr and "allow_override" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        "database",
+        "engine",
+        "clock",
+        "cli",
+        "scheduler",
+        "notifications",
+        "notifications.file",
+        "notifications.email",
+        "notifications.webhook",
+        "security",
+        "documents",
+        "audit",
+        "server",
+        "client",
+        "communes",
+        "log",
+    ],
+)
+def test_every_key_config_accepts_is_in_the_readme_table(section: str) -> None:
+    """The README's key table lists what config.py accepts (the keys a section knows are those
+    its 'unknown key' error names): a row `section.key`, or `section.a` / `b` for several."""
+    import re
+
+    with pytest.raises(ConfigError) as refused:
+        parse_config(put({}, f"{section}.no_such_key", 1), Path("/srv/ocop/config.toml"), {})
+    listed = re.search(r"known keys of \[[^\]]+\]: ([^)]*)\)", refused.value.message)
+    assert listed, refused.value.message
+    rows = [
+        line
+        for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith(f"| `{section}.")
+    ]
+    for key in listed.group(1).split(", "):
+        assert any(f"`{section}.{key}`" in row or re.search(rf"/ `{key}`", row) for row in rows), (
+            f"{section}.{key} is not in the README's config table"
+        )
