@@ -865,10 +865,9 @@ def _remote_pages(client: Any, filters: Any) -> Iterable[dict[str, Any]]:
 
 def _remote_upload(client: Any, path: str, file: Any, form: dict[str, Any]) -> Any:
     """Upload ``file`` (streamed from disk, never read whole) with the form fields."""
-    from .errors import NotFound
+    from .inputs import check_file
 
-    if not file.is_file():
-        raise NotFound(f"file {file} not found")
+    check_file(file)
     with file.open("rb") as handle:
         return client.call("POST", path, data=form, files={"file": (file.name, handle)})
 

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotFound, PayloadTooLarge, UsageError
-from .inputs import check_text
+from .errors import PayloadTooLarge, UsageError
+from .inputs import check_file, check_text
 
 if TYPE_CHECKING:  # the engine is handed in: documents, audit, engine and views form no cycle
     from .config import User
@@ -120,8 +120,7 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
         )
     engine.policy.check_attach(actor, row)
     check_text(source.name, "the file name")
-    if not source.is_file():
-        raise NotFound(f"file {source} not found")
+    check_file(source)
     sha256, size, _ = store_file(
         engine.config.documents_dir, source, engine.config.max_document_bytes
     )

@@ -24,7 +24,7 @@ from .config import User, parse_instant
 from .engine import Engine, NewDossier
 from .errors import Conflict, OcopError, PermissionDenied, UsageError
 from .exports import restore
-from .inputs import check_text
+from .inputs import check_file, check_text
 from .store import audit_t, dossier_t, timer_t
 
 BASE_COLUMNS = (
@@ -174,10 +174,7 @@ def import_file(
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Check every row, then (unless ``dry_run``) insert them all in one transaction."""
-    if not path.is_file():
-        from .errors import NotFound
-
-        raise NotFound(f"file {path} not found")
+    check_file(path)
     if path.stat().st_size > MAX_IMPORT_BYTES:
         raise UsageError(
             f"{path}: {path.stat().st_size} bytes; an import sheet is at most "

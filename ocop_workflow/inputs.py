@@ -103,6 +103,17 @@ def check_year(value: int, what: str) -> int:
     return value
 
 
+def check_file(path: Path) -> None:
+    """A file the user names to be read whole (an import sheet, a document to attach): "not
+    found" (exit 3) when nothing is there, a usage error (exit 2) when it is not a regular file
+    (a folder, a FIFO, a device) — never "not found" for something that exists."""
+    if path.is_file():
+        return
+    if not path.exists():
+        raise NotFound(f"file {path} not found")
+    raise UsageError(f"file {path} is not a regular file")
+
+
 def read_small_file(
     path: Path,
     what: str,

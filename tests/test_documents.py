@@ -133,6 +133,26 @@ def test_a_file_over_max_bytes_is_refused_with_nothing_stored(ws: Workspace) -> 
     )
 
 
+def test_a_fifo_or_device_to_attach_or_import_is_a_usage_error_not_a_missing_file(
+    ws: Workspace,
+) -> None:
+    """Something that exists but is not a regular file is exit 2 saying so (it was "file …
+    not found", exit 3); a path with nothing there stays "not found"; nothing is written."""
+    fifo = ws.root / "scan.pdf"
+    os.mkfifo(fifo)
+    before = dump_database(ws.url)
+    for path in (str(fifo), "/dev/null"):
+        attached = ws.run(
+            "dossier", "attach", "OCOP-DOC-1", "registration_form", path, user="htx_iale", now=NOW
+        )
+        assert attached.code == 2 and "not a regular file" in attached.stderr, attached
+        imported = ws.run("import", path, user="lan", now=NOW)
+        assert imported.code == 2 and "not a regular file" in imported.stderr, imported
+    missing = ws.run("import", str(ws.root / "nothing.csv"), user="lan", now=NOW)
+    assert missing.code == 3 and "not found" in missing.stderr, missing
+    assert dump_database(ws.url) == before
+
+
 def test_max_bytes_must_be_a_positive_integer(tmp_path: Path) -> None:
     from ocop_workflow.config import load_config
     from ocop_workflow.errors import ConfigError
