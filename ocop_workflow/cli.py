@@ -469,10 +469,12 @@ def dossier_register(
     if as_json:
         emit_json(document)
     else:
+        from .render import minute
+
         click.echo(
             f"registered {document['id']}: {document['product']} ({document['producer']}, "
             f"{document['commune']}) — {document['state']} «{document['state_label']}»"
-            + (f", deadline {document['deadline_at']}" if document["deadline_at"] else "")
+            + (f", deadline {minute(document['deadline_at'])}" if document["deadline_at"] else "")
         )
 
 
@@ -527,7 +529,7 @@ def dossier_list(
         if output:
             click.echo(f"wrote {count} dossier(s) to {output}", err=True)
         return
-    from .render import table
+    from .render import minute, table
 
     click.echo(
         table(
@@ -538,7 +540,7 @@ def dossier_list(
                     r["product"],
                     r["commune"],
                     r["state"],
-                    (r["deadline_at"] or "-")[:16].replace("T", " "),
+                    minute(r["deadline_at"]),
                     r["overdue"],
                     r["version"],
                 )
@@ -688,10 +690,12 @@ def dossier_advance(
     if as_json:
         emit_json(document)
     else:
+        from .render import minute
+
         click.echo(
             f"{document['id']}: {document['from']} → {document['to']} ({trigger} by "
             f"{document['actor']}, entry {document['seq']})"
-            + (f", deadline {document['deadline_at']}" if document["deadline_at"] else "")
+            + (f", deadline {minute(document['deadline_at'])}" if document["deadline_at"] else "")
         )
 
 
@@ -1052,7 +1056,7 @@ def timers_list(
     if as_json:
         emit_json(list(rows))
         return
-    from .render import table
+    from .render import minute, table
 
     click.echo(
         table(
@@ -1063,7 +1067,7 @@ def timers_list(
                     r["dossier"],
                     r["kind"],
                     r["state"],
-                    r["due_at"][:16].replace("T", " "),
+                    minute(r["due_at"]),
                     r["status"],
                 )
                 for r in rows

@@ -162,6 +162,8 @@ def _print_migration(document: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(document)
         return
+    from .render import minute
+
     mode = "pre-flight (dry run)" if document["dry_run"] else "migration"
     click.echo(
         f"{mode}: {document['from']} {document['from_version']} → {document['to']} "
@@ -176,7 +178,7 @@ def _print_migration(document: dict[str, Any], as_json: bool) -> None:
                 f"; timers: {d['timers_cancelled']} cancelled, {len(d['timers_planned'])} planned"
             )
             if d["deadline_at"]:
-                line += f"; deadline {d['deadline_at'][:16]}"
+                line += f"; deadline {minute(d['deadline_at'])}"
             if d["documents_missing"]:
                 line += "; documents missing: " + ", ".join(d["documents_missing"])
             if d["guards_failing"]:

@@ -56,6 +56,12 @@ def short(instant: datetime | None, tz: tzinfo) -> str:
     return "-" if instant is None else instant.astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 
+def minute(text: str | None) -> str:
+    """An ISO instant already in the business time zone (a JSON document's) for people: its
+    local date and minute, as the tables print them."""
+    return "-" if text is None else str(text)[:16].replace("T", " ")
+
+
 _FRACTION = re.compile(r"(\d{2}:\d{2}:\d{2})\.\d+")
 
 

@@ -154,3 +154,21 @@ def test_a_run_of_days_off_sharing_the_end_of_their_names_is_one_group_naming_ea
         "skipping 2 days off: Giỗ Tổ Hùng Vương 2026-04-26 to 2026-04-27 "
         "(2 days: Giỗ Tổ Hùng Vương, Nghỉ bù)"
     )
+
+
+def test_register_and_advance_print_the_deadline_as_the_tables_do(
+    sqlite_workspace: Workspace,
+) -> None:
+    """A person reads "deadline 2026-03-16 17:00" (local date and minute, as `dossier list`
+    prints it), not the JSON's ISO text with seconds and offset."""
+    ws = sqlite_workspace
+    now = "2026-03-02T09:00:00+07:00"
+    made = ws.run(*REGISTER, user="htx_iale", now=now)
+    assert made.code == 0, made
+    dossier_id = made.stdout.split()[1].rstrip(":")
+    shown = ws.run("dossier", "show", dossier_id, "--json", now=now).json()
+    local = shown["deadline_at"][:16].replace("T", " ")
+    assert made.stdout.rstrip().endswith(f", deadline {local}"), made
+    moved = ws.run("dossier", "advance", dossier_id, "accept_idea", user="lan", now=now)
+    assert moved.code == 0, moved
+    assert re.search(r", deadline \d{4}-\d\d-\d\d \d\d:\d\d$", moved.stdout.rstrip()), moved
