@@ -12,7 +12,6 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -807,17 +806,3 @@ def _targets(data: Any) -> dict[int, dict[str, int]]:
             checked[key] = _int(f"targets.{year}.{key}", value)
         out[int(year)] = checked
     return out
-
-
-# --- the clock --------------------------------------------------------------------------------
-
-
-def resolve_now(config: Config, env: Mapping[str, str] | None = None) -> datetime:
-    """The instant every command sees as "now": the real clock, or ``OCOP_NOW`` when allowed.
-
-    The override is refused unless ``[clock] allow_override = true`` so that a production audit
-    trail cannot be back-dated by an environment variable.
-    """
-    from .clock import clock_from_env
-
-    return clock_from_env(config, env).now()

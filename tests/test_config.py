@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from conftest import ROOT, Workspace, write_config
 
-from ocop_workflow.config import load_config, parse_config, resolve_now
+from ocop_workflow.clock import clock_from_env
+from ocop_workflow.config import load_config, parse_config
 from ocop_workflow.errors import ConfigError
 from ocop_workflow.migrate import upgrade
 from ocop_workflow.store import Store
@@ -463,26 +464,26 @@ def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
 def test_ocop_now_is_refused_unless_the_config_allows_it() -> None:
     config = parse(data(MINIMAL))
     with pytest.raises(ConfigError, match="allow_override"):
-        resolve_now(config, {"OCOP_NOW": "2026-03-02T09:00+07:00"})
+        clock_from_env(config, {"OCOP_NOW": "2026-03-02T09:00+07:00"}).now()
 
 
 def test_ocop_now_is_the_instant_when_allowed() -> None:
     config = parse(data())
-    now = resolve_now(config, {"OCOP_NOW": "2026-03-02T09:00+07:00"})
+    now = clock_from_env(config, {"OCOP_NOW": "2026-03-02T09:00+07:00"}).now()
     assert now == datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
     assert now.utcoffset() is not None
 
 
 def test_without_ocop_now_the_real_clock_is_used() -> None:
     before = datetime.now(UTC)
-    now = resolve_now(parse(data(MINIMAL)), {})
+    now = clock_from_env(parse(data(MINIMAL)), {}).now()
     assert before <= now <= datetime.now(UTC)
 
 
 @pytest.mark.parametrize("text", ["hôm nay", "2026-03-02 25:00+07:00", "2026-03-02T09:00"])
 def test_a_malformed_or_naive_ocop_now_is_refused(text: str) -> None:
     with pytest.raises(ConfigError, match="OCOP_NOW"):
-        resolve_now(parse(data()), {"OCOP_NOW": text})
+        clock_from_env(parse(data()), {"OCOP_NOW": text}).now()
 
 
 def test_a_refused_clock_override_is_exit_1_from_the_command(tmp_path: Path) -> None:
