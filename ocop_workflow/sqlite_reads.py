@@ -129,7 +129,8 @@ class SqliteReads:
             return [
                 r[0]
                 for r in db.execute(
-                    "SELECT id FROM dossier WHERE upper(id) = ? ORDER BY id LIMIT 3", (wanted,)
+                    "SELECT id FROM dossier WHERE lower(id) = ? ORDER BY id LIMIT 3",
+                    (wanted.lower(),),
                 )
             ]
 

@@ -99,9 +99,9 @@ def test_a_user_or_council_scope_outside_the_communes_list_is_a_configuration_er
 
 
 def test_a_dossier_id_in_the_wrong_case_is_not_found_with_the_id_meant(
-    sqlite_workspace: Workspace,
+    workspace: Workspace,
 ) -> None:
-    ws = sqlite_workspace
+    ws = workspace
     ws.run(*REGISTER, "--commune", "Ia Le", "--id", "OCOP-2026-0001", user="htx_iale", check=True)
     for args in (
         ("dossier", "show", "ocop-2026-0001"),
