@@ -83,6 +83,8 @@ def last_link(conn: Connection, dossier_id: str) -> tuple[int, str]:
 _MARK = f"\x00{uuid.uuid4().hex}"
 _MARK_BEFORE, _MARK_AFTER = _MARK + "b", _MARK + "a"
 _QUOTED_BEFORE, _QUOTED_AFTER = json.dumps(_MARK_BEFORE), json.dumps(_MARK_AFTER)
+_MARK_DATA = _MARK + "d"
+_QUOTED_DATA = json.dumps(_MARK_DATA)
 
 
 def entry_row(
@@ -98,14 +100,22 @@ def entry_row(
     at: datetime,
     data_before: Any,
     data_after: Any,
+    after_data_json: str | None = None,
 ) -> dict[str, Any]:
     """The stored row of one entry, its hash computed (no database needed).
 
     Each snapshot is serialised once: the stored text is spliced into the canonical body
     (byte-identical to :func:`entry_hash` over the objects; tests/test_audit_hash.py).
+    ``after_data_json``, when given, is ``dumps(data_after["data"])`` the caller already made
+    for the dossier row: it is spliced in rather than serialised a second time.
     """
     before_json = None if data_before is None else dumps(data_before)
-    after_json = dumps(data_after)
+    if after_data_json is None:
+        after_json = dumps(data_after)
+    else:
+        after_json = dumps({**data_after, "data": _MARK_DATA}).replace(
+            _QUOTED_DATA, after_data_json, 1
+        )
     body = {
         "dossier": dossier_id,
         "seq": seq,

@@ -60,6 +60,7 @@ class WorkCalendar:
         }
         self._working: dict[date, bool] = {}
         self._after: dict[tuple[date, int], date] = {}
+        self._off_between: dict[tuple[date, date], tuple[DayOff, ...]] = {}
         try:
             # Holiday names in Vietnamese where the country's calendar has them: officers read
             # "Mùng hai Tết Nguyên Đán" in `dossier show`, not "Lunar New Year".
@@ -178,14 +179,18 @@ class WorkCalendar:
 
     def days_off_between(self, start: date, end: date) -> list[DayOff]:
         """Non-working days strictly after ``start`` up to ``end`` inclusive, with the reason."""
-        out: list[DayOff] = []
-        day = start + _DAY
-        while day <= end:
-            why = self.why_off(day)
-            if why is not None:
-                out.append(DayOff(day, why))
-            day += _DAY
-        return out
+        # Remembered: every advance into a timed state explains the same few weeks again.
+        known = self._off_between.get((start, end))
+        if known is None:
+            out: list[DayOff] = []
+            day = start + _DAY
+            while day <= end:
+                why = self.why_off(day)
+                if why is not None:
+                    out.append(DayOff(day, why))
+                day += _DAY
+            known = self._off_between[(start, end)] = tuple(out)
+        return list(known)
 
     # --- instants -------------------------------------------------------------------------
 

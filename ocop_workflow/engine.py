@@ -554,6 +554,7 @@ class Engine:
             at=now,
             data_before=snapshot(row, before),
             data_after=snapshot({**row, **moved_row}, after),
+            after_data_json=moved_row["data"],
         )
         writes.insert(audit_t, [entry])
         writes.cancel_timers(dossier_id)
@@ -738,6 +739,6 @@ def log_moved(moved: Moved) -> None:
 
 
 def _log() -> Any:
-    import structlog
+    from .log import get_logger
 
-    return structlog.get_logger("ocop.engine")
+    return get_logger("ocop.engine")

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO
+from typing import IO, Any
 
 _configured: tuple[str, bool, IO[str] | None] | None = None
+#: Bound loggers by name, built once per configuration (``configure`` empties it): building one
+#: per event (``structlog.get_logger(...)`` then its first use) is a measurable part of an advance.
+_loggers: dict[str, Any] = {}
 
 
 class _LineLogger:
@@ -57,6 +60,7 @@ def configure(
         return
     import structlog
 
+    _loggers.clear()
     logger = _LineLogger(file)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
@@ -81,3 +85,13 @@ def configure(
         cache_logger_on_first_use=True,
     )
     _configured = (level, json_lines, file)
+
+
+def get_logger(name: str) -> Any:
+    """The bound logger ``name`` under the current configuration (cached until ``configure``)."""
+    found = _loggers.get(name)
+    if found is None:
+        import structlog
+
+        found = _loggers[name] = structlog.get_logger(name).bind()
+    return found

@@ -480,11 +480,7 @@ def _sqlite_instant(value: datetime) -> str:
     """An aware instant as SQLAlchemy's SQLite DateTime stores it: naive UTC, microseconds."""
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the database; pass an aware UTC instant")
-    v = value.astimezone(UTC)
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-    )
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _read_instant(text: str | None) -> datetime | None:

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ocop_workflow import audit
+from ocop_workflow.store import dumps
 
 TEXT = st.text(max_size=20)  # any Unicode, control characters and quotes included
 JSON = st.recursive(
@@ -54,3 +55,29 @@ def test_an_entry_rows_hash_is_the_hash_of_its_canonical_body(
     assert (
         row["data_before"] is None if before is None else json.loads(row["data_before"]) == before
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(after=SNAPSHOT, data=st.dictionaries(TEXT, JSON, max_size=6), reason=st.none() | TEXT)
+def test_an_entry_whose_after_data_text_is_given_has_the_same_row_and_hash(
+    after: dict, data: dict, reason: str | None
+) -> None:
+    """``Engine.advance`` hands over the data text it stored in the dossier row: spliced into
+    the snapshot, the entry is byte for byte what serialising the whole snapshot gives."""
+    snapshot = {**after, "data": data}
+    fields = {
+        "dossier_id": "OCOP-2026-0001",
+        "seq": 3,
+        "trigger": "forward",
+        "from_state": "district_review",
+        "to_state": "province_review",
+        "actor": "huyen",
+        "reason": reason,
+        "at": datetime(2026, 3, 2, 2, 0, 0, 123456, tzinfo=UTC),
+        "data_before": None,
+        "data_after": snapshot,
+        "prev_hash": "1" * 64,
+    }
+    spliced = audit.entry_row(**fields, after_data_json=dumps(data))
+    assert spliced == audit.entry_row(**fields)
+    assert spliced["hash"] == audit.entry_hash(**fields)
