@@ -558,9 +558,21 @@ class SqliteWrites:
     }
     #: SQL text by (table, columns): built once per shape; sqlite3 caches the prepared forms.
     _sql: ClassVar[dict[tuple[str, tuple[str, ...]], str]] = {}
+    #: An INSERT's SQL and its columns as (name, is an instant, default) by (table, columns).
+    _inserts: ClassVar[
+        dict[tuple[str, tuple[str, ...]], tuple[str, tuple[tuple[str, bool, Any], ...]]]
+    ] = {}
 
     def __init__(self, dbapi: Any) -> None:
         self.db = dbapi
+        #: Instants already put in text form in this transaction (``now`` is in most rows).
+        self._texts: dict[datetime, str] = {}
+
+    def _text(self, value: datetime) -> str:
+        found = self._texts.get(value)
+        if found is None:
+            found = self._texts[value] = _sqlite_instant(value)
+        return found
 
     def lock_dossier(self, dossier_id: str) -> dict[str, Any] | None:
         cursor = self.db.execute(self._LOCK, (dossier_id,))
@@ -575,23 +587,28 @@ class SqliteWrites:
     def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        defaults = self._DEFAULTS[table.name]
-        names = tuple(dict.fromkeys([*rows[0], *(k for k in defaults if k not in rows[0])]))
-        key = (table.name, names)
-        sql = self._sql.get(key)
-        if sql is None:
-            sql = self._sql[key] = (
+        key = (table.name, tuple(rows[0]))
+        plan = self._inserts.get(key)
+        if plan is None:
+            defaults = self._DEFAULTS[table.name]
+            instants = self._INSTANTS[table.name]
+            names = tuple(dict.fromkeys([*rows[0], *(k for k in defaults if k not in rows[0])]))
+            plan = self._inserts[key] = (
                 f"INSERT INTO {table.name} ({', '.join(names)}) "
-                f"VALUES ({', '.join('?' * len(names))})"
+                f"VALUES ({', '.join('?' * len(names))})",
+                tuple((n, n in instants, defaults.get(n)) for n in names),
             )
-        instants = self._INSTANTS[table.name]
-        self.db.executemany(
-            sql,
-            [
-                tuple(_bind(row[n] if n in row else defaults[n], n in instants) for n in names)
-                for row in rows
-            ],
-        )
+        sql, columns = plan
+        params = []
+        for row in rows:
+            values = []
+            for name, instant, default in columns:
+                value = row.get(name, default)
+                if instant and value is not None:
+                    value = self._text(value)
+                values.append(value)
+            params.append(tuple(values))
+        self.db.executemany(sql, params)
 
     def cancel_timers(self, dossier_id: str) -> None:
         self.db.execute(self._CANCEL, (dossier_id,))
@@ -606,14 +623,11 @@ class SqliteWrites:
                 "WHERE id = ? AND version = ?"
             )
         instants = self._INSTANTS["dossier"]
-        params = [_bind(values[n], n in instants) for n in names]
+        params = [
+            self._text(values[n]) if n in instants and values[n] is not None else values[n]
+            for n in names
+        ]
         return int(self.db.execute(sql, (*params, dossier_id, seen_version)).rowcount)
-
-
-def _bind(value: Any, instant: bool) -> Any:
-    if instant and value is not None:
-        return _sqlite_instant(value)
-    return value
 
 
 @contextmanager
