@@ -895,9 +895,7 @@ def _remote_import(client: Any, path: Any, dry_run: bool, as_json: bool) -> None
 
 def _count_dossiers(app: App, filters: Any) -> int:
     """How many dossiers an export will write (the bar's length)."""
-    from .views import count_dossiers
-
-    return count_dossiers(app.checked_store(), filters, app.now)
+    return app.ocop.count_dossiers(reader(app), filters)
 
 
 def _counted(rows: Iterable[Any], advance: Callable[[int], None]) -> Iterable[Any]:

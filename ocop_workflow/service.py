@@ -274,6 +274,22 @@ class Ocop:
         ]
         return Page(items, total, limit, offset)
 
+    def count_dossiers(self, actor: User | None, filters: DossierFilter) -> int:
+        """How many dossiers :meth:`iter_dossiers` walks (an export's progress bar): counted by
+        the database with the policy's read filter, so a commune officer's bar counts their
+        commune's, not the province's (with ``overdue``, an upper bound)."""
+        import sqlalchemy as sa
+
+        from .store import dossier_t
+        from .views import _filtered
+
+        count = _filtered(sa.select(sa.func.count()).select_from(dossier_t), filters, self.now())
+        clause = self.policy.read_filter(actor) if actor is not None else None
+        if clause is not None:
+            count = count.where(clause)
+        with self.checked_store().read() as conn:
+            return int(conn.execute(count).scalar_one())
+
     def iter_dossiers(self, actor: User | None, filters: DossierFilter) -> Iterator[dict[str, Any]]:
         """Every dossier the actor may see, filtered, streamed (for exports)."""
         from .views import list_dossiers

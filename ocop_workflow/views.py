@@ -257,17 +257,6 @@ def _filtered(query: Any, filters: DossierFilter, now: datetime) -> Any:
     return query
 
 
-def count_dossiers(store: Store, filters: DossierFilter, now: datetime) -> int:
-    """How many dossiers ``list_dossiers`` will walk (an upper bound with ``overdue``)."""
-    import sqlalchemy as sa
-
-    from .store import dossier_t
-
-    query = _filtered(sa.select(sa.func.count()).select_from(dossier_t), filters, now)
-    with store.read() as conn:
-        return int(conn.execute(query).scalar_one())
-
-
 def list_dossiers(
     store: Store | Reads, registry: Registry, filters: DossierFilter, now: datetime, tz: tzinfo
 ) -> Iterator[dict[str, Any]]:

@@ -134,3 +134,21 @@ def test_a_misspelt_acting_user_names_the_user_meant(sqlite_workspace: Workspace
     assert done.code == 3
     assert "unknown user 'Lan'" in done.stderr and "(did you mean 'lan'?)" in done.stderr
     assert "did you mean" not in sqlite_workspace.run("--as", "nobody", "dossier", "list").stderr
+
+
+def test_an_exports_count_is_of_the_dossiers_the_reader_may_see(workspace: Workspace) -> None:
+    """The progress bar of `dossier list --format csv|xlsx` counts what the export writes: a
+    commune officer's own commune, not the province (the total would tell them how many
+    dossiers other communes hold)."""
+    from ocop_workflow.views import DossierFilter
+
+    ws = workspace
+    for commune, user in (("Ia Le", "lan"), ("Ia Le", "lan"), ("Ia Phang", "tuan")):
+        ws.run(*REGISTER, "--commune", commune, user=user, check=True)
+    config = load_config(ws.config, ws.env())
+    ocop = Ocop(config, FixedClock(datetime(2026, 3, 2, tzinfo=UTC)))
+    for user, seen in (("lan", 2), ("tuan", 1), ("hung", 3)):
+        reader = config.user(user)
+        assert ocop.count_dossiers(reader, DossierFilter()) == seen, user
+        assert len(list(ocop.iter_dossiers(reader, DossierFilter()))) == seen, user
+    assert ocop.count_dossiers(None, DossierFilter(commune="Ia Le")) == 2
