@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from .calendar import WEEKEND_NAMES
 from .definitions import WorkflowDef
 from .diagram import STAGE_FILL, WITHDRAW_NOTE, edges, inline_svg, wrap
+from .render import minute
 from .report import progress, year_bounds
 from .store import PENDING, audit_t, notification_t, timer_t
 
@@ -80,7 +81,7 @@ def render_year(app: App, year: int, *, weeks: int = 4) -> str:
     workflows = sorted({e["workflow"] for e in entries.values()}) or [app.config.default_workflow]
     body = [
         f"<h1>Chương trình OCOP năm {year}</h1>",
-        f"<p class='muted'>Báo cáo lập lúc {escape(report['generated_at'][:16].replace('T', ' '))}"
+        f"<p class='muted'>Báo cáo lập lúc {escape(minute(report['generated_at']))}"
         f" — {report['dossiers']} hồ sơ, {report['audit_entries']} bút toán nhật ký.</p>",
         "<h2 id='targets'>Tiến độ so với kế hoạch</h2>",
         "<div class='scroll'>",
