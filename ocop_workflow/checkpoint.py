@@ -179,10 +179,16 @@ def write(document: Mapping[str, Any], path: Path) -> None:
     permission) is a usage error naming it."""
     import tempfile
 
+    from .outputs import rename_target
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             raise IsADirectoryError(21, "is a folder")
+        path, direct = rename_target(path)
+        if direct:
+            path.write_text(text_of(document), encoding="utf-8")
+            return
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise UsageError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None

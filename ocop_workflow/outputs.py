@@ -29,11 +29,30 @@ def check_output(path: Path) -> Path:
     return path
 
 
+def rename_target(path: Path) -> tuple[Path, bool]:
+    """Where an all-or-nothing write of ``path`` goes, and whether it must be written directly.
+
+    Through a symlink the file it points to is written, as a plain ``open`` would: the link is
+    never replaced by the rename. A device or a pipe (``-o /dev/stdout``, a FIFO a script reads)
+    has nothing to rename over, and replacing it would destroy it (as root, ``-o /dev/full``
+    turned the device into a file): the data is written straight into it (``direct``)."""
+    target = path.resolve() if path.is_symlink() else path
+    return target, target.exists() and not target.is_file()
+
+
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed to ``path`` on success, removed on
     any failure. The file gets the permissions a plain ``open`` would give it (umask)."""
     check_output(path)
+    target, direct = rename_target(path)
+    if direct:
+        try:
+            yield target
+        except OSError as exc:
+            raise UsageError(f"-o {path}: cannot write: {exc.strerror or exc}") from None
+        return
+    path = target
     try:
         fd, tmp_name = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=f".part{path.suffix}"

@@ -439,3 +439,19 @@ def test_a_checkpoint_written_onto_a_folder_or_through_a_file_is_a_usage_error(
         assert result.code == 2, result
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result
     assert [p.name for p in workspace.root.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_checkpoint_through_a_symlink_writes_the_linked_file_and_keeps_the_link(
+    trail: dict[str, str], workspace: Workspace
+) -> None:
+    archive = workspace.root / "luu-tru"
+    archive.mkdir()
+    real = archive / "latest.json"
+    real.write_text("{}\n")
+    link = workspace.root / "latest.json"
+    link.symlink_to(real)
+    result = workspace.run("audit", "checkpoint", "-o", str(link))
+    assert result.code == 0, result
+    assert link.is_symlink() and link.resolve() == real
+    assert '"root"' in real.read_text(encoding="utf-8")
+    assert [p.name for p in archive.iterdir()] == ["latest.json"]

@@ -305,6 +305,60 @@ def test_a_failed_export_leaves_neither_a_partial_file_nor_a_temporary_one(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dossiers.csv"]
 
 
+def test_an_export_into_a_pipe_writes_into_it_and_leaves_it_a_pipe(
+    sqlite_workspace: Workspace,
+) -> None:
+    import os
+    import stat
+    import threading
+
+    ws = sqlite_workspace
+    register(ws)
+    fifo = ws.root / "to-the-script"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(
+        target=lambda: received.append(fifo.read_text(encoding="utf-8-sig")), daemon=True
+    )
+    reader.start()
+    result = ws.run("dossier", "list", "--format", "csv", "-o", str(fifo))
+    reader.join(timeout=30)
+    assert result.code == 0, str(result)
+    assert "Cà phê bột" in received[0]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(p.name for p in ws.root.iterdir() if p.name.startswith(".to-the")) == []
+
+
+def test_an_export_into_a_full_device_is_one_line_exit_2_and_the_device_stays(
+    sqlite_workspace: Workspace,
+) -> None:
+    import stat
+
+    ws = sqlite_workspace
+    register(ws)
+    line = one_line_error(ws.run("dossier", "list", "--format", "csv", "-o", "/dev/full"), 2)
+    assert "/dev/full" in line
+    assert stat.S_ISCHR(Path("/dev/full").lstat().st_mode)
+
+
+def test_an_export_through_a_symlink_writes_the_linked_file_and_keeps_the_link(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    register(ws)
+    shared = ws.root / "chia-se"
+    shared.mkdir()
+    real = shared / "ho-so.csv"
+    real.write_text("the previous export\n", encoding="utf-8")
+    link = ws.root / "ho-so.csv"
+    link.symlink_to(real)
+    result = ws.run("dossier", "list", "--format", "csv", "-o", str(link))
+    assert result.code == 0, str(result)
+    assert link.is_symlink() and link.resolve() == real
+    assert "Cà phê bột" in real.read_text(encoding="utf-8-sig")
+    assert [p.name for p in shared.iterdir()] == ["ho-so.csv"]
+
+
 def test_a_written_export_is_complete_and_nothing_else_is_left_in_the_folder(
     sqlite_workspace: Workspace,
 ) -> None:
