@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
@@ -57,15 +57,18 @@ class TokenInfo:
             return "expired"
         return "active"
 
-    def document(self, now: datetime) -> dict[str, Any]:
+    def document(self, now: datetime, tz: tzinfo) -> dict[str, Any]:
+        """``token list --json``: times in the business time zone ``tz``, as every JSON time."""
+        from .render import when
+
         return {
             "id": self.id,
             "user": self.user,
             "kind": self.kind,
             "label": self.label,
-            "created_at": self.created_at.isoformat(),
-            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "created_at": when(self.created_at, tz),
+            "expires_at": when(self.expires_at, tz),
+            "revoked_at": when(self.revoked_at, tz),
             "status": self.status(now),
         }
 

@@ -1622,7 +1622,7 @@ def token_create(
     app = app_of(ctx)
     made = app.ocop.create_token(user_key, expires_days=expires, label=label)
     if as_json:
-        emit_json({"token": made.token, **made.info.document(app.now)})
+        emit_json({"token": made.token, **made.info.document(app.now, app.ocop.tz)})
     else:
         from .render import short
 
@@ -1645,7 +1645,7 @@ def token_list(ctx: click.Context, user_key: str | None, as_json: bool) -> None:
     app = app_of(ctx)
     tokens = app.ocop.tokens(user_key)
     if as_json:
-        emit_json([t.document(app.now) for t in tokens])
+        emit_json([t.document(app.now, app.ocop.tz) for t in tokens])
         return
     from .render import short, table
 

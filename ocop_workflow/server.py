@@ -34,6 +34,7 @@ from .errors import (
     Unauthenticated,
     UsageError,
 )
+from .render import when
 from .service import Ocop
 
 API = "/api/v1"
@@ -228,7 +229,7 @@ def create_app(ocop: Ocop) -> FastAPI:
         return {
             "token": made.token,
             "user": made.info.user,
-            "expires_at": made.info.expires_at.isoformat() if made.info.expires_at else None,
+            "expires_at": when(made.info.expires_at, ocop.tz),
         }
 
     @app.post(f"{API}/logout", tags=["logins"])

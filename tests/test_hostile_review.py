@@ -655,7 +655,8 @@ def test_token_times_print_in_the_business_time_zone_like_every_other_time(
     sqlite_workspace: Workspace,
 ) -> None:
     """`token create` and `token list` print local minutes (Asia/Ho_Chi_Minh), as `dossier
-    show` does; JSON keeps the stored instant with its offset."""
+    show` does; JSON gives the same instants in that zone with its offset, as every JSON time
+    (interface: "stored in UTC, shown in [engine] timezone")."""
     ws = sqlite_workspace
     now = "2026-03-02T09:00:00+07:00"  # 02:00 UTC
     made = ws.run("token", "create", "--user", "lan", "--expires", "1", now=now)
@@ -664,7 +665,8 @@ def test_token_times_print_in_the_business_time_zone_like_every_other_time(
     listed = ws.run("token", "list", "--user", "lan", now=now)
     assert "2026-03-02 09:00  2026-03-03 09:00" in listed.stdout, listed
     document = ws.run("token", "list", "--json", now=now)
-    assert document.json()[0]["created_at"] == "2026-03-02T02:00:00+00:00", document
+    assert document.json()[0]["created_at"] == "2026-03-02T09:00:00+07:00", document
+    assert document.json()[0]["expires_at"] == "2026-03-03T09:00:00+07:00", document
 
 
 @pytest.mark.parametrize("name", ["Ngày\\u202e lễ", "Ngày\\u007f lễ", "Ngày\\u0085 lễ"])
