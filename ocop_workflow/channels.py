@@ -2,10 +2,10 @@
 
 A channel is what the outbox writer (the sweep's fan-out per channel), config checking, delivery
 and redaction need to know about one way of reaching people: its name, the address a user's copy
-goes to, the secret variables it needs, and ``send``. They all read the registry
-:data:`CHANNELS`, so adding a channel is one class plus :func:`register` (and its
-``[notifications.<name>]`` section in config.py). The outbox machinery (claim, retry, dead
-letters) is :mod:`~ocop_workflow.notify`'s.
+goes to, the secret variables it needs, the keys of its ``[notifications.<name>]`` table, and
+``send``. They all read the registry :data:`CHANNELS`, so adding a channel is one class plus
+:func:`register`: config checking accepts and checks its table with nothing else edited. The
+outbox machinery (claim, retry, dead letters) is :mod:`~ocop_workflow.notify`'s.
 
 Nothing here reads the environment or the wall clock: a row arrives with ``sent_at`` set to the
 caller's now and the secrets resolved at the edge (:func:`resolve_secrets`, called by
@@ -20,7 +20,9 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .redact import url_secrets
@@ -76,14 +78,30 @@ def message_document(row: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- channels ---------------------------------------------------------------------------------
 
+#: A config value check (config_checks.py): the key's full name and its value in, the
+#: value out, or ConfigError naming the key.
+Check = Callable[[str, Any], Any]
+
 
 class Channel(Protocol):
-    """One way a notification reaches people: what the outbox writer, delivery and redaction
-    need to know about it, and nothing else (its settings are its ``[notifications.<name>]``
-    section of :class:`~ocop_workflow.config.NotificationsConfig`)."""
+    """One way a notification reaches people: what config checking, the outbox writer, delivery
+    and redaction need to know about it, and nothing else (its settings are what its
+    ``[notifications.<name>]`` table became, ``NotificationsConfig.settings[name]``)."""
 
     #: The name in ``[notifications] channels`` and in each outbox row's ``channel`` column.
     name: str
+    #: Keys its table must give when the channel is enabled in ``[notifications] channels``.
+    required_keys: tuple[str, ...]
+
+    def config_keys(self) -> Mapping[str, Check]:
+        """The keys of its ``[notifications.<name>]`` table, each with its check; any other key
+        is refused (exit 1) naming these."""
+        ...
+
+    def settings(self, values: Mapping[str, Any], resolve: Callable[[str], Path]) -> Any:
+        """Its settings from the checked table (``resolve``: a path relative to the config file's
+        folder). Called whether or not the channel is enabled."""
+        ...
 
     def address(self, user: User) -> str | None:
         """Where this channel sends ``user``'s copy (the row's recipient); None: nowhere."""
@@ -133,10 +151,63 @@ def resolve_secrets(config: NotificationsConfig, env: Mapping[str, str]) -> dict
     return {name: env[name] for name in secret_names(config) if name in env}
 
 
+@dataclass(frozen=True)
+class FileChannel:
+    """``[notifications.file]``."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class EmailChannel:
+    """``[notifications.email]``."""
+
+    host: str = "localhost"
+    port: int = 25
+    sender: str = "ocop@example.vn"
+    starttls: bool = False
+    username: str | None = None
+    password_env: str | None = None
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    """``[notifications.webhook]``."""
+
+    url: str = "http://127.0.0.1:8080/ocop"
+    secret_env: str | None = None
+    timeout_seconds: float = 10.0
+
+
+def file_settings(config: NotificationsConfig) -> FileChannel | None:
+    found = config.settings.get("file")
+    return found if isinstance(found, FileChannel) else None
+
+
+def email_settings(config: NotificationsConfig) -> EmailChannel:
+    found = config.settings.get("email")
+    return found if isinstance(found, EmailChannel) else EmailChannel()
+
+
+def webhook_settings(config: NotificationsConfig) -> WebhookChannel:
+    found = config.settings.get("webhook")
+    return found if isinstance(found, WebhookChannel) else WebhookChannel()
+
+
 class AppendFileChannel:
     """``file``: one JSON line per message appended to ``[notifications.file] path``."""
 
     name = "file"
+    required_keys: tuple[str, ...] = ()
+
+    def config_keys(self) -> Mapping[str, Check]:
+        from .config_checks import text
+
+        return {"path": text}
+
+    def settings(self, values: Mapping[str, Any], resolve: Callable[[str], Path]) -> FileChannel:
+        return FileChannel(resolve(values.get("path", "outbox.jsonl")))
 
     def address(self, user: User) -> str | None:
         return user.key
@@ -157,12 +228,30 @@ class SmtpEmailChannel:
     """``email``: one SMTP session per message to the user's e-mail address."""
 
     name = "email"
+    required_keys: tuple[str, ...] = ()
+
+    def config_keys(self) -> Mapping[str, Check]:
+        from .config_checks import flag, integer, number, positive, text
+
+        return {
+            "host": text,
+            "port": positive(integer),
+            "sender": text,
+            "starttls": flag,
+            "username": text,
+            "password_env": text,
+            "timeout_seconds": positive(number),
+        }
+
+    def settings(self, values: Mapping[str, Any], resolve: Callable[[str], Path]) -> EmailChannel:
+        return EmailChannel(**values)
 
     def address(self, user: User) -> str | None:
         return user.email
 
     def secret_names(self, config: NotificationsConfig) -> tuple[str, ...]:
-        return (config.email.password_env,) if config.email.password_env else ()
+        password_env = email_settings(config).password_env
+        return (password_env,) if password_env else ()
 
     def config_secrets(self, config: NotificationsConfig) -> list[str]:
         return []
@@ -177,15 +266,29 @@ class HttpWebhookChannel:
     """``webhook``: the JSON document POSTed (signed when a secret is set) to one URL."""
 
     name = "webhook"
+    required_keys: tuple[str, ...] = ("url",)
+
+    def config_keys(self) -> Mapping[str, Check]:
+        from .config_checks import number, positive, text
+
+        return {
+            "url": text,
+            "secret_env": text,
+            "timeout_seconds": positive(number),
+        }
+
+    def settings(self, values: Mapping[str, Any], resolve: Callable[[str], Path]) -> WebhookChannel:
+        return WebhookChannel(**values)
 
     def address(self, user: User) -> str | None:
         return user.key
 
     def secret_names(self, config: NotificationsConfig) -> tuple[str, ...]:
-        return (config.webhook.secret_env,) if config.webhook.secret_env else ()
+        secret_env = webhook_settings(config).secret_env
+        return (secret_env,) if secret_env else ()
 
     def config_secrets(self, config: NotificationsConfig) -> list[str]:
-        return url_secrets(config.webhook.url)
+        return url_secrets(webhook_settings(config).url)
 
     def send(
         self, row: Mapping[str, Any], config: NotificationsConfig, env: Mapping[str, str]
@@ -200,9 +303,10 @@ register(HttpWebhookChannel())
 
 def _send_file(row: Mapping[str, Any], config: NotificationsConfig) -> None:
     """Append one JSON line and fsync: once this returns, the line survives a power cut."""
-    if config.file is None:
+    settings = file_settings(config)
+    if settings is None:
         raise DeliveryError("the file channel has no [notifications.file] path")
-    path = config.file.path
+    path = settings.path
     line = json.dumps(message_document(row), ensure_ascii=False) + "\n"
     data = line.encode("utf-8")
     try:
@@ -229,7 +333,7 @@ def _send_email(
     from email.message import EmailMessage
     from email.utils import format_datetime
 
-    cfg = config.email
+    cfg = email_settings(config)
     password = None
     if cfg.username:
         if not cfg.password_env:
@@ -301,7 +405,7 @@ def _send_webhook(
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:
             return None
 
-    cfg = config.webhook
+    cfg = webhook_settings(config)
     if not cfg.url.lower().startswith(("http://", "https://")):
         raise DeliveryError(f"webhook url must be http:// or https://, not '{cfg.url}'")
     body = json.dumps(message_document(row), ensure_ascii=False).encode("utf-8")

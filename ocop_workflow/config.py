@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .clock import parse_instant as parse_instant
+from .config_checks import Check as _Check
+from .config_checks import flag as _bool
+from .config_checks import integer as _int
+from .config_checks import number as _num
+from .config_checks import positive as _positive
+from .config_checks import str_list as _str_list
+from .config_checks import text as _str
 from .errors import ConfigError
 from .inputs import nfc
 
@@ -55,34 +62,11 @@ class User:
 
 
 @dataclass(frozen=True)
-class FileChannel:
-    path: Path
-
-
-@dataclass(frozen=True)
-class EmailChannel:
-    host: str = "localhost"
-    port: int = 25
-    sender: str = "ocop@example.vn"
-    starttls: bool = False
-    username: str | None = None
-    password_env: str | None = None
-    timeout_seconds: float = 10.0
-
-
-@dataclass(frozen=True)
-class WebhookChannel:
-    url: str = "http://127.0.0.1:8080/ocop"
-    secret_env: str | None = None
-    timeout_seconds: float = 10.0
-
-
-@dataclass(frozen=True)
 class NotificationsConfig:
     channels: tuple[str, ...] = ("file",)
-    file: FileChannel | None = None
-    email: EmailChannel = field(default_factory=EmailChannel)
-    webhook: WebhookChannel = field(default_factory=WebhookChannel)
+    #: Each registered channel's settings, by name: what its ``[notifications.<name>]`` table
+    #: became (``Channel.settings``), whether the channel is enabled or not.
+    settings: Mapping[str, Any] = field(default_factory=dict)
     max_attempts: int = 5
     backoff_seconds: float = 30.0
     batch_size: int = 200
@@ -221,56 +205,6 @@ class Config:
 
 
 # --- checking -------------------------------------------------------------------------------
-
-_Check = Callable[[str, Any], Any]
-
-
-def _typed(kind: type | tuple[type, ...], label: str) -> _Check:
-    def check(name: str, value: Any) -> Any:
-        if isinstance(value, bool) and kind is not bool and bool not in _as_tuple(kind):
-            raise ConfigError(f"config key '{name}' must be {label}, not {value!r}")
-        if not isinstance(value, kind):
-            raise ConfigError(f"config key '{name}' must be {label}, not {value!r}")
-        return value
-
-    return check
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-_str = _typed(str, "a string")
-_bool = _typed(bool, "true or false")
-_int = _typed(int, "an integer")
-_any_num = _typed((int, float), "a number")
-
-
-def _num(name: str, value: Any) -> Any:
-    """A number, and a finite one: ``nan`` compares false with everything, so it would pass
-    every range check and then stop the worker (``inf`` seconds between sweeps)."""
-    import math
-
-    value = _any_num(name, value)
-    if not math.isfinite(value):
-        raise ConfigError(f"config key '{name}' must be a finite number, not {value!r}")
-    return value
-
-
-def _str_list(name: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"config key '{name}' must be a list of strings, not {value!r}")
-    return tuple(value)
-
-
-def _positive(check: _Check) -> _Check:
-    def inner(name: str, value: Any) -> Any:
-        value = check(name, value)
-        if value <= 0:
-            raise ConfigError(f"config key '{name}' must be positive, not {value!r}")
-        return value
-
-    return inner
 
 
 def _section(data: Any, name: str, schema: Mapping[str, _Check]) -> dict[str, Any]:
@@ -587,15 +521,19 @@ def _check_timezone(name: str) -> None:
 def _notifications(
     data: Any, resolve: Callable[[str], Path], env: Mapping[str, str]
 ) -> NotificationsConfig:
-    """``[notifications]``; every channel's secret variables are resolved here, from ``env``."""
+    """``[notifications]`` and one ``[notifications.<name>]`` table per registered channel.
+
+    The tables are the channel registry's: each channel names its keys and their checks
+    (``config_keys``), the keys it needs when enabled (``required_keys``) and what the checked
+    values become (``settings``), so a new channel is one class, and this function does not
+    change. Every channel's secret variables are resolved here, from ``env``.
+    """
     from .channels import CHANNELS, resolve_secrets  # the channel registry
 
     if data is not None and not isinstance(data, dict):
         raise ConfigError("config key 'notifications' must be a table")
     top = dict(data or {})
-    file_raw = top.pop("file", None)
-    email_raw = top.pop("email", None)
-    webhook_raw = top.pop("webhook", None)
+    tables = {name: top.pop(name, None) for name in CHANNELS}
     values = _section(
         top,
         "notifications",
@@ -613,32 +551,17 @@ def _notifications(
                 f"config key 'notifications.channels': unknown channel '{channel}' "
                 f"(known: {', '.join(CHANNELS)})"
             )
-    file_values = _section(file_raw, "notifications.file", {"path": _str})
-    email_values = _section(
-        email_raw,
-        "notifications.email",
-        {
-            "host": _str,
-            "port": _positive(_int),
-            "sender": _str,
-            "starttls": _bool,
-            "username": _str,
-            "password_env": _str,
-            "timeout_seconds": _positive(_num),
-        },
-    )
-    webhook_values = _section(
-        webhook_raw,
-        "notifications.webhook",
-        {"url": _str, "secret_env": _str, "timeout_seconds": _positive(_num)},
-    )
-    if "webhook" in channels and "url" not in webhook_values:
-        _require(webhook_values, "notifications.webhook", "url")
+    settings: dict[str, Any] = {}
+    for name, kind in CHANNELS.items():
+        section = f"notifications.{name}"
+        checked = _section(tables[name], section, kind.config_keys())
+        if name in channels:
+            for key in kind.required_keys:
+                _require(checked, section, key)
+        settings[name] = kind.settings(checked, resolve)
     config = NotificationsConfig(
         channels=channels,
-        file=FileChannel(resolve(file_values.get("path", "outbox.jsonl"))),
-        email=EmailChannel(**email_values),
-        webhook=WebhookChannel(**webhook_values),
+        settings=settings,
         max_attempts=values.get("max_attempts", 5),
         backoff_seconds=float(values.get("backoff_seconds", 30.0)),
         batch_size=values.get("batch_size", 200),

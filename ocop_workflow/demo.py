@@ -537,7 +537,9 @@ def _finish(r: Rehearsal) -> dict[str, Any]:
     )
     html = r.root / "report-2020.html"
     html.write_text(render_year(r.ocop, 2020), encoding="utf-8")
-    outbox = r.ocop.config.notifications.file
+    from .channels import file_settings
+
+    outbox = file_settings(r.ocop.config.notifications)
     lines = (
         outbox.path.read_text(encoding="utf-8").count("\n")
         if outbox and outbox.path.exists()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, Workspace, write_config
 
+from ocop_workflow.channels import CHANNELS
 from ocop_workflow.clock import clock_from_env
 from ocop_workflow.config import TOP_LEVEL, load_config, parse_config
 from ocop_workflow.errors import ConfigError
@@ -167,19 +168,20 @@ def test_every_documented_key_is_accepted_and_read() -> None:
     n = config.notifications
     assert n.channels == ("file", "email", "webhook")
     assert (n.max_attempts, n.backoff_seconds, n.batch_size) == (7, 2.0, 20)
-    assert n.file is not None and n.file.path == base / "hop-thu/outbox.jsonl"
-    assert (n.email.host, n.email.port, n.email.sender, n.email.starttls) == (
+    assert n.settings["file"].path == base / "hop-thu/outbox.jsonl"
+    email, webhook = n.settings["email"], n.settings["webhook"]
+    assert (email.host, email.port, email.sender, email.starttls) == (
         "smtp.gialai.gov.vn",
         587,
         "ocop@gialai.gov.vn",
         True,
     )
-    assert (n.email.username, n.email.password_env, n.email.timeout_seconds) == (
+    assert (email.username, email.password_env, email.timeout_seconds) == (
         "ocop",
         "OCOP_SMTP_PASSWORD",
         5,
     )
-    assert (n.webhook.url, n.webhook.secret_env, n.webhook.timeout_seconds) == (
+    assert (webhook.url, webhook.secret_env, webhook.timeout_seconds) == (
         "https://ocop.gialai.gov.vn/hook",
         "OCOP_WEBHOOK_SECRET",
         3.5,
@@ -226,8 +228,7 @@ def test_a_config_of_users_only_takes_the_documented_defaults() -> None:
     assert config.allow_clock_override is False and config.require_os_user is False
     assert config.sweep_interval_seconds == 30
     assert config.notifications.channels == ("file",)
-    assert config.notifications.file is not None
-    assert config.notifications.file.path == Path("/srv/ocop/outbox.jsonl")
+    assert config.notifications.settings["file"].path == Path("/srv/ocop/outbox.jsonl")
     assert config.documents_dir == Path("/srv/ocop/documents")
 
 
@@ -354,6 +355,59 @@ def test_an_unknown_notification_channel_is_refused() -> None:
     refused(put(data(), "notifications.channels", ["file", "zalo"]), "zalo")
 
 
+class ZaloChannel:
+    """A channel a province might add: one class, registered; config.py is not edited."""
+
+    name = "zalo"
+    required_keys = ("oa_id",)
+
+    def config_keys(self) -> dict[str, Any]:
+        from ocop_workflow.config_checks import integer, positive, text
+
+        return {"oa_id": text, "token_env": text, "retries": positive(integer)}
+
+    def settings(self, values: Any, resolve: Any) -> dict[str, Any]:
+        return {"oa_id": values.get("oa_id"), "retries": values.get("retries", 3)}
+
+    def address(self, user: Any) -> str | None:
+        return user.key
+
+    def secret_names(self, config: Any) -> tuple[str, ...]:
+        return (config.settings["zalo"].get("token_env") or "OCOP_ZALO_TOKEN",)
+
+    def config_secrets(self, config: Any) -> list[str]:
+        return []
+
+    def send(self, row: Any, config: Any, env: Any) -> None:
+        raise AssertionError("not sent in this test")
+
+
+def test_a_registered_channel_class_brings_its_config_table_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ocop_workflow import channels
+
+    raw = put(data(), "notifications.channels", ["file", "zalo"])
+    refused(copy.deepcopy(raw), "unknown channel 'zalo'")  # not registered yet
+    refused(put(data(), "notifications.zalo.oa_id", "x"), "'notifications.zalo'")
+    monkeypatch.setitem(channels.CHANNELS, "zalo", ZaloChannel())
+    put(raw, "notifications.zalo.oa_id", "OCOP Gia Lai")
+    config = parse(copy.deepcopy(raw), env={"OCOP_ZALO_TOKEN": "t0ken"})
+    assert config.notifications.settings["zalo"] == {"oa_id": "OCOP Gia Lai", "retries": 3}
+    assert config.notifications.secrets == {"OCOP_ZALO_TOKEN": "t0ken"}  # its secret resolved
+    refused(
+        put(copy.deepcopy(raw), "notifications.zalo.retry", 2),
+        "unknown config key 'notifications.zalo.retry'",
+        "oa_id, retries, token_env",
+    )
+    refused(put(copy.deepcopy(raw), "notifications.zalo.retries", 0), "zalo.retries", "positive")
+    refused(put(copy.deepcopy(raw), "notifications.zalo.oa_id", 5), "zalo.oa_id", "a string")
+    del raw["notifications"]["zalo"]
+    refused(raw, "missing required config key 'notifications.zalo.oa_id'")  # enabled: needed
+    disabled = put(data(), "notifications.zalo.retries", 5)  # a table of a channel not enabled
+    assert parse(disabled).notifications.settings["zalo"]["retries"] == 5
+
+
 # --- required keys, roles ----------------------------------------------------------------------
 
 
@@ -419,8 +473,7 @@ def test_relative_paths_resolve_against_the_config_folder_not_the_working_direct
     assert config.path == folder / "config.toml"
     assert config.database_url == f"sqlite:///{folder / 'data' / 'ocop.db'}"
     assert config.workflows_dir == folder / "quy-trinh"
-    assert config.notifications.file is not None
-    assert config.notifications.file.path == folder / "hop-thu" / "outbox.jsonl"
+    assert config.notifications.settings["file"].path == folder / "hop-thu" / "outbox.jsonl"
     assert config.documents_dir == folder / "tai-lieu"
 
 
@@ -431,8 +484,7 @@ def test_absolute_paths_are_kept(tmp_path: Path) -> None:
     config = parse(raw)
     assert config.workflows_dir == tmp_path / "wf"
     assert config.database_url == f"sqlite:///{tmp_path / 'db.sqlite'}"
-    assert config.notifications.file is not None
-    assert config.notifications.file.path == tmp_path / "out.jsonl"
+    assert config.notifications.settings["file"].path == tmp_path / "out.jsonl"
 
 
 def test_ocop_database_url_overrides_the_config() -> None:
@@ -504,7 +556,7 @@ def test_a_refused_clock_override_is_exit_1_from_the_command(tmp_path: Path) -> 
     # tables named by the province; [calendar] days has its own row), and the channels' tables.
     [
         *sorted(TOP_LEVEL - {"users", "councils", "targets", "calendar"}),
-        *("notifications.file", "notifications.email", "notifications.webhook"),
+        *(f"notifications.{name}" for name in CHANNELS),
     ],
 )
 def test_every_key_config_accepts_is_in_the_readme_table(section: str) -> None:

@@ -24,7 +24,8 @@ from aiosmtpd.smtp import AuthResult
 from sqlmodel import SQLModel
 from structlog.testing import capture_logs
 
-from ocop_workflow.config import EmailChannel, FileChannel, NotificationsConfig, WebhookChannel
+from ocop_workflow.channels import EmailChannel, FileChannel, WebhookChannel
+from ocop_workflow.config import NotificationsConfig
 from ocop_workflow.notify import (
     MAX_BACKOFF,
     DeliveryCounts,
@@ -157,7 +158,11 @@ def smtp() -> Iterator[tuple[SmtpHandler, int, list[tuple[str, str]]]]:
 def email_config(port: int, **email: Any) -> NotificationsConfig:
     return NotificationsConfig(
         channels=("email",),
-        email=EmailChannel(host="127.0.0.1", port=port, sender=SENDER, timeout_seconds=5, **email),
+        settings={
+            "email": EmailChannel(
+                host="127.0.0.1", port=port, sender=SENDER, timeout_seconds=5, **email
+            )
+        },
         max_attempts=3,
         backoff_seconds=1.0,
     )
@@ -196,7 +201,7 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]], list[int]]]:
 
 def test_file_channel_appends_documented_json_lines_with_vietnamese_intact(store, tmp_path):
     path = tmp_path / "out" / "outbox.jsonl"  # the folder does not exist yet
-    config = NotificationsConfig(channels=("file",), file=FileChannel(path))
+    config = NotificationsConfig(channels=("file",), settings={"file": FileChannel(path)})
     first = add(store)
     second = add(store, key=KEY + ":2", kind="deadline", subject="Hết hạn: Mắm tôm Ba Làng")
 
@@ -461,7 +466,8 @@ def test_webhook_posts_signed_json_with_idempotency_key(store, webhook):
     url, received, _ = webhook
     secret = "bí-mật-webhook"
     config = NotificationsConfig(
-        channels=("webhook",), webhook=WebhookChannel(url=url, secret_env="OCOP_HOOK_SECRET")
+        channels=("webhook",),
+        settings={"webhook": WebhookChannel(url=url, secret_env="OCOP_HOOK_SECRET")},
     )
     row_id = add(store, channel="webhook", recipient="https://tinh.gialai.gov.vn/ocop")
 
@@ -482,7 +488,9 @@ def test_webhook_posts_signed_json_with_idempotency_key(store, webhook):
 def test_webhook_answering_500_is_retried_then_sent(store, webhook):
     url, received, statuses = webhook
     statuses.append(500)
-    config = NotificationsConfig(channels=("webhook",), webhook=WebhookChannel(url=url))
+    config = NotificationsConfig(
+        channels=("webhook",), settings={"webhook": WebhookChannel(url=url)}
+    )
     row_id = add(store, channel="webhook")
 
     counts = deliver_until_settled(store, config, row_id)
@@ -498,7 +506,9 @@ def test_webhook_answering_500_is_retried_then_sent(store, webhook):
 def test_webhook_unreachable_is_a_failed_attempt(store):
     config = NotificationsConfig(
         channels=("webhook",),
-        webhook=WebhookChannel(url=f"http://127.0.0.1:{free_port()}/ocop", timeout_seconds=2),
+        settings={
+            "webhook": WebhookChannel(url=f"http://127.0.0.1:{free_port()}/ocop", timeout_seconds=2)
+        },
     )
     row_id = add(store, channel="webhook")
 
@@ -523,7 +533,7 @@ def test_backoff_grows_exponentially_with_full_jitter_within_bounds():
 def test_failed_attempts_are_rescheduled_by_the_seeded_backoff(store, tmp_path):
     # "webhook" is not enabled: every attempt fails without any network, with a clear error.
     config = NotificationsConfig(
-        channels=("file",), file=FileChannel(tmp_path / "o.jsonl"), max_attempts=6,
+        channels=("file",), settings={"file": FileChannel(tmp_path / "o.jsonl")}, max_attempts=6,
         backoff_seconds=10.0,
     )  # fmt: skip
     row_id = add(store, channel="webhook")
@@ -544,7 +554,7 @@ def test_failed_attempts_are_rescheduled_by_the_seeded_backoff(store, tmp_path):
 
 def test_row_not_yet_due_is_not_sent(store, tmp_path):
     path = tmp_path / "o.jsonl"
-    config = NotificationsConfig(channels=("file",), file=FileChannel(path))
+    config = NotificationsConfig(channels=("file",), settings={"file": FileChannel(path)})
     row_id = add(store, next_attempt_at=T0 + timedelta(minutes=10))
 
     assert deliver_pending(store, config, T0, env={}) == DeliveryCounts()
@@ -555,7 +565,7 @@ def test_row_not_yet_due_is_not_sent(store, tmp_path):
 
 def test_row_claimed_by_another_worker_is_not_sent_until_its_lease_runs_out(store, tmp_path):
     path = tmp_path / "o.jsonl"
-    config = NotificationsConfig(channels=("file",), file=FileChannel(path))
+    config = NotificationsConfig(channels=("file",), settings={"file": FileChannel(path)})
     row_id = add(store, claimed_until=T0 + timedelta(minutes=5))
 
     assert deliver_pending(store, config, T0, env={}) == DeliveryCounts()
@@ -568,7 +578,9 @@ def test_row_claimed_by_another_worker_is_not_sent_until_its_lease_runs_out(stor
 
 def test_limit_and_order_by_id(store, tmp_path):
     path = tmp_path / "o.jsonl"
-    config = NotificationsConfig(channels=("file",), file=FileChannel(path), batch_size=2)
+    config = NotificationsConfig(
+        channels=("file",), settings={"file": FileChannel(path)}, batch_size=2
+    )
     ids = [add(store, key=f"k{i}") for i in range(5)]
 
     assert deliver_pending(store, config, T0, env={}).sent == 2
@@ -579,7 +591,7 @@ def test_limit_and_order_by_id(store, tmp_path):
 
 def test_rows_left_when_the_lease_budget_is_spent_are_released_not_held(store, tmp_path):
     path = tmp_path / "o.jsonl"
-    config = NotificationsConfig(channels=("file",), file=FileChannel(path))
+    config = NotificationsConfig(channels=("file",), settings={"file": FileChannel(path)})
     ids = [add(store, key=f"k{i}") for i in range(3)]
 
     # A lease far too short for the batch: one message goes out, the rest are given back.
@@ -743,9 +755,18 @@ def test_a_new_channel_is_one_registered_class_that_config_sweep_and_delivery_al
         """A channel that texts the user's key (a phone book would map it) and needs a token."""
 
         name = "sms"
+        required_keys = ("sender",)
 
         def __init__(self) -> None:
             self.sent: list[tuple[dict[str, Any], str | None]] = []
+
+        def config_keys(self) -> dict[str, Any]:
+            from ocop_workflow.config_checks import text
+
+            return {"sender": text}
+
+        def settings(self, values: Any, resolve: Any) -> str | None:
+            return values.get("sender")
 
         def address(self, user: User) -> str | None:
             return f"sms:{user.key}"
@@ -757,7 +778,8 @@ def test_a_new_channel_is_one_registered_class_that_config_sweep_and_delivery_al
             return []
 
         def send(self, row: Any, config: NotificationsConfig, env: Any) -> None:
-            self.sent.append((dict(row), env.get("OCOP_SMS_TOKEN")))
+            sender = config.settings["sms"]  # its own [notifications.sms] table
+            self.sent.append(({**row, "sender": sender}, env.get("OCOP_SMS_TOKEN")))
 
     sms = Sms()
     # before registration the config refuses the name, listing what is known
@@ -767,6 +789,13 @@ def test_a_new_channel_is_one_registered_class_that_config_sweep_and_delivery_al
     ):
         load_config(tmp_path / "config.toml", {})
     monkeypatch.setitem(channels.CHANNELS, "sms", sms)
+    with pytest.raises(
+        ConfigError, match=r"missing required config key 'notifications\.sms\.sender'"
+    ):
+        load_config(tmp_path / "config.toml", {})  # its table, checked as it says
+    write_config(
+        tmp_path, channels='["file", "sms"]', extra='[notifications.sms]\nsender = "OCOP Gia Lai"\n'
+    )
 
     ws = Workspace(tmp_path, f"sqlite:///{tmp_path / 'ocop.db'}")
     dossier_id = _registered_dossier(ws)
@@ -778,6 +807,7 @@ def test_a_new_channel_is_one_registered_class_that_config_sweep_and_delivery_al
     assert {row["dossier_id"] for row, _ in sms.sent} == {dossier_id}
     assert all(row["recipient"].startswith("sms:") for row, _ in sms.sent)  # its address()
     assert "sms:lan" in {row["recipient"] for row, _ in sms.sent}
+    assert {row["sender"] for row, _ in sms.sent} == {"OCOP Gia Lai"}
     assert {token for _, token in sms.sent} == {"tok-42"}  # resolved at load, handed to send
     assert {row["sent_at"] for row, _ in sms.sent} == {datetime(2026, 4, 1, 2, 0, tzinfo=UTC)}
     # the file channel beside it is unchanged
