@@ -265,13 +265,18 @@ class WalMeter:
 
     Before the slice the WAL is checkpointed and truncated; after it, ``PRAGMA
     wal_checkpoint(PASSIVE)`` reports how many frames the slice's commits appended (the slice
-    stays well below ``wal_autocheckpoint``, so no commit checkpointed meanwhile).
+    stays well below ``wal_autocheckpoint``, so no commit checkpointed meanwhile). Before that
+    checkpoint, the page number of every frame in the WAL file is read and attributed to the
+    table or index that owns the page (SQLite's ``dbstat``; ``sqlite_schema`` is page 1, the
+    header a commit rewrites when the file grows; ``free`` a page on the freelist): the
+    breakdown ``wal_pages_by_btree`` says where the pages go.
     """
 
     def __init__(self, database: Path) -> None:
         self.database = database
         self.frames = 0
         self.advances = 0
+        self.by_btree: dict[str, int] = {}
 
     def _pragma(self, mode: str) -> tuple[int, int, int]:
         db = sqlite3.connect(self.database, timeout=30)
@@ -283,7 +288,27 @@ class WalMeter:
     def start(self) -> None:
         self._pragma("TRUNCATE")
 
+    def _attribute(self) -> None:
+        """Add each WAL frame's owner (table or index name) to ``by_btree``."""
+        wal = self.database.with_name(self.database.name + "-wal").read_bytes()
+        if len(wal) < 32:
+            return
+        page_size = int.from_bytes(wal[8:12], "big")
+        frame = 24 + page_size
+        pages = [
+            int.from_bytes(wal[at : at + 4], "big") for at in range(32, len(wal) - frame + 1, frame)
+        ]
+        db = sqlite3.connect(self.database, timeout=30)
+        try:
+            owner = dict(db.execute("SELECT pageno, name FROM dbstat"))
+        finally:
+            db.close()
+        for page in pages:
+            name = owner.get(page, "free")
+            self.by_btree[name] = self.by_btree.get(name, 0) + 1
+
     def stop(self, advances: int) -> None:
+        self._attribute()
         _busy, frames, _copied = self._pragma("PASSIVE")
         self.frames += frames
         self.advances += advances
@@ -291,6 +316,16 @@ class WalMeter:
     @property
     def pages_per_advance(self) -> float | None:
         return round(self.frames / self.advances, 2) if self.advances else None
+
+    @property
+    def breakdown(self) -> dict[str, float]:
+        """WAL pages per advance by table or index, largest first."""
+        if not self.advances:
+            return {}
+        return {
+            name: round(count / self.advances, 2)
+            for name, count in sorted(self.by_btree.items(), key=lambda kv: -kv[1])
+        }
 
 
 def walk(
@@ -383,12 +418,17 @@ def bench_engine(folder: Path, n: int) -> dict[str, Any]:
         "advance_ms_p50": percentile_ms(advances, 0.50),
         "advance_ms_p99": percentile_ms(advances, 0.99),
         "wal_pages_per_advance": wal.pages_per_advance,
+        "wal_pages_by_btree": wal.breakdown,
     }
     say(
         f"engine: {len(advances)} advances in {advance_s:.2f} s = "
         f"{result['transitions_per_s']:,.0f}/s "
         f"(p50 {result['advance_ms_p50']} ms, p99 {result['advance_ms_p99']} ms), "
         f"{result['wal_pages_per_advance']} WAL pages per advance"
+    )
+    say(
+        "engine: WAL pages per advance by table or index: "
+        + ", ".join(f"{name} {pages}" for name, pages in result["wal_pages_by_btree"].items())
     )
     say(
         f"engine: {len(amends)} amends (attach, score, close_scoring) in {amend_s:.2f} s = "
@@ -593,8 +633,9 @@ class Floor:
                     valid_until="2029-03-01",
                     certificate_stars=4,
                 )
+            # Like the engine's entries (the after-only format): the after snapshot only.
             row = _entry(
-                dossier_id, seq, trigger, source, dest, actor, at, before, after, self.hashes[k]
+                dossier_id, seq, trigger, source, dest, actor, at, None, after, self.hashes[k]
             )
             db.execute("BEGIN IMMEDIATE")
             db.execute(
@@ -895,6 +936,11 @@ def main(argv: list[str] | None = None) -> None:
         "10k-dossier database; 10 repeats (3 with --quick)",
     )
     parser.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="only the engine's walk and the floor (throughput, p99, WAL pages per advance)",
+    )
+    parser.add_argument(
         "--child-advance", nargs=3, metavar=("CONFIG", "TOTAL", "COUNT"), help=argparse.SUPPRESS
     )
     parser.add_argument("--child-verify", metavar="CONFIG", help=argparse.SUPPRESS)
@@ -933,6 +979,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     with workdir(args.keep) as folder:
         figures.update(bench_engine(folder, n))
+        if args.engine_only:
+            figures["load_after"] = load_average()
+            print(json.dumps(figures, ensure_ascii=False), flush=True)
+            return
         memory, config_10k = bench_memory(folder, totals, walked)
         figures.update(memory)
         figures.setdefault("rss_mb_100k", None)

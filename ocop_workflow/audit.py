@@ -5,6 +5,18 @@ removing or reordering any entry breaks every later link. Database triggers (see
 migration) reject UPDATE and DELETE; the chain is what still catches an edit made by someone who
 dropped them. Verification streams the table ordered by (dossier, seq), so its memory does not
 grow with the number of dossiers.
+
+**What an entry stores.** Every entry records the dossier as the change left it (``data_after``,
+the snapshot of ``engine.snapshot``). Entries written by earlier versions also stored
+the dossier as it was before (``data_before``); that copy is no longer written (the column is
+NULL): it was, byte for byte, the previous entry's ``data_after``, already pinned by the chain
+through ``prev_hash``, and it doubled each row to 4–6 KB, which spilled every row onto SQLite
+overflow pages (bench/transitions.py counted ~1.8 WAL pages per advance for it). The hash body
+is unchanged and still covers the ``data_before`` column as stored — ``null`` for new entries —
+so old entries keep their hashes, an entry of either kind verifies by the same rule, and writing
+a value into a new entry's ``data_before`` (or blanking an old one's) is a hash mismatch like any
+other edit. Readers that show what changed (``dossier history``, exports) take the before-state
+from the previous entry (:func:`entry_documents`).
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ import csv
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,12 +110,14 @@ def entry_row(
     actor: str,
     reason: str | None,
     at: datetime,
-    data_before: Any,
     data_after: Any,
+    data_before: Any = None,
     after_data_json: str | None = None,
 ) -> dict[str, Any]:
     """The stored row of one entry, its hash computed (no database needed).
 
+    The product writes no ``data_before`` (see the module docstring); the argument remains so
+    that tests and benchmarks can build entries in the format of earlier versions.
     Each snapshot is serialised once: the stored text is spliced into the canonical body
     (byte-identical to :func:`entry_hash` over the objects; tests/test_audit_hash.py).
     ``after_data_json``, when given, is ``dumps(data_after["data"])`` the caller already made
@@ -175,8 +189,13 @@ def append(
     return row["seq"], row["hash"]
 
 
-def entry_document(row: Any, timezone: Any = UTC) -> dict[str, Any]:
-    """An entry as shown by ``dossier history --json`` and exported for auditors."""
+def entry_document(row: Any, timezone: Any = UTC, before_text: str | None = None) -> dict[str, Any]:
+    """An entry as shown by ``dossier history --json`` and exported for auditors.
+
+    ``data_before`` is the stored column when the entry has one (written by an earlier version),
+    else ``before_text``: the previous entry's ``data_after`` (:func:`entry_documents`).
+    """
+    stored = row.data_before if row.data_before is not None else before_text
     return {
         "dossier": row.dossier_id,
         "seq": row.seq,
@@ -187,10 +206,36 @@ def entry_document(row: Any, timezone: Any = UTC) -> dict[str, Any]:
         "reason": row.reason,
         "at": row.at.astimezone(timezone).isoformat(),
         "data": json.loads(row.data_after),
-        "data_before": None if row.data_before is None else json.loads(row.data_before),
+        "data_before": None if stored is None else json.loads(stored),
         "prev_hash": row.prev_hash,
         "hash": row.hash,
     }
+
+
+def entry_documents(
+    conn: Connection, rows: Iterable[Any], timezone: Any = UTC
+) -> Iterator[dict[str, Any]]:
+    """``rows`` (ordered by dossier, seq) as documents, each with the dossier as it was before.
+
+    An entry without a stored ``data_before`` (seq > 1) takes the previous entry's
+    ``data_after``: the row just before it when the rows bring it (a whole history, an
+    export), else read by its key (the first entry of an export ``--since``).
+    """
+    previous: tuple[str, int] | None = None
+    previous_after: str | None = None
+    for row in rows:
+        before_text = None
+        if row.data_before is None and row.seq > 1:
+            if previous == (row.dossier_id, row.seq - 1):
+                before_text = previous_after
+            else:
+                before_text = conn.execute(
+                    sa.select(audit_t.c.data_after).where(
+                        audit_t.c.dossier_id == row.dossier_id, audit_t.c.seq == row.seq - 1
+                    )
+                ).scalar()
+        yield entry_document(row, timezone, before_text)
+        previous, previous_after = (row.dossier_id, row.seq), row.data_after
 
 
 # --- verification -----------------------------------------------------------------------------
@@ -575,8 +620,7 @@ def export(
         writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
     with store.read() as conn:
-        for row in _stream(conn, query):
-            document = entry_document(row, timezone)
+        for document in entry_documents(conn, _stream(conn, query), timezone):
             if writer is not None:
                 document["data"] = dumps(document["data"])
                 document["data_before"] = (

@@ -552,7 +552,6 @@ class Engine:
             actor=actor.key,
             reason=reason,
             at=now,
-            data_before=snapshot(row, before),
             data_after=snapshot({**row, **moved_row}, after),
             after_data_json=moved_row["data"],
         )
@@ -603,7 +602,6 @@ class Engine:
                 raise dossier_not_found(conn, dossier_id)
             row = dict(found._mapping)
             self.policy.check_amend(actor, event, row)
-            before = json.loads(row["data"])
             after = change(row, json.loads(row["data"]))
             seq, _ = audit.append(
                 conn,
@@ -615,7 +613,6 @@ class Engine:
                 actor=actor.key,
                 reason=reason,
                 at=now,
-                data_before=snapshot(row, before),
                 data_after=snapshot(row, after),
             )
             updated = conn.execute(

@@ -162,7 +162,6 @@ def _replan_one(
         actor=SYSTEM_ACTOR,
         reason=reason,
         at=now,
-        data_before=snapshot(row, data),
         data_after=snapshot({**row, **changes}, after),
     )
     conn.execute(dossier_t.update().where(dossier_t.c.id == row["id"]).values(**changes))

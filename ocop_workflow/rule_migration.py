@@ -536,7 +536,6 @@ def _apply(
         actor=actor.key,
         reason=text,
         at=now,
-        data_before=snapshot(row, before),
         data_after=after,
     )
     conn.execute(

@@ -363,7 +363,7 @@ def imported(store: Store, dossier_id: str | None = None) -> list[dict[str, Any]
 def history(store: Store, dossier_id: str, tz: tzinfo) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
-    from .audit import entry_document
+    from .audit import entry_documents
     from .store import audit_t
 
     get_dossier(store, dossier_id)
@@ -371,7 +371,7 @@ def history(store: Store, dossier_id: str, tz: tzinfo) -> list[dict[str, Any]]:
         rows = conn.execute(
             sa.select(audit_t).where(audit_t.c.dossier_id == dossier_id).order_by(audit_t.c.seq)
         ).all()
-    return [entry_document(row, tz) for row in rows]
+        return list(entry_documents(conn, rows, tz))
 
 
 def list_timers(

@@ -246,7 +246,7 @@ def test_an_edit_that_recomputes_the_entry_hash_breaks_the_next_link(
         actor="hung",
         reason=row.reason,
         at=row.at,
-        data_before=json.loads(row.data_before),
+        data_before=None if row.data_before is None else json.loads(row.data_before),
         data_after=json.loads(row.data_after),
         prev_hash=row.prev_hash,
     )
