@@ -194,6 +194,8 @@ def entry_document(row: Any, timezone: Any = UTC, before_text: str | None = None
 
     ``data_before`` is the stored column when the entry has one (written by an earlier version),
     else ``before_text``: the previous entry's ``data_after`` (:func:`entry_documents`).
+    ``data_before_stored`` tells which: the entry's hash covers ``data_before`` only when it is
+    true (otherwise ``null``), so an auditor can re-hash an exported entry from the export alone.
     """
     stored = row.data_before if row.data_before is not None else before_text
     return {
@@ -207,6 +209,7 @@ def entry_document(row: Any, timezone: Any = UTC, before_text: str | None = None
         "at": row.at.astimezone(timezone).isoformat(),
         "data": json.loads(row.data_after),
         "data_before": None if stored is None else json.loads(stored),
+        "data_before_stored": row.data_before is not None,
         "prev_hash": row.prev_hash,
         "hash": row.hash,
     }
@@ -591,6 +594,7 @@ EXPORT_COLUMNS = (
     "at",
     "data",
     "data_before",
+    "data_before_stored",
     "prev_hash",
     "hash",
 )
@@ -608,6 +612,12 @@ def export(
     """Write the trail (oldest first per dossier) as CSV or JSON Lines; returns entries written.
 
     ``progress`` is told every 1,000 entries written (the CLI draws a bar with it).
+
+    An exported entry is re-hashed from the export alone: SHA-256 of the UTF-8 JSON (keys sorted,
+    no spaces, non-ASCII as is) of ``dossier, seq, trigger, from, to, actor, reason``, ``at`` in
+    UTC with microseconds (``2026-03-02T02:00:00.000000+00:00``), ``data_before`` if
+    ``data_before_stored`` else ``null``, ``data_after`` (the export's ``data``) and
+    ``prev_hash`` (README, ``ocop audit export``; tests/test_audit_format.py does it).
     """
     query = sa.select(audit_t).order_by(audit_t.c.dossier_id, audit_t.c.seq)
     if since is not None:
@@ -625,6 +635,9 @@ def export(
                 document["data"] = dumps(document["data"])
                 document["data_before"] = (
                     None if document["data_before"] is None else dumps(document["data_before"])
+                )
+                document["data_before_stored"] = (
+                    "true" if document["data_before_stored"] else "false"
                 )
                 writer.writerow({k: neutralise(v) for k, v in document.items()})
             else:

@@ -8,6 +8,9 @@ later is a hash mismatch. Every test runs on a SQLite file and on PostgreSQL.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import itertools
 import json
 from collections.abc import Iterator
@@ -193,12 +196,9 @@ def test_the_hash_of_an_entry_in_the_earlier_format_is_unchanged() -> None:
     assert audit.entry_hash(**without_before) != OLD_HASH
 
 
-def test_a_chain_begun_in_the_earlier_format_verifies_and_goes_on_in_the_new_one(
-    engine: Engine, store: Store, workspace: Workspace
-) -> None:
-    """A dossier whose second entry stored both snapshots (as earlier versions did) is advanced
-    by this version: the whole chain verifies, history shows the stored before-state, and
-    clearing the old entry's ``data_before`` is found."""
+def _old_then_new_chain(engine: Engine, store: Store) -> str:
+    """A dossier registered, given a second entry as earlier versions wrote it (both snapshots),
+    then advanced by this version."""
     user = engine.config.user
     dossier_id = str(
         engine.register(
@@ -206,7 +206,7 @@ def test_a_chain_begun_in_the_earlier_format_verifies_and_goes_on_in_the_new_one
         )["id"]
     )
     first = _entries(store, dossier_id)[0]
-    at = START + timedelta(hours=1)
+    at = START + timedelta(minutes=10)  # between the engine's ticks (every 7 minutes)
     with store.write() as conn:
         row = dict(
             conn.execute(sa.select(dossier_t).where(dossier_t.c.id == dossier_id)).one()._mapping
@@ -232,6 +232,15 @@ def test_a_chain_begun_in_the_earlier_format_verifies_and_goes_on_in_the_new_one
             .values(data=dumps(data), version=2, updated_at=at)
         )
     engine.advance(dossier_id, "accept_idea", user("lan"))
+    return dossier_id
+
+
+def test_a_chain_begun_in_the_earlier_format_verifies_and_goes_on_in_the_new_one(
+    engine: Engine, store: Store, workspace: Workspace
+) -> None:
+    """The whole chain verifies, history shows the stored before-state, and clearing the old
+    entry's ``data_before`` is found."""
+    dossier_id = _old_then_new_chain(engine, store)
     rows = _entries(store, dossier_id)
     assert rows[1].data_before is not None and rows[2].data_before is None
     assert audit.verify(store).ok
@@ -240,3 +249,55 @@ def test_a_chain_begun_in_the_earlier_format_verifies_and_goes_on_in_the_new_one
     assert history[2]["data_before"]["data"] == {"note": "hồ sơ cũ"}
     _tamper(workspace.url, dossier_id, 2, {"data_before": None})
     assert [(p.dossier, p.seq) for p in audit.verify(store).problems] == [(dossier_id, 2)]
+
+
+def _rehash(entry: dict[str, Any]) -> str:
+    """The README's rule for re-hashing an exported entry, written out without ``ocop``."""
+    body = {
+        "dossier": entry["dossier"],
+        "seq": entry["seq"],
+        "trigger": entry["trigger"],
+        "from": entry["from"],
+        "to": entry["to"],
+        "actor": entry["actor"],
+        "reason": entry["reason"],
+        "at": datetime.fromisoformat(entry["at"])
+        .astimezone(UTC)
+        .isoformat(timespec="microseconds"),
+        "data_before": entry["data_before"] if entry["data_before_stored"] else None,
+        "data_after": entry["data"],
+        "prev_hash": entry["prev_hash"],
+    }
+    text = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_auditor_re_hashes_every_exported_entry_from_the_export_alone(
+    fmt: str, engine: Engine, store: Store, workspace: Workspace
+) -> None:
+    """Old-format and new-format entries side by side: ``data_before_stored`` says which
+    ``data_before`` the hash covers, and every link of the export checks out."""
+    _old_then_new_chain(engine, store)
+    _moved_dossier(engine)
+    out = workspace.run("audit", "export", "--format", fmt, check=True).stdout
+    if fmt == "jsonl":
+        exported = [json.loads(line) for line in out.splitlines()]
+    else:
+        exported = [
+            {
+                **{k: v or None for k, v in r.items()},  # an empty cell is null
+                "seq": int(r["seq"]),
+                "data": json.loads(r["data"]),
+                "data_before": json.loads(r["data_before"]) if r["data_before"] else None,
+                "data_before_stored": {"true": True, "false": False}[r["data_before_stored"]],
+            }
+            for r in csv.DictReader(io.StringIO(out))
+        ]
+    assert len(exported) == 3 + 4
+    assert [e["data_before_stored"] for e in exported if e["seq"] > 1].count(True) == 1
+    previous: dict[str, str] = {}
+    for entry in exported:
+        assert _rehash(entry) == entry["hash"], entry
+        assert entry["prev_hash"] == previous.get(entry["dossier"], audit.GENESIS)
+        previous[entry["dossier"]] = entry["hash"]
