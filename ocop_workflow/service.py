@@ -15,6 +15,7 @@ line, a token on the server).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .engine import Engine, Moved
     from .importer import ImportReport
     from .policy import Policy
+    from .sqlite_reads import SqliteReads
     from .store import Store
     from .sweep import SweepCounts
     from .views import DossierFilter, Reads
@@ -83,6 +85,9 @@ class Ocop:
         #: ``reads`` may use its own plain sqlite3 connection (the CLI: one command, one
         #: thread); off by default, so a server's threads share only the pooled ``Store``.
         self.instant_reads = False
+        #: The server's threads: each reads through a plain sqlite3 connection of its own on a
+        #: SQLite file (``thread_reads``); set by :meth:`read_per_thread`, shared by :meth:`at`.
+        self.thread_reads: threading.local | None = None
         if store is not None:
             self.__dict__["store"] = store
         if registry is not None:
@@ -143,6 +148,12 @@ class Ocop:
         time), else the store's SQLAlchemy Core reads (PostgreSQL, or a store already in use)."""
         from .views import CoreReads
 
+        if self.thread_reads is not None:
+            mine: SqliteReads | bool | None = getattr(self.thread_reads, "reads", None)
+            if mine is None:
+                mine = self.thread_reads.reads = self._sqlite_reads()
+            if not isinstance(mine, bool):
+                return mine
         if self.instant_reads and "store" not in self.__dict__:
             reads = self.__dict__.get("_sqlite_reads")
             if reads is None:
@@ -156,6 +167,26 @@ class Ocop:
             if reads is not None:
                 return reads
         return CoreReads(self.checked_store())
+
+    def _sqlite_reads(self) -> SqliteReads | bool:
+        """A plain sqlite3 reader of the configured file, or False for any other database."""
+        from .sqlite_reads import SqliteReads, sqlite_path
+
+        path = sqlite_path(self.config.database_url)
+        if path is None:
+            return False
+        reads = SqliteReads(self.config.database_url, path)
+        reads.check_schema()
+        return reads
+
+    def read_per_thread(self) -> None:
+        """Read through a plain sqlite3 connection per thread on a SQLite file (the server).
+
+        SQLAlchemy's statement building and pooling cost several times what SQLite takes to
+        answer a dossier's few indexed reads; a ``sqlite3`` connection may not cross threads,
+        hence one per thread (closed when its thread ends). PostgreSQL keeps the ``Store``.
+        """
+        self.thread_reads = threading.local()
 
     def close(self) -> None:
         """Close the plain sqlite3 connection of ``reads``, if one was opened."""
@@ -174,6 +205,7 @@ class Ocop:
             conceal=self.conceal,
         )
         other.__dict__["_schema_checked"] = self.__dict__.get("_schema_checked", False)
+        other.thread_reads = self.thread_reads
         if "policy" in self.__dict__:
             other.__dict__["policy"] = self.policy
         return other
@@ -602,7 +634,10 @@ class Ocop:
         """The person a bearer token belongs to (and the token's id)."""
         from . import auth
 
-        return auth.authenticate(self.checked_store(), self.config, token, self.now())
+        lookup = getattr(self.reads(), "api_token", None)  # a thread's plain sqlite3 reader
+        return auth.authenticate(
+            self.checked_store(), self.config, token, self.now(), lookup=lookup
+        )
 
     def login(self, user_key: str, password: str, address: str) -> NewToken:
         from . import auth

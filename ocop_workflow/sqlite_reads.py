@@ -1,4 +1,5 @@
-"""The read side of ``dossier show`` and ``dossier list`` on SQLite, in plain ``sqlite3``.
+"""The read side of ``dossier show`` and ``dossier list`` on SQLite, in plain ``sqlite3`` (and
+the server's reads and token check, one such connection per thread).
 
 A command a person types should feel instant: importing SQLAlchemy and SQLModel costs more than
 the whole query, so the reading commands on a SQLite file go through here instead of ``Store``.
@@ -25,7 +26,17 @@ SCHEMA_REVISION = "0006"
 
 #: Dossier and timer columns holding instants (``store.UTCDateTime``), read back as aware UTC.
 _INSTANTS = frozenset(
-    {"state_entered_at", "deadline_at", "created_at", "updated_at", "due_at", "fired_at", "at"}
+    {
+        "state_entered_at",
+        "deadline_at",
+        "created_at",
+        "updated_at",
+        "due_at",
+        "fired_at",
+        "at",
+        "expires_at",
+        "revoked_at",
+    }
 )
 
 
@@ -165,6 +176,16 @@ class SqliteReads:
             )
             for found in cursor:
                 yield _row(cursor, found)
+
+    def api_token(self, digest: str) -> dict[str, Any] | None:
+        """The token row ``auth.authenticate`` checks (the server's one query per request)."""
+        with self.read() as db:
+            cursor = db.execute(
+                "SELECT id, user_key, expires_at, revoked_at FROM api_token WHERE token_sha256 = ?",
+                (digest,),
+            )
+            found = cursor.fetchone()
+            return None if found is None else _row(cursor, found)
 
     def first_entry(self, dossier_id: str) -> dict[str, Any] | None:
         with self.read() as db:
