@@ -11,7 +11,8 @@ instant comes from ``OCOP_NOW`` in the server's environment or a request's ``X-O
 both only where ``[clock] allow_override`` allows it, exactly as on the command line.
 """
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
@@ -41,6 +42,11 @@ from .sqlite_reads import sqlite_path
 
 API = "/api/v1"
 NOW_HEADER = "X-Ocop-Now"
+#: Threads a server process runs requests in (anyio's default is 40): the size of SQLAlchemy's
+#: connection pool, so that no request opens and closes a connection of its own (on PostgreSQL
+#: a new backend process each time), and few enough that they do not spend their time taking
+#: the one interpreter lock from each other. More throughput comes from ``--workers``.
+THREADS = 5
 
 
 def status_of(error: OcopError) -> int:
@@ -132,7 +138,16 @@ def create_app(ocop: Ocop) -> FastAPI:
     ocop = ocop.at(ocop.clock)
     ocop.conceal = True
     ocop.read_per_thread()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="OCOP workflow API",
         version="1",
         description="Dossiers of Vietnam's OCOP programme: register, advance, score, audit.",

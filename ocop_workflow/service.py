@@ -85,8 +85,8 @@ class Ocop:
         #: ``reads`` may use its own plain sqlite3 connection (the CLI: one command, one
         #: thread); off by default, so a server's threads share only the pooled ``Store``.
         self.instant_reads = False
-        #: The server's threads: each reads through a plain sqlite3 connection of its own on a
-        #: SQLite file (``thread_reads``); set by :meth:`read_per_thread`, shared by :meth:`at`.
+        #: The server's threads: each reads through a plain DB-API reader of its own
+        #: (``thread_reads``); set by :meth:`read_per_thread`, shared by :meth:`at`.
         self.thread_reads: threading.local | None = None
         if store is not None:
             self.__dict__["store"] = store
@@ -151,7 +151,7 @@ class Ocop:
         if self.thread_reads is not None:
             mine: SqliteReads | bool | None = getattr(self.thread_reads, "reads", None)
             if mine is None:
-                mine = self.thread_reads.reads = self._sqlite_reads()
+                mine = self.thread_reads.reads = self._plain_reads()
             if not isinstance(mine, bool):
                 return mine
         if self.instant_reads and "store" not in self.__dict__:
@@ -168,23 +168,30 @@ class Ocop:
                 return reads
         return CoreReads(self.checked_store())
 
-    def _sqlite_reads(self) -> SqliteReads | bool:
-        """A plain sqlite3 reader of the configured file, or False for any other database."""
+    def _plain_reads(self) -> SqliteReads | bool:
+        """A plain reader: sqlite3 on a SQLite file, a pooled psycopg connection on
+        PostgreSQL; False for any other URL (a SQLite URL with options: ``CoreReads``)."""
         from .sqlite_reads import SqliteReads, sqlite_path
 
         path = sqlite_path(self.config.database_url)
-        if path is None:
-            return False
-        reads = SqliteReads(self.config.database_url, path)
-        reads.check_schema()
-        return reads
+        if path is not None:
+            reads = SqliteReads(self.config.database_url, path)
+            reads.check_schema()
+            return reads
+        store = self.checked_store()
+        if store.dialect == "postgresql":
+            from .pg_reads import PgReads
+
+            return PgReads(store)
+        return False
 
     def read_per_thread(self) -> None:
-        """Read through a plain sqlite3 connection per thread on a SQLite file (the server).
+        """Read through plain DB-API statements (the server): on a SQLite file a ``sqlite3``
+        connection per thread (one may not cross threads; closed when its thread ends), on
+        PostgreSQL a pooled psycopg connection per read (``pg_reads``).
 
-        SQLAlchemy's statement building and pooling cost several times what SQLite takes to
-        answer a dossier's few indexed reads; a ``sqlite3`` connection may not cross threads,
-        hence one per thread (closed when its thread ends). PostgreSQL keeps the ``Store``.
+        SQLAlchemy's statement building, pooling and transactions cost several times what the
+        database takes to answer a dossier's few indexed reads.
         """
         self.thread_reads = threading.local()
 

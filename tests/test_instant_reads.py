@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ocop_workflow import sqlite_reads, store
 from ocop_workflow.views import DossierFilter
-from tests.conftest import Workspace
+from tests.conftest import Workspace, write_config
 
 T0 = "2025-03-03T09:00:00+07:00"
 LATER = "2025-09-01T09:00:00+07:00"
@@ -160,3 +161,55 @@ def test_plain_sqlite_reads_refuse_an_uninitialised_database_as_the_store_does(
 )
 def test_only_a_plain_sqlite_file_url_takes_the_plain_read_path(url: str, path: str | None) -> None:
     assert sqlite_reads.sqlite_path(url) == path
+
+
+def _register_on(ws: Workspace) -> None:
+    _register(ws, "IALE-1", user="lan")
+    _register(ws, "IAPHANG-1", commune="Ia Phang", user="tuan")
+
+
+def test_the_servers_plain_reads_give_the_documents_of_the_sqlalchemy_reads(
+    workspace: Workspace,
+) -> None:
+    """The server reads through plain DB-API statements (``Ocop.read_per_thread``: sqlite3 per
+    thread, pooled psycopg on PostgreSQL); what it shows must be what the Core reads show."""
+    _register_on(workspace)
+    app = workspace.app(user="lan", now=LATER)
+    try:
+        core = app.ocop
+        plain = core.at(core.clock)
+        plain.read_per_thread()
+        actor = app.actor()
+        kinds = type(plain.reads()).__name__, type(core.reads()).__name__
+        assert kinds == ("PgReads" if "postgres" in workspace.url else "SqliteReads", "CoreReads")
+        for filters in (DossierFilter(), DossierFilter(overdue=True)):
+            assert list(plain.iter_dossiers(actor, filters)) == list(
+                core.iter_dossiers(actor, filters)
+            )
+        shown = plain.show(actor, "IALE-1")
+        assert shown == core.show(actor, "IALE-1")
+        assert shown["timers"] and shown["entered"]
+    finally:
+        app.close()
+
+
+@pytest.mark.postgres
+def test_the_servers_postgresql_reads_give_the_pool_its_connections_back_in_transactions(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A read borrows a pooled connection in autocommit; the next borrower (a write) must find
+    it as SQLAlchemy expects, or its statements would commit one by one."""
+    write_config(tmp_path)
+    ws = Workspace(tmp_path, pg_url)
+    ws.run("init", check=True)
+    _register_on(ws)
+    app = ws.app(user="lan", now=LATER)
+    try:
+        ocop = app.ocop
+        ocop.read_per_thread()
+        for _ in range(3):
+            assert ocop.show(app.actor(), "IALE-1")["id"] == "IALE-1"
+        with ocop.store.engine.connect() as conn:
+            assert conn.connection.driver_connection.autocommit is False
+    finally:
+        app.close()
