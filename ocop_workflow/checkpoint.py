@@ -90,24 +90,30 @@ def _load_private(path: Path) -> Any:
 
 def load_public(path: Path) -> Any:
     """An Ed25519 public key from a PEM file, or the public half of a private key file."""
+    data = read_small_file(path, "public key", KEY_MAX_BYTES, missing=UsageError)
+    return public_from_pem(data, str(path))
+
+
+def public_from_pem(data: bytes, where: str) -> Any:
+    """An Ed25519 public key from PEM text (or the public half of a PEM private key), else
+    :class:`UsageError` naming ``where`` (a file, or the API request's ``public_key``)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,
         Ed25519PublicKey,
     )
 
-    data = read_small_file(path, "public key", KEY_MAX_BYTES, missing=UsageError)
     try:
         key: Any = serialization.load_pem_public_key(data)
     except ValueError:
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError):
-            raise UsageError(f"{path} is not a PEM Ed25519 key") from None
+            raise UsageError(f"{where} is not a PEM Ed25519 key") from None
         if isinstance(key, Ed25519PrivateKey):
             key = key.public_key()
     if not isinstance(key, Ed25519PublicKey):
-        raise UsageError(f"{path} is not an Ed25519 key")
+        raise UsageError(f"{where} is not an Ed25519 key")
     return key
 
 
@@ -213,7 +219,7 @@ def write(document: Mapping[str, Any], path: Path) -> None:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A checkpoint file whose signature was checked."""
+    """A checkpoint whose signature was checked."""
 
     path: str
     created_at: str
@@ -222,22 +228,38 @@ class Checkpoint:
     key_id: str
     heads: tuple[tuple[str, int, str], ...]
 
+    def document(self) -> dict[str, Any]:
+        """What ``checkpoint --verify-only --json`` and ``audit verify`` say of it."""
+        return {
+            "file": self.path,
+            "created_at": self.created_at,
+            "count": self.count,
+            "root": self.root,
+            "key_id": self.key_id,
+        }
+
 
 def read(path: Path, public: Any) -> Checkpoint:
     """Load ``path`` and check its signature and root; :class:`AuditFailure` when they fail."""
-    from cryptography.exceptions import InvalidSignature
-
     raw = read_small_file(path, "checkpoint", CHECKPOINT_MAX_BYTES, missing=UsageError)
     document = json_document(raw, f"checkpoint {path} (damaged or not a checkpoint)", AuditFailure)
+    return check(document, str(path), public)
+
+
+def check(document: Any, where: str, public: Any) -> Checkpoint:
+    """A checkpoint document (parsed JSON: a file's, or one sent to the API) whose signature and
+    root hold; :class:`AuditFailure` naming ``where`` when they do not."""
+    from cryptography.exceptions import InvalidSignature
+
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise AuditFailure(f"checkpoint {path} is not an {FORMAT} file")
+        raise AuditFailure(f"checkpoint {where} is not an {FORMAT} file")
     body = {k: v for k, v in document.items() if k != "signature"}
     try:
         signature = base64.b64decode(str(document.get("signature", "")), validate=True)
         public.verify(signature, canonical(body))
-    except (InvalidSignature, ValueError):
+    except (InvalidSignature, ValueError, TypeError):
         raise AuditFailure(
-            f"checkpoint {path}: bad signature (changed after it was signed, or signed by "
+            f"checkpoint {where}: bad signature (changed after it was signed, or signed by "
             f"another key than {key_id(public)})"
         ) from None
     try:
@@ -246,11 +268,11 @@ def read(path: Path, public: Any) -> Checkpoint:
         )
         count = int(body["count"])
     except (KeyError, TypeError, ValueError):
-        raise AuditFailure(f"checkpoint {path}: signed but malformed heads") from None
+        raise AuditFailure(f"checkpoint {where}: signed but malformed heads") from None
     if count != len(chain_heads) or root_hash(body["heads"]) != body.get("root"):
-        raise AuditFailure(f"checkpoint {path}: count or root does not match its heads")
+        raise AuditFailure(f"checkpoint {where}: count or root does not match its heads")
     return Checkpoint(
-        path=str(path),
+        path=where,
         created_at=str(body.get("created_at")),
         count=count,
         root=str(body["root"]),

@@ -1343,46 +1343,78 @@ def audit_verify(
     With --checkpoint, also exit 7 for each dossier whose chain was rewritten, cut short or
     deleted since the checkpoint was signed, and for a checkpoint whose signature is bad.
     """
-    from .audit import count_entries
+    app = app_of(ctx)
+    if app.remote:
+        document = _remote_verify(app.remote, dossier_id, checkpoints, public_key)
+    else:
+        from .audit import count_entries
+
+        read = []
+        if checkpoints:
+            from . import checkpoint as cp
+
+            key = cp.load_public(_public_key_path(app, public_key))
+            read = [cp.read(Path(path), key) for path in checkpoints]
+        total = count_entries(app.checked_store(), dossier_id) if _bar_wanted() else 0
+        with progress_bar("verifying", total) as advance:
+            verified = app.ocop.audit_verify(None, dossier_id, progress=advance, checkpoints=read)
+        document = verified.to_json()
+    _print_verification(document, as_json)
+
+
+def _remote_verify(
+    client: Any, dossier_id: str | None, checkpoints: tuple[str, ...], public_key: str | None
+) -> dict[str, Any]:
+    """``audit verify`` through the server: the checkpoint files are sent (the server checks
+    their signatures with --public-key's key, sent along, else its own [audit] public_key)."""
+    from . import checkpoint as cp
+    from .errors import AuditFailure
+    from .inputs import json_document, read_small_file
+
+    if not checkpoints and public_key is None:
+        return dict(client.call("GET", "/audit/verify", params={"dossier": dossier_id}, ok=(409,)))
+    body: dict[str, Any] = {"dossier": dossier_id, "checkpoints": [], "names": []}
+    for path in checkpoints:
+        raw = read_small_file(Path(path), "checkpoint", cp.CHECKPOINT_MAX_BYTES)
+        where = f"checkpoint {path} (damaged or not a checkpoint)"
+        body["checkpoints"].append(json_document(raw, where, AuditFailure))
+        body["names"].append(path)
+    if public_key is not None:
+        pem = read_small_file(Path(public_key), "public key", cp.KEY_MAX_BYTES)
+        body["public_key"] = pem.decode("utf-8", "replace")
+    return dict(client.call("POST", "/audit/verify", json=body, ok=(409,)))
+
+
+def _print_verification(document: dict[str, Any], as_json: bool) -> None:
+    """``audit verify``'s output, from the one JSON shape (``shapes.Verification``); exit 7 on
+    any problem."""
     from .errors import AuditFailure
 
-    app = app_of(ctx)
-    anchors = None
-    if checkpoints:
-        from . import checkpoint as cp
-
-        key = cp.load_public(_public_key_path(app, public_key))
-        anchors = cp.anchors(cp.read(Path(path), key) for path in checkpoints)
-    store = app.checked_store()
-    total = count_entries(store, dossier_id) if _bar_wanted() else 0
-    with progress_bar("verifying", total) as advance:
-        report = app.ocop.audit_verify(None, dossier_id, progress=advance, anchors=anchors)
-    from .views import imported
-
-    entered_by_import = imported(store, dossier_id)
+    problems = document["problems"]
     if as_json:
-        emit_json({**report.document(), "imported": entered_by_import})
+        emit_json(document)
     else:
+        entered_by_import = document["imported"]
         if entered_by_import:
             files = sorted({str(i["file"]) for i in entered_by_import})
             click.echo(
                 f"{len(entered_by_import)} dossier(s) entered by import, not register "
                 f"(from {', '.join(files)}): see dossier show"
             )
-        for p in report.problems:
-            where = f"entry {p.seq}" if p.seq is not None else "dossier"
-            click.echo(f"{p.dossier} {where}: {p.problem}")
+        for p in problems:
+            where = f"entry {p['seq']}" if p["seq"] is not None else "dossier"
+            click.echo(f"{p['dossier']} {where}: {p['problem']}")
         click.echo(
-            f"{'ok' if report.ok else 'FAILED'}: {report.dossiers_checked} dossier(s), "
-            f"{report.entries_checked} entries checked, {len(report.problems)} problem(s)"
+            f"{'ok' if document['ok'] else 'FAILED'}: {document['dossiers_checked']} dossier(s), "
+            f"{document['entries_checked']} entries checked, {len(problems)} problem(s)"
         )
-    if not report.ok:
-        first = report.problems[0]
+    if not document["ok"]:
+        first = problems[0]
         error = AuditFailure(
-            f"audit verification failed: {len(report.problems)} problem(s), first in dossier "
-            f"{first.dossier}"
-            + (f" entry {first.seq}" if first.seq is not None else "")
-            + (f" (column {', '.join(first.columns)})" if first.columns else "")
+            f"audit verification failed: {len(problems)} problem(s), first in dossier "
+            f"{first['dossier']}"
+            + (f" entry {first['seq']}" if first["seq"] is not None else "")
+            + (f" (column {', '.join(first['columns'])})" if first.get("columns") else "")
         )
         error.reported = True  # type: ignore[attr-defined]
         raise error
@@ -1456,14 +1488,7 @@ def audit_checkpoint(
         raise UsageError("give either -o FILE (write) or --verify-only FILE (check)")
     if verify_only is not None:
         checked = cp.read(Path(verify_only), cp.load_public(_public_key_path(app, public_key)))
-        document = {
-            "ok": True,
-            "file": checked.path,
-            "created_at": checked.created_at,
-            "count": checked.count,
-            "root": checked.root,
-            "key_id": checked.key_id,
-        }
+        document = {"ok": True, **checked.document()}
         if as_json:
             emit_json(document)
         else:

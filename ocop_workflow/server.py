@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .clock import FixedClock, override_instant
 from .config import User
 from .errors import (
+    AuditFailure,
     ConfigError,
     Conflict,
     EnvironmentProblem,
@@ -60,6 +61,8 @@ def status_of(error: OcopError) -> int:
         (NotFound, 404),
         (Conflict, 409),
         (TransitionRefused, 409),
+        # Exit 7: the trail or a checkpoint does not hold up (a failed report is 409 too).
+        (AuditFailure, 409),
         (PayloadTooLarge, 413),
         (UsageError, 422),
         # Config is checked at start; during a request only a refused rehearsal instant
@@ -123,6 +126,18 @@ class RescoreBody(Body):
     reason: str | None = None
     member: str | None = None
     council: str | None = None
+
+
+class VerifyBody(Body):
+    """``POST /audit/verify``: signed checkpoint documents (each file's JSON, as written by
+    ``ocop audit checkpoint``) the chains must still extend."""
+
+    dossier: str | None = None
+    checkpoints: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
+    #: What to call each checkpoint in messages (its file name), in order; default "#1", "#2"…
+    names: list[Annotated[str, Field(max_length=255)]] | None = None
+    #: The signer's Ed25519 public key (PEM); default: the server's ``[audit] public_key``.
+    public_key: str | None = Field(default=None, max_length=64 * 1024)
 
 
 class LoginBody(Body):
@@ -455,8 +470,32 @@ def create_app(ocop: Ocop) -> FastAPI:
     @app.get(f"{API}/audit/verify", tags=["audit"])
     def audit_verify(actor: Actor, core: Core, dossier: str | None = None) -> JSONResponse:
         """Recompute the hash chains; ``ok`` false (and status 409) names every problem."""
-        report = core.audit_verify(actor, dossier)
-        return JSONResponse(report.document(), status_code=200 if report.ok else 409)
+        verified = core.audit_verify(actor, dossier)
+        return JSONResponse(verified.to_json(), status_code=200 if verified.ok else 409)
+
+    @app.post(f"{API}/audit/verify", tags=["audit"])
+    def audit_verify_checkpoints(body: VerifyBody, actor: Actor, core: Core) -> JSONResponse:
+        """As ``GET``, and the chains must still extend every head the signed checkpoints saw
+        (``ocop audit verify --checkpoint``): 409 with the report naming each rewritten, cut or
+        deleted chain; 409 ``audit_failed`` for a checkpoint whose signature does not hold."""
+        from . import checkpoint as cp
+
+        core.check_reads_all(actor, "the audit trail")
+        names = body.names or []
+        if names and len(names) != len(body.checkpoints):
+            raise UsageError("give one name per checkpoint, or none")
+        if body.public_key is not None:
+            key = cp.public_from_pem(body.public_key.encode("utf-8"), "public_key")
+        elif core.config.audit.public_key is not None:
+            key = cp.load_public(core.config.audit.public_key)
+        else:
+            raise UsageError("no public key: send public_key, or set [audit] on the server")
+        checked = [
+            cp.check(document, names[i] if names else f"#{i + 1}", key)
+            for i, document in enumerate(body.checkpoints)
+        ]
+        verified = core.audit_verify(actor, body.dossier, checkpoints=checked)
+        return JSONResponse(verified.to_json(), status_code=200 if verified.ok else 409)
 
     @app.get(f"{API}/audit/export", tags=["audit"])
     def audit_export(

@@ -16,7 +16,7 @@ line, a token on the server).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from functools import cached_property
@@ -28,13 +28,14 @@ from .config import Config, User
 from .errors import NotFound, PermissionDenied, UsageError
 
 if TYPE_CHECKING:
-    from .audit import VerifyReport
     from .auth import NewToken, TokenInfo
     from .calendar import WorkCalendar
+    from .checkpoint import Checkpoint
     from .definitions import Registry
     from .engine import Engine, Moved
     from .importer import ImportReport
     from .policy import Policy
+    from .shapes import Verification
     from .sqlite_reads import SqliteReads
     from .store import Store
     from .sweep import SweepCounts
@@ -671,11 +672,15 @@ class Ocop:
         dossier_id: str | None = None,
         *,
         progress: Callable[[int], None] | None = None,
-        anchors: Mapping[str, Mapping[int, tuple[str, str]]] | None = None,
-    ) -> VerifyReport:
-        """Recompute the hash chains (and re-hash stored documents); ``anchors`` are the chain
-        heads of signed checkpoints (``checkpoint.anchors``) the chains must still extend."""
+        checkpoints: Sequence[Checkpoint] = (),
+    ) -> Verification:
+        """Recompute the hash chains (and re-hash stored documents); the chains must still
+        extend every head the signed ``checkpoints`` saw (``checkpoint.read``/``check`` checked
+        their signatures)."""
         from .audit import verify
+        from .checkpoint import anchors
+        from .shapes import Verification
+        from .views import imported
 
         if actor is not None:
             self.check_reads_all(actor, "the audit trail")
@@ -684,11 +689,13 @@ class Ocop:
             dossier_id,
             self.config.documents_dir,
             progress=progress,
-            anchors=anchors,
+            anchors=anchors(checkpoints) if checkpoints else None,
         )
         if dossier_id is not None and report.dossiers_checked == 0 and report.ok:
             raise NotFound(f"dossier {dossier_id} not found: neither the dossier nor any history")
-        return report
+        return Verification(
+            report, tuple(imported(self.checked_store(), dossier_id)), tuple(checkpoints)
+        )
 
     def audit_export(
         self,

@@ -455,3 +455,63 @@ def test_a_checkpoint_through_a_symlink_writes_the_linked_file_and_keeps_the_lin
     assert link.is_symlink() and link.resolve() == real
     assert '"root"' in real.read_text(encoding="utf-8")
     assert [p.name for p in archive.iterdir()] == ["latest.json"]
+
+
+# --- through the API ----------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:.*httpx2:DeprecationWarning")
+def test_the_api_verifies_against_posted_checkpoints_with_the_cli_outcomes(
+    tmp_path: Path, db_url: str
+) -> None:
+    """``POST /api/v1/audit/verify`` is ``ocop audit verify --checkpoint``: 200 when the chains
+    extend what the checkpoint signed, 409 with the report naming a chain cut short behind the
+    engine's back (the database alone looks sound), 409 ``audit_failed`` for a checkpoint
+    changed after signing or signed by another key; only those who read every dossier."""
+    from test_server import NOW, make_api
+
+    api = make_api(tmp_path / "server", db_url, extra=AUDIT)
+    try:
+        signing = api.ocop.config.audit.signing_key
+        assert signing is not None
+        cp.keygen(signing)
+        dossier = api.register("lan")["id"]
+        moved = api.post(
+            f"/api/v1/dossiers/{dossier}/advance", "lan", json={"trigger": "accept_idea"}
+        )
+        assert moved.status_code == 200, moved.text
+        signed = cp.build(api.ocop.store, signing, NOW)
+        body = {"checkpoints": [signed], "names": ["cp-0302.json"]}
+
+        sound = api.post("/api/v1/audit/verify", "auditor", json=body)
+        assert sound.status_code == 200, sound.text
+        assert sound.json()["ok"] is True
+        assert sound.json()["checkpoints"][0]["count"] == 1
+        assert sound.json()["checkpoints"][0]["file"] == "cp-0302.json"
+        assert api.post("/api/v1/audit/verify", "lan", json=body).status_code == 403
+
+        changed = json.loads(json.dumps(signed))
+        changed["heads"][0]["seq"] = 1
+        changed["root"] = cp.root_hash(changed["heads"])
+        forged = api.post("/api/v1/audit/verify", "auditor", json={"checkpoints": [changed]})
+        assert forged.status_code == 409, forged.text
+        assert forged.json()["error"]["code"] == "audit_failed"
+        assert "#1: bad signature" in forged.json()["error"]["message"]
+        other = cp.keygen(tmp_path / "other" / "key.pem").read_text(encoding="utf-8")
+        foreign = api.post("/api/v1/audit/verify", "auditor", json={**body, "public_key": other})
+        assert foreign.status_code == 409 and "cp-0302.json" in foreign.text, foreign.text
+        not_pem = api.post("/api/v1/audit/verify", "auditor", json={**body, "public_key": "x"})
+        assert not_pem.status_code == 422, not_pem.text
+
+        drop_protection(db_url)
+        with api.ocop.store.write() as conn:
+            roll_back_to(conn, dossier, 1)
+        plain = api.get("/api/v1/audit/verify", "auditor")
+        assert plain.status_code == 200 and plain.json()["ok"], plain.text
+        cut = api.post("/api/v1/audit/verify", "auditor", json=body)
+        assert cut.status_code == 409, cut.text
+        assert cut.json()["ok"] is False
+        assert [p["dossier"] for p in cut.json()["problems"]] == [dossier]
+        assert "truncated" in cut.json()["problems"][0]["problem"]
+    finally:
+        api.ocop.store.dispose()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,47 @@ def test_attach_and_import_through_the_server(served: Served) -> None:
     assert refused.code == 2, refused
     listed = served.cli("dossier", "list", "--json", token=lan).json()
     assert len(listed) == 3
+
+
+def test_audit_verify_with_a_checkpoint_goes_through_the_server(served: Served) -> None:
+    """The auditor's machine holds the checkpoint and the public key, not the database: the
+    files go to the server, which checks them; a chain cut after signing is exit 7, as locally."""
+    from audit_support import drop_protection
+    from test_checkpoint import roll_back_to
+
+    from ocop_workflow import checkpoint as cp
+    from ocop_workflow.store import Store
+
+    lan = served.token("lan")
+    registered = served.cli(
+        "dossier", "register", "--product", "Cà phê", "--producer", "HTX Cà phê Ia Le",
+        "--commune", "Ia Le", "--json", token=lan,
+    )  # fmt: skip
+    dossier = registered.json()["id"]
+    assert served.cli("dossier", "advance", dossier, "accept_idea", token=lan).code == 0
+    public = cp.keygen(served.ws.root / "keys" / "audit.pem")
+    store = Store(served.ws.url)
+    try:
+        signed = cp.build(store, served.ws.root / "keys" / "audit.pem", datetime.now(UTC))
+        cp.write(signed, served.officer / "cp.json")
+        auditor = served.token("auditor")
+        args = ("audit", "verify", "--checkpoint", "cp.json", "--public-key", str(public))
+        sound = served.cli(*args, "--json", token=auditor)
+        assert sound.code == 0, sound
+        assert sound.json()["checkpoints"][0]["file"] == "cp.json"
+        assert served.cli(*args, token=lan).code == 6  # reads only some dossiers
+        drop_protection(served.ws.url)
+        with store.write() as conn:
+            roll_back_to(conn, dossier, 1)
+    finally:
+        store.dispose()
+    assert served.cli("audit", "verify", token=auditor).code == 0  # the database alone: sound
+    cut = served.cli(*args, token=auditor)
+    assert cut.code == 7, cut
+    assert f"{dossier} " in cut.stdout and "truncated" in cut.stdout, cut
+    assert cut.stderr.startswith(
+        f"error: audit verification failed: 1 problem(s), first in dossier {dossier}"
+    )
 
 
 def test_the_officers_rehearsal_instant_travels_to_the_server(served: Served) -> None:
