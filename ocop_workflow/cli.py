@@ -261,20 +261,12 @@ def workflow() -> None:
 def workflow_list(ctx: click.Context, as_json: bool) -> None:
     """The workflows: those shipped, and those of [engine] workflows_dir; the default marked."""
     app = app_of(ctx)
-    rows = [
-        {
-            "name": wf.name,
-            "version": wf.version,
-            "title": wf.title,
-            "default": wf.name == app.config.default_workflow,
-            "states": len(wf.states),
-            "triggers": len(wf.triggers),
-            "file": str(wf.path),
-        }
-        for wf in app.registry.loadable()
-    ]
-    for name, problem in app.registry.unavailable().items():
-        click.echo(f"warning: workflow {name} is unavailable: {one_line(problem)}", err=True)
+    if app.remote:
+        rows = app.remote.call("GET", "/workflows")
+    else:
+        rows = app.ocop.workflows()
+        for name, problem in app.registry.unavailable().items():
+            click.echo(f"warning: workflow {name} is unavailable: {one_line(problem)}", err=True)
     if as_json:
         emit_json(rows)
         return
@@ -294,10 +286,11 @@ def workflow_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def workflow_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """States, stages, triggers, roles and deadlines of workflow NAME."""
-    from .workflow_info import describe
-
     app = app_of(ctx)
-    document = describe(app, name)
+    if app.remote:
+        document = app.remote.call("GET", f"/workflows/{_segment(name)}")
+    else:
+        document = app.ocop.workflow(reader(app), name)
     if as_json:
         emit_json(document)
         return
@@ -341,6 +334,13 @@ def workflow_show(ctx: click.Context, name: str, as_json: bool) -> None:
             + (", …" if len(changed) > SHOWN_IDS else "")
             + f"\n  refused until: ocop workflow migrate --from {name} --to {name} --plan PLAN.toml"
         )
+
+
+def _segment(name: str) -> str:
+    """A name as one URL path segment (a workflow name is a plain file name; never a path)."""
+    from urllib.parse import quote
+
+    return quote(name, safe="")
 
 
 #: How many dossier ids ``workflow show`` prints before pointing at ``dossier list``.
@@ -399,9 +399,12 @@ def workflow_validate(ctx: click.Context, paths: tuple[str, ...], as_json: bool)
 @click.pass_context
 def workflow_diagram(ctx: click.Context, name: str, fmt: str, output: str | None) -> None:
     """The state diagram of workflow NAME (Mermaid, Graphviz DOT, or SVG via Graphviz)."""
-    from .diagram import render
-
-    text = render(app_of(ctx).registry.get(name), fmt)
+    app = app_of(ctx)
+    if app.remote:
+        path = f"/workflows/{_segment(name)}/diagram"
+        text = app.remote.call("GET", path, params={"format": fmt}, text=True)
+    else:
+        text = app.ocop.diagram(name, fmt)
     if output:
         from pathlib import Path
 
@@ -1296,13 +1299,15 @@ def report_html(ctx: click.Context, year: int, output: str, weeks: int) -> None:
     """One self-contained HTML file: funnel, deadline calendar, timelines, workflow diagram."""
     from pathlib import Path
 
-    from .html_report import render_year
-
-    app = app_of(ctx)
     from .outputs import check_output, write_text
 
+    app = app_of(ctx)
     check_output(Path(output))
-    html = render_year(app.ocop, year, weeks=weeks)
+    if app.remote:
+        query = {"year": year, "weeks": weeks}
+        html = app.remote.call("GET", "/reports/html", params=query, text=True)
+    else:
+        html = app.ocop.report_html(None, year, weeks=weeks)
     write_text(Path(output), html)
     click.echo(f"wrote {output}", err=True)
 

@@ -1,8 +1,8 @@
 """The command line acting through ``ocop serve``: an officer's machine needs no database at all.
 
 With ``OCOP_SERVER`` (or ``[client] url``) set, ``ocop dossier …``, ``score``, ``import``,
-``timers list``, ``notifications list`` and ``report progress`` call the JSON API with a bearer
-token instead of opening the database. The token comes from ``OCOP_TOKEN`` or from a token file
+``timers list``, ``notifications list``, ``report progress|html``, ``workflow list|show|diagram``
+and ``audit verify`` call the JSON API with a bearer token instead of opening the database. The token comes from ``OCOP_TOKEN`` or from a token file
 (``OCOP_TOKEN_FILE``, ``[client] token_file``, else ``~/.config/ocop/token``) that only its owner
 may read. ``--as`` and ``OCOP_USER`` are refused: through a server everyone acts as the owner of
 their token, which is what makes "nobody can act as somebody else" true.
@@ -70,11 +70,13 @@ class Client:
         data: Mapping[str, Any] | None = None,
         files: Any = None,
         ok: tuple[int, ...] = (),
+        text: bool = False,
     ) -> Any:
         """One API call; an error body becomes the error class (and exit code) it names.
 
         ``ok``: statuses whose body is an answer, not an error, when it holds no ``error`` (a
-        failed audit verification is 409 with its report)."""
+        failed audit verification is 409 with its report). ``text``: the answer is a page or a
+        diagram, returned as text (an error is still the JSON error body)."""
         import httpx
 
         query = {k: v for k, v in (params or {}).items() if v is not None and v is not False}
@@ -84,6 +86,8 @@ class Client:
             )
         except httpx.HTTPError as exc:
             raise EnvironmentProblem(f"server {self.url} unreachable: {exc}") from None
+        if text and response.is_success:
+            return response.text
         try:
             body = response.json()
         except ValueError:

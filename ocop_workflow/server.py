@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -466,6 +466,41 @@ def create_app(ocop: Ocop) -> FastAPI:
     def progress(actor: Actor, core: Core, year: int) -> dict[str, Any]:
         """Each target of ``year``: reached, left, by commune and stage; overdue and stuck."""
         return core.progress(actor, year)
+
+    @app.get(f"{API}/reports/html", tags=["reports"], response_class=HTMLResponse)
+    def report_html(
+        actor: Actor,
+        core: Core,
+        year: int,
+        weeks: Annotated[int, Query(ge=1, le=260)] = 4,
+    ) -> HTMLResponse:
+        """``ocop report html``: the year's self-contained page (for those who read every
+        dossier, like the progress report)."""
+        return HTMLResponse(core.report_html(actor, year, weeks=weeks))
+
+    # --- workflows ------------------------------------------------------------------------
+
+    @app.get(f"{API}/workflows", tags=["workflows"])
+    def workflows(actor: Actor, core: Core) -> JSONResponse:
+        """``ocop workflow list``: the workflows that load, the default marked."""
+        return JSONResponse(core.workflows())
+
+    @app.get(API + "/workflows/{name}/diagram", tags=["workflows"])
+    def workflow_diagram(
+        name: str,
+        actor: Actor,
+        core: Core,
+        format: Annotated[str, Query(pattern="^(mermaid|dot|svg)$")] = "mermaid",
+    ) -> Response:
+        """``ocop workflow diagram``: Mermaid or DOT text, or SVG (Graphviz on the server)."""
+        media = "image/svg+xml" if format == "svg" else "text/plain; charset=utf-8"
+        return Response(core.diagram(name, format), media_type=media)
+
+    @app.get(API + "/workflows/{name}", tags=["workflows"])
+    def workflow_show(name: str, actor: Actor, core: Core) -> JSONResponse:
+        """``ocop workflow show``: states, stages, triggers, roles, deadlines, and the dossiers
+        on it that you may see."""
+        return JSONResponse(core.workflow(actor, name))
 
     @app.get(f"{API}/audit/verify", tags=["audit"])
     def audit_verify(actor: Actor, core: Core, dossier: str | None = None) -> JSONResponse:

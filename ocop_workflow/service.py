@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 #: How many dossiers one page of ``list`` holds at most (the API's ``limit`` ceiling).
 MAX_PAGE = 1000
+#: How many coming weeks the HTML report's deadline calendar may show.
+MAX_WEEKS = 260
 
 
 @dataclass(frozen=True)
@@ -654,6 +656,29 @@ class Ocop:
             self.checked_store(), self.config, user_key, password, address, self.now()
         )
 
+    # --- workflows ------------------------------------------------------------------------
+
+    def workflows(self) -> list[dict[str, Any]]:
+        """``workflow list``: every workflow that loads (``registry.unavailable()`` names the
+        others), the default marked."""
+        from .workflow_info import summary
+
+        return [summary(self, wf) for wf in self.registry.loadable()]
+
+    def workflow(self, actor: User | None, name: str) -> dict[str, Any]:
+        """``workflow show``: states, stages, triggers, roles, deadlines, and the dossiers on it
+        that ``actor`` may see (all of them for a reader holding the database)."""
+        from .workflow_info import describe
+
+        clause = self.policy.read_filter(actor) if actor is not None else None
+        return describe(self, name, clause)
+
+    def diagram(self, name: str, fmt: str = "mermaid") -> str:
+        """``workflow diagram``: the state diagram as Mermaid, Graphviz DOT or SVG text."""
+        from .diagram import render
+
+        return render(self.registry.get(name), fmt)
+
     # --- reports and audit ----------------------------------------------------------------
 
     def progress(self, actor: User | None, year: int) -> dict[str, Any]:
@@ -665,6 +690,19 @@ class Ocop:
         if actor is not None:
             self.check_reads_all(actor, "the progress report")
         return progress(self.checked_store(), self.registry, self.config, year, self.now(), self.tz)
+
+    def report_html(self, actor: User | None, year: int, *, weeks: int = 4) -> str:
+        """``report html``: the year's self-contained page (province-wide, like ``progress``:
+        for those who read every dossier)."""
+        from .html_report import render_year
+        from .inputs import check_year
+
+        check_year(year, "year")
+        if not 1 <= weeks <= MAX_WEEKS:
+            raise UsageError(f"weeks must be between 1 and {MAX_WEEKS}")
+        if actor is not None:
+            self.check_reads_all(actor, "the HTML report")
+        return render_year(self, year, weeks=weeks)
 
     def audit_verify(
         self,

@@ -10,9 +10,25 @@ from .definitions import check_workflow_file
 if TYPE_CHECKING:
     from .app import App
     from .definitions import WorkflowDef
+    from .service import Ocop
 
 
-def describe(app: App, name: str) -> dict[str, Any]:
+def summary(app: App | Ocop, wf: WorkflowDef) -> dict[str, Any]:
+    """One row of ``workflow list`` (and of ``GET /api/v1/workflows``)."""
+    return {
+        "name": wf.name,
+        "version": wf.version,
+        "title": wf.title,
+        "default": wf.name == app.config.default_workflow,
+        "states": len(wf.states),
+        "triggers": len(wf.triggers),
+        "file": str(wf.path),
+    }
+
+
+def describe(app: App | Ocop, name: str, clause: Any = None) -> dict[str, Any]:
+    """``workflow show``: the workflow, and the dossiers on it — those ``clause`` (a policy's
+    read filter) selects, when the reader may not see them all."""
     wf = app.registry.get(name)
     document: dict[str, Any] = {
         "name": wf.name,
@@ -53,12 +69,12 @@ def describe(app: App, name: str) -> dict[str, Any]:
             for f in wf.fields.values()
         },
     }
-    document.update(_dossiers_on(app, wf.name))
-    document["dossiers_on_other_content"] = changed_under(app, wf)
+    document.update(_dossiers_on(app, wf.name, clause))
+    document["dossiers_on_other_content"] = changed_under(app, wf, clause)
     return document
 
 
-def changed_under(app: App, wf: WorkflowDef) -> list[str] | None:
+def changed_under(app: App | Ocop, wf: WorkflowDef, clause: Any = None) -> list[str] | None:
     """Ids of the running dossiers pinned to another content (or version) of ``wf``'s file.
 
     They are refused every officer action until ``ocop workflow migrate`` puts them on the file
@@ -70,28 +86,29 @@ def changed_under(app: App, wf: WorkflowDef) -> list[str] | None:
     from .store import dossier_t
 
     d = dossier_t.c
+    query = (
+        sa.select(d.id)
+        .where(
+            d.workflow == wf.name,
+            d.state.notin_([s.name for s in wf.states.values() if s.final]),
+            sa.or_(
+                d.workflow_version != wf.version,
+                sa.and_(d.workflow_sha256.is_not(None), d.workflow_sha256 != wf.sha256),
+            ),
+        )
+        .order_by(d.id)
+    )
+    if clause is not None:
+        query = query.where(clause)
     try:
         store = app.checked_store()
         with store.read() as conn:
-            return list(
-                conn.execute(
-                    sa.select(d.id)
-                    .where(
-                        d.workflow == wf.name,
-                        d.state.notin_([s.name for s in wf.states.values() if s.final]),
-                        sa.or_(
-                            d.workflow_version != wf.version,
-                            sa.and_(d.workflow_sha256.is_not(None), d.workflow_sha256 != wf.sha256),
-                        ),
-                    )
-                    .order_by(d.id)
-                ).scalars()
-            )
+            return list(conn.execute(query).scalars())
     except EnvironmentProblem:
         return None
 
 
-def _dossiers_on(app: App, name: str) -> dict[str, Any]:
+def _dossiers_on(app: App | Ocop, name: str, clause: Any = None) -> dict[str, Any]:
     """Which dossiers are pinned to this workflow, and on which version of its file.
 
     A dossier stays on the rule version it was registered under, so an officer changing rules
@@ -104,12 +121,13 @@ def _dossiers_on(app: App, name: str) -> dict[str, Any]:
     from .store import dossier_t
 
     d = dossier_t.c
+    query = sa.select(d.id, d.workflow_version).where(d.workflow == name).order_by(d.id)
+    if clause is not None:
+        query = query.where(clause)
     try:
         store = app.checked_store()
         with store.read() as conn:
-            rows = conn.execute(
-                sa.select(d.id, d.workflow_version).where(d.workflow == name).order_by(d.id)
-            ).all()
+            rows = conn.execute(query).all()
     except EnvironmentProblem:
         return {"dossiers": None, "dossier_ids": [], "dossiers_by_version": {}}
     by_version: dict[str, int] = {}

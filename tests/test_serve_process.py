@@ -241,6 +241,49 @@ def test_audit_verify_with_a_checkpoint_goes_through_the_server(served: Served) 
     )
 
 
+def test_workflow_commands_and_the_html_report_go_through_the_server(served: Served) -> None:
+    """An officer without the database or the workflow files lists, shows and draws the
+    server's workflows; ``workflow show`` counts only the dossiers the token's owner may see;
+    the HTML report is the server's page, for those who read every dossier."""
+    lan, tuan, hung = served.token("lan"), served.token("tuan"), served.token("hung")
+    mine = served.cli(
+        "dossier", "register", "--product", "Cà phê", "--producer", "HTX Cà phê Ia Le",
+        "--commune", "Ia Le", "--json", token=lan,
+    ).json()["id"]  # fmt: skip
+    theirs = served.cli(
+        "dossier", "register", "--product", "Hồ tiêu", "--producer", "HTX Ia Phang",
+        "--commune", "Ia Phang", "--json", token=tuan,
+    )  # fmt: skip
+    assert theirs.code == 0, theirs
+
+    listed = served.cli("workflow", "list", "--json", token=lan)
+    assert listed.code == 0, listed
+    assert listed.json() == served.ws.run("workflow", "list", "--json", check=True).json()
+    shown = served.cli("workflow", "show", "ocop-1489", "--json", token=lan)
+    assert shown.code == 0, shown
+    assert (shown.json()["dossiers"], shown.json()["dossier_ids"]) == (1, [mine])
+    everything = served.cli("workflow", "show", "ocop-1489", "--json", token=hung).json()
+    assert everything["dossiers"] == 2
+    table = served.cli("workflow", "show", "ocop-1489", token=lan)
+    assert "dossiers on ocop-1489: 1" in table.stdout, table
+    drawn = served.cli("workflow", "diagram", "ocop-1489", token=lan)
+    assert drawn.code == 0, drawn
+    assert drawn.stdout == served.ws.run("workflow", "diagram", "ocop-1489", check=True).stdout
+    dot = served.cli("workflow", "diagram", "ocop-1489", "--format", "dot", token=lan)
+    assert dot.stdout.startswith("digraph"), dot
+    missing = served.cli("workflow", "show", "ocop-9999", token=lan)
+    assert missing.code == 3 and missing.stderr.startswith("error: "), missing
+
+    page = served.officer / "ocop-2026.html"
+    done = served.cli("report", "html", "--year", "2026", "-o", str(page), token=hung)
+    assert done.code == 0, done
+    html = page.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and mine in html
+    refused = served.cli("report", "html", "--year", "2026", "-o", "lan.html", token=lan)
+    assert refused.code == 6, refused
+    assert not (served.officer / "lan.html").exists()
+
+
 def test_the_officers_rehearsal_instant_travels_to_the_server(served: Served) -> None:
     token = served.token("lan")
     registered = served.cli(
