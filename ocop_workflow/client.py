@@ -2,10 +2,11 @@
 
 With ``OCOP_SERVER`` (or ``[client] url``) set, ``ocop dossier …``, ``score``, ``import``,
 ``timers list``, ``notifications list``, ``report progress|html``, ``workflow list|show|diagram``
-and ``audit verify`` call the JSON API with a bearer token instead of opening the database. The token comes from ``OCOP_TOKEN`` or from a token file
-(``OCOP_TOKEN_FILE``, ``[client] token_file``, else ``~/.config/ocop/token``) that only its owner
-may read. ``--as`` and ``OCOP_USER`` are refused: through a server everyone acts as the owner of
-their token, which is what makes "nobody can act as somebody else" true.
+and ``audit verify`` call the JSON API with a bearer token instead of opening the database.
+The token comes from ``OCOP_TOKEN`` or from a token file (``OCOP_TOKEN_FILE``, ``[client]
+token_file``, else ``~/.config/ocop/token``) that only its owner may read. ``--as`` and
+``OCOP_USER`` are refused: through a server everyone acts as the owner of their token, which is
+what makes "nobody can act as somebody else" true.
 
 The server's error bodies come back as the same :class:`~ocop_workflow.errors.OcopError` classes,
 so the exit codes and ``error: …`` lines are the ones a local command gives.
