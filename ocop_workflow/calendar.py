@@ -11,15 +11,19 @@ lazily per year, so a calendar spanning decades costs only the years it touches.
 from __future__ import annotations
 
 import calendar as _stdlib_calendar
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from .calendar_data import CalendarData, DayDecision
 from .errors import ConfigError
 
 _DAY = timedelta(days=1)
+_T = TypeVar("_T")
+#: Entries ``WorkCalendar.memo`` holds at most (a few per state with a deadline and day).
+MEMO_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class WorkCalendar:
         self._working: dict[date, bool] = {}
         self._after: dict[tuple[date, int], date] = {}
         self._off_between: dict[tuple[date, date], tuple[DayOff, ...]] = {}
+        #: Results computed from this calendar and a few hashable inputs (the deadlines of
+        #: :mod:`timers`), shared by every dossier that needs the same one; see ``remember``.
+        self.memo: dict[Hashable, Any] = {}
         try:
             # Holiday names in Vietnamese where the country's calendar has them: officers read
             # "Mùng hai Tết Nguyên Đán" in `dossier show`, not "Lunar New Year".
@@ -191,6 +198,14 @@ class WorkCalendar:
                 day += _DAY
             known = self._off_between[(start, end)] = tuple(out)
         return list(known)
+
+    def remember(self, key: Hashable, value: _T) -> _T:
+        """Keep ``value`` in ``memo`` under ``key``; the memo is emptied when it grows past
+        ``MEMO_LIMIT`` entries, so a worker running for years does not keep every day's plan."""
+        if len(self.memo) >= MEMO_LIMIT:
+            self.memo.clear()
+        self.memo[key] = value
+        return value
 
     # --- instants -------------------------------------------------------------------------
 

@@ -31,6 +31,8 @@ from .errors import (
 )
 from .guards import GUARDS, GuardContext
 from .inputs import check_text, nfc
+from .log import get_logger
+from .machine import move, transition_of
 from .policy import Policy, advance_problems
 from .store import (
     CoreWrites,
@@ -481,8 +483,6 @@ class Engine:
         the dossier's own rules even if its workflow file has since changed version: a
         certificate must not outlive its expiry because someone edited a file.
         """
-        from .machine import move
-
         writes = CoreWrites(self.store, conn) if isinstance(conn, Connection) else conn
         found = writes.lock_dossier(dossier_id)
         if found is None:
@@ -494,18 +494,23 @@ class Engine:
                 "it changed since you looked; check it again"
             )
         wf = self.registry.for_dossier(row) if pinned else self.registry.get(row["workflow"])
-        transition = self._transition(wf, trigger, row["state"])
+        transition = transition_of(wf, trigger, row["state"]) or self._transition(
+            wf, trigger, row["state"]
+        )
         self.policy.check_advance(actor, transition, row)
         if reason is not None:
             check_text(reason, "--reason", multiline=True)
         before = json.loads(row["data"])
-        protected = actor is SYSTEM
-        updates = (
-            wf.parse_values(data, allow_protected=protected)
-            if isinstance(data, Mapping)
-            else wf.parse_data(data, allow_protected=protected)
-        )
-        after = {**before, **updates}
+        if data:
+            protected = actor is SYSTEM
+            updates = (
+                wf.parse_values(data, allow_protected=protected)
+                if isinstance(data, Mapping)
+                else wf.parse_data(data, allow_protected=protected)
+            )
+            after = {**before, **updates}
+        else:  # nothing to parse (most advances): the same as merging an empty parse
+            after = dict(before)
         today = self.calendar.local_date(now)
         for name in transition.stamp:
             after[name] = today.isoformat()
@@ -736,6 +741,4 @@ def log_moved(moved: Moved) -> None:
 
 
 def _log() -> Any:
-    from .log import get_logger
-
     return get_logger("ocop.engine")

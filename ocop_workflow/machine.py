@@ -16,7 +16,7 @@ from .errors import TransitionRefused
 if TYPE_CHECKING:
     from transitions import Machine
 
-    from .definitions import WorkflowDef
+    from .definitions import TransitionDef, WorkflowDef
 
 
 class _Bound:
@@ -73,6 +73,22 @@ def moves_of(workflow: WorkflowDef) -> dict[tuple[str, str], str]:
                     table.setdefault((source, trigger), candidates[0].dest or source)
         workflow.__dict__["_moves"] = table
     return table
+
+
+def transition_of(workflow: WorkflowDef, trigger: str, state: str) -> TransitionDef | None:
+    """The transition ``trigger`` fires from ``state`` (the first the file lists), or None.
+
+    A dict built once per definition: ``WorkflowDef.transition`` scans every transition (and
+    rebuilds the trigger list) on each call. None covers an unknown trigger too; the caller asks
+    ``WorkflowDef.transition`` then, for its error.
+    """
+    table: dict[tuple[str, str], TransitionDef] | None = workflow.__dict__.get("_transitions")
+    if table is None:
+        table = {}
+        for t in workflow.transitions:
+            table.setdefault((t.trigger, t.source), t)
+        workflow.__dict__["_transitions"] = table
+    return table.get((trigger, state))
 
 
 def move(workflow: WorkflowDef, state: str, trigger: str) -> str:

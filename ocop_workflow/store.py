@@ -270,6 +270,8 @@ class Store:
     def __init__(self, url: str, *, busy_timeout_ms: int = 30_000) -> None:
         self.url = url
         self.dialect = sa.engine.make_url(url).get_backend_name()
+        #: Idle connections of ``writes()`` on an SQLite file (``_writer``).
+        self._idle: list[Any] = []
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url, busy_timeout_ms)
         elif self.dialect == "postgresql":
@@ -406,7 +408,72 @@ class Store:
         return url.set(query=query).render_as_string(hide_password=True)
 
     def dispose(self) -> None:
+        """Close every connection (the pool's and the kept writers'); new ones open on use."""
+        idle, self._idle = self._idle, []
+        for db in idle:
+            db.close()
         self.engine.dispose()
+
+    def _writer(self) -> tuple[Any, list[Any] | None]:
+        """A ``sqlite3`` connection for ``writes()`` and the idle list it goes back to.
+
+        Checking a connection out of SQLAlchemy's pool and back in costs about as much as the
+        BEGIN and COMMIT of a transition, so on an SQLite file the writers are taken out of the
+        pool for good (``detach``: the pool forgets them and makes others for ``read``/``write``)
+        and kept here between transactions, as Django keeps its connection per thread. A writer
+        is used by one thread at a time (``list.pop`` and ``append`` are atomic); at most
+        ``_IDLE_WRITERS`` wait, more are closed. Other pools (``:memory:``, whose database *is*
+        its one connection) check out and in as before: the idle list returned is then None.
+        """
+        if self._idle:
+            try:
+                return self._idle.pop(), self._idle
+            except IndexError:  # another thread took the last one meanwhile
+                pass
+        try:
+            raw = self.engine.raw_connection()
+        except sa.exc.OperationalError as exc:
+            raise EnvironmentProblem(
+                f"database unreachable ({self.safe_url}): {_first_line(exc)}"
+            ) from None
+        if not isinstance(self.engine.pool, sa.pool.QueuePool):
+            return _CheckedOut(raw), None
+        db = raw.driver_connection  # (a detached fairy no longer knows it)
+        raw.detach()
+        return db, self._idle
+
+    def _writer_done(self, db: Any, idle: list[Any] | None) -> None:
+        """Keep a writer for the next transaction if it is idle and the store was not disposed
+        meanwhile; close it otherwise."""
+        if idle is None:
+            db.close()  # _CheckedOut: back to the pool
+        elif idle is self._idle and not db.in_transaction and len(idle) < _IDLE_WRITERS:
+            idle.append(db)
+        else:
+            db.close()
+
+
+#: Idle ``writes()`` connections a store keeps (more threads writing at once open more).
+_IDLE_WRITERS = 4
+
+
+class _CheckedOut:
+    """A pooled connection used as a plain ``sqlite3`` one; ``close`` returns it to the pool."""
+
+    __slots__ = ("_raw", "execute", "executemany")
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        db = raw.driver_connection
+        self.execute = db.execute
+        self.executemany = db.executemany
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self._raw.driver_connection.in_transaction)
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 #: URL query keys whose values are secrets (``?password=…``, ``sslpassword``, tokens).
@@ -632,17 +699,11 @@ class SqliteWrites:
 
 @contextmanager
 def _sqlite_writes(store: Store) -> Iterator[SqliteWrites]:
-    """BEGIN IMMEDIATE … COMMIT on a pooled connection, errors mapped as ``Store.write`` does."""
+    """BEGIN IMMEDIATE … COMMIT on a kept connection, errors mapped as ``Store.write`` does."""
     import sqlite3
 
+    db, idle = store._writer()
     try:
-        raw = store.engine.raw_connection()
-    except sa.exc.OperationalError as exc:
-        raise EnvironmentProblem(
-            f"database unreachable ({store.safe_url}): {_first_line(exc)}"
-        ) from None
-    try:
-        db: Any = raw.driver_connection
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -658,4 +719,4 @@ def _sqlite_writes(store: Store) -> Iterator[SqliteWrites]:
                 f"database error ({store.safe_url}): {str(exc).splitlines()[0]}"
             ) from None
     finally:
-        raw.close()  # back to the pool
+        store._writer_done(db, idle)

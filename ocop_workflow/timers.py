@@ -11,8 +11,10 @@ re-planned from now.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .calendar import WorkCalendar, add_months
@@ -39,24 +41,58 @@ class Deadline:
     last_day: date
     note: dict[str, Any]
 
+    @cached_property
+    def note_json(self) -> str:
+        """``note`` as the dossier row stores it (computed once: deadlines are shared, below)."""
+        return json.dumps(self.note, ensure_ascii=False)
+
+
+#: The timers one deadline plans, without the per-dossier columns: (kind, due_at, auto_trigger,
+#: repeat_working_days), in the order ``_rows`` inserts them.
+_Planned = tuple[tuple[str, datetime, str | None, int | None], ...]
+
 
 def compute_deadline(
     spec: DeadlineDef, entered_at: datetime, data: dict[str, Any], cal: WorkCalendar
 ) -> Deadline | None:
     """Deadline of ``spec`` for a state entered at ``entered_at``; None if its start is unknown.
 
+    It depends only on ``spec`` and the start date, so it is computed once per (spec, start)
+    for a calendar and shared (``WorkCalendar.memo``): on a busy day thousands of dossiers
+    enter the same state and would otherwise count the same working days again, each time.
+
     N working days from an entry on day D end with the N-th working day after D; the dossier is
     overdue from 00:00 local the next day. Months count calendar months from the start date,
     clamped (31 Jan + 1 month = 28/29 Feb), and run through the end of the corresponding day
     (Civil Code Art. 147-148): the instant is 00:00 local the day after it.
     """
+    start = _start(spec, entered_at, data, cal)
+    return None if start is None else _deadline(spec, start, cal)[0]
+
+
+def _start(
+    spec: DeadlineDef, entered_at: datetime, data: Mapping[str, Any], cal: WorkCalendar
+) -> date | None:
+    """The day a deadline counts from: its data field's date, else the day of state entry."""
     if spec.from_field is not None:
         raw = data.get(spec.from_field)
         if raw is None:
             return None
-        start = date.fromisoformat(str(raw))
-    else:
-        start = cal.local_date(entered_at)
+        return date.fromisoformat(str(raw))
+    return cal.local_date(entered_at)
+
+
+def _deadline(spec: DeadlineDef, start: date, cal: WorkCalendar) -> tuple[Deadline, _Planned]:
+    """The deadline of ``spec`` from ``start`` and the timers it plans, remembered per calendar."""
+    key = ("deadline", spec, start)
+    found: tuple[Deadline, _Planned] | None = cal.memo.get(key)
+    if found is None:
+        deadline = _compute(spec, start, cal)
+        found = cal.remember(key, (deadline, _planned(spec, deadline, cal)))
+    return found
+
+
+def _compute(spec: DeadlineDef, start: date, cal: WorkCalendar) -> Deadline:
     note: dict[str, Any] = {
         "rule": spec.describe(),
         "basis": spec.basis,
@@ -95,65 +131,59 @@ def plan(
 
     Besides the state's own deadline, a state may *watch* a certificate (its expiry keeps being
     announced while a renewal or upgrade is evaluated); a watch never sets the dossier's deadline
-    and never fires a trigger.
+    and never fires a trigger. A reminder already due at ``entered_at`` is not planned.
     """
-    base = {
-        "dossier_id": dossier_id,
-        "state": state.name,
-        "entry_seq": entry_seq,
-        "status": "pending",
-        "created_at": entered_at,
-        "auto_trigger": None,
-        "repeat_working_days": None,
-    }
     rows: list[dict[str, Any]] = []
     deadline = None
-    if state.deadline is not None:
-        deadline = compute_deadline(state.deadline, entered_at, data, cal)
-        if deadline is not None:
-            rows += _rows(state.deadline, deadline, base, entered_at, cal)
-    for watch in state.watches:
-        watched = compute_deadline(watch, entered_at, data, cal)
-        if watched is not None:
-            rows += _rows(watch, watched, base, entered_at, cal)
+    specs = (state.deadline, *state.watches) if state.deadline is not None else state.watches
+    for spec in specs:
+        start = _start(spec, entered_at, data, cal)
+        if start is None:
+            continue
+        found, planned = _deadline(spec, start, cal)
+        if spec is state.deadline:
+            deadline = found
+        for kind, due, auto_trigger, repeat in planned:
+            if kind in _REMINDERS and due <= entered_at:
+                continue
+            rows.append(
+                {
+                    "dossier_id": dossier_id,
+                    "state": state.name,
+                    "entry_seq": entry_seq,
+                    "status": "pending",
+                    "created_at": entered_at,
+                    "auto_trigger": auto_trigger,
+                    "repeat_working_days": repeat,
+                    "deadline_at": found.at,
+                    "kind": kind,
+                    "due_at": due,
+                }
+            )
     return deadline, rows
 
 
-def _rows(
-    spec: DeadlineDef,
-    deadline: Deadline,
-    base: dict[str, Any],
-    entered_at: datetime,
-    cal: WorkCalendar,
-) -> list[dict[str, Any]]:
-    base = {**base, "deadline_at": deadline.at}
-    rows: list[dict[str, Any]] = []
+_REMINDERS = frozenset({"reminder", "expiry_notice"})
+
+
+def _planned(spec: DeadlineDef, deadline: Deadline, cal: WorkCalendar) -> _Planned:
+    """The reminders (all of them: ``plan`` drops those already due), the deadline or expiry,
+    and the first escalation of one deadline."""
+    planned: list[tuple[str, datetime, str | None, int | None]] = []
     reminder_kind = "expiry_notice" if spec.certificate else "reminder"
     for offset in spec.remind_before:
         if spec.remind_unit == "working_days":
             due = cal.at(cal.working_day_counting_back(deadline.last_day, offset), OFFICE_HOUR)
         else:
             due = deadline.at - timedelta(days=offset)
-        if due > entered_at:
-            rows.append({**base, "kind": reminder_kind, "due_at": due})
-    rows.append(
-        {
-            **base,
-            "kind": "expiry" if spec.certificate else "deadline",
-            "due_at": deadline.at,
-            "auto_trigger": spec.on_expiry,
-        }
+        planned.append((reminder_kind, due, None, None))
+    planned.append(
+        ("expiry" if spec.certificate else "deadline", deadline.at, spec.on_expiry, None)
     )
     if spec.escalate_every is not None:
-        rows.append(
-            {
-                **base,
-                "kind": "escalation",
-                "due_at": next_escalation(deadline.last_day, spec.escalate_every, cal),
-                "repeat_working_days": spec.escalate_every,
-            }
-        )
-    return rows
+        due = next_escalation(deadline.last_day, spec.escalate_every, cal)
+        planned.append(("escalation", due, None, spec.escalate_every))
+    return tuple(planned)
 
 
 def next_escalation(after: date, every: int, cal: WorkCalendar) -> datetime:
@@ -162,4 +192,4 @@ def next_escalation(after: date, every: int, cal: WorkCalendar) -> datetime:
 
 
 def deadline_note_json(deadline: Deadline | None) -> str | None:
-    return None if deadline is None else json.dumps(deadline.note, ensure_ascii=False)
+    return None if deadline is None else deadline.note_json
