@@ -219,6 +219,43 @@ def authenticate(
 _DUMMY_HASH: list[str] = []
 
 
+#: Forget the failed logins that no longer count: those before the first one (in insertion
+#: order) still inside the window. Run with each new failure, in its transaction, so the table
+#: holds about one window's failures whatever floods it — with or without a worker running.
+#: The scan walks the primary key from the oldest row and stops at the first row still
+#: counting: it reads about as many rows as it deletes, and needs no index on ``at``. A row
+#: left of that one is older than it only in id; one that is out of order (servers' clocks a
+#: little apart) waits for a later purge — a row still counting is never deleted.
+_PURGE = login_failure_t.delete().where(
+    login_failure_t.c.id
+    < (
+        sa.select(login_failure_t.c.id)
+        .where(login_failure_t.c.at > sa.bindparam("since"))
+        .order_by(login_failure_t.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+)
+
+
+def throttled_address(address: str) -> str:
+    """The address failed logins are counted by: an IPv4 address as it is, an IPv6 one as its
+    /64 network — one subscriber is routinely given a whole /64, so counting single IPv6
+    addresses would give a guesser 2**64 fresh addresses to rotate through. Anything else (a
+    test client's name) is kept, cut to 100 characters."""
+    import ipaddress
+
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:100]
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
 def login(
     store: Store, config: Config, user_key: str, password: str, address: str, now: datetime
 ) -> NewToken:
@@ -228,6 +265,7 @@ def login(
     settings = config.server
     since = now - timedelta(seconds=settings.login_window_seconds)
     key = user_key[:100]
+    address = throttled_address(address)
     with store.read() as conn:
         by_user, by_address = (
             conn.execute(
@@ -258,6 +296,7 @@ def login(
             conn.execute(
                 login_failure_t.insert(), [{"user_key": key, "address": address, "at": now}]
             )
+            conn.execute(_PURGE, {"since": since})
         raise Unauthenticated("wrong user or password")
     with store.write() as conn:
         conn.execute(login_failure_t.delete().where(login_failure_t.c.user_key == key))

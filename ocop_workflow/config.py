@@ -19,6 +19,7 @@ from .clock import parse_instant as parse_instant
 from .config_checks import Check as _Check
 from .config_checks import flag as _bool
 from .config_checks import integer as _int
+from .config_checks import networks as _networks
 from .config_checks import number as _num
 from .config_checks import positive as _positive
 from .config_checks import str_list as _str_list
@@ -111,7 +112,11 @@ class ServerConfig:
     """``[server]``: what ``ocop serve`` accepts and how it treats logins."""
 
     #: A header a trusted reverse proxy sets to the user key after single sign-on; off when None.
+    #: Honoured only from a peer in ``trusted_proxies``.
     trusted_user_header: str | None = None
+    #: The reverse proxies (addresses and networks) whose ``X-Forwarded-For`` names the client;
+    #: empty: the header is ignored and the client is the peer itself.
+    trusted_proxies: tuple[str, ...] = ()
     #: Failed password logins allowed per user and per address within ``login_window_seconds``.
     login_attempts: int = 5
     login_window_seconds: float = 900.0
@@ -399,11 +404,17 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         "server",
         {
             "trusted_user_header": _str,
+            "trusted_proxies": _networks,
             "login_attempts": _positive(_int),
             "login_window_seconds": _positive(_num),
             "session_hours": _positive(_num),
         },
     )
+    if server.get("trusted_user_header") and not server.get("trusted_proxies"):
+        raise ConfigError(
+            "config key 'server.trusted_user_header' needs 'server.trusted_proxies': the header "
+            "is honoured only from the proxy that sets it"
+        )
     client = _section(data.get("client"), "client", {"url": _str, "token_file": _str})
     communes = _communes(data.get("communes"), users, councils)
     log = _section(data.get("log"), "log", {"level": _str})
@@ -443,6 +454,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         audit=audit,
         server=ServerConfig(
             trusted_user_header=server.get("trusted_user_header"),
+            trusted_proxies=server.get("trusted_proxies", ()),
             login_attempts=server.get("login_attempts", 5),
             login_window_seconds=float(server.get("login_window_seconds", 900)),
             session_hours=float(server.get("session_hours", 12)),

@@ -62,3 +62,22 @@ def positive(check: Check) -> Check:
         return value
 
     return inner
+
+
+def networks(name: str, value: Any) -> tuple[str, ...]:
+    """A list of IP addresses and networks (``10.0.0.0/8``, ``::1``), each written canonically.
+
+    A network with host bits set (``10.0.0.1/8``) is refused rather than widened: whoever wrote
+    it meant one of two things, and trusting the wider one by guess could trust attackers.
+    """
+    import ipaddress
+
+    out = []
+    for entry in str_list(name, value):
+        try:
+            out.append(str(ipaddress.ip_network(entry.strip(), strict=True)))
+        except ValueError as exc:
+            raise ConfigError(
+                f"config key '{name}': {entry!r} is not an IP address or network ({exc})"
+            ) from None
+    return tuple(out)

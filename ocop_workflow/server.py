@@ -48,6 +48,8 @@ NOW_HEADER = "X-Ocop-Now"
 #: a new backend process each time), and few enough that they do not spend their time taking
 #: the one interpreter lock from each other. More throughput comes from ``--workers``.
 THREADS = 5
+#: Password logins checked at once, on threads apart from ``THREADS`` (see ``login``).
+LOGIN_THREADS = 2
 
 
 def status_of(error: OcopError) -> int:
@@ -170,6 +172,7 @@ def create_app(ocop: Ocop) -> FastAPI:
     settings = ocop.config.server
     # The multipart envelope adds a little to the file itself.
     app.add_middleware(BodyLimit, limit=ocop.config.max_document_bytes, envelope=64 * 1024)
+    app.add_middleware(ClientAddress, trusted=settings.trusted_proxies)
 
     @app.exception_handler(OcopError)
     def _ocop_error(_request: Request, exc: OcopError) -> JSONResponse:
@@ -232,7 +235,7 @@ def create_app(ocop: Ocop) -> FastAPI:
                 user, token_id = await run_in_threadpool(ocop.authenticate, token.strip())
             request.state.token_id = token_id
             return user
-        if settings.trusted_user_header:
+        if settings.trusted_user_header and trusted_peer(request, settings.trusted_proxies):
             key = request.headers.get(settings.trusted_user_header)
             if key:
                 try:
@@ -263,15 +266,26 @@ def create_app(ocop: Ocop) -> FastAPI:
 
     # --- logins ---------------------------------------------------------------------------
 
+    login_threads: dict[str, Any] = {}
+
     @app.post(f"{API}/login", tags=["logins"])
-    def login(body: LoginBody, request: Request) -> dict[str, Any]:
+    async def login(body: LoginBody, request: Request) -> dict[str, Any]:
         """A session token for a correct password (throttled per user and per address).
 
         On the server's own clock, whatever ``X-Ocop-Now`` says: the throttling window and the
-        session's lifetime are not the client's to choose.
+        session's lifetime are not the client's to choose. At most ``LOGIN_THREADS`` password
+        checks run at once, on threads of their own: each costs an Argon2 hash (tens of
+        milliseconds by design), and a flood of guesses must not take the threads every other
+        request runs on.
         """
+        import anyio.to_thread
+
+        if "limiter" not in login_threads:
+            login_threads["limiter"] = anyio.CapacityLimiter(LOGIN_THREADS)
         address = request.client.host if request.client else "unknown"
-        made = ocop.login(body.user, body.password, address)
+        made = await anyio.to_thread.run_sync(
+            ocop.login, body.user, body.password, address, limiter=login_threads["limiter"]
+        )
         return {
             "token": made.token,
             "user": made.info.user,
@@ -557,6 +571,45 @@ def create_app(ocop: Ocop) -> FastAPI:
     return app
 
 
+class ClientAddress:
+    """Who the client is: the peer, or — when the peer is one of ``[server] trusted_proxies`` —
+    the right-most address of ``X-Forwarded-For`` that is not itself a trusted proxy (each proxy
+    appends the address it was reached from, so what lies left of the last untrusted one is
+    whatever the client chose to send). Login throttling counts failures by this address.
+
+    The parsing is uvicorn's ``ProxyHeadersMiddleware`` (which ``serve`` turns off in uvicorn
+    itself: it trusts 127.0.0.1 by default, and a header from any local process would then
+    choose the address). The direct peer is kept in the scope as ``ocop.peer``: whether the
+    single sign-on header may be believed depends on it, not on what the proxy forwarded.
+    """
+
+    def __init__(self, app: Any, trusted: tuple[str, ...]) -> None:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        self.app = ProxyHeadersMiddleware(app, trusted_hosts=list(trusted)) if trusted else app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope["ocop.peer"] = scope.get("client")
+        await self.app(scope, receive, send)
+
+
+def trusted_peer(request: Request, trusted: tuple[str, ...]) -> bool:
+    """Whether the direct peer of ``request`` is one of the trusted proxies."""
+    import ipaddress
+
+    peer = request.scope.get("ocop.peer") or request.scope.get("client")
+    try:
+        address = ipaddress.ip_address(peer[0]) if peer else None
+    except ValueError:
+        return False
+    if address is None:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # an IPv4 client on a dual-stack socket
+    return any(address in ipaddress.ip_network(entry) for entry in trusted)
+
+
 class BodyLimit:
     """Refuse a request whose body exceeds the upload limit (413), before anyone is asked who
     they are.
@@ -666,10 +719,13 @@ def serve(ocop: Ocop, host: str, port: int, *, workers: int = 1, announce: Any =
             workers=workers,
             log_level="warning",
             access_log=False,
+            proxy_headers=False,  # create_app's ClientAddress decides, from [server]
         )
         Multiprocess(config, sockets=[sock]).run()
         return
-    config = uvicorn.Config(create_app(ocop), log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        create_app(ocop), log_level="warning", access_log=False, proxy_headers=False
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -421,21 +421,31 @@ def test_lists_hold_only_what_each_person_may_see(api: Api) -> None:
 def test_a_trusted_proxy_header_names_the_user_only_where_configured(
     tmp_path: Path, sqlite_url: str
 ) -> None:
+    from fastapi.testclient import TestClient
+
     off = make_api(tmp_path / "off", sqlite_url.replace("ocop.db", "off.db"))
     assert off.client.get("/api/v1/me", headers={"X-Remote-User": "lan"}).status_code == 401
     on = make_api(
         tmp_path / "on",
         sqlite_url.replace("ocop.db", "on.db"),
-        extra='[server]\ntrusted_user_header = "X-Remote-User"\n',
+        extra='[server]\ntrusted_user_header = "X-Remote-User"\ntrusted_proxies = ["10.0.0.1"]\n',
     )
-    assert on.client.get("/api/v1/me", headers={"X-Remote-User": "lan"}).json()["key"] == "lan"
-    assert on.client.get("/api/v1/me", headers={"X-Remote-User": "nobody"}).status_code == 401
+    proxy = TestClient(on.client.app, client=("10.0.0.1", 50000))
+    assert proxy.get("/api/v1/me", headers={"X-Remote-User": "lan"}).json()["key"] == "lan"
+    assert proxy.get("/api/v1/me", headers={"X-Remote-User": "nobody"}).status_code == 401
     # a bearer token still wins over the header: the token says who calls
-    both = on.client.get(
+    both = proxy.get(
         "/api/v1/me",
         headers={"X-Remote-User": "hung", "Authorization": f"Bearer {on.token('lan')}"},
     )
     assert both.json()["key"] == "lan"
+    # from any other peer the header names nobody, even one forwarding for the proxy's address
+    for peer in ("203.0.113.5", "10.0.0.2", "127.0.0.1"):
+        other = TestClient(on.client.app, client=(peer, 50000))
+        sent = other.get(
+            "/api/v1/me", headers={"X-Remote-User": "lan", "X-Forwarded-For": "10.0.0.1"}
+        )
+        assert sent.status_code == 401, peer
 
 
 def test_data_values_from_json_are_checked_like_set(api: Api) -> None:
