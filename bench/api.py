@@ -283,7 +283,7 @@ def bench(
             return [
                 ocop.register(
                     lan, product=f"Sản phẩm {i}", producer="HTX Cà phê Ia Le", commune="Ia Le"
-                )["id"]
+                ).id
                 for i in range(n)
             ]
 

@@ -468,7 +468,7 @@ def dossier_register(
             workflow=workflow_name,
             dossier_id=dossier_id,
             data=parse_pairs(pairs),
-        )
+        ).to_json()
     if as_json:
         emit_json(document)
     else:
@@ -518,7 +518,7 @@ def dossier_list(
     if app.remote:
         rows = _remote_pages(app.remote, filters)
     else:
-        rows = app.ocop.iter_dossiers(reader(app), filters)
+        rows = (d.to_json() for d in app.ocop.iter_dossiers(reader(app), filters))
     if as_json:
         emit_json(list(rows))
         return
@@ -563,7 +563,7 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     if app.remote:
         document = app.remote.call("GET", f"/dossiers/{dossier_id}")
     else:
-        document = app.ocop.show(reader(app), dossier_id)
+        document = app.ocop.show(reader(app), dossier_id).to_json()
     if as_json:
         emit_json(document)
         return
@@ -681,15 +681,14 @@ def dossier_advance(
         document = app.remote.call("POST", f"/dossiers/{dossier_id}/advance", json=body)
     else:
         writing(app)
-        moved = app.ocop.advance(
+        document = app.ocop.advance(
             app.actor(),
             dossier_id,
             trigger,
             reason=reason,
             data=parse_pairs(pairs),
             expect_version=expect_version,
-        )
-        document = app.ocop.moved_document(moved)
+        ).to_json()
     if as_json:
         emit_json(document)
     else:
@@ -712,7 +711,7 @@ def dossier_triggers(ctx: click.Context, dossier_id: str, as_json: bool) -> None
     if app.remote:
         rows = app.remote.call("GET", f"/dossiers/{dossier_id}/triggers")
     else:
-        rows = app.ocop.triggers(app.actor(), dossier_id)
+        rows = [t.to_json() for t in app.ocop.triggers(app.actor(), dossier_id)]
     if as_json:
         emit_json(rows)
         return
@@ -1053,7 +1052,10 @@ def timers_list(
         query = {"dossier": dossier_id, "due": due, "all": include_all}
         rows = app.remote.call("GET", "/timers", params=query)
     else:
-        rows = app.ocop.timers(reader(app), dossier_id=dossier_id, due=due, include_all=include_all)
+        found = app.ocop.timers(
+            reader(app), dossier_id=dossier_id, due=due, include_all=include_all
+        )
+        rows = [t.to_json() for t in found]
     if as_json:
         emit_json(list(rows))
         return
@@ -1096,7 +1098,8 @@ def notifications_list(
         query = {"status": status, "dossier": dossier_id}
         rows = app.remote.call("GET", "/notifications", params=query)
     else:
-        rows = app.ocop.notifications(reader(app), status=status, dossier_id=dossier_id)
+        outbox = app.ocop.notifications(reader(app), status=status, dossier_id=dossier_id)
+        rows = [n.to_json() for n in outbox]
     if as_json:
         emit_json(list(rows))
         return

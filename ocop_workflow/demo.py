@@ -288,12 +288,12 @@ class Rehearsal:
             workflow="ocop-1048",
             data={"producer_email": f"lienhe@{_slug(p.producer)}.vn"},
         )
-        self.ids[p.product] = row["id"]
+        self.ids[p.product] = row.id
         self.say(
-            f"{self.stamp()}  phong_nn     register     {row['id']}  {p.product} "
+            f"{self.stamp()}  phong_nn     register     {row.id}  {p.product} "
             f"({p.producer}, {p.commune})"
         )
-        return str(row["id"])
+        return row.id
 
     def advance(
         self,

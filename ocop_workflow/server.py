@@ -330,12 +330,12 @@ def create_app(ocop: Ocop) -> FastAPI:
 
         filters = DossierFilter(state, stage, commune, workflow, overdue)
         page = core.list_dossiers(actor, filters, limit=limit, offset=offset)
-        return JSONResponse(page.document())
+        return JSONResponse(page.to_json())
 
     @app.post(f"{API}/dossiers", tags=["dossiers"], status_code=201)
-    def register(body: RegisterBody, actor: Actor, core: Core) -> dict[str, Any]:
+    def register(body: RegisterBody, actor: Actor, core: Core) -> JSONResponse:
         """Register a new dossier in its workflow's initial state."""
-        return core.register(
+        registered = core.register(
             actor,
             product=body.product,
             producer=body.producer,
@@ -345,6 +345,7 @@ def create_app(ocop: Ocop) -> FastAPI:
             dossier_id=body.id,
             data=body.data,
         )
+        return JSONResponse(registered.to_json(), status_code=201)
 
     @app.get(API + "/dossiers/{dossier_id:path}/history", tags=["dossiers"])
     def history(dossier_id: str, actor: Actor, core: Core) -> JSONResponse:
@@ -352,9 +353,9 @@ def create_app(ocop: Ocop) -> FastAPI:
         return JSONResponse(core.history(actor, dossier_id))
 
     @app.get(API + "/dossiers/{dossier_id:path}/triggers", tags=["dossiers"])
-    def triggers(dossier_id: str, actor: Actor, core: Core) -> list[dict[str, Any]]:
+    def triggers(dossier_id: str, actor: Actor, core: Core) -> JSONResponse:
         """Each trigger from the current state: may you fire it now, and every reason why not."""
-        return core.triggers(actor, dossier_id)
+        return JSONResponse([t.to_json() for t in core.triggers(actor, dossier_id)])
 
     @app.post(API + "/dossiers/{dossier_id:path}/advance", tags=["dossiers"])
     def advance(dossier_id: str, body: AdvanceBody, actor: Actor, core: Core) -> JSONResponse:
@@ -367,7 +368,7 @@ def create_app(ocop: Ocop) -> FastAPI:
             data=body.data,
             expect_version=body.expect_version,
         )
-        return JSONResponse(core.moved_document(moved))
+        return JSONResponse(moved.to_json())
 
     @app.post(API + "/dossiers/{dossier_id:path}/documents", tags=["documents"], status_code=201)
     def attach(
@@ -422,7 +423,7 @@ def create_app(ocop: Ocop) -> FastAPI:
     @app.get(API + "/dossiers/{dossier_id:path}", tags=["dossiers"])
     def show(dossier_id: str, actor: Actor, core: Core) -> JSONResponse:
         """The dossier, its deadline and why, its pending timers, documents, next triggers."""
-        return JSONResponse(core.show(actor, dossier_id))
+        return JSONResponse(core.show(actor, dossier_id).to_json())
 
     # --- import ---------------------------------------------------------------------------
 
@@ -463,16 +464,18 @@ def create_app(ocop: Ocop) -> FastAPI:
         dossier: str | None = None,
         due: bool = False,
         all: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> JSONResponse:
         """Pending timers of the dossiers you may see (``all``: whatever their status)."""
-        return core.timers(actor, dossier_id=dossier, due=due, include_all=all)
+        found = core.timers(actor, dossier_id=dossier, due=due, include_all=all)
+        return JSONResponse([t.to_json() for t in found])
 
     @app.get(f"{API}/notifications", tags=["notifications"])
     def notifications(
         actor: Actor, core: Core, status: str | None = None, dossier: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> JSONResponse:
         """The outbox entries of the dossiers you may see, oldest first."""
-        return core.notifications(actor, status=status, dossier_id=dossier)
+        found = core.notifications(actor, status=status, dossier_id=dossier)
+        return JSONResponse([n.to_json() for n in found])
 
     # --- reports and audit ----------------------------------------------------------------
 

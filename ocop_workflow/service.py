@@ -2,11 +2,13 @@
 
 The CLI, the worker, the demo and the HTTP server all call :class:`Ocop`; none of them builds an
 :class:`~ocop_workflow.engine.Engine` or reads ``OCOP_NOW`` below its own edge. Values come in as
-Python values (a mapping of data fields, never ``K=V`` text) and go out as the documents of
-interface.md — the one definition of each shape that the CLI prints (``--json``, tables) and the
-server returns as JSON — or as the frozen dataclasses those documents are made from
-(:class:`~ocop_workflow.engine.Moved`, :class:`~ocop_workflow.audit.VerifyReport`,
-:class:`~ocop_workflow.importer.ImportReport`, :class:`~ocop_workflow.sweep.SweepCounts`).
+Python values (a mapping of data fields, never ``K=V`` text) and go out as plain typed objects
+(:mod:`~ocop_workflow.shapes`: :class:`~ocop_workflow.shapes.Dossier`, ``DossierDetail``,
+``Page``, ``Advanced``, ``TriggerOption``, ``Timer``, ``Notification``, ``Verification``; and
+:class:`~ocop_workflow.importer.ImportReport`, :class:`~ocop_workflow.sweep.SweepCounts`), each
+with the one definition of its JSON shape (``to_json``/``document``) that the CLI prints
+(``--json``, tables) and the server returns. The council's results, an attachment and the
+progress report are still plain documents (dicts) of that shape.
 
 Every method that acts or reads on behalf of a person takes that person (a :class:`User`) first:
 the facade never decides who is calling; the edge does (``--as`` and the OS login on the command
@@ -16,12 +18,11 @@ line, a token on the server).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, tzinfo
 from functools import cached_property
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .clock import Clock, FixedClock
 from .config import Config, User
@@ -32,38 +33,36 @@ if TYPE_CHECKING:
     from .calendar import WorkCalendar
     from .checkpoint import Checkpoint
     from .definitions import Registry
-    from .engine import Engine, Moved
+    from .engine import Engine
     from .importer import ImportReport
     from .policy import Policy
-    from .shapes import Verification
+    from .shapes import (
+        Advanced,
+        Dossier,
+        DossierDetail,
+        Notification,
+        Page,
+        Timer,
+        TriggerOption,
+        Verification,
+    )
     from .sqlite_reads import SqliteReads
     from .store import Store
     from .sweep import SweepCounts
     from .views import DossierFilter, Reads
 
 
+class _HasDossier(Protocol):
+    @property
+    def dossier(self) -> str | None: ...
+
+
+_OfDossier = TypeVar("_OfDossier", bound=_HasDossier)
+
 #: How many dossiers one page of ``list`` holds at most (the API's ``limit`` ceiling).
 MAX_PAGE = 1000
 #: How many coming weeks the HTML report's deadline calendar may show.
 MAX_WEEKS = 260
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a listing: the items, and the total that matched the filters."""
-
-    items: list[dict[str, Any]]
-    total: int
-    limit: int | None
-    offset: int
-
-    def document(self) -> dict[str, Any]:
-        return {
-            "items": self.items,
-            "total": self.total,
-            "limit": self.limit,
-            "offset": self.offset,
-        }
 
 
 class Ocop:
@@ -263,7 +262,7 @@ class Ocop:
                 f"{actor.key} may read only some dossiers: {what} is for those who read them all"
             )
 
-    def show(self, actor: User | None, dossier_id: str) -> dict[str, Any]:
+    def show(self, actor: User | None, dossier_id: str) -> DossierDetail:
         """``dossier show``: the dossier, its deadline and why, timers, documents, triggers."""
         from .views import show_dossier
 
@@ -288,6 +287,8 @@ class Ocop:
             raise UsageError(f"limit must be between 1 and {MAX_PAGE}")
         if offset < 0:
             raise UsageError("offset must not be negative")
+        from .shapes import Page
+
         if filters.overdue:
             items = list(self.iter_dossiers(actor, filters))
             end = None if limit is None else offset + limit
@@ -295,7 +296,7 @@ class Ocop:
         import sqlalchemy as sa
 
         from .store import dossier_t
-        from .views import _filtered, dossier_document
+        from .views import _filtered, dossier_of
 
         filters.check(self.registry)
         filters.check_commune(self.config, self.checked_store())
@@ -310,7 +311,7 @@ class Ocop:
             total = int(conn.execute(count).scalar_one())
             found = [dict(r._mapping) for r in conn.execute(rows)]
         items = [
-            dossier_document(row, self.registry, now, self.tz)
+            dossier_of(row, self.registry, now, self.tz)
             for row in found
             if actor is None or self.may_see(actor, row)
         ]
@@ -332,15 +333,16 @@ class Ocop:
         with self.checked_store().read() as conn:
             return int(conn.execute(count).scalar_one())
 
-    def iter_dossiers(self, actor: User | None, filters: DossierFilter) -> Iterator[dict[str, Any]]:
+    def iter_dossiers(self, actor: User | None, filters: DossierFilter) -> Iterator[Dossier]:
         """Every dossier the actor may see, filtered, streamed (for exports)."""
         from .views import list_dossiers
 
         filters.check(self.registry)
         filters.check_commune(self.config, self.reads())
-        for document in list_dossiers(self.reads(), self.registry, filters, self.now(), self.tz):
-            if actor is None or self.may_see(actor, document):
-                yield document
+        keep = None if actor is None else (lambda row: self.may_see(actor, row))
+        yield from list_dossiers(
+            self.reads(), self.registry, filters, self.now(), self.tz, keep=keep
+        )
 
     def history(self, actor: User | None, dossier_id: str) -> list[dict[str, Any]]:
         from .views import history
@@ -348,10 +350,22 @@ class Ocop:
         self._row(actor, dossier_id)
         return history(self.checked_store(), dossier_id, self.tz)
 
-    def triggers(self, actor: User, dossier_id: str) -> list[dict[str, Any]]:
+    def triggers(self, actor: User, dossier_id: str) -> list[TriggerOption]:
         """For ``actor``: each trigger from the current state, allowed or not, and every why not."""
+        from .shapes import TriggerOption
+
         self._row(actor, dossier_id, acting=True)
-        return self.engine.triggers(dossier_id, actor)
+        return [
+            TriggerOption(
+                trigger=t["trigger"],
+                to=t["to"],
+                label=t["label"],
+                allowed=t["allowed"],
+                reasons=tuple(t["reasons"]),
+                needs_reason=t["needs_reason"],
+            )
+            for t in self.engine.triggers(dossier_id, actor)
+        ]
 
     def timers(
         self,
@@ -360,7 +374,7 @@ class Ocop:
         dossier_id: str | None = None,
         due: bool = False,
         include_all: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Timer]:
         from .views import list_timers
 
         if dossier_id is not None:
@@ -376,7 +390,7 @@ class Ocop:
 
     def notifications(
         self, actor: User | None, *, status: str | None = None, dossier_id: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Notification]:
         from .views import list_notifications
 
         if dossier_id is not None:
@@ -386,17 +400,16 @@ class Ocop:
         )
         return self._visible_rows(actor, rows)
 
-    def _visible_rows(self, actor: User | None, rows: Any) -> list[dict[str, Any]]:
-        """Timer and outbox rows of dossiers the actor may see."""
-        rows = list(rows)
+    def _visible_rows(self, actor: User | None, rows: Iterable[_OfDossier]) -> list[_OfDossier]:
+        """Timers and outbox entries of dossiers the actor may see."""
         if actor is None:
-            return rows
+            return list(rows)
         from .views import get_dossier
 
         seen: dict[str | None, bool] = {}
         out = []
         for row in rows:
-            key = row.get("dossier")
+            key = row.dossier
             if key not in seen:
                 try:
                     seen[key] = self.may_see(actor, get_dossier(self.checked_store(), str(key)))
@@ -434,9 +447,9 @@ class Ocop:
         workflow: str | None = None,
         dossier_id: str | None = None,
         data: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """A new dossier in its workflow's initial state; returns it as ``dossier show`` lists."""
-        from .views import dossier_document
+    ) -> Dossier:
+        """A new dossier in its workflow's initial state; returns it as ``dossier list`` lists."""
+        from .views import dossier_of
 
         row = self.engine.register(
             actor,
@@ -448,7 +461,7 @@ class Ocop:
             dossier_id=dossier_id,
             data=data if data is not None else {},
         )
-        return dossier_document(row, self.registry, self.now(), self.tz)
+        return dossier_of(row, self.registry, self.now(), self.tz)
 
     def advance(
         self,
@@ -459,10 +472,12 @@ class Ocop:
         reason: str | None = None,
         data: Mapping[str, Any] | None = None,
         expect_version: int | None = None,
-    ) -> Moved:
+    ) -> Advanced:
         """Fire ``trigger`` as ``actor`` (one transaction; a refusal writes nothing)."""
+        from .shapes import Advanced
+
         self._row(actor, dossier_id, acting=True)
-        return self.engine.advance(
+        moved = self.engine.advance(
             dossier_id,
             trigger,
             actor,
@@ -470,22 +485,7 @@ class Ocop:
             data=data if data is not None else {},
             expect_version=expect_version,
         )
-
-    def moved_document(self, moved: Moved) -> dict[str, Any]:
-        """What ``dossier advance --json`` prints and ``POST …/advance`` returns."""
-        from .render import when
-
-        return {
-            "id": moved.id,
-            "trigger": moved.trigger,
-            "from": moved.from_state,
-            "to": moved.to_state,
-            "seq": moved.seq,
-            "at": when(moved.at, self.tz),
-            "deadline_at": when(moved.deadline_at, self.tz),
-            "actor": moved.actor,
-            "version": moved.version,
-        }
+        return Advanced.from_moved(moved, self.tz)
 
     def attach(self, actor: User, dossier_id: str, kind: str, source: Path) -> dict[str, Any]:
         """Store a file and record it on the dossier as a document of ``kind`` (audited)."""
@@ -717,7 +717,9 @@ class Ocop:
         their signatures)."""
         from .audit import verify
         from .checkpoint import anchors
-        from .shapes import Verification
+        from .shapes import (
+            Verification,
+        )
         from .views import imported
 
         if actor is not None:

@@ -11,13 +11,289 @@ Nothing here touches the database: a shape is built from rows the reading functi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .audit import VerifyReport
     from .checkpoint import Checkpoint
+    from .engine import Moved
+
+
+def _iso(instant: datetime | None) -> str | None:
+    """An instant already in the business time zone, as JSON gives it: ISO 8601 with offset."""
+    return None if instant is None else instant.isoformat()
+
+
+def _local(instant: datetime | None, tz: tzinfo) -> datetime | None:
+    return None if instant is None else instant.astimezone(tz)
+
+
+@dataclass(frozen=True)
+class Dossier:
+    """A dossier as ``register`` returns it and ``dossier list`` lists it. Times are in the
+    business time zone (``[engine] timezone``)."""
+
+    id: str
+    product: str
+    producer: str
+    commune: str
+    group: str | None
+    workflow: str
+    workflow_version: str
+    state: str
+    state_label: str
+    stage: str
+    final: bool
+    state_entered_at: datetime | None
+    deadline_at: datetime | None
+    overdue: bool
+    version: int
+    data: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "product": self.product,
+            "producer": self.producer,
+            "commune": self.commune,
+            "group": self.group,
+            "workflow": self.workflow,
+            "workflow_version": self.workflow_version,
+            "state": self.state,
+            "state_label": self.state_label,
+            "stage": self.stage,
+            "final": self.final,
+            "state_entered_at": _iso(self.state_entered_at),
+            "deadline_at": _iso(self.deadline_at),
+            "overdue": self.overdue,
+            "version": self.version,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A reminder, deadline, escalation or expiry timer (``timers list``, ``dossier show``)."""
+
+    id: int
+    dossier: str
+    kind: str
+    state: str
+    due_at: datetime | None
+    deadline_at: datetime | None
+    status: str
+    auto_trigger: str | None
+    fired_at: datetime | None
+    late_seconds: float | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], tz: tzinfo) -> Timer:
+        return cls(
+            id=row["id"],
+            dossier=row["dossier_id"],
+            kind=row["kind"],
+            state=row["state"],
+            due_at=_local(row["due_at"], tz),
+            deadline_at=_local(row["deadline_at"], tz),
+            status=row["status"],
+            auto_trigger=row["auto_trigger"],
+            fired_at=_local(row["fired_at"], tz),
+            late_seconds=row["late_seconds"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "dossier": self.dossier,
+            "kind": self.kind,
+            "state": self.state,
+            "due_at": _iso(self.due_at),
+            "deadline_at": _iso(self.deadline_at),
+            "status": self.status,
+            "auto_trigger": self.auto_trigger,
+            "fired_at": _iso(self.fired_at),
+            "late_seconds": self.late_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class NextTrigger:
+    """A transition leaving the dossier's state (``dossier show``: who may fire it)."""
+
+    trigger: str
+    to: str
+    roles: tuple[str, ...]
+    label: str
+
+    def to_json(self) -> dict[str, Any]:
+        roles = list(self.roles)
+        return {"trigger": self.trigger, "to": self.to, "roles": roles, "label": self.label}
+
+
+@dataclass(frozen=True)
+class DossierDetail:
+    """``dossier show``: the dossier, how its deadline was reached, its pending timers, its
+    documents against the checklist, the triggers from its state, how it came in."""
+
+    dossier: Dossier
+    deadline: Mapping[str, Any] | None
+    timers: tuple[Timer, ...]
+    documents: tuple[Mapping[str, Any], ...]
+    documents_missing: tuple[str, ...]
+    next_triggers: tuple[NextTrigger, ...]
+    entered: Mapping[str, Any] | None
+    #: Why the dossier's workflow file does not load now (the rest is what the database holds).
+    workflow_unavailable: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.dossier.to_json()
+        out["deadline"] = self.deadline
+        out["timers"] = [t.to_json() for t in self.timers]
+        if self.workflow_unavailable is not None:
+            out["workflow_unavailable"] = self.workflow_unavailable
+        out["documents"] = [dict(d) for d in self.documents]
+        out["documents_missing"] = list(self.documents_missing)
+        out["next_triggers"] = [t.to_json() for t in self.next_triggers]
+        out["entered"] = self.entered
+        return out
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of ``dossier list`` (``GET /dossiers``): the items, and the total that matched."""
+
+    items: Sequence[Dossier]
+    total: int
+    limit: int | None
+    offset: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "items": [d.to_json() for d in self.items],
+            "total": self.total,
+            "limit": self.limit,
+            "offset": self.offset,
+        }
+
+
+@dataclass(frozen=True)
+class Advanced:
+    """What ``dossier advance`` did (``POST …/advance``): the engine's ``Moved``, its times in
+    the business time zone."""
+
+    id: str
+    trigger: str
+    from_state: str
+    to_state: str
+    seq: int
+    at: datetime
+    deadline_at: datetime | None
+    actor: str
+    version: int
+
+    @classmethod
+    def from_moved(cls, moved: Moved, tz: tzinfo) -> Advanced:
+        return cls(
+            id=moved.id,
+            trigger=moved.trigger,
+            from_state=moved.from_state,
+            to_state=moved.to_state,
+            seq=moved.seq,
+            at=moved.at.astimezone(tz),
+            deadline_at=_local(moved.deadline_at, tz),
+            actor=moved.actor,
+            version=moved.version,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "trigger": self.trigger,
+            "from": self.from_state,
+            "to": self.to_state,
+            "seq": self.seq,
+            "at": _iso(self.at),
+            "deadline_at": _iso(self.deadline_at),
+            "actor": self.actor,
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True)
+class TriggerOption:
+    """``dossier triggers``: one trigger from the current state, for one person: may they fire
+    it now, and every reason why not."""
+
+    trigger: str
+    to: str
+    label: str
+    allowed: bool
+    reasons: tuple[str, ...]
+    needs_reason: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trigger": self.trigger,
+            "to": self.to,
+            "label": self.label,
+            "allowed": self.allowed,
+            "reasons": list(self.reasons),
+            "needs_reason": self.needs_reason,
+        }
+
+
+@dataclass(frozen=True)
+class Notification:
+    """An outbox entry (``notifications list``)."""
+
+    id: int
+    dossier: str | None
+    channel: str
+    recipient: str
+    subject: str
+    status: str
+    attempts: int
+    key: str
+    kind: str
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    last_error: str | None
+
+    @classmethod
+    def from_row(cls, row: Any, tz: tzinfo) -> Notification:
+        return cls(
+            id=row.id,
+            dossier=row.dossier_id,
+            channel=row.channel,
+            recipient=row.recipient,
+            subject=row.subject,
+            status=row.status,
+            attempts=row.attempts,
+            key=row.key,
+            kind=row.kind,
+            next_attempt_at=_local(row.next_attempt_at, tz),
+            sent_at=_local(row.sent_at, tz),
+            last_error=row.last_error,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "dossier": self.dossier,
+            "channel": self.channel,
+            "recipient": self.recipient,
+            "subject": self.subject,
+            "status": self.status,
+            "attempts": self.attempts,
+            "key": self.key,
+            "kind": self.kind,
+            "next_attempt_at": _iso(self.next_attempt_at),
+            "sent_at": _iso(self.sent_at),
+            "last_error": self.last_error,
+        }
 
 
 @dataclass(frozen=True)
@@ -42,8 +318,7 @@ class Verification:
         return self.report.entries_checked
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **self.report.document(),
-            "imported": [dict(i) for i in self.imported],
-            "checkpoints": [c.document() for c in self.checkpoints],
-        }
+        out = {**self.report.document(), "imported": [dict(i) for i in self.imported]}
+        if self.checkpoints:  # only when verified against some: the plain shape is unchanged
+            out["checkpoints"] = [c.document() for c in self.checkpoints]
+        return out

@@ -1,6 +1,6 @@
-"""Read-side queries: dossiers, history, timers and the outbox as plain documents.
+"""Read-side queries: dossiers, history, timers and the outbox, as the typed outputs of
+:mod:`~ocop_workflow.shapes` (whose ``to_json`` is what ``--json`` prints and the API returns).
 
-These are what ``--json`` prints (the shapes of interface.md) and what the tables are made from.
 Nothing here writes, and nothing here imports the state-machine or calendar libraries, so reading
 commands start fast.
 """
@@ -8,13 +8,14 @@ commands start fast.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import NotFound, UsageError
 from .render import when
+from .shapes import Dossier, DossierDetail, NextTrigger, Notification, Timer
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -172,31 +173,30 @@ DOSSIER_COLUMNS = (
 )
 
 
-def dossier_document(
-    row: Mapping[str, Any], registry: Registry, now: datetime, tz: tzinfo
-) -> dict[str, Any]:
-    """A dossier as ``register``, ``show`` and ``list`` print it."""
+def dossier_of(row: Mapping[str, Any], registry: Registry, now: datetime, tz: tzinfo) -> Dossier:
+    """A dossier row as ``register``, ``show`` and ``list`` give it."""
     state = registry.state_of(row["workflow"], row["state"])
     deadline = row["deadline_at"]
     final = state.final if state else False
-    return {
-        "id": row["id"],
-        "product": row["product"],
-        "producer": row["producer"],
-        "commune": row["commune"],
-        "group": row["product_group"],
-        "workflow": row["workflow"],
-        "workflow_version": row["workflow_version"],
-        "state": row["state"],
-        "state_label": state.label_vi if state else row["state"],
-        "stage": row["stage"],
-        "final": final,
-        "state_entered_at": when(row["state_entered_at"], tz),
-        "deadline_at": when(deadline, tz),
-        "overdue": bool(deadline is not None and not final and deadline <= now),
-        "version": row["version"],
-        "data": json.loads(row["data"]),
-    }
+    entered_at = row["state_entered_at"]
+    return Dossier(
+        id=row["id"],
+        product=row["product"],
+        producer=row["producer"],
+        commune=row["commune"],
+        group=row["product_group"],
+        workflow=row["workflow"],
+        workflow_version=row["workflow_version"],
+        state=row["state"],
+        state_label=state.label_vi if state else row["state"],
+        stage=row["stage"],
+        final=final,
+        state_entered_at=None if entered_at is None else entered_at.astimezone(tz),
+        deadline_at=None if deadline is None else deadline.astimezone(tz),
+        overdue=bool(deadline is not None and not final and deadline <= now),
+        version=row["version"],
+        data=json.loads(row["data"]),
+    )
 
 
 def get_dossier(store: Store | Reads, dossier_id: str, *, hint: bool = True) -> Mapping[str, Any]:
@@ -258,13 +258,21 @@ def _filtered(query: Any, filters: DossierFilter, now: datetime) -> Any:
 
 
 def list_dossiers(
-    store: Store | Reads, registry: Registry, filters: DossierFilter, now: datetime, tz: tzinfo
-) -> Iterator[dict[str, Any]]:
+    store: Store | Reads,
+    registry: Registry,
+    filters: DossierFilter,
+    now: datetime,
+    tz: tzinfo,
+    keep: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> Iterator[Dossier]:
+    """The dossiers ``filters`` select (and ``keep``, given a row, keeps), streamed."""
     for row in as_reads(store).dossiers(filters, now):
-        document = dossier_document(row, registry, now, tz)
-        if filters.overdue and not document["overdue"]:
+        if keep is not None and not keep(row):
             continue
-        yield document
+        dossier = dossier_of(row, registry, now, tz)
+        if filters.overdue and not dossier.overdue:
+            continue
+        yield dossier
 
 
 def show_dossier(
@@ -274,40 +282,44 @@ def show_dossier(
     now: datetime,
     tz: tzinfo,
     row: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> DossierDetail:
     """The dossier, how its deadline was reached, its pending timers, its possible triggers.
 
     ``row``: the dossier's row when the caller has just read it (one query fewer)."""
     reads = as_reads(store)
     row = get_dossier(reads, dossier_id) if row is None else row
-    document = dossier_document(row, registry, now, tz)
-    document["deadline"] = json.loads(row["deadline_note"]) if row["deadline_note"] else None
-    document["timers"] = [_timer_document(t, tz) for t in reads.pending_timers(dossier_id)]
+    dossier = dossier_of(row, registry, now, tz)
+    deadline = json.loads(row["deadline_note"]) if row["deadline_note"] else None
+    timers = tuple(Timer.from_row(t, tz) for t in reads.pending_timers(dossier_id))
+    attached = dossier.data.get("documents", [])
     from .documents import checklist
     from .errors import OcopError
 
+    unavailable = None
     try:
         wf = registry.get(row["workflow"])
     except OcopError as exc:  # a reading command still shows what the database holds
-        document["workflow_unavailable"] = exc.message
-        document["documents"] = checklist({}, (), document["data"].get("documents", []))
-        document["documents_missing"] = []
-        document["next_triggers"] = []
+        unavailable = exc.message
+        documents = checklist({}, (), attached)
+        next_triggers: tuple[NextTrigger, ...] = ()
     else:
-        document["documents"] = checklist(
-            wf.documents,
-            wf.required_documents(row["product_group"]),
-            document["data"].get("documents", []),
-        )
-        document["documents_missing"] = [
-            d["kind"] for d in document["documents"] if not d["present"]
-        ]
-        document["next_triggers"] = [
-            {"trigger": t.trigger, "to": t.dest, "roles": list(t.roles), "label": t.label_vi}
+        documents = checklist(wf.documents, wf.required_documents(row["product_group"]), attached)
+        next_triggers = tuple(
+            NextTrigger(t.trigger, t.dest, tuple(t.roles), t.label_vi)
             for t in wf.transitions_from(row["state"])
-        ]
-    document["entered"] = entered(reads, dossier_id, tz)
-    return document
+        )
+    return DossierDetail(
+        dossier=dossier,
+        deadline=deadline,
+        timers=timers,
+        documents=tuple(documents),
+        documents_missing=(
+            () if unavailable else tuple(d["kind"] for d in documents if not d["present"])
+        ),
+        next_triggers=next_triggers,
+        entered=entered(reads, dossier_id, tz),
+        workflow_unavailable=unavailable,
+    )
 
 
 def entered(store: Store | Reads, dossier_id: str, tz: tzinfo) -> dict[str, Any] | None:
@@ -381,7 +393,7 @@ def list_timers(
     dossier_id: str | None = None,
     due_before: datetime | None = None,
     include_all: bool = False,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Timer]:
     import sqlalchemy as sa
 
     from .store import PENDING, timer_t
@@ -395,22 +407,7 @@ def list_timers(
         query = query.where(timer_t.c.due_at <= due_before)
     with store.read() as conn:
         for row in conn.execution_options(yield_per=1000).execute(query):
-            yield _timer_document(dict(row._mapping), tz)
-
-
-def _timer_document(row: Mapping[str, Any], tz: tzinfo) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "dossier": row["dossier_id"],
-        "kind": row["kind"],
-        "state": row["state"],
-        "due_at": when(row["due_at"], tz),
-        "deadline_at": when(row["deadline_at"], tz),
-        "status": row["status"],
-        "auto_trigger": row["auto_trigger"],
-        "fired_at": when(row["fired_at"], tz),
-        "late_seconds": row["late_seconds"],
-    }
+            yield Timer.from_row(dict(row._mapping), tz)
 
 
 NOTIFICATION_STATUSES = ("pending", "sent", "dead")
@@ -418,7 +415,7 @@ NOTIFICATION_STATUSES = ("pending", "sent", "dead")
 
 def list_notifications(
     store: Store, tz: tzinfo, *, status: str | None = None, dossier_id: str | None = None
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Notification]:
     if status is not None and status not in NOTIFICATION_STATUSES:
         raise UsageError(f"--status {status}: use one of {', '.join(NOTIFICATION_STATUSES)}")
     import sqlalchemy as sa
@@ -432,17 +429,4 @@ def list_notifications(
         query = query.where(notification_t.c.dossier_id == dossier_id)
     with store.read() as conn:
         for row in conn.execution_options(yield_per=1000).execute(query):
-            yield {
-                "id": row.id,
-                "dossier": row.dossier_id,
-                "channel": row.channel,
-                "recipient": row.recipient,
-                "subject": row.subject,
-                "status": row.status,
-                "attempts": row.attempts,
-                "key": row.key,
-                "kind": row.kind,
-                "next_attempt_at": when(row.next_attempt_at, tz),
-                "sent_at": when(row.sent_at, tz),
-                "last_error": row.last_error,
-            }
+            yield Notification.from_row(row, tz)

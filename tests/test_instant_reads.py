@@ -113,8 +113,8 @@ def _documents(ws: Workspace, instant: bool, user: str | None) -> dict[str, Any]
             "overdue": DossierFilter(overdue=True),
             "state": DossierFilter(state="registration", workflow="ocop-1489"),
         }.items():
-            out[name] = list(ocop.iter_dossiers(actor, filters))
-        out["show"] = ocop.show(actor, "IALE-1")
+            out[name] = [d.to_json() for d in ocop.iter_dossiers(actor, filters)]
+        out["show"] = ocop.show(actor, "IALE-1").to_json()
         return out
     finally:
         app.close()
@@ -188,7 +188,7 @@ def test_the_servers_plain_reads_give_the_documents_of_the_sqlalchemy_reads(
             )
         shown = plain.show(actor, "IALE-1")
         assert shown == core.show(actor, "IALE-1")
-        assert shown["timers"] and shown["entered"]
+        assert shown.timers and shown.entered
     finally:
         app.close()
 
@@ -208,7 +208,7 @@ def test_the_servers_postgresql_reads_give_the_pool_its_connections_back_in_tran
         ocop = app.ocop
         ocop.read_per_thread()
         for _ in range(3):
-            assert ocop.show(app.actor(), "IALE-1")["id"] == "IALE-1"
+            assert ocop.show(app.actor(), "IALE-1").dossier.id == "IALE-1"
         with ocop.store.engine.connect() as conn:
             assert conn.connection.driver_connection.autocommit is False
     finally:
