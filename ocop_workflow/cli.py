@@ -787,7 +787,7 @@ def dossier_attach(
         )
     else:
         writing(app)
-        result = app.ocop.attach(app.actor(), dossier_id, kind, Path(file))
+        result = app.ocop.attach(app.actor(), dossier_id, kind, Path(file)).to_json()
     if as_json:
         emit_json(result)
     elif result["already_attached"]:
@@ -1002,19 +1002,19 @@ def score(
     writing(app)
     actor = app.actor()
     if close:
-        result = app.ocop.close_scoring(actor, dossier_id, council=council_key)
+        scored = app.ocop.close_scoring(actor, dossier_id, council=council_key)
     elif rescore:
-        result = app.ocop.rescore(
+        scored = app.ocop.rescore(
             actor, dossier_id, reason=reason, member=member, council=council_key
         )
     else:
         if member is None:
             raise UsageError("--member is required to record a score")
         parts = {k: v for k, v in (("a", part_a), ("b", part_b), ("c", part_c)) if v is not None}
-        result = app.ocop.score(
+        scored = app.ocop.score(
             actor, dossier_id, member=member, parts=parts, note=note, council=council_key
         )
-    _print_scoring(dossier_id, result, as_json)
+    _print_scoring(dossier_id, scored.to_json(), as_json)
 
 
 def _print_scoring(dossier_id: str, result: dict[str, Any], as_json: bool) -> None:

@@ -340,7 +340,7 @@ class Rehearsal:
             parts = _split(total, wf.scorecard.parts)
             self.ocop.score(self.user(chair), self.ids[p.product], member=member, parts=parts)
         result = self.ocop.close_scoring(self.user(chair), self.ids[p.product])
-        res = result["scoring"][level]["result"]
+        res = result.scoring[level]["result"]
         capped = (
             f" (capped from {res['stars_by_points']}★: no product story)" if res["capped"] else ""
         )

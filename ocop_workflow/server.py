@@ -378,9 +378,9 @@ def create_app(ocop: Ocop) -> FastAPI:
         core: Core,
         kind: Annotated[str, Form()],
         file: Annotated[UploadFile, File()],
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """Attach an uploaded file as a document of ``kind`` (stored once by SHA-256, audited)."""
-        return core.attach_stream(
+        attached = core.attach_stream(
             actor,
             dossier_id,
             kind,
@@ -388,6 +388,7 @@ def create_app(ocop: Ocop) -> FastAPI:
             file.file,
             max_bytes=ocop.config.max_document_bytes,
         )
+        return JSONResponse(attached.to_json(), status_code=201)
 
     @app.get(API + "/dossiers/{dossier_id:path}/documents/{sha256}", tags=["documents"])
     def download(dossier_id: str, sha256: str, actor: Actor, core: Core) -> FileResponse:
@@ -396,10 +397,10 @@ def create_app(ocop: Ocop) -> FastAPI:
         return FileResponse(path, filename=name, media_type="application/octet-stream")
 
     @app.post(API + "/dossiers/{dossier_id:path}/scores", tags=["council"])
-    def score(dossier_id: str, body: ScoreBody, actor: Actor, core: Core) -> dict[str, Any]:
+    def score(dossier_id: str, body: ScoreBody, actor: Actor, core: Core) -> JSONResponse:
         """A council member's score (entered by the member or the chair)."""
         parts = {k: v for k, v in (("a", body.a), ("b", body.b), ("c", body.c)) if v is not None}
-        return core.score(
+        scored = core.score(
             actor,
             dossier_id,
             member=body.member,
@@ -407,18 +408,20 @@ def create_app(ocop: Ocop) -> FastAPI:
             note=body.note,
             council=body.council,
         )
+        return JSONResponse(scored.to_json())
 
     @app.post(API + "/dossiers/{dossier_id:path}/scoring/close", tags=["council"])
-    def close_scoring(dossier_id: str, body: CloseBody, actor: Actor, core: Core) -> dict[str, Any]:
+    def close_scoring(dossier_id: str, body: CloseBody, actor: Actor, core: Core) -> JSONResponse:
         """The chair closes the round: mean score, stars."""
-        return core.close_scoring(actor, dossier_id, council=body.council)
+        return JSONResponse(core.close_scoring(actor, dossier_id, council=body.council).to_json())
 
     @app.post(API + "/dossiers/{dossier_id:path}/scoring/rescore", tags=["council"])
-    def rescore(dossier_id: str, body: RescoreBody, actor: Actor, core: Core) -> dict[str, Any]:
+    def rescore(dossier_id: str, body: RescoreBody, actor: Actor, core: Core) -> JSONResponse:
         """The chair clears the scores (or one member's) to redo them."""
-        return core.rescore(
+        cleared = core.rescore(
             actor, dossier_id, reason=body.reason, member=body.member, council=body.council
         )
+        return JSONResponse(cleared.to_json())
 
     @app.get(API + "/dossiers/{dossier_id:path}", tags=["dossiers"])
     def show(dossier_id: str, actor: Actor, core: Core) -> JSONResponse:

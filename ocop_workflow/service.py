@@ -4,11 +4,12 @@ The CLI, the worker, the demo and the HTTP server all call :class:`Ocop`; none o
 :class:`~ocop_workflow.engine.Engine` or reads ``OCOP_NOW`` below its own edge. Values come in as
 Python values (a mapping of data fields, never ``K=V`` text) and go out as plain typed objects
 (:mod:`~ocop_workflow.shapes`: :class:`~ocop_workflow.shapes.Dossier`, ``DossierDetail``,
-``Page``, ``Advanced``, ``TriggerOption``, ``Timer``, ``Notification``, ``Verification``; and
+``Page``, ``Advanced``, ``TriggerOption``, ``Timer``, ``Notification``, ``Attached``,
+``Scoring``, ``Verification``; and
 :class:`~ocop_workflow.importer.ImportReport`, :class:`~ocop_workflow.sweep.SweepCounts`), each
 with the one definition of its JSON shape (``to_json``/``document``) that the CLI prints
-(``--json``, tables) and the server returns. The council's results, an attachment and the
-progress report are still plain documents (dicts) of that shape.
+(``--json``, tables) and the server returns. The history and the progress report are still
+plain documents (dicts) of their shape.
 
 Every method that acts or reads on behalf of a person takes that person (a :class:`User`) first:
 the facade never decides who is calling; the edge does (``--as`` and the OS login on the command
@@ -38,10 +39,12 @@ if TYPE_CHECKING:
     from .policy import Policy
     from .shapes import (
         Advanced,
+        Attached,
         Dossier,
         DossierDetail,
         Notification,
         Page,
+        Scoring,
         Timer,
         TriggerOption,
         Verification,
@@ -487,12 +490,13 @@ class Ocop:
         )
         return Advanced.from_moved(moved, self.tz)
 
-    def attach(self, actor: User, dossier_id: str, kind: str, source: Path) -> dict[str, Any]:
+    def attach(self, actor: User, dossier_id: str, kind: str, source: Path) -> Attached:
         """Store a file and record it on the dossier as a document of ``kind`` (audited)."""
         from .documents import attach
+        from .shapes import Attached
 
         self._row(actor, dossier_id, acting=True)
-        return attach(self.engine, dossier_id, actor, kind, source)
+        return Attached.from_document(attach(self.engine, dossier_id, actor, kind, source))
 
     def attach_stream(
         self,
@@ -503,7 +507,7 @@ class Ocop:
         stream: IO[bytes],
         *,
         max_bytes: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Attached:
         """Attach what ``stream`` holds under the file name ``name`` (an upload), refusing more
         than ``max_bytes`` before anything is stored."""
         import tempfile
@@ -537,12 +541,13 @@ class Ocop:
         parts: Mapping[str, float],
         note: str | None = None,
         council: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Scoring:
         """A council member's score (entered by the member or the chair)."""
         from . import council as councils
+        from .shapes import Scoring
 
         self._row(actor, dossier_id, acting=True)
-        return councils.record_score(
+        recorded = councils.record_score(
             self.engine,
             dossier_id,
             actor,
@@ -551,15 +556,16 @@ class Ocop:
             note=note,
             council_key=council,
         )
+        return Scoring.from_document(recorded)
 
-    def close_scoring(
-        self, actor: User, dossier_id: str, *, council: str | None = None
-    ) -> dict[str, Any]:
+    def close_scoring(self, actor: User, dossier_id: str, *, council: str | None = None) -> Scoring:
         """The chair closes the round: mean score, stars."""
         from . import council as councils
+        from .shapes import Scoring
 
         self._row(actor, dossier_id, acting=True)
-        return councils.close_scoring(self.engine, dossier_id, actor, council_key=council)
+        closed = councils.close_scoring(self.engine, dossier_id, actor, council_key=council)
+        return Scoring.from_document(closed)
 
     def rescore(
         self,
@@ -569,13 +575,16 @@ class Ocop:
         reason: str | None,
         member: str | None = None,
         council: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Scoring:
+        """The chair clears the scores (or one member's) to redo them."""
         from . import council as councils
+        from .shapes import Scoring
 
         self._row(actor, dossier_id, acting=True)
-        return councils.rescore(
+        cleared = councils.rescore(
             self.engine, dossier_id, actor, reason=reason, member=member, council_key=council
         )
+        return Scoring.from_document(cleared)
 
     def import_file(
         self,

@@ -322,3 +322,72 @@ class Verification:
         if self.checkpoints:  # only when verified against some: the plain shape is unchanged
             out["checkpoints"] = [c.document() for c in self.checkpoints]
         return out
+
+
+@dataclass(frozen=True)
+class Attached:
+    """``dossier attach`` (``POST …/documents``): the document recorded on the dossier, or the
+    one already there with the same kind and content (then nothing was written: no ``seq``)."""
+
+    dossier: str
+    kind: str
+    name: str
+    size: int
+    sha256: str
+    at: str
+    by: str
+    already_attached: bool
+    #: The audit entry that recorded it; None when it was already attached.
+    seq: int | None = None
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Attached:
+        return cls(
+            dossier=document["dossier"],
+            kind=document["kind"],
+            name=document["name"],
+            size=document["size"],
+            sha256=document["sha256"],
+            at=document["at"],
+            by=document["by"],
+            already_attached=bool(document["already_attached"]),
+            seq=document.get("seq"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "name": self.name,
+            "size": self.size,
+            "sha256": self.sha256,
+            "at": self.at,
+            "by": self.by,
+            "dossier": self.dossier,
+        }
+        if self.seq is not None:
+            out["seq"] = self.seq
+        out["already_attached"] = self.already_attached
+        return out
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """``ocop score`` (a member's score, the chair's close or re-score): the dossier's scorings
+    by evaluation level, and the resulting score and stars once a round is closed."""
+
+    dossier: str
+    scoring: Mapping[str, Any]
+    score: float | None
+    stars: int | None
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Scoring:
+        return cls(document["dossier"], document["scoring"], document["score"], document["stars"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dossier": self.dossier,
+            "scoring": self.scoring,
+            "score": self.score,
+            "stars": self.stars,
+        }

@@ -479,3 +479,32 @@ def test_every_error_code_a_server_sends_is_raised_by_the_cli_with_its_exit_code
     assert ocop_workflow.auth.Throttled in classes
     for cls in classes:
         assert _errors()[cls.code].exit_code == cls.exit_code, cls
+
+
+def test_the_api_answers_with_the_documents_the_cli_prints(api: Api, tmp_path: Path) -> None:
+    """One definition of each output: for the same database and instant, every read the API
+    serves is the JSON ``ocop … --json`` prints (shapes.py's to_json on both sides)."""
+    from conftest import Workspace
+
+    dossier = api.register("lan")["id"]
+    moved = api.post(f"/api/v1/dossiers/{dossier}/advance", "lan", json={"trigger": "accept_idea"})
+    assert moved.status_code == 200, moved.text
+    ws = Workspace(tmp_path, api.url)
+    now = NOW.isoformat()
+
+    def cli(*args: str) -> Any:
+        return ws.run(*args, "--json", user="lan", now=now, check=True).json()
+
+    assert api.get(f"/api/v1/dossiers/{dossier}", "lan").json() == cli("dossier", "show", dossier)
+    assert api.get("/api/v1/dossiers", "lan").json()["items"] == cli("dossier", "list")
+    assert api.get(f"/api/v1/dossiers/{dossier}/triggers", "lan").json() == cli(
+        "dossier", "triggers", dossier
+    )
+    assert api.get("/api/v1/timers?all=true", "lan").json() == cli("timers", "list", "--all")
+    assert api.get("/api/v1/notifications", "lan").json() == cli("notifications", "list")
+    assert api.get("/api/v1/workflows/ocop-1489", "lan").json() == cli(
+        "workflow", "show", "ocop-1489"
+    )
+    history = cli("dossier", "history", dossier)
+    assert api.get(f"/api/v1/dossiers/{dossier}/history", "lan").json() == history
+    assert moved.json()["seq"] == history[-1]["seq"] and moved.json()["at"] == history[-1]["at"]
