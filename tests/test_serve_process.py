@@ -161,11 +161,11 @@ def test_set_password_from_stdin_then_log_in_over_http(served: Served) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    wrong = httpx.post(f"{served.url}/api/v1/login", json={"user": "lan", "password": "sai"})
+    # a first request may wait for the fresh server's imports and Argon2 on a loaded machine
+    login = f"{served.url}/api/v1/login"
+    wrong = httpx.post(login, json={"user": "lan", "password": "sai"}, timeout=60)
     assert wrong.status_code == 401
-    right = httpx.post(
-        f"{served.url}/api/v1/login", json={"user": "lan", "password": "một mật khẩu dài"}
-    )
+    right = httpx.post(login, json={"user": "lan", "password": "một mật khẩu dài"}, timeout=60)
     assert right.status_code == 200, right.text
     session = right.json()["token"]
     assert served.cli("dossier", "list", token=session).code == 0
