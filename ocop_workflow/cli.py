@@ -1202,7 +1202,7 @@ def report_progress(
     if app.remote:
         document = app.remote.call("GET", "/reports/progress", params={"year": year})
     else:
-        document = app.ocop.progress(None, year)
+        document = app.ocop.progress(None, year).to_json()
     if as_json:
         emit_json(document)
         return

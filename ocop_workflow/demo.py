@@ -528,7 +528,7 @@ def _finish(r: Rehearsal) -> dict[str, Any]:
     from .cli import print_progress
     from .html_report import render_year
 
-    report = r.ocop.progress(None, 2020)
+    report = r.ocop.progress(None, 2020).to_json()
     r.say("\n" + print_progress(report))
     checked = r.ocop.audit_verify(None)
     r.say(

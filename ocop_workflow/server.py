@@ -483,9 +483,9 @@ def create_app(ocop: Ocop) -> FastAPI:
     # --- reports and audit ----------------------------------------------------------------
 
     @app.get(f"{API}/reports/progress", tags=["reports"])
-    def progress(actor: Actor, core: Core, year: int) -> dict[str, Any]:
+    def progress(actor: Actor, core: Core, year: int) -> JSONResponse:
         """Each target of ``year``: reached, left, by commune and stage; overdue and stuck."""
-        return core.progress(actor, year)
+        return JSONResponse(core.progress(actor, year).to_json())
 
     @app.get(f"{API}/reports/html", tags=["reports"], response_class=HTMLResponse)
     def report_html(

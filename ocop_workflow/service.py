@@ -5,11 +5,11 @@ The CLI, the worker, the demo and the HTTP server all call :class:`Ocop`; none o
 Python values (a mapping of data fields, never ``K=V`` text) and go out as plain typed objects
 (:mod:`~ocop_workflow.shapes`: :class:`~ocop_workflow.shapes.Dossier`, ``DossierDetail``,
 ``Page``, ``Advanced``, ``TriggerOption``, ``Timer``, ``Notification``, ``Attached``,
-``Scoring``, ``Verification``; and
+``Scoring``, ``Progress``, ``Verification``; and
 :class:`~ocop_workflow.importer.ImportReport`, :class:`~ocop_workflow.sweep.SweepCounts`), each
 with the one definition of its JSON shape (``to_json``/``document``) that the CLI prints
-(``--json``, tables) and the server returns. The history and the progress report are still
-plain documents (dicts) of their shape.
+(``--json``, tables) and the server returns. The history is still plain documents (dicts) of
+its shape (``audit.entry_document``, shared with the audit export).
 
 Every method that acts or reads on behalf of a person takes that person (a :class:`User`) first:
 the facade never decides who is calling; the edge does (``--as`` and the OS login on the command
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         DossierDetail,
         Notification,
         Page,
+        Progress,
         Scoring,
         Timer,
         TriggerOption,
@@ -690,15 +691,18 @@ class Ocop:
 
     # --- reports and audit ----------------------------------------------------------------
 
-    def progress(self, actor: User | None, year: int) -> dict[str, Any]:
+    def progress(self, actor: User | None, year: int) -> Progress:
         """The progress report of ``year`` (province-wide: officers, councils and auditors)."""
         from .inputs import check_year
         from .report import progress
+        from .shapes import Progress
 
         check_year(year, "year")
         if actor is not None:
             self.check_reads_all(actor, "the progress report")
-        return progress(self.checked_store(), self.registry, self.config, year, self.now(), self.tz)
+        return Progress.from_document(
+            progress(self.checked_store(), self.registry, self.config, year, self.now(), self.tz)
+        )
 
     def report_html(self, actor: User | None, year: int, *, weeks: int = 4) -> str:
         """``report html``: the year's self-contained page (province-wide, like ``progress``:

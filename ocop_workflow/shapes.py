@@ -391,3 +391,52 @@ class Scoring:
             "score": self.score,
             "stars": self.stars,
         }
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``report progress``: each target of the plan year, reached and left, by commune and
+    stage; where the counted dossiers are now; the overdue and the longest-stuck dossiers."""
+
+    year: int
+    generated_at: str
+    targets: tuple[Mapping[str, Any], ...]
+    communes: tuple[str, ...]
+    stages: tuple[str, ...]
+    by_stage: Mapping[str, int]
+    by_state: Mapping[str, int]
+    overdue: tuple[Mapping[str, Any], ...]
+    stuck: tuple[Mapping[str, Any], ...]
+    dossiers: int
+    audit_entries: int
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Progress:
+        return cls(
+            year=document["year"],
+            generated_at=document["generated_at"],
+            targets=tuple(document["targets"]),
+            communes=tuple(document["communes"]),
+            stages=tuple(document["stages"]),
+            by_stage=document["by_stage"],
+            by_state=document["by_state"],
+            overdue=tuple(document["overdue"]),
+            stuck=tuple(document["stuck"]),
+            dossiers=document["dossiers"],
+            audit_entries=document["audit_entries"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "year": self.year,
+            "generated_at": self.generated_at,
+            "targets": list(self.targets),
+            "communes": list(self.communes),
+            "stages": list(self.stages),
+            "by_stage": self.by_stage,
+            "by_state": self.by_state,
+            "overdue": list(self.overdue),
+            "stuck": list(self.stuck),
+            "dossiers": self.dossiers,
+            "audit_entries": self.audit_entries,
+        }

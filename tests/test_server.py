@@ -505,6 +505,8 @@ def test_the_api_answers_with_the_documents_the_cli_prints(api: Api, tmp_path: P
     assert api.get("/api/v1/workflows/ocop-1489", "lan").json() == cli(
         "workflow", "show", "ocop-1489"
     )
+    progress = api.get("/api/v1/reports/progress?year=2026", "hung").json()
+    assert progress == cli("report", "progress", "--year", "2026")
     history = cli("dossier", "history", dossier)
     assert api.get(f"/api/v1/dossiers/{dossier}/history", "lan").json() == history
     assert moved.json()["seq"] == history[-1]["seq"] and moved.json()["at"] == history[-1]["at"]
