@@ -16,9 +16,11 @@ reminders, deadlines and repeating escalations); the rest fall due in the follow
 
 What is measured, on SQLite (one worker, ``BEGIN IMMEDIATE``):
 
-* ``due_query_ms``: the sweep's own claim query alone (``status = 'pending' AND due_at <= :now
-  ORDER BY due_at, id LIMIT batch``, built exactly as ``sweep.fire_due`` builds it), median of
-  20 runs, with its ``EXPLAIN QUERY PLAN`` (it must search index ``ix_timer_pending_due``).
+* ``due_query_ms``: the sweep's own claim query alone (``status = 'pending' AND wake = 1 AND
+  due_at <= :now ORDER BY due_at, id LIMIT batch``, built exactly as ``sweep.fire_due`` builds
+  it), median of 20 runs, with its ``EXPLAIN QUERY PLAN`` (it must search index
+  ``ix_timer_wake``: the dossiers' waking timers, one per dossier — the sweep then reads their
+  other due timers).
   Target < 20 ms.
 * ``fired_per_s``: ``run_sweep(engine, now, deliver=False)`` firing every due timer into the
   outbox (1-3 file-channel notifications each, with the config's users); timers fired per second
@@ -99,6 +101,7 @@ TIMER_COLS = (
     "fired_at",
     "late_seconds",
     "created_at",
+    "wake",
 )
 DOSSIER_COLS = (
     "id",
@@ -201,11 +204,11 @@ def make_engine(url: str, workdir: Path) -> Any:
 
 def due_select(limit: int) -> sa.Select[Any]:
     """The claim query exactly as ``sweep.fire_due`` builds it (before ``claim_query``)."""
-    from ocop_workflow.store import PENDING, timer_t
+    from ocop_workflow.store import WAKING, timer_t
 
     return (
         sa.select(timer_t)
-        .where(PENDING, timer_t.c.due_at <= NOW)
+        .where(WAKING, timer_t.c.due_at <= NOW)
         .order_by(timer_t.c.due_at, timer_t.c.id)
         .limit(limit)
     )
@@ -248,6 +251,7 @@ class Dataset:
             due_pos = rng.randrange(TIMERS_PER_DOSSIER) if i in self.due_dossiers else -1
             dossier_id = f"OCOP-2026-{i:06d}"
             timers: list[Any] = []
+            dues: list[datetime] = []
             for j in range(TIMERS_PER_DOSSIER):
                 timer_id += 1
                 kind = KIND_CYCLE[j % len(KIND_CYCLE)]
@@ -276,8 +280,13 @@ class Dataset:
                         None,
                         None,
                         fmt(entered),
+                        None,
                     )
                 )
+                dues.append(due)
+            # the dossier's waking timer: its pending one due first (store.Timer.wake)
+            first = dues.index(min(dues))
+            timers[first] = (*timers[first][:-1], 1)
             commune = COMMUNES[i % 2]
             producer = PRODUCERS[0 if commune == "Ia Le" and i % 4 == 0 else 1 + i % 2]
             dossier = (
@@ -541,7 +550,7 @@ def bench_sqlite(n_timers: int, workdir: Path, profile: bool, rounds: int) -> di
     )
     say(f"  SQL: {q['sql']}")
     say("  EXPLAIN QUERY PLAN:\n    " + q["plan"].replace("\n", "\n    "))
-    uses_index = "ix_timer_pending_due" in q["plan"]
+    uses_index = "ix_timer_wake" in q["plan"]
 
     rates: list[float] = []
     checks_ok = True
@@ -580,7 +589,7 @@ def bench_sqlite(n_timers: int, workdir: Path, profile: bool, rounds: int) -> di
         "due_query_ms": round(q["ms"], 3),
         "due_query_first_ms": round(q["first_ms"], 3),
         "query_plan": q["plan"],
-        "query_uses_ix_timer_pending_due": uses_index,
+        "query_uses_ix_timer_wake": uses_index,
         "fired": counts.timers_fired,
         "fired_per_s": round(fired_per_s),
         "fired_per_s_rounds": [round(r) for r in rates],
@@ -808,8 +817,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     result["targets_met"] = {
-        "due_query_ms<20": result["due_query_ms"] < 20
-        and result["query_uses_ix_timer_pending_due"],
+        "due_query_ms<20": result["due_query_ms"] < 20 and result["query_uses_ix_timer_wake"],
         "fired_per_s>=2000": result["fired_per_s"] >= 2000,
         "empty_sweep_ms<5": result["empty_sweep_ms"] < 5,
     }

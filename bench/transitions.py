@@ -745,9 +745,13 @@ def build_bulk(folder: Path, total: int, batch: int = 10_000) -> Path:
                 }
             )
             timer_rows.extend(
-                {**t, "dossier_id": dossier_id, "created_at": at}
-                for t in template
-                if t["due_at"] > at
+                timers.mark_waking(
+                    [
+                        {**t, "dossier_id": dossier_id, "created_at": at}
+                        for t in template
+                        if t["due_at"] > at
+                    ]
+                )
             )
         with engine.store.write() as conn:
             conn.execute(dossier_t.insert(), dossiers)

@@ -24,7 +24,7 @@ from .definitions import WorkflowDef
 from .diagram import STAGE_FILL, WITHDRAW_NOTE, edges, inline_svg, wrap
 from .render import minute
 from .report import progress, year_bounds
-from .store import PENDING, audit_t, notification_t, timer_t
+from .store import audit_t, notification_t, pending_due, timer_t
 
 if TYPE_CHECKING:
     from .service import Ocop as App
@@ -295,8 +295,7 @@ def _calendar(app: App, now: datetime, weeks: int, tz: tzinfo) -> str:
         query = (
             sa.select(timer_t)
             .where(
-                PENDING,
-                timer_t.c.due_at < datetime.combine(last, datetime.min.time(), tzinfo=tz),
+                pending_due(datetime.combine(last, datetime.min.time(), tzinfo=tz), inclusive=False)
             )
             .order_by(timer_t.c.due_at)
         )

@@ -128,7 +128,7 @@ def _replan_one(
         timer_t.update().where(timer_t.c.id.in_([t.id for t in pending])).values(status="cancelled")
     )
     if kept:
-        conn.execute(timer_t.insert(), kept)
+        conn.execute(timer_t.insert(), timers.mark_waking(kept))
     old_last = _last_day(row)
     new_last = deadline.last_day if deadline else None
     start = date.fromisoformat(deadline.note["start"]) if deadline else None

@@ -545,7 +545,7 @@ def _apply(
     )
     future = _future(planned, now)
     if future:
-        conn.execute(timer_t.insert(), future)
+        conn.execute(timer_t.insert(), timers.mark_waking(future))
     columns = {k: v for k, v in new_row.items() if k in dossier_t.c and k != "id"}
     updated = conn.execute(
         dossier_t.update()

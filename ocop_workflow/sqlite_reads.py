@@ -22,7 +22,7 @@ from .errors import EnvironmentProblem
 
 #: The Alembic head this code expects (``store.SCHEMA_REVISION`` is this one; bump it here with a
 #: new migration — ``tests/test_migrations.py`` pins it to the scripts).
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 #: Dossier and timer columns holding instants (``store.UTCDateTime``), read back as aware UTC.
 _INSTANTS = frozenset(

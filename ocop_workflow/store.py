@@ -69,11 +69,14 @@ class Dossier(SQLModel, table=True):
     workflow_version: str
     #: SHA-256 of the workflow file the dossier runs on (NULL: registered before revision 0003).
     workflow_sha256: str | None = Field(default=None, max_length=64)
-    state: str = Field(index=True)
-    stage: str  # not indexed: every transition would pay for it (migration 0003)
+    # state, stage and deadline_at are not indexed: each changes on every move, and an index
+    # entry moved costs two pages per transition; `dossier list --state/--overdue` scan
+    # (migrations 0003 and 0007)
+    state: str
+    stage: str
     state_entered_at: datetime = _utc_column(nullable=False)
     state_entry_seq: int
-    deadline_at: datetime | None = _utc_column(nullable=True, index=True)
+    deadline_at: datetime | None = _utc_column(nullable=True)
     deadline_note: str | None = None
     #: The calendar its pending timers were planned under (calendar_data fingerprint).
     calendar_fingerprint: str | None = Field(default=None, max_length=64)
@@ -95,7 +98,8 @@ class AuditEntry(SQLModel, table=True):
     to_state: str
     actor: str
     reason: str | None = None
-    at: datetime = _utc_column(nullable=False, index=True)
+    #: Not indexed (migration 0007): only reports of a year and exports ``--since`` filter on it.
+    at: datetime = _utc_column(nullable=False)
     data_before: str | None = None
     data_after: str
     prev_hash: str
@@ -107,13 +111,14 @@ class Timer(SQLModel, table=True):
 
     __tablename__ = "timer"
     __table_args__ = (
-        # Pending timers only: a timer that is cancelled, fired or superseded leaves the index
-        # (queries must say ``status = 'pending'`` literally — see PENDING — to use it).
+        # The waking timers only (see ``wake``): one entry per dossier with pending timers, so
+        # a transition moves one entry of this index, not one per timer (migration 0007).
+        # Queries must say ``status = 'pending' AND wake = 1`` literally (WAKING) to use it.
         sa.Index(
-            "ix_timer_pending_due",
+            "ix_timer_wake",
             "due_at",
-            sqlite_where=sa.text("status = 'pending'"),
-            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending' AND wake = 1"),
+            postgresql_where=sa.text("status = 'pending' AND wake = 1"),
         ),
         sa.Index("ix_timer_dossier", "dossier_id"),
     )
@@ -131,6 +136,12 @@ class Timer(SQLModel, table=True):
     fired_at: datetime | None = _utc_column(nullable=True)
     late_seconds: float | None = None
     created_at: datetime = _utc_column(nullable=False)
+    #: 1 on the pending timer of a dossier due first (others NULL): the sweep finds due dossiers
+    #: through these (index ``ix_timer_wake``), then their due timers through ``dossier_id``.
+    #: Every batch of new timers marks its earliest (``timers.mark_waking``), and the sweep marks
+    #: the next one of each dossier it fired for; a pending timer due earlier than its dossier's
+    #: waking one would be found late, so no code inserts timers any other way.
+    wake: int | None = None
 
 
 class Notification(SQLModel, table=True):
@@ -226,6 +237,31 @@ login_failure_t: sa.Table = SQLModel.metadata.tables["login_failure"]
 #: "The timer is pending", written as a literal: SQLite uses a partial index only when the
 #: query repeats its WHERE term, and a bound parameter (``status = ?``) does not.
 PENDING = timer_t.c.status == sa.literal_column("'pending'")
+#: "The timer is its dossier's waking one" (``Timer.wake``), the other term of ``ix_timer_wake``.
+WAKING = sa.and_(PENDING, timer_t.c.wake == sa.literal_column("1"))
+
+
+def pending_due(before: datetime, *, inclusive: bool = True) -> sa.ColumnElement[bool]:
+    """Pending timers due by ``before``, found through the waking timers' index.
+
+    A dossier has a pending timer due by then exactly when its waking timer (its earliest
+    pending one) is, so the dossiers come from ``ix_timer_wake`` and their timers from
+    ``ix_timer_dossier``, without an index entry per pending timer.
+    """
+    waking = timer_t.alias("waking")
+    waking_due = waking.c.due_at <= before if inclusive else waking.c.due_at < before
+    due = timer_t.c.due_at <= before if inclusive else timer_t.c.due_at < before
+    return sa.and_(
+        PENDING,
+        due,
+        timer_t.c.dossier_id.in_(
+            sa.select(waking.c.dossier_id).where(
+                waking.c.status == sa.literal_column("'pending'"),
+                waking.c.wake == sa.literal_column("1"),
+                waking_due,
+            )
+        ),
+    )
 
 
 def _lock_query() -> sa.Select[Any]:

@@ -29,7 +29,7 @@ from . import messages, timers
 from .config import User
 from .definitions import WorkflowDef
 from .errors import NotFound, OcopError, UsageError, WorkflowFileError
-from .store import PENDING, dossier_t, insert_ignore, notification_t, timer_t
+from .store import PENDING, WAKING, dossier_t, insert_ignore, notification_t, pending_due, timer_t
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -143,8 +143,7 @@ def _count_held(engine: Engine, now: datetime, counts: SweepCounts) -> None:
         sa.select(dossier_t.c.workflow, sa.func.count())
         .select_from(timer_t.join(dossier_t, dossier_t.c.id == timer_t.c.dossier_id))
         .where(
-            PENDING,
-            timer_t.c.due_at <= now,
+            pending_due(now),
             dossier_t.c.workflow.in_(sorted(counts.workflows_unavailable)),
         )
         .group_by(dossier_t.c.workflow)
@@ -161,7 +160,7 @@ def count_due(engine: Engine, now: datetime) -> int:
     with engine.store.read() as conn:
         return int(
             conn.execute(
-                sa.select(sa.func.count()).where(PENDING, timer_t.c.due_at <= now)
+                sa.select(sa.func.count()).select_from(timer_t).where(pending_due(now))
             ).scalar_one()
         )
 
@@ -177,7 +176,9 @@ def fire_due(
     """
     store = engine.store
     counts = SweepCounts()
-    query = sa.select(timer_t).where(PENDING, timer_t.c.due_at <= now)
+    # Due dossiers are found through their waking timers (one per dossier, ix_timer_wake); the
+    # batch is then every due timer of the dossiers claimed (_rest_due).
+    query = sa.select(timer_t).where(WAKING, timer_t.c.due_at <= now)
     if held:
         query = query.where(
             timer_t.c.dossier_id.not_in(
@@ -185,17 +186,17 @@ def fire_due(
             )
         )
     with store.write() as conn:
-        due = conn.execute(
+        claimed = conn.execute(
             store.claim_query(query.order_by(timer_t.c.due_at, timer_t.c.id).limit(limit))
         ).all()
-        if not due:
+        if not claimed:
             return counts
-        dossiers = _lock_dossiers(engine, conn, sorted({t.dossier_id for t in due}))
-        others = _other_due(conn, due, now)
+        dossiers = _lock_dossiers(engine, conn, sorted({t.dossier_id for t in claimed}))
+        due = sorted([*claimed, *_rest_due(conn, claimed, now)], key=lambda t: (t.due_at, t.id))
         by_dossier: dict[str, list[Any]] = defaultdict(list)
         for timer in due:
             by_dossier[timer.dossier_id].append(timer)
-        firing = _Firing(engine, conn, now, counts, others)
+        firing = _Firing(engine, conn, now, counts)
         for dossier_id in sorted(by_dossier):
             row = dossiers.get(dossier_id)
             if row is None:  # an officer is moving it right now: next sweep
@@ -203,6 +204,10 @@ def fire_due(
                 continue
             firing.dossier(row, by_dossier[dossier_id])
         firing.flush()
+        locked = [
+            d for d in by_dossier if (found := dossiers.get(d)) is not None and found is not _GONE
+        ]
+        _wake_next(conn, locked)
     return counts
 
 
@@ -241,28 +246,42 @@ def _lock_dossiers(engine: Engine, conn: Connection, ids: Sequence[str]) -> dict
 _GONE: Mapping[str, Any] = {"state": None, "state_entry_seq": None}
 
 
-def _other_due(conn: Connection, due: Sequence[Any], now: datetime) -> dict[str, list[Any]]:
-    """Due timers of the batch's dossiers that did not fit in the batch, by dossier.
+def _rest_due(conn: Connection, claimed: Sequence[Any], now: datetime) -> list[Any]:
+    """The other due timers of the claimed timers' dossiers (the batch fires them together).
 
-    A reminder is superseded by a later due one (or by its due deadline) even when the later one
-    lands in the next batch or with another worker.
+    Only a dossier's waking timer is claimed through the index; the dossier is locked by then
+    (``_lock_dossiers``), so nobody else fires or cancels these meanwhile.
     """
-    ids = sorted({t.dossier_id for t in due})
-    batch = {t.id for t in due}
-    query = sa.select(
-        timer_t.c.id,
-        timer_t.c.dossier_id,
-        timer_t.c.entry_seq,
-        timer_t.c.state,
-        timer_t.c.kind,
-        timer_t.c.due_at,
-        timer_t.c.deadline_at,
-    ).where(timer_t.c.dossier_id.in_(ids), PENDING, timer_t.c.due_at <= now)
-    out: dict[str, list[Any]] = defaultdict(list)
-    for row in conn.execute(query):
-        if row.id not in batch:
-            out[row.dossier_id].append(row)
-    return out
+    ids = sorted({t.dossier_id for t in claimed})
+    batch = {t.id for t in claimed}
+    query = sa.select(timer_t).where(
+        timer_t.c.dossier_id.in_(ids), PENDING, timer_t.c.due_at <= now
+    )
+    return [row for row in conn.execute(query) if row.id not in batch]
+
+
+def _wake_next(conn: Connection, dossier_ids: Sequence[str]) -> None:
+    """Mark each dossier's pending timer due first as waking (``Timer.wake``) after a batch
+    fired, superseded or re-planned its timers; a dossier with none left has none."""
+    if not dossier_ids:
+        return
+    first = timer_t.alias("first")
+    conn.execute(
+        timer_t.update()
+        .where(
+            timer_t.c.id
+            == sa.select(first.c.id)
+            .where(
+                first.c.dossier_id == sa.bindparam("b_dossier"),
+                first.c.status == sa.literal_column("'pending'"),
+            )
+            .order_by(first.c.due_at, first.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        .values(wake=1),
+        [{"b_dossier": d} for d in sorted(dossier_ids)],
+    )
 
 
 class _Firing:
@@ -430,6 +449,7 @@ class _Firing:
                     "auto_trigger": None,
                     "repeat_working_days": timer.repeat_working_days,
                     "created_at": self.now,
+                    "wake": None,  # _wake_next marks the dossier's next after the batch
                 }
             )
         self._mark(timer, "fired")

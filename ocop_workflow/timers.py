@@ -160,7 +160,20 @@ def plan(
                     "due_at": due,
                 }
             )
-    return deadline, rows
+    return deadline, mark_waking(rows)
+
+
+def mark_waking(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` (one dossier's new timers) with ``wake`` 1 on the one due first, None on the rest.
+
+    The sweep finds a dossier's due timers through its waking timer (``store.Timer.wake``), so
+    every batch of timers inserted after the dossier's pending ones were cancelled must mark
+    its earliest: call this again on a plan filtered after ``plan``.
+    """
+    first = min(range(len(rows)), key=lambda i: rows[i]["due_at"], default=None)
+    for i, row in enumerate(rows):
+        row["wake"] = 1 if i == first else None
+    return rows
 
 
 _REMINDERS = frozenset({"reminder", "expiry_notice"})

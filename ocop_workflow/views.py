@@ -396,15 +396,17 @@ def list_timers(
 ) -> Iterator[Timer]:
     import sqlalchemy as sa
 
-    from .store import PENDING, timer_t
+    from .store import PENDING, pending_due, timer_t
 
     query = sa.select(timer_t).order_by(timer_t.c.due_at, timer_t.c.id)
     if dossier_id is not None:
         query = query.where(timer_t.c.dossier_id == dossier_id)
     if not include_all:
         query = query.where(PENDING)
-    if due_before is not None:
-        query = query.where(timer_t.c.due_at <= due_before)
+    if due_before is not None:  # pending ones through the waking timers' index
+        query = query.where(
+            timer_t.c.due_at <= due_before if include_all else pending_due(due_before)
+        )
     with store.read() as conn:
         for row in conn.execution_options(yield_per=1000).execute(query):
             yield Timer.from_row(dict(row._mapping), tz)
