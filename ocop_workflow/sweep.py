@@ -262,26 +262,27 @@ def _rest_due(conn: Connection, claimed: Sequence[Any], now: datetime) -> list[A
 
 def _wake_next(conn: Connection, dossier_ids: Sequence[str]) -> None:
     """Mark each dossier's pending timer due first as waking (``Timer.wake``) after a batch
-    fired, superseded or re-planned its timers; a dossier with none left has none."""
+    fired, superseded or re-planned its timers (a dossier with none left has none): one
+    statement for the whole batch."""
     if not dossier_ids:
         return
-    first = timer_t.alias("first")
-    conn.execute(
-        timer_t.update()
-        .where(
-            timer_t.c.id
-            == sa.select(first.c.id)
-            .where(
-                first.c.dossier_id == sa.bindparam("b_dossier"),
-                first.c.status == sa.literal_column("'pending'"),
-            )
-            .order_by(first.c.due_at, first.c.id)
-            .limit(1)
-            .scalar_subquery()
+    pending = timer_t.alias("pending")
+    ranked = (
+        sa.select(
+            pending.c.id,
+            pending.c.wake,
+            sa.func.row_number()
+            .over(partition_by=pending.c.dossier_id, order_by=(pending.c.due_at, pending.c.id))
+            .label("rank"),
         )
-        .values(wake=1),
-        [{"b_dossier": d} for d in sorted(dossier_ids)],
+        .where(
+            pending.c.dossier_id.in_(sorted(dossier_ids)),
+            pending.c.status == sa.literal_column("'pending'"),
+        )
+        .subquery()
     )
+    first = sa.select(ranked.c.id).where(ranked.c.rank == 1, ranked.c.wake.is_(None))
+    conn.execute(timer_t.update().where(timer_t.c.id.in_(first)).values(wake=1))
 
 
 class _Firing:
