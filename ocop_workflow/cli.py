@@ -264,7 +264,7 @@ def workflow_list(ctx: click.Context, as_json: bool) -> None:
     if app.remote:
         rows = app.remote.call("GET", "/workflows")
     else:
-        rows = app.ocop.workflows()
+        rows = [w.to_json() for w in app.ocop.workflows()]
         for name, problem in app.registry.unavailable().items():
             click.echo(f"warning: workflow {name} is unavailable: {one_line(problem)}", err=True)
     if as_json:

@@ -503,7 +503,7 @@ def create_app(ocop: Ocop) -> FastAPI:
     @app.get(f"{API}/workflows", tags=["workflows"])
     def workflows(actor: Actor, core: Core) -> JSONResponse:
         """``ocop workflow list``: the workflows that load, the default marked."""
-        return JSONResponse(core.workflows())
+        return JSONResponse([w.to_json() for w in core.workflows()])
 
     @app.get(API + "/workflows/{name}/diagram", tags=["workflows"])
     def workflow_diagram(

@@ -5,7 +5,7 @@ The CLI, the worker, the demo and the HTTP server all call :class:`Ocop`; none o
 Python values (a mapping of data fields, never ``K=V`` text) and go out as plain typed objects
 (:mod:`~ocop_workflow.shapes`: :class:`~ocop_workflow.shapes.Dossier`, ``DossierDetail``,
 ``Page``, ``Advanced``, ``TriggerOption``, ``Timer``, ``Notification``, ``Attached``,
-``Scoring``, ``Progress``, ``Verification``; and
+``Scoring``, ``Progress``, ``Verification``, ``WorkflowSummary``; and
 :class:`~ocop_workflow.importer.ImportReport`, :class:`~ocop_workflow.sweep.SweepCounts`), each
 with the one definition of its JSON shape (``to_json``/``document``) that the CLI prints
 (``--json``, tables) and the server returns. The history is still plain documents (dicts) of
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         Timer,
         TriggerOption,
         Verification,
+        WorkflowSummary,
     )
     from .sqlite_reads import SqliteReads
     from .store import Store
@@ -668,7 +669,7 @@ class Ocop:
 
     # --- workflows ------------------------------------------------------------------------
 
-    def workflows(self) -> list[dict[str, Any]]:
+    def workflows(self) -> list[WorkflowSummary]:
         """``workflow list``: every workflow that loads (``registry.unavailable()`` names the
         others), the default marked."""
         from .workflow_info import summary

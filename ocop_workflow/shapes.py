@@ -440,3 +440,27 @@ class Progress:
             "dossiers": self.dossiers,
             "audit_entries": self.audit_entries,
         }
+
+
+@dataclass(frozen=True)
+class WorkflowSummary:
+    """One row of ``workflow list`` (``GET /workflows``)."""
+
+    name: str
+    version: str
+    title: str
+    default: bool
+    states: int
+    triggers: int
+    file: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "title": self.title,
+            "default": self.default,
+            "states": self.states,
+            "triggers": self.triggers,
+            "file": self.file,
+        }

@@ -11,19 +11,22 @@ if TYPE_CHECKING:
     from .app import App
     from .definitions import WorkflowDef
     from .service import Ocop
+    from .shapes import WorkflowSummary
 
 
-def summary(app: App | Ocop, wf: WorkflowDef) -> dict[str, Any]:
+def summary(app: App | Ocop, wf: WorkflowDef) -> WorkflowSummary:
     """One row of ``workflow list`` (and of ``GET /api/v1/workflows``)."""
-    return {
-        "name": wf.name,
-        "version": wf.version,
-        "title": wf.title,
-        "default": wf.name == app.config.default_workflow,
-        "states": len(wf.states),
-        "triggers": len(wf.triggers),
-        "file": str(wf.path),
-    }
+    from .shapes import WorkflowSummary
+
+    return WorkflowSummary(
+        name=wf.name,
+        version=wf.version,
+        title=wf.title,
+        default=wf.name == app.config.default_workflow,
+        states=len(wf.states),
+        triggers=len(wf.triggers),
+        file=str(wf.path),
+    )
 
 
 def describe(app: App | Ocop, name: str, clause: Any = None) -> dict[str, Any]:

@@ -505,6 +505,7 @@ def test_the_api_answers_with_the_documents_the_cli_prints(api: Api, tmp_path: P
     assert api.get("/api/v1/workflows/ocop-1489", "lan").json() == cli(
         "workflow", "show", "ocop-1489"
     )
+    assert api.get("/api/v1/workflows", "lan").json() == cli("workflow", "list")
     progress = api.get("/api/v1/reports/progress?year=2026", "hung").json()
     assert progress == cli("report", "progress", "--year", "2026")
     history = cli("dossier", "history", dossier)
