@@ -92,17 +92,25 @@ class Moved:
     version: int
 
 
-def snapshot(row: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def snapshot(
+    row: Mapping[str, Any],
+    data: Mapping[str, Any] | None = None,
+    *,
+    note: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The dossier row as an audit entry records it before and after a change.
 
     Every column that is not recomputed from the chain itself (id = the chain's dossier, state =
     the entry's ``to``, version = the entry's seq, created_at / updated_at = the first / last
     entry's time) is here, so ``audit verify`` can compare a whole row with its last entry. The
     keys after ``data`` were added later: entries written before carry only the first five, and
-    verify checks of them only what they hold (their hashes are unchanged).
+    verify checks of them only what they hold (their hashes are unchanged). ``data`` and
+    ``note`` are the row's ``data`` and ``deadline_note`` already parsed, when the caller has
+    them (``note`` only when the row has one).
     """
     deadline = row.get("deadline_at")
-    note = row.get("deadline_note")
+    if note is None and row.get("deadline_note") is not None:
+        note = json.loads(row["deadline_note"])
     return {
         "product": row["product"],
         "producer": row["producer"],
@@ -116,7 +124,7 @@ def snapshot(row: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> d
         "state_entered_at": audit.iso_utc(row["state_entered_at"]),
         "state_entry_seq": row["state_entry_seq"],
         "deadline_at": None if deadline is None else audit.iso_utc(deadline),
-        "deadline_note": None if note is None else json.loads(note),
+        "deadline_note": None if note is None else dict(note),
     }
 
 
@@ -557,7 +565,9 @@ class Engine:
             actor=actor.key,
             reason=reason,
             at=now,
-            data_after=snapshot({**row, **moved_row}, after),
+            data_after=snapshot(
+                {**row, **moved_row}, after, note=None if deadline is None else deadline.note
+            ),
             after_data_json=moved_row["data"],
         )
         writes.insert(audit_t, [entry])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -308,6 +308,8 @@ class Store:
         self.dialect = sa.engine.make_url(url).get_backend_name()
         #: Idle connections of ``writes()`` on an SQLite file (``_writer``).
         self._idle: list[Any] = []
+        #: Instants in SQLite's text form, shared by this store's ``writes()`` (``SqliteWrites``).
+        self._instant_texts: dict[datetime, str] = {}
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url, busy_timeout_ms)
         elif self.dialect == "postgresql":
@@ -358,15 +360,9 @@ class Store:
                     "nothing was written, try again"
                 ) from None
 
-    @contextmanager
-    def writes(self) -> Iterator[CoreWrites | SqliteWrites]:
+    def writes(self) -> AbstractContextManager[CoreWrites | SqliteWrites]:
         """One write transaction for a transition's few statements (see ``SqliteWrites``)."""
-        if self.is_sqlite:
-            with _sqlite_writes(self) as fast:
-                yield fast
-        else:
-            with self.write() as conn:
-                yield CoreWrites(self, conn)
+        return _sqlite_writes(self) if self.is_sqlite else _core_writes(self)
 
     def lock_dossier(self, conn: Connection, dossier_id: str) -> sa.Row[Any] | None:
         """Load a dossier for update: ``FOR UPDATE`` on PostgreSQL, the write lock on SQLite.
@@ -489,6 +485,8 @@ class Store:
             db.close()
 
 
+#: Instant texts a store remembers at most (emptied when full; a day's timers use a handful).
+_INSTANT_TEXTS = 4096
 #: Idle ``writes()`` connections a store keeps (more threads writing at once open more).
 _IDLE_WRITERS = 4
 
@@ -666,14 +664,18 @@ class SqliteWrites:
         dict[tuple[str, tuple[str, ...]], tuple[str, tuple[tuple[str, bool, Any], ...]]]
     ] = {}
 
-    def __init__(self, dbapi: Any) -> None:
+    def __init__(self, dbapi: Any, texts: dict[datetime, str] | None = None) -> None:
         self.db = dbapi
-        #: Instants already put in text form in this transaction (``now`` is in most rows).
-        self._texts: dict[datetime, str] = {}
+        #: Instants already put in text form: ``now`` is in most rows of a transaction, and the
+        #: timers' due instants are the same for every dossier entering a state that day (the
+        #: store's dict, kept across transactions; see ``Store._writer``).
+        self._texts: dict[datetime, str] = {} if texts is None else texts
 
     def _text(self, value: datetime) -> str:
         found = self._texts.get(value)
         if found is None:
+            if len(self._texts) >= _INSTANT_TEXTS:
+                self._texts.clear()
             found = self._texts[value] = _sqlite_instant(value)
         return found
 
@@ -734,6 +736,12 @@ class SqliteWrites:
 
 
 @contextmanager
+def _core_writes(store: Store) -> Iterator[CoreWrites]:
+    with store.write() as conn:
+        yield CoreWrites(store, conn)
+
+
+@contextmanager
 def _sqlite_writes(store: Store) -> Iterator[SqliteWrites]:
     """BEGIN IMMEDIATE … COMMIT on a kept connection, errors mapped as ``Store.write`` does."""
     import sqlite3
@@ -743,7 +751,7 @@ def _sqlite_writes(store: Store) -> Iterator[SqliteWrites]:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                yield SqliteWrites(db)
+                yield SqliteWrites(db, store._instant_texts)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
