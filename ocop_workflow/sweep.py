@@ -1,11 +1,13 @@
 """The sweep: claim due timers, fire each once, write their notifications, then deliver.
 
-Claiming and firing happen in one transaction per batch. On PostgreSQL the claim is
-``FOR UPDATE SKIP LOCKED`` and the batch's dossiers are locked ``SKIP LOCKED`` too: any number of
-workers on any number of machines sweep side by side, a timer is fired by exactly one of them,
-and a sweeper never waits for a dossier an officer is moving (a timer of a busy dossier simply
-waits for the next sweep), so sweeps and officers cannot deadlock. On SQLite ``BEGIN IMMEDIATE``
-serialises the whole batch.
+Claiming and firing happen in one transaction per batch. What is claimed is each due dossier's
+waking timer (its pending timer due first, the only one in the due index: migration 0007); the
+batch then fires every due timer of those dossiers and marks each one's next waking timer. On
+PostgreSQL the claim is ``FOR UPDATE SKIP LOCKED`` and the batch's dossiers are locked ``SKIP
+LOCKED`` too: any number of workers on any number of machines sweep side by side, a timer is
+fired by exactly one of them, and a sweeper never waits for a dossier an officer is moving (a
+timer of a busy dossier simply waits for the next sweep), so sweeps and officers cannot deadlock.
+On SQLite ``BEGIN IMMEDIATE`` serialises the whole batch.
 
 After downtime the first sweep fires what is due once: reminders whose deadline has passed, or
 that a later reminder of the same state entry replaces, are marked ``superseded``; a repeating
