@@ -327,3 +327,86 @@ def test_two_worker_processes_share_the_port_and_stop_on_sigterm(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
+
+
+def _serving_pid(local_port: int, pids: list[int]) -> int | None:
+    """Which of ``pids`` holds the server end of the loopback connection from ``local_port``
+    (Linux: /proc/net/tcp gives the socket's inode, /proc/PID/fd who holds it)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == local_port:  # remote = our port
+                    inodes.add(fields[9])
+    for pid in pids:
+        fds = Path(f"/proc/{pid}/fd")
+        for fd in fds.iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return pid
+    return None
+
+
+def test_a_revoked_token_is_refused_at_once_by_every_server_process(workspace: Workspace) -> None:
+    """Nothing caches a token: after ``ocop token revoke``, the very next request on each open
+    keep-alive connection is 401, whichever of the two worker processes holds it."""
+    import http.client
+    import json
+    import time
+
+    ws = workspace
+    token = ws.run("token", "create", "--user", "lan", check=True).stdout.strip()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ocop_workflow", "serve", "--port", "0", "--workers", "2"],
+        env=ws.env(),
+        cwd=ws.root,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        host, port = process.stderr.readline().split()[2].removeprefix("http://").split(":")
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def me(conn: http.client.HTTPConnection) -> int:
+            conn.request("GET", "/api/v1/me", headers=headers)
+            answer = conn.getresponse()
+            answer.read()
+            return answer.status
+
+        children: list[int] = []
+        held: dict[int, list[http.client.HTTPConnection]] = {}
+        deadline = time.monotonic() + 60
+        while len(held) < 2:  # connections until both worker processes hold some
+            assert time.monotonic() < deadline, f"connections reached only {sorted(held)}"
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            try:
+                status = me(conn)
+            except (ConnectionError, http.client.HTTPException):
+                conn.close()
+                time.sleep(0.1)
+                continue
+            assert status == 200
+            children = [
+                int(p) for p in Path(f"/proc/{process.pid}/task/{process.pid}/children")
+                .read_text().split()
+            ]  # fmt: skip
+            pid = _serving_pid(conn.sock.getsockname()[1], children)
+            assert pid is not None
+            held.setdefault(pid, []).append(conn)
+        listed = ws.run("token", "list", "--json", check=True).json()
+        ws.run("token", "revoke", str(listed[0]["id"]), check=True)
+        after = {pid: [me(c) for c in conns] for pid, conns in held.items()}
+        assert after == {pid: [401] * len(conns) for pid, conns in held.items()}, after
+        assert json.loads(ws.run("token", "list", "--json").stdout)[0]["status"] == "revoked"
+        for conns in held.values():
+            for conn in conns:
+                conn.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
