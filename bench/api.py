@@ -8,19 +8,27 @@ Run it from the project folder::
 For each database: a fresh one (an SQLite file in a temporary folder; a fresh schema on the
 PostgreSQL server ``OCOP_TEST_POSTGRES_URL`` names) is brought up with ``migrate.upgrade`` and
 filled with dossiers through the facade; one ``ocop serve --port 0`` subprocess serves it; a
-bearer token is made for a commune officer. Then 16 client threads (one ``httpx.Client`` each, keep
--alive) send, all at once:
+bearer token is made for a commune officer. Then 16 clients, each on its own keep-alive
+connection, send all at once:
 
 * ``GET /api/v1/dossiers/{id}`` on dossiers picked at random — p50 and p99 latency;
 * the same GETs from one client alone — p50 without queueing behind the others;
 * ``POST /api/v1/dossiers/{id}/advance`` ``accept_idea`` with ``expect_version`` on dossiers of
   their own — p50 and p99 latency, and advances per second over the wall time of the phase.
 
+The clients (``--client raw``, the default) are one asyncio loop in this process writing each
+request as bytes and reading the answer by its ``Content-Length``: a few tens of microseconds
+per request, so they leave the 2 cores to the server. ``--client httpx`` is the earlier client,
+16 threads of ``httpx.Client``, whose own work and GIL contention sat inside every latency. Either way a latency is what the client saw, queueing included.
+
+The server's CPU time (user + system, from /proc, worker processes included) per request of
+each phase is printed too: unlike latencies it hardly moves with whatever else runs on the
+machine, so it is the figure to compare across runs.
+
 In the same run, before the server starts, the engine's own rate is measured in this process:
 the same ``accept_idea`` through ``Ocop.advance`` on as many other dossiers, one after another.
 ``ratio`` = server advances/s ÷ engine advances/s: the share of the engine's speed that HTTP,
-authentication, JSON and concurrency leave. Latencies include the client side (Python threads
-on the same machine), so they are an upper bound of what the server itself takes.
+authentication, JSON and concurrency leave.
 
 Targets (the issue): GET p50 < 10 ms, advance p50 < 25 ms, ratio >= 0.5.
 Figures are printed as they come; the last line is one JSON object with every figure.
@@ -124,7 +132,7 @@ def server(root: Path, env: dict[str, str], workers: int = 1) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ocop serve did not start: {log.read_text()}")
             time.sleep(0.05)
-        yield log.read_text().splitlines()[0].split()[2]
+        yield log.read_text().splitlines()[0].split()[2], process.pid
     except BaseException:
         print(f"ocop serve's log (last lines):\n{log.read_text()[-3000:]}", file=sys.stderr)
         raise
@@ -134,6 +142,28 @@ def server(root: Path, env: dict[str, str], workers: int = 1) -> Iterator[str]:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) of the server process and its worker processes so far, from
+    /proc (None elsewhere). Divided by the requests of a phase, it is what one request costs
+    the server, whatever else loads the machine — unlike a latency."""
+    try:
+        pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+        ticks = 0
+        for one in pids:
+            fields = Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, ValueError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(pid: int, before: float | None, requests: int) -> float | None:
+    after = cpu_seconds(pid)
+    if before is None or after is None:
+        return None
+    return round((after - before) / requests * 1000, 3)
 
 
 def wait_ready(base: str, token: str) -> None:
@@ -165,7 +195,7 @@ async def _raw_clients(work: list[list[Any]], call: dict[str, Any]) -> tuple[lis
     """One asyncio loop in this process drives every client: one keep-alive HTTP/1.1 connection
     each, requests written as bytes and responses read by ``Content-Length``. A client costs a
     few tens of microseconds per request here, so the client side takes little of the 2 cores
-    the server needs (16 threads of ``httpx`` took about as much CPU as the server itself)."""
+    the server needs (16 threads of ``httpx`` spent their own time and fought over the GIL)."""
     host, _, port = call["url"].removeprefix("http://").rpartition(":")
     headers = "".join(f"{k}: {v}\r\n" for k, v in call["headers"].items())
     latencies: list[list[float]] = [[] for _ in work]
@@ -300,13 +330,14 @@ def bench(
         token = ocop.create_token("lan", label="bench").token
         ocop.store.dispose()
 
-        with server(root, env, workers) as base:
+        with server(root, env, workers) as (base, pid):
             wait_ready(base, token)
             headers = {"Authorization": f"Bearer {token}"}
             rng = random.Random(1489)
             picks = [
                 [rng.choice(server_ids) for _ in range(gets // CLIENTS)] for _ in range(CLIENTS)
             ]
+            cpu0 = cpu_seconds(pid)
             get_lat, get_wall = run_clients(
                 picks,
                 {
@@ -316,10 +347,11 @@ def bench(
                     "request": lambda d: ("GET", f"/api/v1/dossiers/{d}", None),
                 },
             )
+            get_cpu = cpu_per_request(pid, cpu0, len(get_lat))
             print(
                 f"[{name}] GET dossier: p50 {percentile(get_lat, 0.5) * 1000:.1f} ms, "
                 f"p99 {percentile(get_lat, 0.99) * 1000:.1f} ms, "
-                f"{len(get_lat) / get_wall:.0f} requests/s"
+                f"{len(get_lat) / get_wall:.0f} requests/s, server CPU {get_cpu} ms per request"
             )
             alone, _ = run_clients(
                 [[rng.choice(server_ids) for _ in range(gets // CLIENTS)]],
@@ -335,6 +367,7 @@ def bench(
                 f"p50 {percentile(alone, 0.5) * 1000:.1f} ms"
             )
             mine = [server_ids[n * per_client : (n + 1) * per_client] for n in range(CLIENTS)]
+            cpu0 = cpu_seconds(pid)
             adv_lat, adv_wall = run_clients(
                 mine,
                 {
@@ -348,23 +381,27 @@ def bench(
                     ),
                 },
             )
+            adv_cpu = cpu_per_request(pid, cpu0, total)
         server_rate = total / adv_wall
         ratio = server_rate / engine_rate
         print(
             f"[{name}] advance: p50 {percentile(adv_lat, 0.5) * 1000:.1f} ms, "
             f"p99 {percentile(adv_lat, 0.99) * 1000:.1f} ms, {server_rate:.0f} advances/s "
-            f"= {ratio:.2f}× the engine"
+            f"= {ratio:.2f}× the engine, server CPU {adv_cpu} ms per advance"
         )
         return {
             "get_p50_ms": round(percentile(get_lat, 0.5) * 1000, 2),
             "get_p99_ms": round(percentile(get_lat, 0.99) * 1000, 2),
             "get_per_s": round(len(get_lat) / get_wall, 1),
             "get_p50_ms_one_client": round(percentile(alone, 0.5) * 1000, 2),
+            "get_server_cpu_ms": get_cpu,
             "advance_p50_ms": round(percentile(adv_lat, 0.5) * 1000, 2),
             "advance_p99_ms": round(percentile(adv_lat, 0.99) * 1000, 2),
             "server_advances_per_s": round(server_rate, 1),
             "engine_advances_per_s": round(engine_rate, 1),
             "ratio": round(ratio, 3),
+            "advance_server_cpu_ms": adv_cpu,
+            "load_average": round(os.getloadavg()[0], 1),
             "gets": len(get_lat),
             "advances": total,
             "clients": CLIENTS,
