@@ -19,7 +19,8 @@ connection, send all at once:
 The clients (``--client raw``, the default) are one asyncio loop in this process writing each
 request as bytes and reading the answer by its ``Content-Length``: a few tens of microseconds
 per request, so they leave the 2 cores to the server. ``--client httpx`` is the earlier client,
-16 threads of ``httpx.Client``, whose own work and GIL contention sat inside every latency. Either way a latency is what the client saw, queueing included.
+16 threads of ``httpx.Client``, whose own work and GIL contention sat inside every latency.
+Either way a latency is what the client saw, queueing included.
 
 The server's CPU time (user + system, from /proc, worker processes included) per request of
 each phase is printed too: unlike latencies it hardly moves with whatever else runs on the
