@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import EnvironmentProblem
+from .errors import EnvironmentProblem, UsageError
 from .sqlite_reads import SqliteReads
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ class PgReads(SqliteReads):
         try:
             conn.autocommit = True
             yield _Placeholders(conn)
+        except psycopg.DataError as exc:  # a value PostgreSQL cannot hold (NUL): bad input, as
+            # Store.read says it; the connection itself is fine
+            raise UsageError(f"the database refused a value: {_first_line(exc)}") from None
         except psycopg.Error as exc:
             broken = True
             raise EnvironmentProblem(f"database error ({self.url}): {_first_line(exc)}") from None

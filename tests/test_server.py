@@ -511,3 +511,15 @@ def test_the_api_answers_with_the_documents_the_cli_prints(api: Api, tmp_path: P
     history = cli("dossier", "history", dossier)
     assert api.get(f"/api/v1/dossiers/{dossier}/history", "lan").json() == history
     assert moved.json()["seq"] == history[-1]["seq"] and moved.json()["at"] == history[-1]["at"]
+
+
+def test_a_nul_in_a_dossier_id_is_bad_input_not_a_database_outage(api: Api) -> None:
+    """PostgreSQL cannot hold a NUL: the read refuses it as bad input (SQLite: no such dossier),
+    never "database unreachable" (503), and the pooled connection goes on serving."""
+    made = api.register()
+    for path in ("/api/v1/dossiers/a%00b", "/api/v1/dossiers/a%00b/history"):
+        refused = api.get(path, "lan")
+        assert refused.status_code in (404, 422), refused.text
+        assert refused.json()["error"]["code"] in ("not_found", "usage")
+    for _ in range(3):
+        assert api.get(f"/api/v1/dossiers/{made['id']}", "lan").status_code == 200
