@@ -369,7 +369,9 @@ def workflow_validate(ctx: click.Context, paths: tuple[str, ...], as_json: bool)
     from .workflow_info import validate
 
     app = app_of(ctx)
-    checked, problems = validate(app, paths)
+    # Through a server without a config file of its own, the files given are checked alone.
+    local = not (app.through_server() and not app.config_path.exists())
+    checked, problems = validate(app, paths, installed=local)
     if as_json:
         emit_json({"ok": not problems, "files": checked, "problems": problems})
     else:

@@ -143,7 +143,9 @@ def _dossiers_on(app: App | Ocop, name: str, clause: Any = None) -> dict[str, An
     }
 
 
-def validate(app: App, paths: tuple[str, ...]) -> tuple[list[str], list[str]]:
+def validate(
+    app: App, paths: tuple[str, ...], *, installed: bool = True
+) -> tuple[list[str], list[str]]:
     """Check files (folders: every ``*.toml`` in them); returns (files checked, problems).
 
     A valid file that dossiers run on under other content (edited in place) is a problem too,
@@ -151,7 +153,17 @@ def validate(app: App, paths: tuple[str, ...]) -> tuple[list[str], list[str]]:
     Without paths: the shipped folder and the configured one. A name used twice is a problem
     within one folder (or among the paths given), not across the shipped and configured
     folders, where the configured file overrides the shipped one by design.
+
+    ``installed`` False (an officer's machine acting through a server, with no config): only the
+    files given are checked, on their own — there is no configured folder or database here.
     """
+    if not installed and not paths:
+        from .errors import UsageError
+
+        raise UsageError(
+            "give the workflow files or folders to check: acting through a server, this machine "
+            "has no configured workflows folder"
+        )
     groups: list[list[Path]] = []
     if paths:
         group: list[Path] = []
@@ -177,9 +189,9 @@ def validate(app: App, paths: tuple[str, ...]) -> tuple[list[str], list[str]]:
             names[definition.name] = path
             # only the files dossiers run on (the shipped one, or the configured folder's that
             # overrides it): a draft elsewhere, or an overridden shipped file, is no edit in place
-            effective = app.registry.path_of(definition.name)
-            installed = effective is not None and effective.resolve() == path.resolve()
-            affected = changed_under(app, definition) if installed else None
+            effective = app.registry.path_of(definition.name) if installed else None
+            in_use = effective is not None and effective.resolve() == path.resolve()
+            affected = changed_under(app, definition) if in_use else None
             if affected:
                 shown = ", ".join(affected[:10]) + (", …" if len(affected) > 10 else "")
                 problems.append(

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import Result, Workspace
+from conftest import ROOT, Result, Workspace
 
 
 @dataclass
@@ -273,6 +273,14 @@ def test_workflow_commands_and_the_html_report_go_through_the_server(served: Ser
     assert dot.stdout.startswith("digraph"), dot
     missing = served.cli("workflow", "show", "ocop-9999", token=lan)
     assert missing.code == 3 and missing.stderr.startswith("error: "), missing
+    # validate checks the officer's own files, on the officer's machine
+    draft = served.officer / "draft.toml"
+    draft.write_text((ROOT / "workflows" / "ocop-1489.toml").read_text("utf-8"), "utf-8")
+    assert served.cli("workflow", "validate", str(draft), token=lan).code == 0
+    draft.write_text("x = 1\n", encoding="utf-8")
+    broken = served.cli("workflow", "validate", str(draft), "--json", token=lan)
+    assert broken.code == 1 and broken.json()["ok"] is False, broken
+    assert served.cli("workflow", "validate", token=lan).code == 2  # no folder here
 
     page = served.officer / "ocop-2026.html"
     done = served.cli("report", "html", "--year", "2026", "-o", str(page), token=hung)
