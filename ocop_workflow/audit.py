@@ -16,7 +16,7 @@ is unchanged and still covers the ``data_before`` column as stored — ``null`` 
 so old entries keep their hashes, an entry of either kind verifies by the same rule, and writing
 a value into a new entry's ``data_before`` (or blanking an old one's) is a hash mismatch like any
 other edit. Readers that show what changed (``dossier history``, exports) take the before-state
-from the previous entry (:func:`entry_documents`).
+from the previous entry (:func:`history_entries`).
 """
 
 from __future__ import annotations
@@ -29,12 +29,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .store import Store, audit_t, dossier_t, dumps
+
+if TYPE_CHECKING:
+    from .shapes import HistoryEntry
 
 GENESIS = "0" * 64
 
@@ -189,36 +192,39 @@ def append(
     return row["seq"], row["hash"]
 
 
-def entry_document(row: Any, timezone: Any = UTC, before_text: str | None = None) -> dict[str, Any]:
-    """An entry as shown by ``dossier history --json`` and exported for auditors.
+def history_entry(row: Any, timezone: Any = UTC, before_text: str | None = None) -> HistoryEntry:
+    """An entry as shown by ``dossier history`` and exported for auditors (its JSON shape is
+    :class:`~ocop_workflow.shapes.HistoryEntry`'s).
 
     ``data_before`` is the stored column when the entry has one (written by an earlier version),
-    else ``before_text``: the previous entry's ``data_after`` (:func:`entry_documents`).
+    else ``before_text``: the previous entry's ``data_after`` (:func:`history_entries`).
     ``data_before_stored`` tells which: the entry's hash covers ``data_before`` only when it is
     true (otherwise ``null``), so an auditor can re-hash an exported entry from the export alone.
     """
+    from .shapes import HistoryEntry
+
     stored = row.data_before if row.data_before is not None else before_text
-    return {
-        "dossier": row.dossier_id,
-        "seq": row.seq,
-        "trigger": row.trigger,
-        "from": row.from_state,
-        "to": row.to_state,
-        "actor": row.actor,
-        "reason": row.reason,
-        "at": row.at.astimezone(timezone).isoformat(),
-        "data": json.loads(row.data_after),
-        "data_before": None if stored is None else json.loads(stored),
-        "data_before_stored": row.data_before is not None,
-        "prev_hash": row.prev_hash,
-        "hash": row.hash,
-    }
+    return HistoryEntry(
+        dossier=row.dossier_id,
+        seq=row.seq,
+        trigger=row.trigger,
+        from_state=row.from_state,
+        to_state=row.to_state,
+        actor=row.actor,
+        reason=row.reason,
+        at=row.at.astimezone(timezone),
+        data=json.loads(row.data_after),
+        data_before=None if stored is None else json.loads(stored),
+        data_before_stored=row.data_before is not None,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
 
 
-def entry_documents(
+def history_entries(
     conn: Connection, rows: Iterable[Any], timezone: Any = UTC
-) -> Iterator[dict[str, Any]]:
-    """``rows`` (ordered by dossier, seq) as documents, each with the dossier as it was before.
+) -> Iterator[HistoryEntry]:
+    """``rows`` (ordered by dossier, seq) as entries, each with the dossier as it was before.
 
     An entry without a stored ``data_before`` (seq > 1) takes the previous entry's
     ``data_after``: the row just before it when the rows bring it (a whole history, an
@@ -237,7 +243,7 @@ def entry_documents(
                         audit_t.c.dossier_id == row.dossier_id, audit_t.c.seq == row.seq - 1
                     )
                 ).scalar()
-        yield entry_document(row, timezone, before_text)
+        yield history_entry(row, timezone, before_text)
         previous, previous_after = (row.dossier_id, row.seq), row.data_after
 
 
@@ -630,7 +636,8 @@ def export(
         writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
     with store.read() as conn:
-        for document in entry_documents(conn, _stream(conn, query), timezone):
+        for entry in history_entries(conn, _stream(conn, query), timezone):
+            document = entry.to_json()
             if writer is not None:
                 document["data"] = dumps(document["data"])
                 document["data_before"] = (

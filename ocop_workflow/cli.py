@@ -745,7 +745,7 @@ def dossier_history(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     if app.remote:
         entries = app.remote.call("GET", f"/dossiers/{dossier_id}/history")
     else:
-        entries = app.ocop.history(reader(app), dossier_id)
+        entries = [e.to_json() for e in app.ocop.history(reader(app), dossier_id)]
     if as_json:
         emit_json(entries)
         return

@@ -350,7 +350,7 @@ def create_app(ocop: Ocop) -> FastAPI:
     @app.get(API + "/dossiers/{dossier_id:path}/history", tags=["dossiers"])
     def history(dossier_id: str, actor: Actor, core: Core) -> JSONResponse:
         """The audit trail of the dossier, oldest first."""
-        return JSONResponse(core.history(actor, dossier_id))
+        return JSONResponse([entry.to_json() for entry in core.history(actor, dossier_id)])
 
     @app.get(API + "/dossiers/{dossier_id:path}/triggers", tags=["dossiers"])
     def triggers(dossier_id: str, actor: Actor, core: Core) -> JSONResponse:

@@ -9,7 +9,7 @@ Python values (a mapping of data fields, never ``K=V`` text) and go out as plain
 :class:`~ocop_workflow.importer.ImportReport`, :class:`~ocop_workflow.sweep.SweepCounts`), each
 with the one definition of its JSON shape (``to_json``/``document``) that the CLI prints
 (``--json``, tables) and the server returns. The history is still plain documents (dicts) of
-its shape (``audit.entry_document``, shared with the audit export).
+its shape (``shapes.HistoryEntry``, shared with the audit export).
 
 Every method that acts or reads on behalf of a person takes that person (a :class:`User`) first:
 the facade never decides who is calling; the edge does (``--as`` and the OS login on the command
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         Attached,
         Dossier,
         DossierDetail,
+        HistoryEntry,
         Notification,
         Page,
         Progress,
@@ -349,7 +350,8 @@ class Ocop:
             self.reads(), self.registry, filters, self.now(), self.tz, keep=keep
         )
 
-    def history(self, actor: User | None, dossier_id: str) -> list[dict[str, Any]]:
+    def history(self, actor: User | None, dossier_id: str) -> list[HistoryEntry]:
+        """The dossier's audit trail, oldest first (for those who may see the dossier)."""
         from .views import history
 
         self._row(actor, dossier_id)

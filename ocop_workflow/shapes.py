@@ -464,3 +464,45 @@ class WorkflowSummary:
             "triggers": self.triggers,
             "file": self.file,
         }
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One audit entry as ``dossier history --json`` shows it, the API returns it and
+    ``audit export`` writes it for auditors.
+
+    ``data_before`` is the dossier's data before the change: the entry's own stored copy when
+    it has one (written by an earlier version, ``data_before_stored`` true), else the previous
+    entry's ``data`` — the entry's hash then covers ``data_before: null`` (audit.py).
+    """
+
+    dossier: str
+    seq: int
+    trigger: str
+    from_state: str | None
+    to_state: str
+    actor: str
+    reason: str | None
+    at: datetime
+    data: Mapping[str, Any]
+    data_before: Mapping[str, Any] | None
+    data_before_stored: bool
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dossier": self.dossier,
+            "seq": self.seq,
+            "trigger": self.trigger,
+            "from": self.from_state,
+            "to": self.to_state,
+            "actor": self.actor,
+            "reason": self.reason,
+            "at": _iso(self.at),
+            "data": self.data,
+            "data_before": self.data_before,
+            "data_before_stored": self.data_before_stored,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import NotFound, UsageError
 from .render import when
-from .shapes import Dossier, DossierDetail, NextTrigger, Notification, Timer
+from .shapes import Dossier, DossierDetail, HistoryEntry, NextTrigger, Notification, Timer
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -372,10 +372,10 @@ def imported(store: Store, dossier_id: str | None = None) -> list[dict[str, Any]
     return out
 
 
-def history(store: Store, dossier_id: str, tz: tzinfo) -> list[dict[str, Any]]:
+def history(store: Store, dossier_id: str, tz: tzinfo) -> list[HistoryEntry]:
     import sqlalchemy as sa
 
-    from .audit import entry_documents
+    from .audit import history_entries
     from .store import audit_t
 
     get_dossier(store, dossier_id)
@@ -383,7 +383,7 @@ def history(store: Store, dossier_id: str, tz: tzinfo) -> list[dict[str, Any]]:
         rows = conn.execute(
             sa.select(audit_t).where(audit_t.c.dossier_id == dossier_id).order_by(audit_t.c.seq)
         ).all()
-        return list(entry_documents(conn, rows, tz))
+        return list(history_entries(conn, rows, tz))
 
 
 def list_timers(
