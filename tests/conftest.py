@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -407,3 +409,54 @@ def dump_database(url: str) -> dict[str, list[tuple[Any, ...]]]:
             return out
     finally:
         engine.dispose()
+
+
+@dataclass
+class Server:
+    """One real ``ocop serve`` process (``serving``): its URL and the line it announced."""
+
+    url: str
+    line: str
+    process: subprocess.Popen[str]
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (killed if it does not stop within a minute)."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError("ocop serve did not stop on SIGTERM") from None
+
+
+@contextmanager
+def serving(ws: Workspace, *args: str, **env: str) -> Iterator[Server]:
+    """``ocop serve --port 0 ARGS`` on ``ws`` (environment ``env`` added) until the block ends.
+
+    The server binds and listens before it announces ``serving on http://HOST:PORT`` on
+    stderr, so a request sent as soon as this yields is queued, not refused.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ocop_workflow", "serve", "--port", "0", *args],
+        env=ws.env(**env),
+        cwd=ws.root,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    server = None
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert line.startswith("serving on http://"), line
+        server = Server(line.split()[2], line, process)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -7,48 +7,22 @@ the database is the only thing they share.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import httpx
 import pytest
-from conftest import Workspace
-
-
-@contextmanager
-def serving(ws: Workspace) -> Iterator[str]:
-    """One ``ocop serve --port 0`` process; yields its base URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ocop_workflow", "serve", "--port", "0"],
-        env=ws.env(),
-        cwd=ws.root,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert line.startswith("serving on http://"), line
-        yield line.split()[2]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+from conftest import Workspace, serving
 
 
 @pytest.fixture
 def two_servers(workspace: Workspace) -> Iterator[tuple[Workspace, str, str]]:
     with ExitStack() as stack:
-        first = stack.enter_context(serving(workspace))
-        second = stack.enter_context(serving(workspace))
+        first = stack.enter_context(serving(workspace)).url
+        second = stack.enter_context(serving(workspace)).url
         yield workspace, first, second
 
 

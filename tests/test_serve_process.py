@@ -7,7 +7,6 @@ everything it does goes through HTTP as the owner of its token.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Result, Workspace
+from conftest import ROOT, Result, Workspace, serving
 
 
 @dataclass
@@ -51,28 +50,10 @@ class Served:
 
 @pytest.fixture
 def served(workspace: Workspace, tmp_path: Path) -> Iterator[Served]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ocop_workflow", "serve", "--port", "0"],
-        env=workspace.env(OCOP_NOW="2026-03-02T09:00+07:00"),
-        cwd=workspace.root,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert line.startswith("serving on http://"), line
+    with serving(workspace, OCOP_NOW="2026-03-02T09:00+07:00") as server:
         officer = tmp_path / "officer"
         officer.mkdir()
-        yield Served(workspace, line.split()[-1], process, officer)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        yield Served(workspace, server.url, server.process, officer)
 
 
 def test_the_cli_registers_and_advances_through_the_server_with_only_a_token(
@@ -311,20 +292,11 @@ def test_two_worker_processes_share_the_port_and_stop_on_sigterm(
 
     ws = sqlite_workspace
     token = ws.run("token", "create", "--user", "lan", check=True).stdout.strip()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ocop_workflow", "serve", "--port", "0", "--workers", "2"],
-        env=ws.env(),
-        cwd=ws.root,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert line.startswith("serving on http://") and "(2 workers)" in line, line
-        url = line.split()[2]
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+    with serving(ws, "--workers", "2") as server:
+        assert "(2 workers)" in server.line, server.line
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {token}"}
+        ) as http:
             deadline = time.monotonic() + 60
             while True:  # the socket listens at once; the workers answer once they are up
                 response = http.get("/api/v1/me", timeout=60)
@@ -332,9 +304,7 @@ def test_two_worker_processes_share_the_port_and_stop_on_sigterm(
                     break
             assert response.json()["key"] == "lan"
             assert http.get("/readyz").status_code == 200
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        assert server.stop() == 0
 
 
 def _serving_pid(local_port: int, pids: list[int]) -> int | None:
@@ -368,17 +338,9 @@ def test_a_revoked_token_is_refused_at_once_by_every_server_process(workspace: W
 
     ws = workspace
     token = ws.run("token", "create", "--user", "lan", check=True).stdout.strip()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ocop_workflow", "serve", "--port", "0", "--workers", "2"],
-        env=ws.env(),
-        cwd=ws.root,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        host, port = process.stderr.readline().split()[2].removeprefix("http://").split(":")
+    with serving(ws, "--workers", "2") as server:
+        process = server.process
+        host, port = server.url.removeprefix("http://").split(":")
         headers = {"Authorization": f"Bearer {token}"}
 
         def me(conn: http.client.HTTPConnection) -> int:
@@ -415,6 +377,4 @@ def test_a_revoked_token_is_refused_at_once_by_every_server_process(workspace: W
         for conns in held.values():
             for conn in conns:
                 conn.close()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        assert server.stop() == 0
