@@ -12,7 +12,7 @@ Nothing here touches the database: a shape is built from rows the reading functi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
@@ -196,16 +196,10 @@ class Advanced:
 
     @classmethod
     def from_moved(cls, moved: Moved, tz: tzinfo) -> Advanced:
+        """The same fields as ``moved`` (one per field of this class), its instants in ``tz``."""
+        same = {f.name: getattr(moved, f.name) for f in fields(cls)}
         return cls(
-            id=moved.id,
-            trigger=moved.trigger,
-            from_state=moved.from_state,
-            to_state=moved.to_state,
-            seq=moved.seq,
-            at=moved.at.astimezone(tz),
-            deadline_at=_local(moved.deadline_at, tz),
-            actor=moved.actor,
-            version=moved.version,
+            **{**same, "at": moved.at.astimezone(tz), "deadline_at": _local(moved.deadline_at, tz)}
         )
 
     def to_json(self) -> dict[str, Any]:
