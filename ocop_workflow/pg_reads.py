@@ -29,6 +29,7 @@ class PgReads(SqliteReads):
     def __init__(self, store: Store) -> None:
         super().__init__(store.safe_url, "")
         self.store = store
+        self._lent: _Placeholders | None = None
 
     def check_schema(self) -> None:
         self.store.check_schema()
@@ -36,7 +37,13 @@ class PgReads(SqliteReads):
     @contextmanager
     def read(self) -> Iterator[Any]:
         """One pooled connection in autocommit for the duration: each statement one round trip
-        (no BEGIN, no COMMIT); back to the pool as it came, out of autocommit."""
+        (no BEGIN, no COMMIT); back to the pool as it came, out of autocommit.
+
+        Inside another ``read`` of this reader it is that one's connection: a request's reads
+        borrow one connection from the pool, not one each."""
+        if self._lent is not None:
+            yield self._lent
+            return
         import psycopg
         import sqlalchemy as sa
 
@@ -50,7 +57,11 @@ class PgReads(SqliteReads):
         broken = False
         try:
             conn.autocommit = True
-            yield _Placeholders(conn)
+            self._lent = _Placeholders(conn)
+            try:
+                yield self._lent
+            finally:
+                self._lent = None
         except psycopg.DataError as exc:  # a value PostgreSQL cannot hold (NUL): bad input, as
             # Store.read says it; the connection itself is fine
             raise UsageError(f"the database refused a value: {_first_line(exc)}") from None

@@ -11,9 +11,9 @@ instant comes from ``OCOP_NOW`` in the server's environment or a request's ``X-O
 both only where ``[clock] allow_override`` allows it, exactly as on the command line.
 """
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -41,6 +41,7 @@ from .render import when
 from .service import Ocop
 from .sqlite_reads import sqlite_path
 
+T = TypeVar("T")
 API = "/api/v1"
 NOW_HEADER = "X-Ocop-Now"
 #: Threads a server process runs requests in (anyio's default is 40): the size of SQLAlchemy's
@@ -215,24 +216,34 @@ def create_app(ocop: Ocop) -> FastAPI:
 
     inline = sqlite_path(ocop.config.database_url) is not None
 
+    async def short_read(read: Callable[..., T], *args: Any) -> T:
+        """A read of a few indexed rows: on a SQLite file right here on the event loop, else
+        (PostgreSQL: network round trips) on the thread pool.
+
+        A handful of indexed reads of a local file through this thread's plain sqlite3
+        connection take tens of microseconds (and a WAL reader waits for no writer); handing
+        them to a thread costs more than that, and the thread and the loop then trade the one
+        interpreter lock at every statement. Only bounded reads go here: a long one (a list, a
+        report) would hold up every other request.
+        """
+        if inline:
+            return read(*args)
+        return await run_in_threadpool(read, *args)
+
     async def principal(request: Request) -> User:
         """The authenticated person: bearer token, or the trusted proxy header where enabled.
 
         Always on the server's own clock (``ocop``), never the request's rehearsal instant: a
         client that could name the time could revive its expired token.
 
-        On a SQLite file the token's row is read right here, on the event loop: one indexed
-        read of a local file through this thread's plain sqlite3 connection (tens of
-        microseconds, and a WAL reader waits for no writer) costs less than a trip through the
-        thread pool. Elsewhere (PostgreSQL: a network round trip) it goes to the pool.
+        The token's row is one indexed read (``short_read``: on the event loop on a SQLite
+        file), made on every request: a token revoked through any server process is refused
+        from the next request on.
         """
         authorization = request.headers.get("Authorization", "")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            if inline:
-                user, token_id = ocop.authenticate(token.strip())
-            else:
-                user, token_id = await run_in_threadpool(ocop.authenticate, token.strip())
+            user, token_id = await short_read(ocop.authenticate, token.strip())
             request.state.token_id = token_id
             return user
         if settings.trusted_user_header and trusted_peer(request, settings.trusted_proxies):
@@ -424,9 +435,9 @@ def create_app(ocop: Ocop) -> FastAPI:
         return JSONResponse(cleared.to_json())
 
     @app.get(API + "/dossiers/{dossier_id:path}", tags=["dossiers"])
-    def show(dossier_id: str, actor: Actor, core: Core) -> JSONResponse:
+    async def show(dossier_id: str, actor: Actor, core: Core) -> JSONResponse:
         """The dossier, its deadline and why, its pending timers, documents, next triggers."""
-        return JSONResponse(core.show(actor, dossier_id).to_json())
+        return JSONResponse((await short_read(core.show, actor, dossier_id)).to_json())
 
     # --- import ---------------------------------------------------------------------------
 

@@ -270,10 +270,16 @@ class Ocop:
 
     def show(self, actor: User | None, dossier_id: str) -> DossierDetail:
         """``dossier show``: the dossier, its deadline and why, timers, documents, triggers."""
+        from contextlib import nullcontext
+
         from .views import show_dossier
 
-        row = self._row(actor, dossier_id)
-        return show_dossier(self.reads(), self.registry, dossier_id, self.now(), self.tz, row)
+        reads = self.reads()
+        # One read transaction (one pooled connection on PostgreSQL) for the dossier, its
+        # timers and its first entry, where the reader can hold one (CoreReads: one each).
+        with getattr(reads, "read", nullcontext)():
+            row = self._row(actor, dossier_id)
+            return show_dossier(reads, self.registry, dossier_id, self.now(), self.tz, row)
 
     def list_dossiers(
         self,

@@ -75,6 +75,8 @@ class SqliteReads:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self._db: sqlite3.Connection | None = None
+        #: Open ``read`` blocks: an inner one joins the outer one's transaction.
+        self._depth = 0
 
     def check_schema(self) -> None:
         """As ``Store.check_schema``: the same messages for a missing or old database."""
@@ -101,7 +103,19 @@ class SqliteReads:
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        """A deferred read transaction (readers never block writers under WAL)."""
+        """A deferred read transaction (readers never block writers under WAL).
+
+        Inside another ``read`` of this reader it is that one's transaction: a caller that
+        wraps several reads (``dossier show``'s dossier, timers and first entry) reads them
+        from one snapshot, with one BEGIN and one COMMIT."""
+        if self._depth:
+            assert self._db is not None
+            self._depth += 1
+            try:
+                yield self._db
+            finally:
+                self._depth -= 1
+            return
         try:
             if self._db is None:
                 db = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000)
@@ -115,9 +129,11 @@ class SqliteReads:
             ) from None
         try:
             db.execute("BEGIN")
+            self._depth = 1
             try:
                 yield db
             finally:
+                self._depth = 0
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise EnvironmentProblem(f"database error ({self.url}): {_first_line(exc)}") from None

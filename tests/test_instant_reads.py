@@ -213,3 +213,25 @@ def test_the_servers_postgresql_reads_give_the_pool_its_connections_back_in_tran
             assert conn.connection.driver_connection.autocommit is False
     finally:
         app.close()
+
+
+def test_a_dossier_page_is_read_from_one_snapshot_while_a_writer_commits(
+    two_dossiers: Workspace,
+) -> None:
+    """``dossier show`` (the server's most frequent request) reads the dossier, its timers and
+    its first entry inside one read of the plain reader: a write committed in between is not
+    half seen, and the page costs one BEGIN and one COMMIT instead of one per statement."""
+    reads = sqlite_reads.SqliteReads(two_dossiers.url, two_dossiers.url.removeprefix("sqlite:///"))
+    app = two_dossiers.app(user="lan", now=LATER)
+    try:
+        with reads.read():
+            before = reads.dossier("IALE-1")
+            assert before is not None
+            app.ocop.advance(app.actor(), "IALE-1", "accept_idea")  # another connection commits
+            inner = reads.dossier("IALE-1")
+        after = reads.dossier("IALE-1")
+    finally:
+        app.close()
+        reads.close()
+    assert inner == before
+    assert after is not None and after["version"] == before["version"] + 1
