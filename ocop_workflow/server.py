@@ -202,17 +202,19 @@ def create_app(ocop: Ocop) -> FastAPI:
         ]
         return JSONResponse(error_body("usage", "; ".join(problems), problems), status_code=422)
 
-    async def facade(request: Request) -> Ocop:
-        """The facade on this request's clock: the server's, or the rehearsal header's.
-
-        ``async``: it only reads a header, and a plain ``def`` dependency would cost a trip
-        through the thread pool of its own."""
+    def clocked(request: Request) -> Ocop:
+        """The facade on this request's clock: the server's, or the rehearsal header's."""
         header = request.headers.get(NOW_HEADER)
         if not header:
             return ocop
         instant = override_instant(ocop.config, header, NOW_HEADER)
         assert instant is not None
         return ocop.at(FixedClock(instant))
+
+    async def facade(request: Request) -> Ocop:
+        """``clocked`` as a dependency. ``async``: it only reads a header, and a plain ``def``
+        dependency would cost a trip through the thread pool of its own."""
+        return clocked(request)
 
     inline = sqlite_path(ocop.config.database_url) is not None
 
@@ -230,20 +232,22 @@ def create_app(ocop: Ocop) -> FastAPI:
             return read(*args)
         return await run_in_threadpool(read, *args)
 
-    async def principal(request: Request) -> User:
+    def bearer(request: Request) -> str | None:
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+    def authenticated(request: Request) -> User:
         """The authenticated person: bearer token, or the trusted proxy header where enabled.
 
         Always on the server's own clock (``ocop``), never the request's rehearsal instant: a
-        client that could name the time could revive its expired token.
-
-        The token's row is one indexed read (``short_read``: on the event loop on a SQLite
-        file), made on every request: a token revoked through any server process is refused
-        from the next request on.
+        client that could name the time could revive its expired token. The token's row is
+        read on every request: a token revoked through any server process is refused from the
+        next request on.
         """
-        authorization = request.headers.get("Authorization", "")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            user, token_id = await short_read(ocop.authenticate, token.strip())
+        token = bearer(request)
+        if token is not None:
+            user, token_id = ocop.authenticate(token)
             request.state.token_id = token_id
             return user
         if settings.trusted_user_header and trusted_peer(request, settings.trusted_proxies):
@@ -254,6 +258,26 @@ def create_app(ocop: Ocop) -> FastAPI:
                 except OcopError:
                     raise Unauthenticated("invalid or expired token") from None
         raise Unauthenticated("authentication required: send Authorization: Bearer TOKEN")
+
+    async def principal(request: Request) -> User:
+        """``authenticated`` as a dependency: a token's row is a ``short_read`` (on the event
+        loop on a SQLite file); a request without one reads nothing."""
+        if bearer(request) is None:
+            return authenticated(request)
+        return await short_read(authenticated, request)
+
+    async def acting(request: Request, work: Callable[[User, Ocop], T]) -> T:
+        """``work(actor, facade)`` for a short read, with the token check in the same trip:
+        on PostgreSQL one hand-over to the thread pool instead of two. The person is
+        authenticated before the request's clock is even looked at, as ``Actor`` before
+        ``Core``."""
+
+        def job() -> T:
+            with ocop.reading():  # the token's row and the reads of ``work``: one snapshot
+                actor = authenticated(request)
+                return work(actor, clocked(request))
+
+        return await short_read(job)
 
     Core = Annotated[Ocop, Depends(facade)]
     Actor = Annotated[User, Depends(principal)]
@@ -435,9 +459,10 @@ def create_app(ocop: Ocop) -> FastAPI:
         return JSONResponse(cleared.to_json())
 
     @app.get(API + "/dossiers/{dossier_id:path}", tags=["dossiers"])
-    async def show(dossier_id: str, actor: Actor, core: Core) -> JSONResponse:
+    async def show(dossier_id: str, request: Request) -> JSONResponse:
         """The dossier, its deadline and why, its pending timers, documents, next triggers."""
-        return JSONResponse((await short_read(core.show, actor, dossier_id)).to_json())
+        shown = await acting(request, lambda actor, core: core.show(actor, dossier_id))
+        return JSONResponse(shown.to_json())
 
     # --- import ---------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, tzinfo
 from functools import cached_property
 from pathlib import Path
@@ -176,6 +177,15 @@ class Ocop:
                 return reads
         return CoreReads(self.checked_store())
 
+    def reading(self) -> AbstractContextManager[object]:
+        """One read around several: the plain readers (SQLite file, the server's) run the reads
+        inside it in one read transaction (on PostgreSQL: on one pooled connection) instead of
+        one each; ``CoreReads`` still opens one per read."""
+        from contextlib import nullcontext
+
+        read = getattr(self.reads(), "read", None)
+        return nullcontext() if read is None else read()
+
     def _plain_reads(self) -> SqliteReads | bool:
         """A plain reader: sqlite3 on a SQLite file, a pooled psycopg connection on
         PostgreSQL; False for any other URL (a SQLite URL with options: ``CoreReads``)."""
@@ -270,16 +280,11 @@ class Ocop:
 
     def show(self, actor: User | None, dossier_id: str) -> DossierDetail:
         """``dossier show``: the dossier, its deadline and why, timers, documents, triggers."""
-        from contextlib import nullcontext
-
         from .views import show_dossier
 
-        reads = self.reads()
-        # One read transaction (one pooled connection on PostgreSQL) for the dossier, its
-        # timers and its first entry, where the reader can hold one (CoreReads: one each).
-        with getattr(reads, "read", nullcontext)():
+        with self.reading():  # the dossier, its timers and its first entry: one snapshot
             row = self._row(actor, dossier_id)
-            return show_dossier(reads, self.registry, dossier_id, self.now(), self.tz, row)
+            return show_dossier(self.reads(), self.registry, dossier_id, self.now(), self.tz, row)
 
     def list_dossiers(
         self,
