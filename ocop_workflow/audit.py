@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,13 +92,36 @@ def last_link(conn: Connection, dossier_id: str) -> tuple[int, str]:
     return (row.seq, row.hash) if row else (0, GENESIS)
 
 
-#: Placeholders for the snapshots in the canonical body, replaced by their serialised text. A
-#: NUL and a per-process random part: no value can spell them (they would be escaped anyway).
-_MARK = f"\x00{uuid.uuid4().hex}"
-_MARK_BEFORE, _MARK_AFTER = _MARK + "b", _MARK + "a"
-_QUOTED_BEFORE, _QUOTED_AFTER = json.dumps(_MARK_BEFORE), json.dumps(_MARK_AFTER)
-_MARK_DATA = _MARK + "d"
-_QUOTED_DATA = json.dumps(_MARK_DATA)
+#: How ``dumps`` writes a string (``ensure_ascii=False``): the encoder's own function.
+_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _json(value: Any) -> str:
+    """``dumps(value)`` of one value of a canonical body: strings, integers and ``None`` without
+    setting an encoder up (``dumps`` writes them with these same functions)."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _string(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    return dumps(value)
+
+
+def canonical_text(value: Mapping[str, Any], known: Mapping[str, str]) -> str:
+    """``dumps(value)`` of a mapping when the canonical text of some of its values is known.
+
+    ``known`` maps keys of ``value`` to ``dumps(value[key])`` the caller already made (the
+    dossier's data it stored, a deadline's note): they are written as given, the others
+    serialised here, in the order ``dumps`` sorts them (keys that are all strings).
+    """
+    if not all(type(key) is str for key in value):
+        return dumps(value)  # the encoder sorts other keys before turning them into text
+    parts = []
+    for key in sorted(value):
+        text = known.get(key)
+        parts.append(f"{_string(key)}:{_json(value[key]) if text is None else text}")
+    return "{" + ",".join(parts) + "}"
 
 
 def entry_row(
@@ -113,43 +135,30 @@ def entry_row(
     actor: str,
     reason: str | None,
     at: datetime,
-    data_after: Any,
+    data_after: Mapping[str, Any],
     data_before: Any = None,
-    after_data_json: str | None = None,
+    after_texts: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The stored row of one entry, its hash computed (no database needed).
 
     The product writes no ``data_before`` (see the module docstring); the argument remains so
     that tests and benchmarks can build entries in the format of earlier versions.
-    Each snapshot is serialised once: the stored text is spliced into the canonical body
-    (byte-identical to :func:`entry_hash` over the objects; tests/test_audit_hash.py).
-    ``after_data_json``, when given, is ``dumps(data_after["data"])`` the caller already made
-    for the dossier row: it is spliced in rather than serialised a second time.
+    Each snapshot is serialised once and its text written into the canonical body as it is
+    stored: the body is built as text, byte-identical to :func:`canonical` of the body
+    :func:`entry_hash` makes of the objects (tests/test_audit_hash.py). ``after_texts`` holds
+    ``dumps`` of some values of ``data_after`` the caller already made (the ``data`` it stored
+    in the dossier row, the deadline's ``deadline_note``): they are not serialised again.
     """
     before_json = None if data_before is None else dumps(data_before)
-    if after_data_json is None:
-        after_json = dumps(data_after)
-    else:
-        after_json = dumps({**data_after, "data": _MARK_DATA}).replace(
-            _QUOTED_DATA, after_data_json, 1
-        )
-    body = {
-        "dossier": dossier_id,
-        "seq": seq,
-        "trigger": trigger,
-        "from": from_state,
-        "to": to_state,
-        "actor": actor,
-        "reason": reason,
-        "at": iso_utc(at),
-        "data_before": None if before_json is None else _MARK_BEFORE,
-        "data_after": _MARK_AFTER,
-        "prev_hash": prev_hash,
-    }
-    text = canonical(body).decode()
-    text = text.replace(_QUOTED_AFTER, after_json, 1)
-    if before_json is not None:
-        text = text.replace(_QUOTED_BEFORE, before_json, 1)
+    after_json = canonical_text(data_after, after_texts or {})
+    # canonical(body) of entry_hash's body, its keys in sorted order, written out directly
+    text = (
+        f'{{"actor":{_json(actor)},"at":{_json(iso_utc(at))},"data_after":{after_json},'
+        f'"data_before":{"null" if before_json is None else before_json},'
+        f'"dossier":{_json(dossier_id)},"from":{_json(from_state)},'
+        f'"prev_hash":{_json(prev_hash)},"reason":{_json(reason)},"seq":{_json(seq)},'
+        f'"to":{_json(to_state)},"trigger":{_json(trigger)}}}'
+    )
     digest = hashlib.sha256(text.encode()).hexdigest()
     return {
         "dossier_id": dossier_id,

@@ -568,7 +568,12 @@ class Engine:
             data_after=snapshot(
                 {**row, **moved_row}, after, note=None if deadline is None else deadline.note
             ),
-            after_data_json=moved_row["data"],
+            # the texts already made: the data stored in the row, the deadline's shared note
+            after_texts=(
+                {"data": moved_row["data"]}
+                if deadline is None
+                else {"data": moved_row["data"], "deadline_note": deadline.note_canonical}
+            ),
         )
         writes.insert(audit_t, [entry])
         writes.cancel_timers(dossier_id)

@@ -46,6 +46,15 @@ class Deadline:
         """``note`` as the dossier row stores it (computed once: deadlines are shared, below)."""
         return json.dumps(self.note, ensure_ascii=False)
 
+    @cached_property
+    def note_canonical(self) -> str:
+        """``note`` as an audit snapshot records it (``store.dumps``: sorted keys, compact),
+        computed once for the dossiers sharing this deadline (``audit.entry_row``'s
+        ``after_texts``)."""
+        from .store import dumps
+
+        return dumps(self.note)
+
 
 #: The timers one deadline plans, without the per-dossier columns: (kind, due_at, auto_trigger,
 #: repeat_working_days), in the order ``_rows`` inserts them.

@@ -1,8 +1,9 @@
 """An entry's hash, computed from each snapshot serialised once, is the hash of its canonical body.
 
-``audit.entry_row`` splices the stored JSON text of the snapshots into the canonical body instead
-of serialising them a second time; ``audit.entry_hash`` (what ``audit verify`` recomputes) works on
-the objects. They must agree byte for byte for any data a dossier can hold.
+``audit.entry_row`` writes the canonical body as text around the stored JSON text of the
+snapshots (and takes texts the engine already made, the row's data and the deadline's note, as
+given) instead of serialising a body object; ``audit.entry_hash`` (what ``audit verify``
+recomputes) works on the objects. They must agree byte for byte for any data a dossier can hold.
 """
 
 from __future__ import annotations
@@ -58,16 +59,23 @@ def test_an_entry_rows_hash_is_the_hash_of_its_canonical_body(
 
 
 @settings(max_examples=300, deadline=None)
-@given(after=SNAPSHOT, data=st.dictionaries(TEXT, JSON, max_size=6), reason=st.none() | TEXT)
+@given(
+    after=SNAPSHOT,
+    data=st.dictionaries(TEXT, JSON, max_size=6),
+    note=st.none() | st.dictionaries(TEXT, JSON, max_size=6),
+    reason=st.none() | TEXT,
+    seq=st.integers(min_value=1, max_value=2**70),
+)
 def test_an_entry_whose_after_data_text_is_given_has_the_same_row_and_hash(
-    after: dict, data: dict, reason: str | None
+    after: dict, data: dict, note: dict | None, reason: str | None, seq: int
 ) -> None:
-    """``Engine.advance`` hands over the data text it stored in the dossier row: spliced into
-    the snapshot, the entry is byte for byte what serialising the whole snapshot gives."""
-    snapshot = {**after, "data": data}
+    """``Engine.advance`` hands over the data text it stored in the dossier row and its
+    deadline's note text: written into the snapshot, the entry is byte for byte what
+    serialising the whole snapshot gives."""
+    snapshot = {**after, "data": data, "deadline_note": note}
     fields = {
         "dossier_id": "OCOP-2026-0001",
-        "seq": 3,
+        "seq": seq,
         "trigger": "forward",
         "from_state": "district_review",
         "to_state": "province_review",
@@ -78,6 +86,11 @@ def test_an_entry_whose_after_data_text_is_given_has_the_same_row_and_hash(
         "data_after": snapshot,
         "prev_hash": "1" * 64,
     }
-    spliced = audit.entry_row(**fields, after_data_json=dumps(data))
+    texts = (
+        {"data": dumps(data)}
+        if note is None
+        else {"data": dumps(data), "deadline_note": dumps(note)}
+    )
+    spliced = audit.entry_row(**fields, after_texts=texts)
     assert spliced == audit.entry_row(**fields)
     assert spliced["hash"] == audit.entry_hash(**fields)
