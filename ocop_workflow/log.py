@@ -8,14 +8,29 @@ wants the command's result on screen, not its log.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections.abc import Callable, MutableMapping
+from datetime import UTC, datetime
+from functools import partial
 from typing import IO, Any
 
 _configured: tuple[str, bool, IO[str] | None] | None = None
 #: Bound loggers by name, built once per configuration (``configure`` empties it): building one
 #: per event (``structlog.get_logger(...)`` then its first use) is a measurable part of an advance.
 _loggers: dict[str, Any] = {}
+#: The configured JSON-lines logger's (file writer, lowest level logged); None on a terminal.
+_json_lines: tuple[_LineLogger, int] | None = None
+#: The level of each logger method (``warn`` is structlog's alias of ``warning``).
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 class _LineLogger:
@@ -38,6 +53,54 @@ class _LineLogger:
     log = debug = info = warn = warning = error = critical = exception = failure = fatal = msg
 
 
+def json_line(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+    """The JSON-lines chain as one processor: the line structlog's ``merge_contextvars``,
+    ``add_log_level``, ``TimeStamper(fmt="iso", utc=True)``, ``format_exc_info`` and
+    ``JSONRenderer(ensure_ascii=False)`` render one after the other (tests/test_log.py compares
+    them), in fewer calls and with one JSON encoder: every advance logs an event."""
+    merge, add_level, exc_info, encode = _parts or _load_parts()
+    event_dict = add_level(logger, method_name, merge(logger, method_name, event_dict))
+    event_dict["timestamp"] = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
+    if "exc_info" in event_dict:  # format_exc_info does nothing to an event without one
+        event_dict = exc_info(logger, method_name, event_dict)
+    return encode(event_dict)
+
+
+#: structlog's processors ``json_line`` calls and ``JSONRenderer``'s ``json.dumps`` as one
+#: encoder, loaded on first use (structlog is imported only when logging is configured).
+_parts: tuple[Any, Any, Any, Callable[[Any], str]] | None = None
+
+
+def _load_parts() -> tuple[Any, Any, Any, Callable[[Any], str]]:
+    global _parts
+    from structlog.contextvars import merge_contextvars
+    from structlog.processors import _json_fallback_handler, add_log_level, format_exc_info
+
+    encoder = json.JSONEncoder(ensure_ascii=False, default=_json_fallback_handler)
+    _parts = (merge_contextvars, add_log_level, format_exc_info, encoder.encode)
+    return _parts
+
+
+class _EventLogger:
+    """``get_logger``'s logger on JSON lines: what structlog's filtering bound logger does with
+    an event (its keywords, then ``event``, through :func:`json_line`, one line to the file)
+    without its layers of calls; the methods of levels below the configured one do nothing."""
+
+    def __init__(self, file: _LineLogger, min_level: int) -> None:
+        self._file = file
+        for name, level in _LEVELS.items():
+            method = partial(self._emit, "warning" if name == "warn" else name)
+            setattr(self, name, method if level >= min_level else _nop)
+
+    def _emit(self, method_name: str, event: str, **kw: Any) -> None:
+        kw["event"] = event
+        self._file.msg(json_line(self._file, method_name, kw))
+
+
+def _nop(*_args: Any, **_kw: Any) -> None:
+    return None
+
+
 def configure(
     level: str | None = None,
     *,
@@ -50,7 +113,7 @@ def configure(
     ``level`` (``[log] level``) wins when given. Otherwise JSON lines carry every info event,
     while a terminal shows warnings only, unless ``verbose``.
     """
-    global _configured
+    global _configured, _json_lines
     if json_lines is None:
         json_lines = not (file or sys.stderr).isatty()
     if level is None:
@@ -62,28 +125,25 @@ def configure(
 
     _loggers.clear()
     logger = _LineLogger(file)
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(ensure_ascii=False)
-        if json_lines
-        else structlog.dev.ConsoleRenderer(colors=(file or sys.stderr).isatty())
-    )
-    stamper = (
-        structlog.processors.TimeStamper(fmt="iso", utc=True)
-        if json_lines
-        else structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False)
-    )
-    structlog.configure(
-        processors=[
+    processors: list[structlog.typing.Processor]
+    if json_lines:
+        processors = [json_line]
+    else:
+        processors = [
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            stamper,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
             structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+            structlog.dev.ConsoleRenderer(colors=(file or sys.stderr).isatty()),
+        ]
+    min_level = logging.getLevelName(level)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(min_level),
         logger_factory=lambda *_args: logger,
         cache_logger_on_first_use=True,
     )
+    _json_lines = (logger, min_level) if json_lines else None
     _configured = (level, json_lines, file)
 
 
@@ -91,7 +151,10 @@ def get_logger(name: str) -> Any:
     """The bound logger ``name`` under the current configuration (cached until ``configure``)."""
     found = _loggers.get(name)
     if found is None:
-        import structlog
+        if _json_lines is not None:
+            found = _loggers[name] = _EventLogger(*_json_lines)
+        else:
+            import structlog
 
-        found = _loggers[name] = structlog.get_logger(name).bind()
+            found = _loggers[name] = structlog.get_logger(name).bind()
     return found
