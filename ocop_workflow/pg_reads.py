@@ -97,7 +97,10 @@ class _Cursor:
 
     def __init__(self, cursor: Any) -> None:
         self.cursor = cursor
-        self.description = cursor.description
+        # Only the names (all ``_Shape`` reads), from the result itself: psycopg's
+        # ``description`` builds a Column object per column on every access.
+        result = cursor.pgresult
+        self.description = [(result.fname(i).decode(),) for i in range(result.nfields)]
 
     def fetchone(self) -> Any:
         return _utc(self.cursor.fetchone())
