@@ -277,21 +277,7 @@ class Workspace:
             overrides["OCOP_USER"] = user
         if now is not None:
             overrides["OCOP_NOW"] = now
-        if process is None:
-            process = bool(os.environ.get("OCOP_TEST_SUBPROCESS"))
-        if process:
-            done = subprocess.run(
-                [sys.executable, "-m", "ocop_workflow", *args],
-                capture_output=True,
-                text=True,
-                encoding="utf-8",
-                env=self.env(**overrides),
-                cwd=self.root,
-                timeout=120,
-            )
-            result = Result(done.returncode, done.stdout, done.stderr)
-        else:
-            result = run_in_process(list(args), self.env(**overrides), self.root)
+        result = run_ocop(list(args), self.env(**overrides), self.root, process=process)
         if check and result.code != 0:
             raise AssertionError(f"ocop {' '.join(args)} failed: {result}")
         return result
@@ -317,6 +303,27 @@ class Result:
 
     def __str__(self) -> str:
         return f"exit {self.code}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+def run_ocop(
+    args: list[str], env: dict[str, str], cwd: Path, *, process: bool | None = None
+) -> Result:
+    """``ocop ARGS`` with exactly ``env`` in ``cwd``: in this process unless ``process`` (or
+    ``OCOP_TEST_SUBPROCESS=1``) asks for a real subprocess."""
+    if process is None:
+        process = bool(os.environ.get("OCOP_TEST_SUBPROCESS"))
+    if not process:
+        return run_in_process(args, env, cwd)
+    done = subprocess.run(
+        [sys.executable, "-m", "ocop_workflow", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
 
 
 def run_in_process(args: list[str], env: dict[str, str], cwd: Path) -> Result:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_ocop
 
 from ocop_workflow import demo
 
@@ -50,18 +51,13 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Rehearsed:
 
 
 def ocop(folder: Path, *args: str) -> Any:
-    """``ocop ARGS --json`` against the rehearsal's own config, at the end of 2020."""
-    done = subprocess.run(
-        [sys.executable, "-m", "ocop_workflow", *args, "--json"],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        cwd=folder,
-        timeout=120,
-        env=clean_env(OCOP_CONFIG=str(folder / "config.toml"), OCOP_NOW=END_OF_YEAR),
-    )
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return json.loads(done.stdout)
+    """``ocop ARGS --json`` against the rehearsal's own config, at the end of 2020 (through the
+    CLI's entry point in this process, as conftest's ``Workspace.run`` does: the rehearsal itself
+    and ``make demo`` are the real processes here)."""
+    env = clean_env(OCOP_CONFIG=str(folder / "config.toml"), OCOP_NOW=END_OF_YEAR)
+    done = run_ocop([*args, "--json"], env, folder)
+    assert done.code == 0, str(done)
+    return done.json()
 
 
 def reaching_3_stars() -> list[demo.Product]:
