@@ -352,7 +352,8 @@ def bench(
             print(
                 f"[{name}] GET dossier: p50 {percentile(get_lat, 0.5) * 1000:.1f} ms, "
                 f"p99 {percentile(get_lat, 0.99) * 1000:.1f} ms, "
-                f"{len(get_lat) / get_wall:.0f} requests/s, server CPU {get_cpu} ms per request"
+                f"{len(get_lat) / get_wall:.0f} requests/s, server CPU {get_cpu} ms per request "
+                f"(load average {os.getloadavg()[0]:.1f})"
             )
             alone, _ = run_clients(
                 [[rng.choice(server_ids) for _ in range(gets // CLIENTS)]],
@@ -388,7 +389,8 @@ def bench(
         print(
             f"[{name}] advance: p50 {percentile(adv_lat, 0.5) * 1000:.1f} ms, "
             f"p99 {percentile(adv_lat, 0.99) * 1000:.1f} ms, {server_rate:.0f} advances/s "
-            f"= {ratio:.2f}× the engine, server CPU {adv_cpu} ms per advance"
+            f"= {ratio:.2f}× the engine, server CPU {adv_cpu} ms per advance "
+            f"(load average {os.getloadavg()[0]:.1f})"
         )
         return {
             "get_p50_ms": round(percentile(get_lat, 0.5) * 1000, 2),
@@ -433,6 +435,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     gets, advances = (320, 160) if args.quick else (1600, 800)
+    print(
+        f"{CLIENTS} clients against ocop serve --workers {args.workers} "
+        f"({args.workers} server process{'es' if args.workers > 1 else ''}) on {os.cpu_count()} "
+        f"cores shared with the clients, the database and whatever else runs; "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+    )
     figures: dict[str, Any] = {"sqlite": None, "postgresql": None}
     with tempfile.TemporaryDirectory(prefix="ocop-bench-db-") as tmp:
         figures["sqlite"] = bench(
