@@ -24,7 +24,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check ocop_workflow tests bench
 	$(BIN)/ruff format --check ocop_workflow tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n auto --dist worksteal
+	$(BIN)/python -m pytest -q -n auto --dist load
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/transitions.py

@@ -201,6 +201,22 @@ def postgres_base_url() -> str | None:
     return url
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` first, longest first (``slow(SECONDS)``: about how long one
+    takes on a quiet machine), the rest in their order. With ``-n auto --dist load`` the long
+    ones (the README run, the killed workers, ``make demo`` from a clone) are spread over the
+    workers from the start, instead of one of them landing last and running alone while the
+    other workers have nothing left to do."""
+
+    def seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        if marker is None:
+            return 0.0
+        return float(marker.args[0]) if marker.args else 1.0
+
+    items.sort(key=seconds, reverse=True)
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL schema for one test, dropped afterwards."""

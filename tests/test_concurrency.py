@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from conftest import Workspace
 
 T0 = "2026-03-02T09:00:00+07:00"
@@ -135,6 +136,7 @@ def check_one_winner(
     assert report["entries_checked"] == 2
 
 
+@pytest.mark.slow(7)
 def test_eight_processes_advancing_one_dossier_only_one_moves_it(workspace: Workspace) -> None:
     ws = workspace
     dossier_id = register(ws)
@@ -143,6 +145,7 @@ def test_eight_processes_advancing_one_dossier_only_one_moves_it(workspace: Work
     check_one_winner(ws, dossier_id, results, allowed_losers={4, 5})
 
 
+@pytest.mark.slow(7)
 def test_eight_processes_expecting_version_1_only_one_moves_it(workspace: Workspace) -> None:
     ws = workspace
     dossier_id = register(ws)
@@ -153,6 +156,7 @@ def test_eight_processes_expecting_version_1_only_one_moves_it(workspace: Worksp
     assert all(code == 5 for code, _, _ in results if code != 0), results
 
 
+@pytest.mark.slow(7)
 def test_eight_processes_registering_one_id_only_one_gets_it(workspace: Workspace) -> None:
     ws = workspace
     command = [

@@ -169,6 +169,7 @@ def test_the_outbox_holds_reminders_deadlines_and_escalations_of_the_two_late_do
     assert len({line["dossier"] for line in lines if line["kind"] == "reminder"}) > len(late)
 
 
+@pytest.mark.slow(15)
 def test_make_demo_from_a_clean_clone_installs_and_reports_the_rehearsed_figures(
     tmp_path: Path,
 ) -> None:

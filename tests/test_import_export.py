@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Result, Workspace, dump_database, write_config
 
 T_IMPORT = "2026-03-02T09:00:00+07:00"
@@ -61,6 +62,7 @@ def rejected_lines(result: Result, name: str, code: int = 2) -> list[str]:
 # --- 10,000 rows --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow(6)
 def test_ten_thousand_rows_import_each_audited_with_its_file_and_line(
     sqlite_workspace: Workspace,
 ) -> None:

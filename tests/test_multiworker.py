@@ -195,6 +195,7 @@ def check_fired_exactly_once(
     return received
 
 
+@pytest.mark.slow(15)
 def test_four_workers_fire_2000_due_timers_exactly_once(ws: Workspace, db: sa.Engine) -> None:
     register_overdue_dossiers(ws)
     assert scalar(db, "SELECT count(*) FROM timer WHERE due_at <= :now", now=NOW) == 2000
@@ -290,6 +291,7 @@ def work_in_hand(db: sa.Engine) -> bool:
     return bool(due or unclaimed)
 
 
+@pytest.mark.slow(40)
 def test_workers_killed_with_sigkill_every_2_seconds_lose_and_duplicate_nothing(
     tmp_path: Path, pg_url: str, db: sa.Engine, slow_webhook: tuple[str, list[str]]
 ) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 from conftest import Workspace
 
 ROWS = 1500  # above the 1,000 items from which a bar is drawn
@@ -72,6 +73,7 @@ def test_import_of_a_large_sheet_shows_a_progress_bar_on_a_terminal_only(
     assert piped.code == 0 and "checking rows" not in piped.stderr
 
 
+@pytest.mark.slow(8)
 def test_xlsx_import_and_exports_to_stdout_show_progress_bars_without_touching_the_output(
     sqlite_workspace: Workspace,
 ) -> None:

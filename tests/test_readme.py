@@ -189,7 +189,7 @@ def start_env(repo: Path, postgres: dict[str, str]) -> dict[str, str]:
     return env
 
 
-@pytest.mark.slow
+@pytest.mark.slow(55)
 def test_every_shell_block_of_the_readme_runs_as_written(
     scratch: Path, postgres_env: dict[str, str]
 ) -> None:

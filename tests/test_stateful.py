@@ -578,6 +578,7 @@ def postgres_databases(base: str) -> Database:
     return new
 
 
+@pytest.mark.slow(8)
 def test_random_moves_on_sqlite_agree_with_the_workflow_model(tmp_path: Path) -> None:
     machine = machine_for(tmp_path, sqlite_databases())
     run_state_machine_as_test(
@@ -591,6 +592,7 @@ def test_random_moves_on_sqlite_agree_with_the_workflow_model(tmp_path: Path) ->
     )
 
 
+@pytest.mark.slow(8)
 @pytest.mark.postgres
 def test_random_moves_on_postgresql_agree_with_the_workflow_model(
     tmp_path: Path, pg_url: str
