@@ -9,7 +9,8 @@ writers never deadlock on a lock upgrade; PostgreSQL writes lock the dossier row
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import operator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -657,12 +658,11 @@ class SqliteWrites:
     _DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         t.name: _scalar_defaults(t) for t in (dossier_t, audit_t, timer_t)
     }
-    #: SQL text by (table, columns): built once per shape; sqlite3 caches the prepared forms.
-    _sql: ClassVar[dict[tuple[str, tuple[str, ...]], str]] = {}
-    #: An INSERT's SQL and its columns as (name, is an instant, default) by (table, columns).
-    _inserts: ClassVar[
-        dict[tuple[str, tuple[str, ...]], tuple[str, tuple[tuple[str, bool, Any], ...]]]
-    ] = {}
+    #: An UPDATE's SQL and the positions of its instants by (purpose, columns): built once per
+    #: shape; sqlite3 caches the prepared forms.
+    _sql: ClassVar[dict[tuple[str, tuple[str, ...]], tuple[str, tuple[int, ...]]]] = {}
+    #: An INSERT's plan by (table, columns of the first row): see ``_InsertPlan``.
+    _inserts: ClassVar[dict[tuple[str, tuple[str, ...]], _InsertPlan]] = {}
 
     def __init__(self, dbapi: Any, texts: dict[datetime, str] | None = None) -> None:
         self.db = dbapi
@@ -684,7 +684,7 @@ class SqliteWrites:
         found = cursor.fetchone()
         if found is None:
             return None
-        row = dict(zip([d[0] for d in cursor.description], found, strict=True))
+        row = dict(zip(map(_first, cursor.description), found, strict=True))
         for name in self._INSTANTS["dossier"]:
             row[name] = _read_instant(row[name])
         return row
@@ -695,25 +695,24 @@ class SqliteWrites:
         key = (table.name, tuple(rows[0]))
         plan = self._inserts.get(key)
         if plan is None:
-            defaults = self._DEFAULTS[table.name]
-            instants = self._INSTANTS[table.name]
-            names = tuple(dict.fromkeys([*rows[0], *(k for k in defaults if k not in rows[0])]))
-            plan = self._inserts[key] = (
-                f"INSERT INTO {table.name} ({', '.join(names)}) "
-                f"VALUES ({', '.join('?' * len(names))})",
-                tuple((n, n in instants, defaults.get(n)) for n in names),
+            plan = self._inserts[key] = _InsertPlan(
+                table.name, key[1], self._DEFAULTS[table.name], self._INSTANTS[table.name]
             )
-        sql, columns = plan
         params = []
         for row in rows:
-            values = []
-            for name, instant, default in columns:
-                value = row.get(name, default)
-                if instant and value is not None:
-                    value = self._text(value)
-                values.append(value)
-            params.append(tuple(values))
-        self.db.executemany(sql, params)
+            if row.keys() == plan.given:
+                values = list(plan.take(row))
+                for i in plan.instants:
+                    if values[i] is not None:
+                        values[i] = self._text(values[i])
+                values += plan.tail
+            else:  # a row with other columns than the first: each by name, default if absent
+                values = []
+                for name, instant, default in plan.columns:
+                    value = row.get(name, default)
+                    values.append(self._text(value) if instant and value is not None else value)
+            params.append(values)
+        self.db.executemany(plan.sql, params)
 
     def cancel_timers(self, dossier_id: str) -> None:
         self.db.execute(self._CANCEL, (dossier_id,))
@@ -721,18 +720,60 @@ class SqliteWrites:
     def move_dossier(self, dossier_id: str, seen_version: int, values: dict[str, Any]) -> int:
         names = tuple(values)
         key = ("dossier:move", names)
-        sql = self._sql.get(key)
-        if sql is None:
-            sql = self._sql[key] = (
+        found = self._sql.get(key)
+        if found is None:
+            instants = self._INSTANTS["dossier"]
+            found = self._sql[key] = (
                 f"UPDATE dossier SET {', '.join(f'{n} = ?' for n in names)} "
-                "WHERE id = ? AND version = ?"
+                "WHERE id = ? AND version = ?",
+                tuple(i for i, n in enumerate(names) if n in instants),
             )
-        instants = self._INSTANTS["dossier"]
-        params = [
-            self._text(values[n]) if n in instants and values[n] is not None else values[n]
-            for n in names
+        sql, positions = found
+        params = [*values.values(), dossier_id, seen_version]
+        for i in positions:
+            if params[i] is not None:
+                params[i] = self._text(params[i])
+        return int(self.db.execute(sql, params).rowcount)
+
+
+_first = operator.itemgetter(0)
+
+
+class _InsertPlan:
+    """An INSERT of rows with the columns ``given`` (the first row's, in its order), and the
+    defaults of the table's other columns (SQLModel's ``= value``, which Core would fill in).
+
+    A row with exactly these columns is turned into its parameters by ``take`` (one C call)
+    with its instants (``instants``: positions) put in text form, then the defaults
+    (``tail``); any other row by name, column by column (``columns``).
+    """
+
+    __slots__ = ("columns", "given", "instants", "sql", "tail", "take")
+
+    def __init__(
+        self,
+        table: str,
+        given: tuple[str, ...],
+        defaults: dict[str, Any],
+        instants: frozenset[str],
+    ) -> None:
+        rest = tuple(name for name in defaults if name not in given)
+        names = given + rest
+        self.sql = (
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        )
+        self.given = frozenset(given)
+        self.take: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            operator.itemgetter(*given) if len(given) > 1 else lambda row: (row[given[0]],)
+        )
+        self.instants = tuple(i for i, name in enumerate(given) if name in instants)
+        self.tail = [
+            _sqlite_instant(defaults[n])
+            if n in instants and defaults[n] is not None
+            else defaults[n]
+            for n in rest
         ]
-        return int(self.db.execute(sql, (*params, dossier_id, seen_version)).rowcount)
+        self.columns = tuple((n, n in instants, defaults.get(n)) for n in names)
 
 
 @contextmanager
