@@ -582,11 +582,19 @@ def _sqlite_instant(value: datetime) -> str:
     """An aware instant as SQLAlchemy's SQLite DateTime stores it: naive UTC, microseconds."""
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the database; pass an aware UTC instant")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    # the UTC form without its "+00:00" (arguments by position: datetime parses keywords slowly)
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]
 
 
 def _read_instant(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+    """A stored instant (naive UTC text) as an aware UTC datetime: parsed with the offset
+    appended, which is several times faster than ``.replace(tzinfo=UTC)`` afterwards."""
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text + "+00:00")
+    except ValueError:  # text that already names an offset: read as SQLAlchemy's type would
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def _instant_columns(table: sa.Table) -> frozenset[str]:
