@@ -727,6 +727,8 @@ def guard_failures(
     reason: str | None,
 ) -> list[str]:
     """Every failed guard of ``transition``, in the order the workflow file lists them."""
+    if not transition.guards:  # most transitions have none: no context to build
+        return []
     ctx = GuardContext(
         workflow=wf,
         transition=transition,

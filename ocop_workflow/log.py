@@ -60,7 +60,7 @@ def json_line(logger: Any, method_name: str, event_dict: MutableMapping[str, Any
     them), in fewer calls and with one JSON encoder: every advance logs an event."""
     merge, add_level, exc_info, encode = _parts or _load_parts()
     event_dict = add_level(logger, method_name, merge(logger, method_name, event_dict))
-    event_dict["timestamp"] = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
+    event_dict["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     if "exc_info" in event_dict:  # format_exc_info does nothing to an event without one
         event_dict = exc_info(logger, method_name, event_dict)
     return encode(event_dict)

@@ -179,9 +179,13 @@ def mark_waking(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     every batch of timers inserted after the dossier's pending ones were cancelled must mark
     its earliest: call this again on a plan filtered after ``plan``.
     """
-    first = min(range(len(rows)), key=lambda i: rows[i]["due_at"], default=None)
-    for i, row in enumerate(rows):
-        row["wake"] = 1 if i == first else None
+    first = None
+    for row in rows:
+        row["wake"] = None
+        if first is None or row["due_at"] < first["due_at"]:  # the earliest; the first of ties
+            first = row
+    if first is not None:
+        first["wake"] = 1
     return rows
 
 
