@@ -11,6 +11,7 @@ instant comes from ``OCOP_NOW`` in the server's environment or a request's ``X-O
 both only where ``[clock] allow_override`` allows it, exactly as on the command line.
 """
 
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
@@ -596,29 +597,32 @@ def create_app(ocop: Ocop) -> FastAPI:
         verified = core.audit_verify(actor, dossier)
         return JSONResponse(verified.to_json(), status_code=200 if verified.ok else 409)
 
-    @app.post(f"{API}/audit/verify", tags=["audit"])
-    def audit_verify_checkpoints(body: VerifyBody, actor: Actor, core: Core) -> JSONResponse:
+    @app.post(
+        f"{API}/audit/verify",
+        tags=["audit"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": VerifyBody.model_json_schema()}},
+            }
+        },
+    )
+    async def audit_verify_checkpoints(request: Request, actor: Actor, core: Core) -> JSONResponse:
         """As ``GET``, and the chains must still extend every head the signed checkpoints saw
         (``ocop audit verify --checkpoint``): 409 with the report naming each rewritten, cut or
-        deleted chain; 409 ``audit_failed`` for a checkpoint whose signature does not hold."""
-        from . import checkpoint as cp
+        deleted chain; 409 ``audit_failed`` for a checkpoint whose signature does not hold.
+
+        The body (up to ``[documents] max_bytes``: a checkpoint holds every chain's head) is
+        read and parsed only once the caller is known to read the whole trail, so nobody else
+        can make the server parse megabytes of JSON."""
+        from pydantic import ValidationError
 
         core.check_reads_all(actor, "the audit trail")
-        names = body.names or []
-        if names and len(names) != len(body.checkpoints):
-            raise UsageError("give one name per checkpoint, or none")
-        if body.public_key is not None:
-            key = cp.public_from_pem(body.public_key.encode("utf-8"), "public_key")
-        elif core.config.audit.public_key is not None:
-            key = cp.load_public(core.config.audit.public_key)
-        else:
-            raise UsageError("no public key: send public_key, or set [audit] on the server")
-        checked = [
-            cp.check(document, names[i] if names else f"#{i + 1}", key)
-            for i, document in enumerate(body.checkpoints)
-        ]
-        verified = core.audit_verify(actor, body.dossier, checkpoints=checked)
-        return JSONResponse(verified.to_json(), status_code=200 if verified.ok else 409)
+        try:
+            body = VerifyBody.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+        return await run_in_threadpool(_verify_checkpoints, core, actor, body)
 
     @app.get(f"{API}/audit/export", tags=["audit"])
     def audit_export(
@@ -684,29 +688,66 @@ def trusted_peer(request: Request, trusted: tuple[str, ...]) -> bool:
     return any(address in ipaddress.ip_network(entry) for entry in trusted)
 
 
-class BodyLimit:
-    """Refuse a request whose body exceeds the upload limit (413), before anyone is asked who
-    they are.
+def _verify_checkpoints(core: Ocop, actor: User, body: VerifyBody) -> JSONResponse:
+    from . import checkpoint as cp
 
-    A declared Content-Length over the limit is refused before any of the body is read. A body
-    without one (chunked) is counted as it arrives: past the limit, reading stops and whatever
-    the app would have answered is replaced by the 413 — the framework parses (and spools to
-    disk) a multipart body before the endpoint's dependencies run, so without this an anonymous
-    client could fill the disk.
+    names = body.names or []
+    if names and len(names) != len(body.checkpoints):
+        raise UsageError("give one name per checkpoint, or none")
+    if body.public_key is not None:
+        key = cp.public_from_pem(body.public_key.encode("utf-8"), "public_key")
+    elif core.config.audit.public_key is not None:
+        key = cp.load_public(core.config.audit.public_key)
+    else:
+        raise UsageError("no public key: send public_key, or set [audit] on the server")
+    checked = [
+        cp.check(document, names[i] if names else f"#{i + 1}", key)
+        for i, document in enumerate(body.checkpoints)
+    ]
+    verified = core.audit_verify(actor, body.dossier, checkpoints=checked)
+    return JSONResponse(verified.to_json(), status_code=200 if verified.ok else 409)
+
+
+#: The largest body of a request that carries neither a file nor checkpoints (a login, a
+#: registration, an advance's data, a score): far above any honest one.
+JSON_BODY_LIMIT = 1 << 20
+#: The requests whose body may be as large as a document (``[documents] max_bytes``): a file
+#: upload, a spreadsheet import, and the signed checkpoints of ``POST /audit/verify`` (about
+#: 150 bytes a dossier), which its endpoint reads only once the caller may read the whole trail.
+LARGE_BODIES = re.compile(
+    rf"^{re.escape(API)}/(?:dossiers/.+/documents|imports|audit/verify)$", re.DOTALL
+)
+
+
+class BodyLimit:
+    """Refuse a request whose body exceeds its limit (413), before anyone is asked who they
+    are: the upload limit for the few requests that carry files or checkpoints
+    (``LARGE_BODIES``), ``JSON_BODY_LIMIT`` for every other one.
+
+    The framework parses a JSON body (and spools a multipart one to disk) before the endpoint's
+    dependencies run, so without this an anonymous client could make the server parse 50 MiB
+    of JSON per ``POST /login``, or fill the disk. A declared Content-Length over the limit is
+    refused before any of the body is read. A body without one (chunked) is counted as it
+    arrives: past the limit, reading stops and whatever the app would have answered is replaced
+    by the 413.
     """
 
-    def __init__(self, app: Any, limit: int, envelope: int = 0) -> None:
+    def __init__(
+        self, app: Any, limit: int, envelope: int = 0, small: int = JSON_BODY_LIMIT
+    ) -> None:
         self.app = app
-        self.limit = limit + envelope
-        self.shown = limit
+        self.large = (limit + envelope, limit)  # (enforced, shown in the message)
+        self.small = (small, small)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        large = scope.get("method") == "POST" and LARGE_BODIES.match(scope.get("path", ""))
+        limit, shown = self.large if large else self.small
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._refuse(scope, receive, send)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._refuse(scope, receive, send, shown)
                 return
         state = {"received": 0, "over": False, "answered": False}
 
@@ -714,9 +755,9 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request" and not state["over"]:
                 state["received"] += len(message.get("body", b""))
-                if state["received"] > self.limit:
+                if state["received"] > limit:
                     state["over"] = True
-                    raise PayloadTooLarge(_too_large(self.shown))
+                    raise PayloadTooLarge(_too_large(shown))
             return message
 
         async def guarded(message: Any) -> None:
@@ -724,7 +765,7 @@ class BodyLimit:
                 await send(message)
             elif message["type"] == "http.response.start" and not state["answered"]:
                 state["answered"] = True
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, shown)
 
         try:
             await self.app(scope, counted, guarded)
@@ -732,16 +773,18 @@ class BodyLimit:
             if not state["over"]:
                 raise
         if state["over"] and not state["answered"]:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, shown)
 
-    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+    async def _refuse(self, scope: Any, receive: Any, send: Any, shown: int) -> None:
         response = JSONResponse(
-            error_body(PayloadTooLarge.code, _too_large(self.shown)), status_code=413
+            error_body(PayloadTooLarge.code, _too_large(shown)), status_code=413
         )
         await response(scope, receive, send)
 
 
 def _too_large(limit: int) -> str:
+    if limit == JSON_BODY_LIMIT:
+        return f"request larger than the limit of {limit:,} bytes"
     return f"request larger than the limit of {limit:,} bytes ([documents] max_bytes)"
 
 

@@ -7,11 +7,13 @@ was — never a traceback, never a hang, never a rule walked around.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import Workspace, dump_database
 from test_rule_migration import MIGRATE, NOW, on_148
 
@@ -330,6 +332,89 @@ def test_a_streamed_upload_over_the_limit_is_413_before_anyone_is_asked_who_they
             assert response.status_code == 413, response.text
             assert response.json()["error"]["code"] == "too_large"
             assert "100,000 bytes" in response.json()["error"]["message"]
+    finally:
+        api.ocop.store.dispose()
+
+
+def test_a_json_body_over_a_mebibyte_is_413_before_it_is_parsed(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A login, a registration or an advance is a few hundred bytes: before, any of them could
+    carry up to the 50 MiB document limit, which the framework parsed as JSON before the caller
+    was known — an anonymous ``POST /login`` made the server parse megabytes per request."""
+    from test_server import make_api
+
+    api = make_api(tmp_path, sqlite_url)
+    try:
+        padded = b'{"user": "lan", "password": "sai mat khau"}' + b" " * (1 << 20)
+        client = _raw_client(api)
+        for path, headers in (
+            ("/api/v1/login", {}),
+            ("/api/v1/dossiers", api.h("lan")),
+            ("/api/v1/dossiers/OCOP-2026-0001/advance", api.h("lan")),
+        ):
+            for content in (padded, iter([padded[:1000], padded[1000:]])):  # declared, chunked
+                response = client.post(
+                    path, content=content, headers={"Content-Type": "application/json", **headers}
+                )
+                assert response.status_code == 413, (path, response.text)
+                assert response.json()["error"] == {
+                    "code": "too_large",
+                    "message": "request larger than the limit of 1,048,576 bytes",
+                }
+        assert counted_failures(api) == 0  # the login was never attempted
+        small = client.post(  # the same login under the limit: whitespace is still JSON
+            "/api/v1/login", content=padded[:2000], headers={"Content-Type": "application/json"}
+        )
+        assert small.status_code == 401, small.text
+    finally:
+        api.ocop.store.dispose()
+
+
+def counted_failures(api) -> int:  # type: ignore[no-untyped-def]
+    from ocop_workflow.store import login_failure_t
+
+    with api.ocop.store.read() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(login_failure_t)).scalar())
+
+
+def test_checkpoints_are_parsed_only_for_those_who_read_the_whole_trail(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """``POST /audit/verify`` may be as large as a document (a checkpoint holds every chain's
+    head), so who is asking is settled before its body is read: a commune officer's megabytes
+    of broken JSON are refused as 403, an auditor's are a 422 naming the JSON error, and an
+    auditor's checkpoints padded past the small-body limit are still verified."""
+    from test_server import NOW, make_api
+
+    from ocop_workflow import checkpoint as cp
+
+    api = make_api(tmp_path, sqlite_url, extra='[audit]\nsigning_key = "keys/audit.pem"\n')
+    try:
+        signing = api.ocop.config.audit.signing_key
+        assert signing is not None
+        cp.keygen(signing)
+        api.register("lan")
+        signed = cp.build(api.ocop.store, signing, NOW)
+        public = cp.public_key_path(signing).read_text(encoding="utf-8")
+        broken = b'{"checkpoints": [' + b" " * (2 << 20)
+        client = _raw_client(api)
+        json_type = {"Content-Type": "application/json"}
+        officer = client.post(
+            "/api/v1/audit/verify", content=broken, headers={**json_type, **api.h("lan")}
+        )
+        assert officer.status_code == 403, officer.text
+        auditor = client.post(
+            "/api/v1/audit/verify", content=broken, headers={**json_type, **api.h("auditor")}
+        )
+        assert auditor.status_code == 422, auditor.text
+        padded = json.dumps({"checkpoints": [signed], "public_key": public}).encode()
+        padded += b" " * (2 << 20)
+        verified = client.post(
+            "/api/v1/audit/verify", content=padded, headers={**json_type, **api.h("auditor")}
+        )
+        assert verified.status_code == 200, verified.text
+        assert verified.json()["ok"] is True and verified.json()["checkpoints"][0]["count"] == 1
     finally:
         api.ocop.store.dispose()
 
