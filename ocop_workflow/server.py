@@ -233,27 +233,6 @@ def create_app(ocop: Ocop) -> FastAPI:
             return read(*args)
         return await run_in_threadpool(read, *args)
 
-    writers: dict[str, Any] = {}
-
-    async def writing(write: Callable[[], T]) -> T:
-        """A write transaction on a thread; on a SQLite file one at a time per process.
-
-        SQLite lets one writer in at a time; a thread that finds the lock taken sleeps in
-        SQLite's busy handler (1, 2, 5 … 100 ms) and tries again, so five threads writing at
-        once slept while the lock stood free (an advance now and then took 400 ms under
-        bench/api.py). Queued here instead, the next write starts as the last one ends. The
-        endpoints whose work is one short transaction come here; uploads (documents, imports)
-        read their file first and keep the pool. Other processes (workers, the CLI) still meet
-        the busy handler, as before.
-        """
-        import anyio.to_thread
-
-        if not inline:
-            return await anyio.to_thread.run_sync(write)
-        if "sqlite" not in writers:
-            writers["sqlite"] = anyio.CapacityLimiter(1)
-        return await anyio.to_thread.run_sync(write, limiter=writers["sqlite"])
-
     def bearer(request: Request) -> str | None:
         authorization = request.headers.get("Authorization", "")
         scheme, _, token = authorization.partition(" ")
@@ -350,16 +329,16 @@ def create_app(ocop: Ocop) -> FastAPI:
         }
 
     @app.post(f"{API}/logout", tags=["logins"])
-    async def logout(request: Request, actor: Actor, core: Core) -> dict[str, Any]:
+    def logout(request: Request, actor: Actor, core: Core) -> dict[str, Any]:
         """Revoke the token this request came with."""
         token_id = getattr(request.state, "token_id", None)
         if token_id is not None:
-            await writing(lambda: core.revoke_token(token_id, user_key=actor.key))
+            core.revoke_token(token_id, user_key=actor.key)
         return {"revoked": token_id is not None}
 
     @app.get(f"{API}/me", tags=["logins"])
     async def me(actor: Actor) -> dict[str, Any]:
-        """Who the token belongs to."""
+        """Who the token belongs to. (``async``: it reads nothing, so no hop to a thread.)"""
         return {
             "key": actor.key,
             "name": actor.name,
@@ -390,19 +369,17 @@ def create_app(ocop: Ocop) -> FastAPI:
         return JSONResponse(page.to_json())
 
     @app.post(f"{API}/dossiers", tags=["dossiers"], status_code=201)
-    async def register(body: RegisterBody, actor: Actor, core: Core) -> JSONResponse:
+    def register(body: RegisterBody, actor: Actor, core: Core) -> JSONResponse:
         """Register a new dossier in its workflow's initial state."""
-        registered = await writing(
-            lambda: core.register(
-                actor,
-                product=body.product,
-                producer=body.producer,
-                commune=body.commune,
-                group=body.group,
-                workflow=body.workflow,
-                dossier_id=body.id,
-                data=body.data,
-            )
+        registered = core.register(
+            actor,
+            product=body.product,
+            producer=body.producer,
+            commune=body.commune,
+            group=body.group,
+            workflow=body.workflow,
+            dossier_id=body.id,
+            data=body.data,
         )
         return JSONResponse(registered.to_json(), status_code=201)
 
@@ -417,17 +394,15 @@ def create_app(ocop: Ocop) -> FastAPI:
         return JSONResponse([t.to_json() for t in core.triggers(actor, dossier_id)])
 
     @app.post(API + "/dossiers/{dossier_id:path}/advance", tags=["dossiers"])
-    async def advance(dossier_id: str, body: AdvanceBody, actor: Actor, core: Core) -> JSONResponse:
+    def advance(dossier_id: str, body: AdvanceBody, actor: Actor, core: Core) -> JSONResponse:
         """Fire a trigger (409 when ``expect_version`` is stale or the move is refused)."""
-        moved = await writing(
-            lambda: core.advance(
-                actor,
-                dossier_id,
-                body.trigger,
-                reason=body.reason,
-                data=body.data,
-                expect_version=body.expect_version,
-            )
+        moved = core.advance(
+            actor,
+            dossier_id,
+            body.trigger,
+            reason=body.reason,
+            data=body.data,
+            expect_version=body.expect_version,
         )
         return JSONResponse(moved.to_json())
 
@@ -458,36 +433,29 @@ def create_app(ocop: Ocop) -> FastAPI:
         return FileResponse(path, filename=name, media_type="application/octet-stream")
 
     @app.post(API + "/dossiers/{dossier_id:path}/scores", tags=["council"])
-    async def score(dossier_id: str, body: ScoreBody, actor: Actor, core: Core) -> JSONResponse:
+    def score(dossier_id: str, body: ScoreBody, actor: Actor, core: Core) -> JSONResponse:
         """A council member's score (entered by the member or the chair)."""
         parts = {k: v for k, v in (("a", body.a), ("b", body.b), ("c", body.c)) if v is not None}
-        scored = await writing(
-            lambda: core.score(
-                actor,
-                dossier_id,
-                member=body.member,
-                parts=parts,
-                note=body.note,
-                council=body.council,
-            )
+        scored = core.score(
+            actor,
+            dossier_id,
+            member=body.member,
+            parts=parts,
+            note=body.note,
+            council=body.council,
         )
         return JSONResponse(scored.to_json())
 
     @app.post(API + "/dossiers/{dossier_id:path}/scoring/close", tags=["council"])
-    async def close_scoring(
-        dossier_id: str, body: CloseBody, actor: Actor, core: Core
-    ) -> JSONResponse:
+    def close_scoring(dossier_id: str, body: CloseBody, actor: Actor, core: Core) -> JSONResponse:
         """The chair closes the round: mean score, stars."""
-        closed = await writing(lambda: core.close_scoring(actor, dossier_id, council=body.council))
-        return JSONResponse(closed.to_json())
+        return JSONResponse(core.close_scoring(actor, dossier_id, council=body.council).to_json())
 
     @app.post(API + "/dossiers/{dossier_id:path}/scoring/rescore", tags=["council"])
-    async def rescore(dossier_id: str, body: RescoreBody, actor: Actor, core: Core) -> JSONResponse:
+    def rescore(dossier_id: str, body: RescoreBody, actor: Actor, core: Core) -> JSONResponse:
         """The chair clears the scores (or one member's) to redo them."""
-        cleared = await writing(
-            lambda: core.rescore(
-                actor, dossier_id, reason=body.reason, member=body.member, council=body.council
-            )
+        cleared = core.rescore(
+            actor, dossier_id, reason=body.reason, member=body.member, council=body.council
         )
         return JSONResponse(cleared.to_json())
 
