@@ -42,8 +42,26 @@ GENESIS = "0" * 64
 
 
 def iso_utc(instant: datetime) -> str:
-    """The one text form of an instant inside hashes: UTC, microseconds, explicit offset."""
-    return instant.astimezone(UTC).isoformat("T", "microseconds")  # (keywords parse slowly)
+    """The one text form of an instant inside hashes: UTC, microseconds, explicit offset.
+
+    Remembered for UTC instants (the engine's; a zone with summer time has equal datetimes
+    that are different instants): an entry and its snapshot write the same ``at`` twice, and
+    dossiers entering a state that day share their deadline; ``isoformat`` is a measurable
+    part of an advance.
+    """
+    if instant.tzinfo is not UTC:
+        return instant.astimezone(UTC).isoformat("T", "microseconds")
+    found = _ISO_TEXTS.get(instant)
+    if found is None:
+        if len(_ISO_TEXTS) >= _ISO_TEXTS_MAX:
+            _ISO_TEXTS.clear()
+        # (positional arguments: datetime parses keywords slowly)
+        found = _ISO_TEXTS[instant] = instant.isoformat("T", "microseconds")
+    return found
+
+
+_ISO_TEXTS: dict[datetime, str] = {}
+_ISO_TEXTS_MAX = 4096
 
 
 def canonical(entry: dict[str, Any]) -> bytes:

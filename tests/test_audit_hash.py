@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ocop_workflow import audit
@@ -94,3 +95,23 @@ def test_an_entry_whose_after_data_text_is_given_has_the_same_row_and_hash(
     spliced = audit.entry_row(**fields, after_texts=texts)
     assert spliced == audit.entry_row(**fields)
     assert spliced["hash"] == audit.entry_hash(**fields)
+
+
+@settings(max_examples=300, deadline=None)
+@example(instant=datetime(2026, 11, 1, 1, 30, tzinfo=ZoneInfo("America/New_York")))  # twice
+@given(
+    instant=st.datetimes(
+        timezones=st.sampled_from(
+            [UTC, ZoneInfo("Asia/Ho_Chi_Minh"), ZoneInfo("America/New_York")]
+        ),
+        allow_imaginary=False,
+    )
+)
+def test_the_text_of_an_instant_in_a_hash_is_its_utc_iso_form_every_time(
+    instant: datetime,
+) -> None:
+    """``iso_utc`` remembers texts: an instant asked for again, or its other fold in a zone
+    with summer time (an equal datetime an hour apart), still gets its own UTC text."""
+    other_fold = instant.replace(fold=1 - instant.fold)
+    for value in (instant, other_fold, instant, instant.astimezone(UTC), other_fold):
+        assert audit.iso_utc(value) == value.astimezone(UTC).isoformat(timespec="microseconds")
