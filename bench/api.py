@@ -4,6 +4,7 @@ Run it from the project folder::
 
     .venv/bin/python bench/api.py              # SQLite, and PostgreSQL when OCOP_TEST_POSTGRES_URL
     .venv/bin/python bench/api.py --quick      # fewer requests, a smoke check
+    .venv/bin/python bench/api.py --workers 2  # ocop serve --workers 2 (default: one process)
 
 For each database: a fresh one (an SQLite file in a temporary folder; a fresh schema on the
 PostgreSQL server ``OCOP_TEST_POSTGRES_URL`` names) is brought up with ``migrate.upgrade`` and
@@ -30,6 +31,10 @@ In the same run, before the server starts, the engine's own rate is measured in 
 the same ``accept_idea`` through ``Ocop.advance`` on as many other dossiers, one after another.
 ``ratio`` = server advances/s ÷ engine advances/s: the share of the engine's speed that HTTP,
 authentication, JSON and concurrency leave.
+
+One server process is the default: on the 2 cores of the development machine, shared with the
+clients, the database and other work, a second one helped little (README, Benchmarks). The first
+line printed says how many processes served, and each figure's line the load average.
 
 Targets (the issue): GET p50 < 10 ms, advance p50 < 25 ms, ratio >= 0.5.
 Figures are printed as they come; the last line is one JSON object with every figure.
