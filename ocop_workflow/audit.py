@@ -133,12 +133,13 @@ def canonical_text(value: Mapping[str, Any], known: Mapping[str, str]) -> str:
     dossier's data it stored, a deadline's note): they are written as given, the others
     serialised here, in the order ``dumps`` sorts them (keys that are all strings).
     """
-    if not all(type(key) is str for key in value):
-        return dumps(value)  # the encoder sorts other keys before turning them into text
     parts = []
-    for key in sorted(value):
-        text = known.get(key)
-        parts.append(f"{_string(key)}:{_json(value[key]) if text is None else text}")
+    try:
+        for key in sorted(value):
+            text = known.get(key)
+            parts.append(f"{_string(key)}:{_json(value[key]) if text is None else text}")
+    except TypeError:  # keys that are not all strings: as dumps writes (or refuses) them
+        return dumps(value)
     return "{" + ",".join(parts) + "}"
 
 

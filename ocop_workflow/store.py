@@ -707,12 +707,13 @@ class SqliteWrites:
                 table.name, key[1], self._DEFAULTS[table.name], self._INSTANTS[table.name]
             )
         params = []
+        texts = self._texts
         for row in rows:
             if row.keys() == plan.given:
                 values = list(plan.take(row))
                 for i in plan.instants:
-                    if values[i] is not None:
-                        values[i] = self._text(values[i])
+                    if (value := values[i]) is not None:
+                        values[i] = texts.get(value) or self._text(value)
                 values += plan.tail
             else:  # a row with other columns than the first: each by name, default if absent
                 values = []
@@ -738,9 +739,10 @@ class SqliteWrites:
             )
         sql, positions = found
         params = [*values.values(), dossier_id, seen_version]
+        texts = self._texts
         for i in positions:
-            if params[i] is not None:
-                params[i] = self._text(params[i])
+            if (value := params[i]) is not None:
+                params[i] = texts.get(value) or self._text(value)
         return int(self.db.execute(sql, params).rowcount)
 
 
