@@ -9,16 +9,15 @@ On SQLite only one worker may sweep a database: a lease row names the holder and
 sweep; a second worker is refused with a clear message while the lease is live. On PostgreSQL any
 number of workers run side by side (the sweep claims with ``SKIP LOCKED``).
 
-SIGTERM and SIGINT stop the scheduler; the sweep in flight finishes, then the process exits 0.
+SIGTERM and SIGINT stop the scheduler; the sweep in flight finishes, then the process exits 0
+(the signals are waited for with ``sigwait``, never handled in signal context: see ``run_worker``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -88,8 +87,14 @@ class Lease:
 def run_worker(app: App, *, once: bool = False) -> None:
     """Sweep every ``sweep_interval_seconds`` until SIGTERM/SIGINT (or once, with ``once``).
 
-    The signal handlers are installed first, before the SQLite lease is taken: a worker stopped
-    while it is still starting exits 0 and releases the lease like one stopped later.
+    The two signals are blocked first, before the SQLite lease is taken, and the main thread
+    then waits for one with ``sigwait`` while APScheduler's threads sweep: no Python code runs
+    in signal context. A handler runs between any two bytecodes of the main thread — inside the
+    import machinery (on Python 3.11 a nested import there failed the outer one with
+    ``KeyError: <thread ident>``, CPython gh-91351), or inside ``ThreadPoolExecutor.submit``
+    holding the lock that the scheduler's shutdown takes again (the worker then hung on SIGTERM
+    until killed). A signal that comes while the worker is still starting waits, pending, and
+    stops it as soon as it has started: it exits 0 and releases the lease like one stopped later.
     """
     config = app.config
     ocop = app.ocop.at(live_clock(app))
@@ -97,101 +102,71 @@ def run_worker(app: App, *, once: bool = False) -> None:
     engine = ocop.engine
     log = _log()
     interval = config.sweep_interval_seconds
-    stop = _Stop(log)
-    if not once:
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+    stopping = {signal.SIGTERM, signal.SIGINT}
+    previous = None if once else signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
     lease = None
-    if engine.store.is_sqlite:
-        holder = f"{socket.gethostname()}:{os.getpid()}"
-        lease = Lease(engine.store, holder, timedelta(seconds=max(3 * interval, 60)))
-        lease.acquire(clock())
-    worker = _Worker(engine, clock, lease, stop)
     try:
+        if engine.store.is_sqlite:
+            holder = f"{socket.gethostname()}:{os.getpid()}"
+            lease = Lease(engine.store, holder, timedelta(seconds=max(3 * interval, 60)))
+            lease.acquire(clock())
+        worker = _Worker(engine, clock, lease)
         if once:
             worker.tick()
-            return
-        if not stop.requested.is_set():
-            _run_scheduler(worker, interval, stop, log)
+        else:
+            _run_scheduler(worker, interval, stopping, log)
     finally:
         if lease is not None:
             lease.release()
+        if previous is not None:
+            _forget_pending(stopping - previous)
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-class _Stop:
-    """The SIGTERM/SIGINT handler: remember the request, stop the scheduler if it runs.
-
-    The handler imports nothing and builds no logger: it may run between any two bytecodes of
-    the main thread, including inside the import machinery while the worker is still importing
-    APScheduler. On Python 3.11 an import made there re-enters ``importlib``'s module lock
-    bookkeeping and the *outer* import fails with ``KeyError: <main thread ident>``
-    (CPython gh-91351) — the worker then exited 1 with "unexpected KeyError: 1396…" instead of
-    stopping cleanly. Everything the handler needs is therefore imported and bound here, before
-    the handler is installed.
-    """
-
-    def __init__(self, log: Any) -> None:
-        from apscheduler.schedulers import SchedulerNotRunningError
-
-        self.log = log.bind() if hasattr(log, "bind") else log
-        self.not_running = SchedulerNotRunningError
-        self.requested = threading.Event()
-        self.scheduler: Any = None
-        self.names = {int(s): s.name for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def __call__(self, signum: int, _frame: Any) -> None:
-        self.log.info("worker.stopping", signal=self.names.get(signum, str(signum)))
-        self.requested.set()
-        self.shutdown()
-
-    def shutdown(self) -> None:
-        if self.scheduler is not None:
-            # Not started yet: the first job sees the request and stops it.
-            with contextlib.suppress(self.not_running):
-                self.scheduler.shutdown(wait=False)
+def _forget_pending(signals: set[signal.Signals]) -> None:
+    """Consume what is still pending of ``signals`` (one sent again while the worker stopped),
+    so that unblocking them does not act on a stop already done."""
+    while pending := signals & signal.sigpending():
+        signal.sigwait(pending)
 
 
 class _Worker:
     """One sweep at a time; a failing sweep is logged and the next one tries again."""
 
-    def __init__(
-        self, engine: Engine, clock: Callable[[], datetime], lease: Lease | None, stop: _Stop
-    ) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], datetime], lease: Lease | None) -> None:
         self.engine = engine
         self.clock = clock
         self.lease = lease
-        self.stop = stop
-        self.busy = threading.Lock()
 
     def tick(self) -> None:
         from .sweep import run_sweep
 
-        if self.stop.requested.is_set():  # a signal came while the scheduler was starting
-            self.stop.shutdown()
-            return
-        with self.busy:
-            now = self.clock()
-            try:
-                if self.lease is not None:
-                    self.lease.acquire(now)
-                run_sweep(self.engine, now)
-                self.engine.store.checkpoint()
-            except Exception as exc:  # a database hiccup must never kill the worker
-                _log().error("worker.sweep_failed", error=_error_text(exc))
-            try:
-                from .checkpoint import write_scheduled
+        now = self.clock()
+        try:
+            if self.lease is not None:
+                self.lease.acquire(now)
+            run_sweep(self.engine, now)
+            self.engine.store.checkpoint()
+        except Exception as exc:  # a database hiccup must never kill the worker
+            _log().error("worker.sweep_failed", error=_error_text(exc))
+        try:
+            from .checkpoint import write_scheduled
 
-                write_scheduled(self.engine.store, self.engine.config.audit, now)
-            except Exception as exc:  # a missing key must not stop the deadlines
-                _log().error("worker.checkpoint_failed", error=_error_text(exc))
+            write_scheduled(self.engine.store, self.engine.config.audit, now)
+        except Exception as exc:  # a missing key must not stop the deadlines
+            _log().error("worker.checkpoint_failed", error=_error_text(exc))
 
 
-def _run_scheduler(worker: _Worker, interval: float, stop: _Stop, log: Any) -> None:
+def _run_scheduler(
+    worker: _Worker, interval: float, stopping: set[signal.Signals], log: Any
+) -> None:
+    """APScheduler's threads sweep while this thread waits for a stop signal; then the sweep
+    in flight finishes (``shutdown(wait=True)``) before this returns."""
     from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.interval import IntervalTrigger
 
-    scheduler = BlockingScheduler(timezone=UTC)
+    scheduler = BackgroundScheduler(timezone=UTC)
 
     def on_error(event: JobExecutionEvent) -> None:
         log.error("worker.job_error", job=event.job_id, error=repr(event.exception))
@@ -207,11 +182,13 @@ def _run_scheduler(worker: _Worker, interval: float, stop: _Stop, log: Any) -> N
         misfire_grace_time=None,
         next_run_time=SystemClock().now(),  # APScheduler's alarm runs on real time
     )
-    stop.scheduler = scheduler
+    scheduler.start()  # its threads inherit this thread's mask: the signals stay blocked there
     log.info("worker.started", interval_seconds=interval, pid=os.getpid())
-    scheduler.start()
-    with worker.busy:  # the sweep in flight, if any, finishes before we return
-        pass
+    try:
+        received = signal.sigwait(stopping)
+        log.info("worker.stopping", signal=signal.Signals(received).name)
+    finally:
+        scheduler.shutdown(wait=True)
     log.info("worker.stopped")
 
 

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -354,30 +353,37 @@ def test_a_worker_whose_database_connections_are_cut_reconnects(
     assert code == 0, worker.output()
 
 
-def test_the_stop_signal_handler_imports_nothing_so_a_signal_during_start_up_cannot_fail_it() -> (
-    None
-):
-    """The KeyError flake: SIGTERM arrived while the worker was still importing APScheduler, the
-    handler imported ``apscheduler.schedulers`` itself, and on Python 3.11 that nested import
-    inside the import machinery made the outer import raise ``KeyError: <main thread ident>``
-    (CPython gh-91351): the worker printed "error: unexpected KeyError: 1396…" and exited 1.
-    In a fresh interpreter, the handler as the worker installs it must not import anything."""
-    code = textwrap.dedent(
-        """
-        import signal, sys
-        from ocop_workflow import log
-        from ocop_workflow.scheduler import _log, _Stop
-        log.configure(json_lines=True)
-        stop = _Stop(_log())
-        before = set(sys.modules)
-        stop(signal.SIGTERM, None)
-        assert stop.requested.is_set()
-        print(sorted(set(sys.modules) - before))
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]", f"the handler imported {done.stdout.strip()}"
-    assert '"event": "worker.stopping"' in done.stderr and '"signal": "SIGTERM"' in done.stderr
+def signal_bits(status: Path) -> dict[str, set[int]]:
+    """The signals a thread blocks (``SigBlk``) and the process catches with a handler
+    (``SigCgt``), from a Linux /proc status file."""
+    bits = {}
+    for line in status.read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("SigBlk", "SigCgt"):
+            mask = int(value.strip(), 16)
+            bits[name] = {n for n in range(1, 65) if mask >> (n - 1) & 1}
+    return bits
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_a_running_worker_runs_no_python_in_signal_context(
+    worker_workspace: Workspace, workers: Callable[..., Worker]
+) -> None:
+    """A handler runs between any two bytecodes of the main thread. The worker's used to stop
+    the scheduler from there: arriving inside ``ThreadPoolExecutor.submit`` (APScheduler hands
+    over a sweep), it took that call's lock again and the worker hung on SIGTERM until killed
+    (seen in CI: a test stuck for three minutes); arriving inside an import, an earlier version
+    failed it (``KeyError: <thread ident>``, CPython gh-91351). Now no handler is set for
+    SIGTERM, every thread but the main one blocks SIGTERM and SIGINT, and the main thread takes
+    them with ``sigwait`` (which unblocks them only while it waits)."""
+    worker = workers(worker_workspace)
+    worker.wait_started()
+    pid = worker.process.pid
+    stopping = {int(signal.SIGTERM), int(signal.SIGINT)}
+    assert int(signal.SIGTERM) not in signal_bits(Path(f"/proc/{pid}/status"))["SigCgt"]
+    others = [t for t in Path(f"/proc/{pid}/task").iterdir() if t.name != str(pid)]
+    assert others, "APScheduler's threads"
+    for thread in others:
+        assert stopping <= signal_bits(thread / "status")["SigBlk"], thread.name
+    code, _ = worker.stop()
+    assert code == 0, worker.output()
