@@ -35,6 +35,13 @@ class PgReads(SqliteReads):
         self.store.check_schema()
 
     @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Several reads on one connection (``SqliteReads.snapshot``'s counterpart): in
+        autocommit there is no snapshot to share, only the round trips to the pool."""
+        with self.read():
+            yield
+
+    @contextmanager
     def read(self) -> Iterator[Any]:
         """One pooled connection in autocommit for the duration: each statement one round trip
         (no BEGIN, no COMMIT); back to the pool as it came, out of autocommit.

@@ -583,14 +583,9 @@ def create_app(ocop: Ocop) -> FastAPI:
         The body (up to ``[documents] max_bytes``: a checkpoint holds every chain's head) is
         read and parsed only once the caller is known to read the whole trail, so nobody else
         can make the server parse megabytes of JSON."""
-        from pydantic import ValidationError
-
         core.check_reads_all(actor, "the audit trail")
-        try:
-            body = VerifyBody.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False)) from None
-        return await run_in_threadpool(_verify_checkpoints, core, actor, body)
+        raw = await request.body()
+        return await run_in_threadpool(_verify_checkpoints, core, actor, raw)
 
     @app.get(f"{API}/audit/export", tags=["audit"])
     def audit_export(
@@ -656,9 +651,21 @@ def trusted_peer(request: Request, trusted: tuple[str, ...]) -> bool:
     return any(address in ipaddress.ip_network(entry) for entry in trusted)
 
 
-def _verify_checkpoints(core: Ocop, actor: User, body: VerifyBody) -> JSONResponse:
+def _verify_checkpoints(core: Ocop, actor: User, raw: bytes) -> JSONResponse:
+    """``POST /audit/verify`` past its permission check, on a worker thread: parsing megabytes
+    of checkpoints must not hold up the event loop. A malformed body is the same 422 as any
+    other endpoint's (``body.…`` in the message)."""
+    from pydantic import ValidationError
+
     from . import checkpoint as cp
 
+    try:
+        body = VerifyBody.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False)
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in problems]
+        ) from None
     names = body.names or []
     if names and len(names) != len(body.checkpoints):
         raise UsageError("give one name per checkpoint, or none")
@@ -704,18 +711,19 @@ class BodyLimit:
         self, app: Any, limit: int, envelope: int = 0, small: int = JSON_BODY_LIMIT
     ) -> None:
         self.app = app
-        self.large = (limit + envelope, limit)  # (enforced, shown in the message)
-        self.small = (small, small)
+        #: (the bytes allowed, the 413's message)
+        self.large = (limit + envelope, _too_large(limit, "[documents] max_bytes"))
+        self.small = (small, _too_large(small))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         large = scope.get("method") == "POST" and LARGE_BODIES.match(scope.get("path", ""))
-        limit, shown = self.large if large else self.small
+        limit, refusal = self.large if large else self.small
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await self._refuse(scope, receive, send, shown)
+                await self._refuse(scope, receive, send, refusal)
                 return
         state = {"received": 0, "over": False, "answered": False}
 
@@ -725,7 +733,7 @@ class BodyLimit:
                 state["received"] += len(message.get("body", b""))
                 if state["received"] > limit:
                     state["over"] = True
-                    raise PayloadTooLarge(_too_large(shown))
+                    raise PayloadTooLarge(refusal)
             return message
 
         async def guarded(message: Any) -> None:
@@ -733,7 +741,7 @@ class BodyLimit:
                 await send(message)
             elif message["type"] == "http.response.start" and not state["answered"]:
                 state["answered"] = True
-                await self._refuse(scope, receive, send, shown)
+                await self._refuse(scope, receive, send, refusal)
 
         try:
             await self.app(scope, counted, guarded)
@@ -741,19 +749,16 @@ class BodyLimit:
             if not state["over"]:
                 raise
         if state["over"] and not state["answered"]:
-            await self._refuse(scope, receive, send, shown)
+            await self._refuse(scope, receive, send, refusal)
 
-    async def _refuse(self, scope: Any, receive: Any, send: Any, shown: int) -> None:
-        response = JSONResponse(
-            error_body(PayloadTooLarge.code, _too_large(shown)), status_code=413
-        )
+    async def _refuse(self, scope: Any, receive: Any, send: Any, message: str) -> None:
+        response = JSONResponse(error_body(PayloadTooLarge.code, message), status_code=413)
         await response(scope, receive, send)
 
 
-def _too_large(limit: int) -> str:
-    if limit == JSON_BODY_LIMIT:
-        return f"request larger than the limit of {limit:,} bytes"
-    return f"request larger than the limit of {limit:,} bytes ([documents] max_bytes)"
+def _too_large(limit: int, setting: str | None = None) -> str:
+    said = f"request larger than the limit of {limit:,} bytes"
+    return f"{said} ({setting})" if setting else said
 
 
 def _save(upload: UploadFile, path: Any, limit: int) -> None:
@@ -762,7 +767,7 @@ def _save(upload: UploadFile, path: Any, limit: int) -> None:
         while chunk := upload.file.read(1 << 20):
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(_too_large(limit))
+                raise PayloadTooLarge(_too_large(limit, "[documents] max_bytes"))
             out.write(chunk)
 
 

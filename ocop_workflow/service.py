@@ -183,8 +183,8 @@ class Ocop:
         one each; ``CoreReads`` still opens one per read."""
         from contextlib import nullcontext
 
-        read = getattr(self.reads(), "read", None)
-        return nullcontext() if read is None else read()
+        snapshot = getattr(self.reads(), "snapshot", None)
+        return nullcontext() if snapshot is None else snapshot()
 
     def _plain_reads(self) -> SqliteReads | bool:
         """A plain reader: sqlite3 on a SQLite file, a pooled psycopg connection on

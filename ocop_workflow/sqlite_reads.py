@@ -82,7 +82,8 @@ class SqliteReads:
         self.busy_timeout_ms = busy_timeout_ms
         self._db: sqlite3.Connection | None = None
         #: Open ``read`` blocks: an inner one joins the outer one's transaction.
-        self._depth = 0
+        #: Inside ``snapshot``: the reads made meanwhile join its transaction.
+        self._shared = False
 
     def check_schema(self) -> None:
         """As ``Store.check_schema``: the same messages for a missing or old database."""
@@ -108,38 +109,45 @@ class SqliteReads:
             )
 
     @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A deferred read transaction (readers never block writers under WAL).
-
-        Inside another ``read`` of this reader it is that one's transaction: a caller that
-        wraps several reads (``dossier show``'s dossier, timers and first entry) reads them
-        from one snapshot, with one BEGIN and one COMMIT."""
-        if self._depth:
-            assert self._db is not None
-            self._depth += 1
+    def snapshot(self) -> Iterator[None]:
+        """Several reads from one snapshot: each ``read`` made inside (``dossier show``'s
+        dossier, timers and first entry; the server's token check and page) takes this one
+        transaction, with one BEGIN and one COMMIT. Nested snapshots are the outer one."""
+        if self._shared:
+            yield
+            return
+        with self.read():
+            self._shared = True
             try:
-                yield self._db
+                yield
             finally:
-                self._depth -= 1
+                self._shared = False
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A deferred read transaction (readers never block writers under WAL), or, inside
+        ``snapshot``, that snapshot's. Only ``snapshot`` shares a transaction: a read begun while
+        another is still open elsewhere (a generator left suspended) fails loudly instead of
+        silently reading an old snapshot."""
+        db = self._db
+        if self._shared and db is not None and db.in_transaction:
+            yield db
             return
         try:
-            if self._db is None:
+            if db is None:
                 db = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000)
                 db.isolation_level = None
                 db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
                 self._db = db
-            db = self._db
         except sqlite3.Error as exc:
             raise EnvironmentProblem(
                 f"database unreachable ({self.url}): {_first_line(exc)}"
             ) from None
         try:
             db.execute("BEGIN")
-            self._depth = 1
             try:
                 yield db
             finally:
-                self._depth = 0
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise EnvironmentProblem(f"database error ({self.url}): {_first_line(exc)}") from None

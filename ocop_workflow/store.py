@@ -344,7 +344,9 @@ class Store:
         waiting advance slept far longer than the transaction it waited for (350–650 ms worst
         cases with 16 clients). Threads of one process now queue on a lock that wakes the next
         at once; writers in other processes still meet SQLite's own lock and busy timeout. The
-        wait is bounded by the same busy timeout and fails the same way ("database is locked").
+        wait for the turn is bounded by the busy timeout and fails the same way ("database is
+        locked"); a writer that got its turn can then wait the busy timeout again in SQLite if
+        another process (a worker, a command) holds the database: up to twice in all.
         Re-entrant, so a thread already writing reaches SQLite as before.
         """
         if not self.is_sqlite:

@@ -31,6 +31,11 @@ PG_ENV = "OCOP_TEST_POSTGRES_URL"
 PG_TEST_OPTIONS = "-csynchronous_commit%3Doff"
 
 
+#: The free space a tmpfs must have for the suite's scratch folders (a clean clone's venv, the
+#: 10,000-row import, the 2,000-timer databases, and pytest keeps the last three runs').
+TMPFS_NEEDS = 2 << 30
+
+
 def _scratch_on_tmpfs() -> None:
     """Put the tests' scratch folders (pytest's ``tmp_path``, and every ``tempfile`` of the
     commands they run) on the machine's tmpfs when it has one and ``TMPDIR`` is not set.
@@ -40,7 +45,10 @@ def _scratch_on_tmpfs() -> None:
     the CPU, not the disk. Set before pytest makes its first folder and before xdist starts its
     workers, which inherit the environment."""
     shm = Path("/dev/shm")
-    if "TMPDIR" not in os.environ and shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+    if "TMPDIR" in os.environ or not shm.is_dir() or not os.access(shm, os.W_OK | os.X_OK):
+        return
+    free = os.statvfs(shm)
+    if free.f_bavail * free.f_frsize >= TMPFS_NEEDS:  # not a container's 64 MiB default
         os.environ["TMPDIR"] = str(shm)
         tempfile.tempdir = None
 

@@ -408,6 +408,12 @@ def test_checkpoints_are_parsed_only_for_those_who_read_the_whole_trail(
             "/api/v1/audit/verify", content=broken, headers={**json_type, **api.h("auditor")}
         )
         assert auditor.status_code == 422, auditor.text
+        elsewhere = client.post(
+            "/api/v1/dossiers", content=broken[:40], headers={**json_type, **api.h("lan")}
+        )  # the same mistake on another endpoint: the same kind of message
+        for refused in (auditor, elsewhere):
+            assert refused.json()["error"]["code"] == "usage"
+            assert refused.json()["error"]["message"].startswith("body"), refused.text
         padded = json.dumps({"checkpoints": [signed], "public_key": public}).encode()
         padded += b" " * (2 << 20)
         verified = client.post(

@@ -215,16 +215,17 @@ def test_the_servers_postgresql_reads_give_the_pool_its_connections_back_in_tran
         app.close()
 
 
-def test_a_dossier_page_is_read_from_one_snapshot_while_a_writer_commits(
+def test_reads_inside_a_snapshot_share_it_while_a_writer_commits(
     two_dossiers: Workspace,
 ) -> None:
     """``dossier show`` (the server's most frequent request) reads the dossier, its timers and
-    its first entry inside one read of the plain reader: a write committed in between is not
-    half seen, and the page costs one BEGIN and one COMMIT instead of one per statement."""
+    its first entry inside one snapshot of the plain reader (``Ocop.reading``): a write
+    committed in between is not half seen, and the page costs one BEGIN and one COMMIT instead
+    of one per statement."""
     reads = sqlite_reads.SqliteReads(two_dossiers.url, two_dossiers.url.removeprefix("sqlite:///"))
     app = two_dossiers.app(user="lan", now=LATER)
     try:
-        with reads.read():
+        with reads.snapshot():
             before = reads.dossier("IALE-1")
             assert before is not None
             app.ocop.advance(app.actor(), "IALE-1", "accept_idea")  # another connection commits
@@ -235,3 +236,29 @@ def test_a_dossier_page_is_read_from_one_snapshot_while_a_writer_commits(
         reads.close()
     assert inner == before
     assert after is not None and after["version"] == before["version"] + 1
+
+
+def test_a_read_left_suspended_inside_a_snapshot_leaves_later_snapshots_whole(
+    two_dossiers: Workspace,
+) -> None:
+    """A generator read (``pending_timers``) begun inside a snapshot and closed after it must
+    not leave the reader believing it is still inside one: a later snapshot is still a snapshot
+    (before, the reader's count went below zero and every later read ran with no transaction at
+    all, so a page could mix two states of a dossier)."""
+    reads = sqlite_reads.SqliteReads(two_dossiers.url, two_dossiers.url.removeprefix("sqlite:///"))
+    app = two_dossiers.app(user="lan", now=LATER)
+    try:
+        with reads.snapshot():
+            timers = reads.pending_timers("IALE-1")
+            next(timers)
+        timers.close()
+        with reads.snapshot():
+            before = reads.dossier("IALE-1")
+            app.ocop.advance(app.actor(), "IALE-1", "accept_idea")  # another connection commits
+            inner = reads.dossier("IALE-1")
+        after = reads.dossier("IALE-1")
+    finally:
+        app.close()
+        reads.close()
+    assert before is not None and inner == before
+    assert after is not None and after["state"] == "business_plan"

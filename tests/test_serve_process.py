@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Result, Workspace, serving
+from conftest import ROOT, Result, Workspace, run_ocop, serving
 
 
 @dataclass
@@ -36,16 +36,7 @@ class Served:
         if token is not None:
             base["OCOP_TOKEN"] = token
         base.update(env)
-        done = subprocess.run(
-            [sys.executable, "-m", "ocop_workflow", *args],
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            env=base,
-            cwd=self.officer,
-            timeout=120,
-        )
-        return Result(done.returncode, done.stdout, done.stderr)
+        return run_ocop(list(args), base, self.officer, process=True)
 
 
 @pytest.fixture

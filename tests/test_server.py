@@ -142,27 +142,34 @@ def test_errors_map_to_http_statuses_with_the_cli_error_body(api: Api) -> None:
 
 
 def test_requests_without_a_valid_token_are_401(api: Api) -> None:
+    """On every way in, the list and the dossier page alike: the page authenticates on a path of
+    its own (the token check and the page in one read), so it is checked here too."""
+    page = f"/api/v1/dossiers/{api.register()['id']}"
     expired = api.ocop.create_token("lan", expires_days=1).token
     revoked = api.ocop.create_token("lan")
     api.ocop.revoke_token(revoked.info.id)
-    for headers in (
-        {},
-        {"Authorization": "Bearer ocop_not-a-token"},
-        {"Authorization": f"Basic {api.token('lan')}"},
-        {"Authorization": f"Bearer {revoked.token}"},
-    ):
-        response = api.client.get("/api/v1/dossiers", headers=headers)
-        assert response.status_code == 401, headers
-        assert response.json()["error"]["code"] == "unauthenticated"
-        assert response.headers["WWW-Authenticate"] == "Bearer"
-    # expired: the same token works before its expiry and not after (on the server's clock)
-    assert (
-        api.client.get("/api/v1/me", headers={"Authorization": f"Bearer {expired}"}).json()["key"]
-        == "lan"
-    )
+    for path in ("/api/v1/dossiers", page):
+        for headers in (
+            {},
+            {"Authorization": "Bearer ocop_not-a-token"},
+            {"Authorization": f"Basic {api.token('lan')}"},
+            {"Authorization": f"Bearer {revoked.token}"},
+        ):
+            response = api.client.get(path, headers=headers)
+            assert response.status_code == 401, (path, headers)
+            assert response.json()["error"]["code"] == "unauthenticated"
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+    # expired: the same token works before its expiry and not after (on the server's clock),
+    # and a rehearsal instant from before the expiry does not bring it back
+    bearer = {"Authorization": f"Bearer {expired}"}
+    assert api.client.get("/api/v1/me", headers=bearer).json()["key"] == "lan"
+    assert api.client.get(page, headers=bearer).status_code == 200
     api.ocop.clock.instant = NOW + timedelta(days=3)
-    late = api.client.get("/api/v1/me", headers={"Authorization": f"Bearer {expired}"})
-    assert late.status_code == 401
+    before_expiry = {**bearer, "X-Ocop-Now": NOW.isoformat()}
+    for path in ("/api/v1/me", page):
+        for headers in (bearer, before_expiry):
+            late = api.client.get(path, headers=headers)
+            assert late.status_code == 401, (path, headers, late.text)
 
 
 def test_the_rehearsal_header_sets_now_only_where_the_config_allows(
@@ -232,6 +239,31 @@ def test_an_upload_over_the_limit_is_413_and_stores_nothing(
     assert dump_database(sqlite_url) == before
     blobs = [p for p in (tmp_path / "documents").rglob("*") if p.is_file()]
     assert blobs == []
+
+
+def test_uploads_and_imports_over_a_mebibyte_are_taken_up_to_the_document_limit(
+    api: Api,
+) -> None:
+    """Other bodies stop at 1 MiB; a scan or a sheet may be as large as ``[documents]
+    max_bytes`` (50 MiB by default)."""
+    dossier = api.register()
+    scan = b"%PDF-1.4\n" + b"x" * (2 << 20)
+    attached = api.post(
+        f"/api/v1/dossiers/{dossier['id']}/documents",
+        "lan",
+        data={"kind": "business_plan"},
+        files={"file": ("ke-hoach.pdf", scan, "application/pdf")},
+    )
+    assert attached.status_code == 201, attached.text
+    assert attached.json()["size"] == len(scan)
+    row = "Tiêu sọ Ia Phang,HTX Nông nghiệp Ia Phang,Ia Phang\n"
+    sheet = "product,producer,commune\n" + row + "\n" * (2 << 20)  # blank lines are skipped
+    imported = api.post(
+        "/api/v1/imports", "tuan", files={"file": ("y-tuong.csv", sheet.encode(), "text/csv")}
+    )
+    assert imported.status_code == 200, imported.text
+    listed = api.client.get("/api/v1/dossiers", headers=api.h("tuan")).json()
+    assert "Tiêu sọ Ia Phang" in {d["product"] for d in listed["items"]}, listed
 
 
 def test_password_login_yields_a_session_token(api: Api) -> None:

@@ -48,9 +48,9 @@ def bump(writes: Any, name: str) -> None:
 
 def test_a_waiting_writer_starts_as_soon_as_the_one_before_commits(url: str) -> None:
     """SQLite's busy handler has the second writer sleep 100 ms at a time by then, so it would
-    start anywhere up to 100 ms after the first committed (measured: 3–96 ms, median 32).
-    Taking turns, it starts at once: the median of seven tries, so that neither a lucky poll
-    nor a loaded machine's scheduling decides."""
+    start anywhere up to 100 ms after the first committed (medians of 82 and 90 ms measured).
+    Taking turns, it starts at once (under 1 ms on a quiet machine): the median of seven tries
+    is under 50 ms, so that neither a lucky poll nor a loaded machine's scheduling decides."""
     store = Store(url)
     delays = []
     try:
@@ -68,7 +68,7 @@ def test_a_waiting_writer_starts_as_soon_as_the_one_before_commits(url: str) -> 
                 conn.execute(sa.delete(counter_t).where(counter_t.c.name == "held"))
     finally:
         store.dispose()
-    assert statistics.median(delays) < 0.02, [round(d * 1000, 1) for d in delays]
+    assert statistics.median(delays) < 0.05, [round(d * 1000, 1) for d in delays]
 
 
 def test_a_writer_waits_no_longer_than_the_busy_timeout_and_writes_nothing(url: str) -> None:
