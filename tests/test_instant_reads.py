@@ -215,6 +215,18 @@ def test_the_servers_postgresql_reads_give_the_pool_its_connections_back_in_tran
         app.close()
 
 
+def snapshot_across_a_commit(reads: Any, app: Any) -> None:
+    """A snapshot of IALE-1 taken before another connection advances it holds through the
+    commit; a read after the snapshot sees the advance."""
+    with reads.snapshot():
+        before = reads.dossier("IALE-1")
+        app.ocop.advance(app.actor(), "IALE-1", "accept_idea")  # another connection commits
+        inner = reads.dossier("IALE-1")
+    after = reads.dossier("IALE-1")
+    assert before is not None and inner == before
+    assert after is not None and after["version"] == before["version"] + 1
+
+
 def test_reads_inside_a_snapshot_share_it_while_a_writer_commits(
     two_dossiers: Workspace,
 ) -> None:
@@ -225,17 +237,10 @@ def test_reads_inside_a_snapshot_share_it_while_a_writer_commits(
     reads = sqlite_reads.SqliteReads(two_dossiers.url, two_dossiers.url.removeprefix("sqlite:///"))
     app = two_dossiers.app(user="lan", now=LATER)
     try:
-        with reads.snapshot():
-            before = reads.dossier("IALE-1")
-            assert before is not None
-            app.ocop.advance(app.actor(), "IALE-1", "accept_idea")  # another connection commits
-            inner = reads.dossier("IALE-1")
-        after = reads.dossier("IALE-1")
+        snapshot_across_a_commit(reads, app)
     finally:
         app.close()
         reads.close()
-    assert inner == before
-    assert after is not None and after["version"] == before["version"] + 1
 
 
 def test_a_read_left_suspended_inside_a_snapshot_leaves_later_snapshots_whole(
@@ -252,13 +257,7 @@ def test_a_read_left_suspended_inside_a_snapshot_leaves_later_snapshots_whole(
             timers = reads.pending_timers("IALE-1")
             next(timers)
         timers.close()
-        with reads.snapshot():
-            before = reads.dossier("IALE-1")
-            app.ocop.advance(app.actor(), "IALE-1", "accept_idea")  # another connection commits
-            inner = reads.dossier("IALE-1")
-        after = reads.dossier("IALE-1")
+        snapshot_across_a_commit(reads, app)
     finally:
         app.close()
         reads.close()
-    assert before is not None and inner == before
-    assert after is not None and after["state"] == "business_plan"
