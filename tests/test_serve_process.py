@@ -29,14 +29,18 @@ class Served:
         made = self.ws.run("token", "create", "--user", user, *extra, check=True)
         return made.stdout.strip()
 
-    def cli(self, *args: str, token: str | None = None, **env: str) -> Result:
-        """``ocop ARGS`` on an officer's machine: a server URL and a token, nothing else."""
+    def cli(
+        self, *args: str, token: str | None = None, process: bool | None = None, **env: str
+    ) -> Result:
+        """``ocop ARGS`` on an officer's machine: a server URL and a token, nothing else. The
+        command runs in this process (the environment exactly that) unless ``process``: the
+        server is the real process here, and the first tests below run the command as one too."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("OCOP_")}
         base["OCOP_SERVER"] = self.url
         if token is not None:
             base["OCOP_TOKEN"] = token
         base.update(env)
-        return run_ocop(list(args), base, self.officer, process=True)
+        return run_ocop(list(args), base, self.officer, process=process)
 
 
 @pytest.fixture
@@ -53,14 +57,14 @@ def test_the_cli_registers_and_advances_through_the_server_with_only_a_token(
     token = served.token("lan")
     registered = served.cli(
         "dossier", "register", "--product", "Cà phê bột", "--producer", "HTX Cà phê Ia Le",
-        "--commune", "Ia Le", "--json", token=token,
+        "--commune", "Ia Le", "--json", token=token, process=True,
     )  # fmt: skip
     assert registered.code == 0, registered
     dossier = registered.json()["id"]
     assert registered.json()["state_entered_at"].startswith("2026-03-02T09:0")  # rehearsal
     moved = served.cli(
         "dossier", "advance", dossier, "accept_idea", "--expect-version", "1", "--json",
-        token=token,
+        token=token, process=True,
     )  # fmt: skip
     assert moved.code == 0, moved
     assert moved.json()["actor"] == "lan"
@@ -77,10 +81,12 @@ def test_the_cli_registers_and_advances_through_the_server_with_only_a_token(
 
 def test_through_the_server_errors_keep_their_exit_codes(served: Served) -> None:
     token = served.token("lan")
-    missing = served.cli("dossier", "advance", "OCOP-1999-0001", "accept_idea", token=token)
+    missing = served.cli(
+        "dossier", "advance", "OCOP-1999-0001", "accept_idea", token=token, process=True
+    )
     assert missing.code == 3, missing
     assert missing.stderr.startswith("error: dossier OCOP-1999-0001 not found")
-    nobody = served.cli("dossier", "list", token="ocop_forged")
+    nobody = served.cli("dossier", "list", token="ocop_forged", process=True)
     assert nobody.code == 6, nobody
     assert "invalid or expired token" in nobody.stderr
 
