@@ -44,6 +44,15 @@ class Api:
     def post(self, path: str, user: str | None = None, **kw: Any) -> Any:
         return self.client.post(path, headers=self.h(user) if user else {}, **kw)
 
+    def upload(self, dossier_id: str, user: str, kind: str, name: str, content: bytes) -> Any:
+        """``POST /dossiers/{id}/documents``: one file as a multipart upload."""
+        return self.post(
+            f"/api/v1/dossiers/{dossier_id}/documents",
+            user,
+            data={"kind": kind},
+            files={"file": (name, content, "application/pdf")},
+        )
+
     def register(self, user: str = "lan", **fields: Any) -> dict[str, Any]:
         body = {"product": "Cà phê bột", "producer": "HTX Cà phê Ia Le", "commune": "Ia Le"}
         body.update(fields)
@@ -205,11 +214,8 @@ def test_list_pages_with_the_cli_filters(api: Api) -> None:
 def test_upload_attaches_and_those_who_may_see_download_it(api: Api, tmp_path: Path) -> None:
     dossier = api.register()
     content = "Phương án kinh doanh — bản scan".encode() * 100
-    response = api.post(
-        f"/api/v1/dossiers/{dossier['id']}/documents",
-        "htx_iale",
-        data={"kind": "business_plan"},
-        files={"file": ("../../phuong-an.pdf", content, "application/pdf")},
+    response = api.upload(
+        dossier["id"], "htx_iale", "business_plan", "../../phuong-an.pdf", content
     )
     assert response.status_code == 201, response.text
     attached = response.json()
@@ -228,12 +234,7 @@ def test_an_upload_over_the_limit_is_413_and_stores_nothing(
     api = make_api(tmp_path, sqlite_url, extra="[documents]\nmax_bytes = 10000\n")
     dossier = api.register()
     before = dump_database(sqlite_url)
-    response = api.post(
-        f"/api/v1/dossiers/{dossier['id']}/documents",
-        "lan",
-        data={"kind": "business_plan"},
-        files={"file": ("big.pdf", b"x" * 200_000, "application/pdf")},
-    )
+    response = api.upload(dossier["id"], "lan", "business_plan", "big.pdf", b"x" * 200_000)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large"
     assert dump_database(sqlite_url) == before
@@ -248,12 +249,7 @@ def test_uploads_and_imports_over_a_mebibyte_are_taken_up_to_the_document_limit(
     max_bytes`` (50 MiB by default)."""
     dossier = api.register()
     scan = b"%PDF-1.4\n" + b"x" * (2 << 20)
-    attached = api.post(
-        f"/api/v1/dossiers/{dossier['id']}/documents",
-        "lan",
-        data={"kind": "business_plan"},
-        files={"file": ("ke-hoach.pdf", scan, "application/pdf")},
-    )
+    attached = api.upload(dossier["id"], "lan", "business_plan", "ke-hoach.pdf", scan)
     assert attached.status_code == 201, attached.text
     assert attached.json()["size"] == len(scan)
     row = "Tiêu sọ Ia Phang,HTX Nông nghiệp Ia Phang,Ia Phang\n"
