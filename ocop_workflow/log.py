@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from functools import partial
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 _configured: tuple[str, bool, IO[str] | None] | None = None
 #: Bound loggers by name, built once per configuration (``configure`` empties it): building one
@@ -74,11 +74,34 @@ _parts: tuple[Any, Any, Any, Callable[[Any], str]] | None = None
 def _load_parts() -> tuple[Any, Any, Any, Callable[[Any], str]]:
     global _parts
     from structlog.contextvars import merge_contextvars
-    from structlog.processors import _json_fallback_handler, add_log_level, format_exc_info
+    from structlog.processors import add_log_level, format_exc_info
 
-    encoder = json.JSONEncoder(ensure_ascii=False, default=_json_fallback_handler)
+    encoder = json.JSONEncoder(ensure_ascii=False, default=_json_default)
     _parts = (merge_contextvars, add_log_level, format_exc_info, encoder.encode)
     return _parts
+
+
+def _json_default(value: Any) -> Any:
+    """A value JSON cannot hold, as ``JSONRenderer`` writes it: its ``__structlog__()``, else
+    its ``repr`` (tests/test_log.py compares the bytes)."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
+
+
+class EventLogger(Protocol):
+    """What ``get_logger`` returns, on a terminal (structlog's bound logger) as on JSON lines
+    (``_EventLogger``): the methods the code may call on it. ``%`` arguments after the event
+    are interpolated as structlog does; ``exception`` is ``error`` with ``exc_info``."""
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def warn(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def critical(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def exception(self, event: str, *args: Any, **kw: Any) -> Any: ...
 
 
 class _EventLogger:
@@ -86,15 +109,30 @@ class _EventLogger:
     an event (its keywords, then ``event``, through :func:`json_line`, one line to the file)
     without its layers of calls; the methods of levels below the configured one do nothing."""
 
+    # set per instance in __init__ (an event's level method, or a no-op)
+    debug: Callable[..., Any]
+    info: Callable[..., Any]
+    warning: Callable[..., Any]
+    warn: Callable[..., Any]
+    error: Callable[..., Any]
+    critical: Callable[..., Any]
+
     def __init__(self, file: _LineLogger, min_level: int) -> None:
         self._file = file
         for name, level in _LEVELS.items():
             method = partial(self._emit, "warning" if name == "warn" else name)
             setattr(self, name, method if level >= min_level else _nop)
 
-    def _emit(self, method_name: str, event: str, **kw: Any) -> None:
+    def _emit(self, method_name: str, event: str, *args: Any, **kw: Any) -> None:
+        if args:  # as structlog interpolates: one non-empty mapping by name, else by position
+            one = len(args) == 1 and isinstance(args[0], Mapping) and args[0]
+            event = event % (args[0] if one else args)
         kw["event"] = event
         self._file.msg(json_line(self._file, method_name, kw))
+
+    def exception(self, event: str, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self.error(event, *args, **kw)
 
 
 def _nop(*_args: Any, **_kw: Any) -> None:
@@ -147,8 +185,10 @@ def configure(
     _configured = (level, json_lines, file)
 
 
-def get_logger(name: str) -> Any:
-    """The bound logger ``name`` under the current configuration (cached until ``configure``)."""
+def get_logger(name: str) -> EventLogger:
+    """A logger for ``name`` under the current configuration (cached until ``configure``):
+    on JSON lines an ``_EventLogger``, otherwise structlog's bound logger; both have the
+    methods of ``EventLogger``, which mypy holds callers to."""
     found = _loggers.get(name)
     if found is None:
         if _json_lines is not None:

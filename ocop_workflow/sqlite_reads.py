@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EnvironmentProblem
+from .instants import read_instant as _instant
 
 #: The Alembic head this code expects (``store.SCHEMA_REVISION`` is this one; bump it here with a
 #: new migration — ``tests/test_migrations.py`` pins it to the scripts).
@@ -49,19 +50,6 @@ def sqlite_path(url: str) -> str | None:
     if not path or path == ":memory:" or any(c in path for c in "?#%"):
         return None
     return path
-
-
-def _instant(text: Any) -> Any:
-    """As ``store._read_instant``: naive UTC text → aware UTC datetime.
-
-    The offset is parsed with the text rather than set by ``replace`` afterwards: a page of a
-    dossier holds some twenty instants, and ``replace`` costs eight times the parse."""
-    if text is None or isinstance(text, datetime):
-        return text
-    try:
-        return datetime.fromisoformat(text + "+00:00")
-    except ValueError:  # not the naive text SQLAlchemy writes (it carries an offset already)
-        return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def _bind_instant(value: datetime) -> str:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
 from .errors import Conflict, EnvironmentProblem, UsageError
+from .instants import read_instant
 
 # SCHEMA_REVISION, the Alembic head this code expects (tests/test_migrations.py pins it to the
 # scripts), is written in sqlite_reads.py: its plain-sqlite3 reads check it without this module.
@@ -611,19 +612,8 @@ def _sqlite_instant(value: datetime) -> str:
     """An aware instant as SQLAlchemy's SQLite DateTime stores it: naive UTC, microseconds."""
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the database; pass an aware UTC instant")
-    # the UTC form without its "+00:00" (arguments by position: datetime parses keywords slowly)
+    # the UTC form without its "+00:00": cheaper than .replace(tzinfo=None) first
     return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]
-
-
-def _read_instant(text: str | None) -> datetime | None:
-    """A stored instant (naive UTC text) as an aware UTC datetime: parsed with the offset
-    appended, which is several times faster than ``.replace(tzinfo=UTC)`` afterwards."""
-    if text is None:
-        return None
-    try:
-        return datetime.fromisoformat(text + "+00:00")
-    except ValueError:  # text that already names an offset: read as SQLAlchemy's type would
-        return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def _instant_columns(table: sa.Table) -> frozenset[str]:
@@ -723,7 +713,7 @@ class SqliteWrites:
             return None
         row = dict(zip(map(_first, cursor.description), found, strict=True))
         for name in self._INSTANTS["dossier"]:
-            row[name] = _read_instant(row[name])
+            row[name] = read_instant(row[name])
         return row
 
     def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ocop_workflow import sqlite_reads, store
+from ocop_workflow.instants import read_instant
 from ocop_workflow.views import DossierFilter
 from tests.conftest import Workspace, write_config
 
@@ -261,3 +263,25 @@ def test_a_read_left_suspended_inside_a_snapshot_leaves_later_snapshots_whole(
     finally:
         app.close()
         reads.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-03-02 04:23:23.000005", datetime(2026, 3, 2, 4, 23, 23, 5, tzinfo=UTC)),
+        ("2026-03-02 04:23:23", datetime(2026, 3, 2, 4, 23, 23, tzinfo=UTC)),
+        ("2026-03-02 09:00", datetime(2026, 3, 2, 9, 0, tzinfo=UTC)),
+        ("2026-03-02", datetime(2026, 3, 2, tzinfo=UTC)),  # not a naive midnight
+        ("2026-03-02T04:23:23Z", datetime(2026, 3, 2, 4, 23, 23, tzinfo=UTC)),
+        ("2026-03-02T04:23:23+07:00", datetime(2026, 3, 2, 4, 23, 23, tzinfo=UTC)),  # as SQLAlchemy
+    ],
+)
+def test_a_stored_instant_is_read_back_aware_utc_whatever_its_text(
+    text: str, expected: datetime
+) -> None:
+    """Both SQLite read paths (the engine's writes, the plain-sqlite3 reads) read instants with
+    one function; text someone else wrote (a date alone, an offset) still comes back aware UTC,
+    as SQLAlchemy's own type reads it, never a naive datetime to fail a comparison later."""
+    found = read_instant(text)
+    assert found == expected
+    assert found.tzinfo is not None and found.utcoffset() == timedelta(0)

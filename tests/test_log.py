@@ -51,7 +51,7 @@ def test_a_level_raised_by_reconfiguring_drops_info_events(restore_logging: None
     ]
 
 
-def _standard_chain_line(method: str, event: str, **kw: object) -> str:
+def _standard_chain_line(method: str, event: str, *args: object, **kw: object) -> str:
     """The line structlog's own processors render (the chain ``configure`` set up before
     ``log.json_line`` took their place)."""
     import structlog
@@ -75,7 +75,7 @@ def _standard_chain_line(method: str, event: str, **kw: object) -> str:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
     )
-    getattr(logger, method)(event, **kw)
+    getattr(logger, method)(event, *args, **kw)
     return lines[0]
 
 
@@ -105,11 +105,17 @@ def test_an_event_is_written_as_the_line_structlogs_json_chain_renders(
         for method, kw in events:
             getattr(log.get_logger("ocop.engine"), method)("dossier.advanced", **kw)
             expected.append(_standard_chain_line(method, "dossier.advanced", **kw))
+        log.get_logger("ocop.engine").info("moved %s to %s", "a", "b", seq=3)
+        expected.append(_standard_chain_line("info", "moved %s to %s", "a", "b", seq=3))
+        log.get_logger("ocop.engine").info("moved %(id)s", {"id": "a"})
+        expected.append(_standard_chain_line("info", "moved %(id)s", {"id": "a"}))
         try:
             raise ValueError("sai")
         except ValueError:
             log.get_logger("ocop.engine").error("failed", exc_info=True)
             expected.append(_standard_chain_line("error", "failed", exc_info=True))
+            log.get_logger("ocop.engine").exception("failed")
+            expected.append(_standard_chain_line("exception", "failed"))
             structlog.get_logger("ocop.sweep").error("failed", exc_info=True)
             expected.append(_standard_chain_line("error", "failed", exc_info=True))
 
@@ -119,3 +125,4 @@ def test_an_event_is_written_as_the_line_structlogs_json_chain_renders(
     ]
     assert json.loads(written[0])["dossier"] == "OCOP-2026-0001"  # the event's own key wins
     assert "ValueError: sai" in json.loads(written[-1])["exception"]
+    assert [json.loads(line)["event"] for line in written[3:5]] == ["moved a to b", "moved a"]
