@@ -366,8 +366,8 @@ def signal_bits(status: Path) -> dict[str, set[int]]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
-def test_a_running_worker_runs_no_python_in_signal_context(
-    worker_workspace: Workspace, workers: Callable[..., Worker]
+def test_a_running_worker_runs_no_python_in_signal_context_and_stops_amid_hand_overs(
+    sqlite_workspace: Workspace, workers: Callable[..., Worker]
 ) -> None:
     """A handler runs between any two bytecodes of the main thread. The worker's used to stop
     the scheduler from there: arriving inside ``ThreadPoolExecutor.submit`` (APScheduler hands
@@ -375,8 +375,10 @@ def test_a_running_worker_runs_no_python_in_signal_context(
     (seen in CI: a test stuck for three minutes); arriving inside an import, an earlier version
     failed it (``KeyError: <thread ident>``, CPython gh-91351). Now no handler is set for
     SIGTERM, every thread but the main one blocks SIGTERM and SIGINT, and the main thread takes
-    them with ``sigwait`` (which unblocks them only while it waits)."""
-    worker = workers(worker_workspace)
+    them with ``sigwait`` (which unblocks them only while it waits). The stop itself comes while
+    a sweep is handed over every 10 ms, and the worker exits 0 at once."""
+    write_config(sqlite_workspace.root, extra="[scheduler]\nsweep_interval_seconds = 0.01\n")
+    worker = workers(sqlite_workspace)
     worker.wait_started()
     pid = worker.process.pid
     stopping = {int(signal.SIGTERM), int(signal.SIGINT)}
@@ -385,5 +387,6 @@ def test_a_running_worker_runs_no_python_in_signal_context(
     assert others, "APScheduler's threads"
     for thread in others:
         assert stopping <= signal_bits(thread / "status")["SigBlk"], thread.name
-    code, _ = worker.stop()
+    code, took = worker.stop()
     assert code == 0, worker.output()
+    assert took < 20, took  # a hang guard; it takes a sweep's time
