@@ -12,20 +12,22 @@ from typing import Any
 
 
 def read_instant(text: Any) -> Any:
-    """Stored text → aware UTC datetime (None and datetimes as they are).
+    """Stored text → aware UTC datetime (None and datetimes as they are), as SQLAlchemy's
+    ``UTCDateTime`` reads the same text: naive text is UTC, text naming an offset is converted.
 
     SQLAlchemy writes naive UTC text (``2026-03-02 04:23:23.000000``): it is parsed with
     ``+00:00`` appended, several times cheaper than ``.replace(tzinfo=UTC)`` afterwards, and a
     page of dossiers holds many instants. Any other text (a date alone, which the parser would
     read as a naive midnight with ``+`` as the separator; one naming its own offset) is parsed
-    alone and put in UTC by ``replace``, as SQLAlchemy's type reads it.
+    alone.
     """
     if text is None or isinstance(text, datetime):
         return text
     try:
         parsed = datetime.fromisoformat(text + "+00:00")
+        if parsed.tzinfo is not None:
+            return parsed
     except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC)
-    return parsed
+        pass
+    parsed = datetime.fromisoformat(text)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

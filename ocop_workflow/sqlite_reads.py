@@ -69,7 +69,6 @@ class SqliteReads:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self._db: sqlite3.Connection | None = None
-        #: Open ``read`` blocks: an inner one joins the outer one's transaction.
         #: Inside ``snapshot``: the reads made meanwhile join its transaction.
         self._shared = False
 

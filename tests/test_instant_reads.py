@@ -273,7 +273,7 @@ def test_a_read_left_suspended_inside_a_snapshot_leaves_later_snapshots_whole(
         ("2026-03-02 09:00", datetime(2026, 3, 2, 9, 0, tzinfo=UTC)),
         ("2026-03-02", datetime(2026, 3, 2, tzinfo=UTC)),  # not a naive midnight
         ("2026-03-02T04:23:23Z", datetime(2026, 3, 2, 4, 23, 23, tzinfo=UTC)),
-        ("2026-03-02T04:23:23+07:00", datetime(2026, 3, 2, 4, 23, 23, tzinfo=UTC)),  # as SQLAlchemy
+        ("2026-03-02T04:23:23+07:00", datetime(2026, 3, 1, 21, 23, 23, tzinfo=UTC)),  # converted
     ],
 )
 def test_a_stored_instant_is_read_back_aware_utc_whatever_its_text(
@@ -285,3 +285,20 @@ def test_a_stored_instant_is_read_back_aware_utc_whatever_its_text(
     found = read_instant(text)
     assert found == expected
     assert found.tzinfo is not None and found.utcoffset() == timedelta(0)
+    assert found == sqlalchemy_reads(text)  # the Core read path gives the same instant
+
+
+def sqlalchemy_reads(text: str) -> datetime:
+    """What ``store.UTCDateTime`` (the SQLAlchemy read path) makes of ``text`` in SQLite."""
+    import sqlalchemy as sa
+
+    from ocop_workflow.store import UTCDateTime
+
+    engine = sa.create_engine("sqlite://")
+    column = sa.table("t", sa.column("at", UTCDateTime()))
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (at TEXT)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (?)", (text,))
+        found = conn.execute(sa.select(column.c.at)).scalar_one()
+    engine.dispose()
+    return found
