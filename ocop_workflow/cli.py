@@ -290,7 +290,7 @@ def workflow_show(ctx: click.Context, name: str, as_json: bool) -> None:
     if app.remote:
         document = app.remote.call("GET", f"/workflows/{_segment(name)}")
     else:
-        document = app.ocop.workflow(reader(app), name)
+        document = app.ocop.workflow(reader(app), name).to_json()
     if as_json:
         emit_json(document)
         return

@@ -557,7 +557,7 @@ def create_app(ocop: Ocop) -> FastAPI:
     def workflow_show(name: str, actor: Actor, core: Core) -> JSONResponse:
         """``ocop workflow show``: states, stages, triggers, roles, deadlines, and the dossiers
         on it that you may see."""
-        return JSONResponse(core.workflow(actor, name))
+        return JSONResponse(core.workflow(actor, name).to_json())
 
     @app.get(f"{API}/audit/verify", tags=["audit"])
     def audit_verify(actor: Actor, core: Core, dossier: str | None = None) -> JSONResponse:

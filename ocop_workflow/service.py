@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         Timer,
         TriggerOption,
         Verification,
+        WorkflowDetail,
         WorkflowSummary,
     )
     from .sqlite_reads import SqliteReads
@@ -689,7 +690,7 @@ class Ocop:
 
         return [summary(self, wf) for wf in self.registry.loadable()]
 
-    def workflow(self, actor: User | None, name: str) -> dict[str, Any]:
+    def workflow(self, actor: User | None, name: str) -> WorkflowDetail:
         """``workflow show``: states, stages, triggers, roles, deadlines, and the dossiers on it
         that ``actor`` may see (all of them for a reader holding the database)."""
         from .workflow_info import describe

@@ -500,3 +500,112 @@ class HistoryEntry:
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }
+
+
+@dataclass(frozen=True)
+class WorkflowState:
+    """One state of ``workflow show``: where it sits in the cycle, its labels and deadline."""
+
+    name: str
+    stage: str
+    label_vi: str
+    label_en: str
+    initial: bool
+    final: bool
+    level: str | None
+    recognise_stars: Sequence[int]
+    deadline: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "stage": self.stage,
+            "label_vi": self.label_vi,
+            "label_en": self.label_en,
+            "initial": self.initial,
+            "final": self.final,
+            "level": self.level,
+            "recognise_stars": list(self.recognise_stars),
+            "deadline": self.deadline,
+        }
+
+
+@dataclass(frozen=True)
+class WorkflowTransition:
+    """One trigger of ``workflow show``: from where to where, who may fire it, its guards."""
+
+    trigger: str
+    source: str
+    dest: str
+    roles: Sequence[str]
+    guards: Sequence[str]
+    label: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trigger": self.trigger,
+            "from": self.source,
+            "to": self.dest,
+            "roles": list(self.roles),
+            "guards": list(self.guards),
+            "label": self.label,
+        }
+
+
+@dataclass(frozen=True)
+class WorkflowField:
+    """One declared field of a workflow's dossier data (``protected``: set by the engine only)."""
+
+    type: str
+    label: str
+    protected: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "label": self.label, "protected": self.protected}
+
+
+@dataclass(frozen=True)
+class WorkflowDetail:
+    """``workflow show`` (``GET /workflows/{name}``): the definition, and the dossiers on it
+    that the reader may see.
+
+    ``dossiers`` is None when there is no database to ask (``ocop init`` not run);
+    ``dossiers_on_other_content`` likewise — the running dossiers pinned to another content
+    of the file, refused until ``ocop workflow migrate``.
+    """
+
+    name: str
+    version: str
+    title: str
+    legal_basis: str
+    file: str
+    sha256: str
+    default: bool
+    stages: Sequence[str]
+    states: Sequence[WorkflowState]
+    transitions: Sequence[WorkflowTransition]
+    fields: Mapping[str, WorkflowField]
+    dossiers: int | None
+    dossier_ids: Sequence[str]
+    dossiers_by_version: Mapping[str, int]
+    dossiers_on_other_content: Sequence[str] | None
+
+    def to_json(self) -> dict[str, Any]:
+        changed = self.dossiers_on_other_content
+        return {
+            "name": self.name,
+            "version": self.version,
+            "title": self.title,
+            "legal_basis": self.legal_basis,
+            "file": self.file,
+            "sha256": self.sha256,
+            "default": self.default,
+            "stages": list(self.stages),
+            "states": [s.to_json() for s in self.states],
+            "transitions": [t.to_json() for t in self.transitions],
+            "fields": {name: f.to_json() for name, f in self.fields.items()},
+            "dossiers": self.dossiers,
+            "dossier_ids": list(self.dossier_ids),
+            "dossiers_by_version": dict(self.dossiers_by_version),
+            "dossiers_on_other_content": None if changed is None else list(changed),
+        }

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .app import App
     from .definitions import WorkflowDef
     from .service import Ocop
-    from .shapes import WorkflowSummary
+    from .shapes import WorkflowDetail, WorkflowSummary
 
 
 def summary(app: App | Ocop, wf: WorkflowDef) -> WorkflowSummary:
@@ -29,52 +29,56 @@ def summary(app: App | Ocop, wf: WorkflowDef) -> WorkflowSummary:
     )
 
 
-def describe(app: App | Ocop, name: str, clause: Any = None) -> dict[str, Any]:
+def describe(app: App | Ocop, name: str, clause: Any = None) -> WorkflowDetail:
     """``workflow show``: the workflow, and the dossiers on it — those ``clause`` (a policy's
     read filter) selects, when the reader may not see them all."""
+    from .shapes import WorkflowDetail, WorkflowField, WorkflowState, WorkflowTransition
+
     wf = app.registry.get(name)
-    document: dict[str, Any] = {
-        "name": wf.name,
-        "version": wf.version,
-        "title": wf.title,
-        "legal_basis": wf.legal_basis,
-        "file": str(wf.path),
-        "sha256": wf.sha256,
-        "default": wf.name == app.config.default_workflow,
-        "stages": list(wf.stages),
-        "states": [
-            {
-                "name": s.name,
-                "stage": s.stage,
-                "label_vi": s.label_vi,
-                "label_en": s.label_en,
-                "initial": s.initial,
-                "final": s.final,
-                "level": s.level,
-                "recognise_stars": list(s.recognise_stars),
-                "deadline": s.deadline.describe() if s.deadline else None,
-            }
+    count, ids, by_version = _dossiers_on(app, wf.name, clause)
+    return WorkflowDetail(
+        name=wf.name,
+        version=wf.version,
+        title=wf.title,
+        legal_basis=wf.legal_basis,
+        file=str(wf.path),
+        sha256=wf.sha256,
+        default=wf.name == app.config.default_workflow,
+        stages=tuple(wf.stages),
+        states=tuple(
+            WorkflowState(
+                name=s.name,
+                stage=s.stage,
+                label_vi=s.label_vi,
+                label_en=s.label_en,
+                initial=s.initial,
+                final=s.final,
+                level=s.level,
+                recognise_stars=tuple(s.recognise_stars),
+                deadline=s.deadline.describe() if s.deadline else None,
+            )
             for s in wf.states.values()
-        ],
-        "transitions": [
-            {
-                "trigger": t.trigger,
-                "from": t.source,
-                "to": t.dest,
-                "roles": list(t.roles),
-                "guards": list(t.guards),
-                "label": t.label_vi,
-            }
+        ),
+        transitions=tuple(
+            WorkflowTransition(
+                trigger=t.trigger,
+                source=t.source,
+                dest=t.dest,
+                roles=tuple(t.roles),
+                guards=tuple(t.guards),
+                label=t.label_vi,
+            )
             for t in wf.transitions
-        ],
-        "fields": {
-            f.name: {"type": f.type, "label": f.label, "protected": f.protected}
+        ),
+        fields={
+            f.name: WorkflowField(type=f.type, label=f.label, protected=f.protected)
             for f in wf.fields.values()
         },
-    }
-    document.update(_dossiers_on(app, wf.name, clause))
-    document["dossiers_on_other_content"] = changed_under(app, wf, clause)
-    return document
+        dossiers=count,
+        dossier_ids=ids,
+        dossiers_by_version=by_version,
+        dossiers_on_other_content=changed_under(app, wf, clause),
+    )
 
 
 def changed_under(app: App | Ocop, wf: WorkflowDef, clause: Any = None) -> list[str] | None:
@@ -111,12 +115,15 @@ def changed_under(app: App | Ocop, wf: WorkflowDef, clause: Any = None) -> list[
         return None
 
 
-def _dossiers_on(app: App | Ocop, name: str, clause: Any = None) -> dict[str, Any]:
+def _dossiers_on(
+    app: App | Ocop, name: str, clause: Any = None
+) -> tuple[int | None, list[str], dict[str, int]]:
     """Which dossiers are pinned to this workflow, and on which version of its file.
 
     A dossier stays on the rule version it was registered under, so an officer changing rules
     needs to see which files are still in use. ``dossiers`` is None when there is no database
     yet (``ocop init`` not run): the workflow can be read before anything is stored.
+    Returns (how many, their ids, how many per version).
     """
     import sqlalchemy as sa
 
@@ -132,15 +139,11 @@ def _dossiers_on(app: App | Ocop, name: str, clause: Any = None) -> dict[str, An
         with store.read() as conn:
             rows = conn.execute(query).all()
     except EnvironmentProblem:
-        return {"dossiers": None, "dossier_ids": [], "dossiers_by_version": {}}
+        return None, [], {}
     by_version: dict[str, int] = {}
     for row in rows:
         by_version[row.workflow_version] = by_version.get(row.workflow_version, 0) + 1
-    return {
-        "dossiers": len(rows),
-        "dossier_ids": [row.id for row in rows],
-        "dossiers_by_version": by_version,
-    }
+    return len(rows), [row.id for row in rows], by_version
 
 
 def validate(

@@ -242,6 +242,9 @@ def test_workflow_commands_and_the_html_report_go_through_the_server(served: Ser
     assert (shown.json()["dossiers"], shown.json()["dossier_ids"]) == (1, [mine])
     everything = served.cli("workflow", "show", "ocop-1489", "--json", token=hung).json()
     assert everything["dossiers"] == 2
+    # one shape (shapes.WorkflowDetail): through the server as from the database itself
+    local = served.ws.run("workflow", "show", "ocop-1489", "--json", check=True).json()
+    assert everything == local
     table = served.cli("workflow", "show", "ocop-1489", token=lan)
     assert "dossiers on ocop-1489: 1" in table.stdout, table
     drawn = served.cli("workflow", "diagram", "ocop-1489", token=lan)
