@@ -734,11 +734,13 @@ class SqliteWrites:
                     if (value := values[i]) is not None:
                         values[i] = texts.get(value) or self._text(value)
                 values += plan.tail
-            else:  # a row with other columns than the first: each by name, default if absent
-                values = []
-                for name, instant, default in plan.columns:
-                    value = row.get(name, default)
-                    values.append(self._text(value) if instant and value is not None else value)
+            else:
+                # Core's executemany compiles the first row's columns too, and fails on a later
+                # row without one of them: the same rule here, stated, not a second behaviour
+                raise ValueError(
+                    f"rows of one insert into {table.name} must name the same columns: "
+                    f"{sorted(row)} is not {sorted(plan.given)}"
+                )
             params.append(values)
         self.db.executemany(plan.sql, params)
 
@@ -774,10 +776,11 @@ class _InsertPlan:
 
     A row with exactly these columns is turned into its parameters by ``take`` (one C call)
     with its instants (``instants``: positions) put in text form, then the defaults
-    (``tail``); any other row by name, column by column (``columns``).
+    (``tail``). A row with other columns is refused, as Core's executemany refuses one that
+    lacks a column of the first.
     """
 
-    __slots__ = ("columns", "given", "instants", "sql", "tail", "take")
+    __slots__ = ("given", "instants", "sql", "tail", "take")
 
     def __init__(
         self,
@@ -802,7 +805,6 @@ class _InsertPlan:
             else defaults[n]
             for n in rest
         ]
-        self.columns = tuple((n, n in instants, defaults.get(n)) for n in names)
 
 
 @contextmanager

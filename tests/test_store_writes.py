@@ -82,3 +82,37 @@ def test_the_fast_path_binds_instants_as_sqlalchemy_stores_them(tmp_path: Path) 
     hanoi = timezone(timedelta(hours=7))
     assert _sqlite_instant(datetime(2026, 3, 2, 9, 0, tzinfo=hanoi)) == "2026-03-02 02:00:00.000000"
     assert SqliteWrites._INSTANTS["dossier"] >= {"state_entered_at", "deadline_at", "updated_at"}
+
+
+def test_rows_of_one_insert_with_other_columns_are_refused_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    """Core's executemany compiles the first row's columns and fails on a later row without
+    one; the fast path states the same rule instead of filling the row in its own way, and the
+    transaction writes nothing."""
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from ocop_workflow.store import timer_t
+
+    ws = _workspace(tmp_path / "ws")
+    store = ws.app().store
+    at = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    first = {
+        "dossier_id": "X-1", "state": "idea", "entry_seq": 1, "kind": "reminder",
+        "due_at": at, "created_at": at, "wake": 1,
+    }  # fmt: skip
+    second = {k: v for k, v in first.items() if k != "wake"}
+    before = dump_database(ws.url)
+    with (
+        pytest.raises(ValueError, match="must name the same columns"),
+        store.writes() as writes,
+    ):
+        assert isinstance(writes, SqliteWrites)
+        writes.insert(timer_t, [first, second])
+    assert dump_database(ws.url) == before
+    with store.writes() as writes:  # the same columns in another order are one insert
+        writes.insert(timer_t, [first, dict(reversed(first.items()))])
+    assert len(dump_database(ws.url)["timer"]) == 2
+    store.dispose()
