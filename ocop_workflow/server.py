@@ -279,14 +279,18 @@ def create_app(ocop: Ocop) -> FastAPI:
             return authenticated(request)
         return await short_read(authenticated, request)
 
-    async def acting(request: Request, work: Callable[[User, Ocop], T]) -> T:
+    async def acting(
+        request: Request, work: Callable[[User, Ocop], T], *, page: str | None = None
+    ) -> T:
         """``work(actor, facade)`` for a short read, with the token check in the same trip:
         on PostgreSQL one hand-over to the thread pool instead of two. The person is
         authenticated before the request's clock is even looked at, as ``Actor`` before
-        ``Core``."""
+        ``Core``. ``page``: the dossier whose page ``work`` reads (on PostgreSQL read with the
+        token's row in one statement, ``Ocop.reading``)."""
 
         def job() -> T:
-            with ocop.reading():  # the token's row and the reads of ``work``: one snapshot
+            # the token's row and the reads of ``work``: one snapshot
+            with ocop.reading(token=bearer(request), page=page):
                 actor = authenticated(request)
                 return work(actor, clocked(request))
 
@@ -485,7 +489,9 @@ def create_app(ocop: Ocop) -> FastAPI:
     @app.get(API + "/dossiers/{dossier_id:path}", tags=["dossiers"])
     async def show(dossier_id: str, request: Request) -> JSONResponse:
         """The dossier, its deadline and why, its pending timers, documents, next triggers."""
-        shown = await acting(request, lambda actor, core: core.show(actor, dossier_id))
+        shown = await acting(
+            request, lambda actor, core: core.show(actor, dossier_id), page=dossier_id
+        )
         return JSONResponse(shown.to_json())
 
     # --- import ---------------------------------------------------------------------------

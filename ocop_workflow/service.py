@@ -178,13 +178,26 @@ class Ocop:
                 return reads
         return CoreReads(self.checked_store())
 
-    def reading(self) -> AbstractContextManager[object]:
+    def reading(
+        self, *, token: str | None = None, page: str | None = None
+    ) -> AbstractContextManager[object]:
         """One read around several: the plain readers (SQLite file, the server's) run the reads
         inside it in one read transaction (on PostgreSQL: on one pooled connection) instead of
-        one each; ``CoreReads`` still opens one per read."""
+        one each; ``CoreReads`` still opens one per read.
+
+        ``token`` and ``page`` (the server's ``GET /dossiers/{id}``: a bearer token and the
+        dossier whose page follows): on PostgreSQL the token's row and the page are read up
+        front in one statement (``PgReads.page_ahead``); the token is still checked, by
+        ``authenticate``, before anything of the page is used."""
         from contextlib import nullcontext
 
-        snapshot = getattr(self.reads(), "snapshot", None)
+        reads = self.reads()
+        ahead = getattr(reads, "page_ahead", None)
+        if ahead is not None and token is not None and page is not None:
+            from .auth import token_digest
+
+            return ahead(token_digest(token), page)
+        snapshot = getattr(reads, "snapshot", None)
         return nullcontext() if snapshot is None else snapshot()
 
     def _plain_reads(self) -> SqliteReads | bool:

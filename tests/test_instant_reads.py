@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -195,26 +196,60 @@ def test_the_servers_plain_reads_give_the_documents_of_the_sqlalchemy_reads(
         app.close()
 
 
-@pytest.mark.postgres
-def test_the_servers_postgresql_reads_give_the_pool_its_connections_back_in_transactions(
-    tmp_path: Path, pg_url: str
-) -> None:
-    """A read borrows a pooled connection in autocommit; the next borrower (a write) must find
-    it as SQLAlchemy expects, or its statements would commit one by one."""
+@pytest.fixture
+def pg_app(tmp_path: Path, pg_url: str) -> Iterator[Any]:
+    """The two dossiers of ``_register_on`` on PostgreSQL, and an app on them."""
     write_config(tmp_path)
     ws = Workspace(tmp_path, pg_url)
     ws.run("init", check=True)
     _register_on(ws)
     app = ws.app(user="lan", now=LATER)
     try:
-        ocop = app.ocop
-        ocop.read_per_thread()
-        for _ in range(3):
-            assert ocop.show(app.actor(), "IALE-1").dossier.id == "IALE-1"
-        with ocop.store.engine.connect() as conn:
-            assert conn.connection.driver_connection.autocommit is False
+        yield app
     finally:
         app.close()
+
+
+@pytest.mark.postgres
+def test_the_servers_postgresql_reads_give_the_pool_its_connections_back_in_transactions(
+    pg_app: Any,
+) -> None:
+    """A read borrows a pooled connection in autocommit; the next borrower (a write) must find
+    it as SQLAlchemy expects, or its statements would commit one by one."""
+    app = pg_app
+    ocop = app.ocop
+    ocop.read_per_thread()
+    for _ in range(3):
+        assert ocop.show(app.actor(), "IALE-1").dossier.id == "IALE-1"
+    with ocop.store.engine.connect() as conn:
+        assert conn.connection.driver_connection.autocommit is False
+
+
+@pytest.mark.postgres
+def test_the_servers_postgresql_page_reads_its_token_and_page_in_one_statement_and_snapshot(
+    pg_app: Any,
+) -> None:
+    """``GET /dossiers/{id}`` on PostgreSQL reads the token's row and the whole page (dossier,
+    pending timers, first entry) up front in one statement (``PgReads.page_ahead``): what it
+    shows is what the Core reads show, all of it as it stood at that one instant — an advance
+    committed meanwhile by another connection is seen by the next page, not half by this one
+    — and the token is still checked by ``authenticate`` from the row read ahead."""
+    app = pg_app
+    core = app.ocop
+    plain = core.at(core.clock)
+    plain.read_per_thread()
+    token = core.create_token("lan").token
+    before = core.show(app.actor(), "IALE-1")
+    with plain.reading(token=token, page="IALE-1"):
+        actor, _ = plain.authenticate(token)
+        core.advance(app.actor(), "IALE-1", "accept_idea")  # another connection commits
+        shown = plain.show(actor, "IALE-1")
+    assert actor.key == "lan"
+    assert shown == before
+    assert shown.timers and shown.entered
+    after = plain.show(actor, "IALE-1")
+    assert after == core.show(app.actor(), "IALE-1")
+    assert after.dossier.version == before.dossier.version + 1
 
 
 def snapshot_across_a_commit(reads: Any, app: Any) -> None:
