@@ -172,6 +172,9 @@ class _Placeholders:
     def execute(self, sql: str, params: Any = ()) -> Any:
         return _Cursor(self.conn.execute(sql.replace("?", "%s"), params))
 
+    def executemany(self, sql: str, params: Any) -> None:
+        self.conn.cursor().executemany(sql.replace("?", "%s"), params)
+
 
 class _Cursor:
     """A psycopg cursor whose instants come back in UTC, as ``store.UTCDateTime`` gives them."""
@@ -185,6 +188,10 @@ class _Cursor:
 
     def fetchone(self) -> Any:
         return _utc(self.cursor.fetchone())
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.cursor.rowcount)
 
     def __iter__(self) -> Iterator[Any]:
         return (_utc(row) for row in self.cursor)

@@ -393,7 +393,9 @@ class Store:
 
     def writes(self) -> AbstractContextManager[CoreWrites | SqliteWrites]:
         """One write transaction for a transition's few statements (see ``SqliteWrites``)."""
-        return _sqlite_writes(self) if self.is_sqlite else _core_writes(self)
+        if self.is_sqlite:
+            return _sqlite_writes(self)
+        return _pg_writes(self)
 
     def lock_dossier(self, conn: Connection, dossier_id: str) -> sa.Row[Any] | None:
         """Load a dossier for update: ``FOR UPDATE`` on PostgreSQL, the write lock on SQLite.
@@ -767,6 +769,23 @@ class SqliteWrites:
         return int(self.db.execute(sql, params).rowcount)
 
 
+class PgWrites(SqliteWrites):
+    """``SqliteWrites``' statements over a pooled psycopg connection, on PostgreSQL.
+
+    Through SQLAlchemy Core each of a transition's five statements cost a compiled-cache
+    lookup, parameter processing and a result set-up, and the transaction its own connection
+    wrapper: more of the server's CPU than psycopg and the database together. The dossier is
+    locked ``FOR UPDATE`` (SQLite's BEGIN IMMEDIATE locks the whole file instead); instants
+    are bound as the aware datetimes they are and read back in UTC (``pg_reads``' cursor), as
+    ``UTCDateTime`` does.
+    """
+
+    _LOCK = SqliteWrites._LOCK + " FOR UPDATE OF dossier"
+
+    def _text(self, value: datetime) -> Any:
+        return value
+
+
 _first = operator.itemgetter(0)
 
 
@@ -822,6 +841,42 @@ def _sqlite_writes(store: Store) -> Iterator[SqliteWrites]:
             yield from _sqlite_transaction(store, db)
         finally:
             store._writer_done(db, idle)
+
+
+@contextmanager
+def _pg_writes(store: Store) -> Iterator[SqliteWrites]:
+    """BEGIN … COMMIT on a pooled psycopg connection, errors mapped as ``Store.write`` maps
+    them; a connection whose rollback fails is not given back to the pool."""
+    import psycopg
+
+    from .pg_reads import _Placeholders
+
+    try:
+        pooled = store.engine.raw_connection()
+    except sa.exc.OperationalError as exc:
+        raise EnvironmentProblem(
+            f"database unreachable ({store.safe_url}): {_first_line(exc)}"
+        ) from None
+    db: Any = pooled.driver_connection
+    try:
+        try:
+            yield PgWrites(_Placeholders(db))
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
+    except psycopg.OperationalError as exc:
+        pooled.invalidate()
+        raise EnvironmentProblem(f"database error ({store.safe_url}): {_first_line(exc)}") from None
+    except psycopg.DataError as exc:
+        raise UsageError(f"the database refused a value: {_first_line(exc)}") from None
+    except psycopg.IntegrityError as exc:
+        raise Conflict(
+            f"the change conflicts with one made meanwhile: {_first_line(exc)}; "
+            "nothing was written, try again"
+        ) from None
+    finally:
+        pooled.close()
 
 
 def _sqlite_transaction(store: Store, db: Any) -> Iterator[SqliteWrites]:

@@ -228,6 +228,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL schema for one test, dropped afterwards."""
+    with pg_schema() as url:
+        yield url
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL schema, dropped when the block ends (the test is
+    skipped without one): ``pg_url``, or more than one for a test."""
     base = postgres_base_url()
     if not base:
         pytest.skip(f"{PG_ENV} not set")

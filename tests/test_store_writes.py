@@ -1,28 +1,37 @@
-"""A transition written through the fast SQLite path leaves exactly the rows SQLAlchemy Core does.
+"""A transition written through the fast path leaves exactly the rows SQLAlchemy Core does.
 
-``Engine.advance`` on SQLite writes through ``store.SqliteWrites`` (plain ``sqlite3``); the sweep
-and PostgreSQL go through SQLAlchemy Core (``CoreWrites``). Both walk the same dossiers through
-the same cycle on two SQLite files; every row of every table must be equal, and the audit chains
-must verify.
+``Engine.advance`` writes through plain DB-API statements: ``store.SqliteWrites`` (``sqlite3``)
+on SQLite, ``store.PgWrites`` (pooled psycopg) on PostgreSQL; the sweep goes through SQLAlchemy
+Core (``CoreWrites``). Both walk the same dossiers through the same cycle on two databases of
+the same kind; every row of every table must be equal, and the audit chains must verify.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
-from conftest import Workspace, attach_mandatory, council_scores, dump_database, write_config
+import pytest
+from conftest import (
+    Workspace,
+    attach_mandatory,
+    council_scores,
+    dump_database,
+    pg_schema,
+    write_config,
+)
 
 from ocop_workflow import audit
-from ocop_workflow.store import SqliteWrites
+from ocop_workflow.store import PgWrites, SqliteWrites
 
 T0 = "2026-03-02T09:00:00+07:00"
 STEPS = [("accept_idea", "lan"), ("approve_plan", "lan")]
 
 
-def _workspace(root: Path) -> Workspace:
+def _workspace(root: Path, url: str | None = None) -> Workspace:
     root.mkdir()
     write_config(root)
-    ws = Workspace(root, f"sqlite:///{root / 'ocop.db'}")
+    ws = Workspace(root, url or f"sqlite:///{root / 'ocop.db'}")
     ws.run("init", check=True)
     return ws
 
@@ -60,7 +69,22 @@ def _walk(ws: Workspace, *, fast: bool) -> None:
 
 def test_the_sqlite_fast_path_writes_the_same_rows_as_sqlalchemy_core(tmp_path: Path) -> None:
     fast, core = _workspace(tmp_path / "fast"), _workspace(tmp_path / "core")
-    assert fast.app().store.is_sqlite  # the fast path is the one advance takes on SQLite
+    _same_rows(fast, core, SqliteWrites)
+
+
+@pytest.mark.postgres
+def test_the_postgresql_fast_path_writes_the_same_rows_as_sqlalchemy_core(tmp_path: Path) -> None:
+    with ExitStack() as schemas:
+        fast = _workspace(tmp_path / "fast", schemas.enter_context(pg_schema()))
+        core = _workspace(tmp_path / "core", schemas.enter_context(pg_schema()))
+        _same_rows(fast, core, PgWrites)
+
+
+def _same_rows(fast: Workspace, core: Workspace, kind: type) -> None:
+    store = fast.app().store
+    with store.writes() as writes:  # the path advance takes on this database
+        assert type(writes) is kind
+    store.dispose()
     _walk(fast, fast=True)
     _walk(core, fast=False)
     fast_rows, core_rows = dump_database(fast.url), dump_database(core.url)
