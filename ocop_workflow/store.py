@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
-from .errors import Conflict, EnvironmentProblem, UsageError
+from .errors import Conflict, EnvironmentProblem, OcopError, UsageError
 from .instants import read_instant
 
 # SCHEMA_REVISION, the Alembic head this code expects (tests/test_migrations.py pins it to the
@@ -379,17 +379,8 @@ class Store:
                 conn = conn.execution_options(ocop_write=write)
             try:
                 yield conn
-            except sa.exc.OperationalError as exc:
-                raise EnvironmentProblem(
-                    f"database error ({self.safe_url}): {_first_line(exc)}"
-                ) from None
-            except sa.exc.DataError as exc:  # a value the database cannot hold (NUL, range)
-                raise UsageError(f"the database refused a value: {_first_line(exc)}") from None
-            except sa.exc.IntegrityError as exc:  # a row someone else wrote a moment ago
-                raise Conflict(
-                    f"the change conflicts with one made meanwhile: {_first_line(exc)}; "
-                    "nothing was written, try again"
-                ) from None
+            except (sa.exc.OperationalError, sa.exc.DataError, sa.exc.IntegrityError) as exc:
+                raise _refusal(self, exc) from None
 
     def writes(self) -> AbstractContextManager[CoreWrites | SqliteWrites]:
         """One write transaction for a transition's few statements (see ``SqliteWrites``)."""
@@ -495,17 +486,22 @@ class Store:
                 return self._idle.pop(), self._idle
             except IndexError:  # another thread took the last one meanwhile
                 pass
-        try:
-            raw = self.engine.raw_connection()
-        except sa.exc.OperationalError as exc:
-            raise EnvironmentProblem(
-                f"database unreachable ({self.safe_url}): {_first_line(exc)}"
-            ) from None
+        raw = self._raw_connection()
         if not isinstance(self.engine.pool, sa.pool.QueuePool):
             return _CheckedOut(raw), None
         db = raw.driver_connection  # (a detached fairy no longer knows it)
         raw.detach()
         return db, self._idle
+
+    def _raw_connection(self) -> Any:
+        """A DB-API connection from the pool (SQLAlchemy's wrapper: ``driver_connection``,
+        ``close`` gives it back), or "database unreachable"."""
+        try:
+            return self.engine.raw_connection()
+        except sa.exc.OperationalError as exc:
+            raise EnvironmentProblem(
+                f"database unreachable ({self.safe_url}): {_first_line(exc)}"
+            ) from None
 
     def _writer_done(self, db: Any, idle: list[Any] | None) -> None:
         """Keep a writer for the next transaction if it is idle and the store was not disposed
@@ -545,6 +541,22 @@ class _CheckedOut:
 
 #: URL query keys whose values are secrets (``?password=…``, ``sslpassword``, tokens).
 _SECRET_KEYS = ("password", "secret", "token", "passfile")
+
+
+def _refusal(store: Store, exc: BaseException) -> OcopError:
+    """A database's error as the one hierarchy says it, SQLAlchemy's and psycopg's alike (both
+    name their classes after PEP 249): a value the database cannot hold (NUL, out of range) is
+    bad input, a row someone else wrote a moment ago a conflict, anything else (operational)
+    the database's error."""
+    kinds = {kind.__name__ for kind in type(exc).__mro__}
+    if "DataError" in kinds:
+        return UsageError(f"the database refused a value: {_first_line(exc)}")
+    if "IntegrityError" in kinds:
+        return Conflict(
+            f"the change conflicts with one made meanwhile: {_first_line(exc)}; "
+            "nothing was written, try again"
+        )
+    return EnvironmentProblem(f"database error ({store.safe_url}): {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -851,12 +863,7 @@ def _pg_writes(store: Store) -> Iterator[SqliteWrites]:
 
     from .pg_reads import _Placeholders
 
-    try:
-        pooled = store.engine.raw_connection()
-    except sa.exc.OperationalError as exc:
-        raise EnvironmentProblem(
-            f"database unreachable ({store.safe_url}): {_first_line(exc)}"
-        ) from None
+    pooled = store._raw_connection()
     db: Any = pooled.driver_connection
     try:
         try:
@@ -865,16 +872,10 @@ def _pg_writes(store: Store) -> Iterator[SqliteWrites]:
             db.rollback()
             raise
         db.commit()
-    except psycopg.OperationalError as exc:
-        pooled.invalidate()
-        raise EnvironmentProblem(f"database error ({store.safe_url}): {_first_line(exc)}") from None
-    except psycopg.DataError as exc:
-        raise UsageError(f"the database refused a value: {_first_line(exc)}") from None
-    except psycopg.IntegrityError as exc:
-        raise Conflict(
-            f"the change conflicts with one made meanwhile: {_first_line(exc)}; "
-            "nothing was written, try again"
-        ) from None
+    except (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError) as exc:
+        if isinstance(exc, psycopg.OperationalError):
+            pooled.invalidate()
+        raise _refusal(store, exc) from None
     finally:
         pooled.close()
 
