@@ -172,8 +172,18 @@ class _Placeholders:
     def execute(self, sql: str, params: Any = ()) -> Any:
         return _Cursor(self.conn.execute(sql.replace("?", "%s"), params))
 
-    def executemany(self, sql: str, params: Any) -> None:
-        self.conn.cursor().executemany(sql.replace("?", "%s"), params)
+    def executemany(self, sql: str, params: list[Any]) -> None:
+        """``INSERT … VALUES (…)`` of several rows (``SqliteWrites.insert``) as one statement
+        with a ``VALUES`` group per row: psycopg's ``executemany`` runs a pipeline, which cost
+        more than the statement (most inserts are one audit entry or a few timers)."""
+        head, values, group = sql.partition(" VALUES ")
+        if not values or len(params) == 1:
+            for row in params:
+                self.conn.execute(sql.replace("?", "%s"), row)
+            return
+        rows = ", ".join([group] * len(params))
+        flat = [value for row in params for value in row]
+        self.conn.execute(f"{head}{values}{rows}".replace("?", "%s"), flat)
 
 
 class _Cursor:
