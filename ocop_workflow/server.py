@@ -152,8 +152,11 @@ class LoginBody(Body):
 # --- the app --------------------------------------------------------------------------------
 
 
-def create_app(ocop: Ocop) -> FastAPI:
-    """The ASGI app on ``ocop`` (its clock is the server's: system or rehearsal)."""
+def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
+    """The ASGI app on ``ocop`` (its clock is the server's: system or rehearsal).
+
+    ``prepare``: a server process's app (``serve``, ``app_from_env``), which at start-up builds
+    what requests will need and then freezes what it holds (``prepared``)."""
     ocop = ocop.at(ocop.clock)
     ocop.conceal = True
     ocop.read_per_thread()
@@ -165,6 +168,8 @@ def create_app(ocop: Ocop) -> FastAPI:
         import anyio.to_thread
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+        if prepare:
+            prepared(ocop)
         try:
             yield
         finally:
@@ -881,7 +886,7 @@ def serve(ocop: Ocop, host: str, port: int, *, workers: int = 1, announce: Any =
         Multiprocess(config, sockets=[sock]).run()
         return
     config = uvicorn.Config(
-        settled(create_app(ocop)), log_level="warning", access_log=False, proxy_headers=False
+        create_app(ocop, prepare=True), log_level="warning", access_log=False, proxy_headers=False
     )
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -897,21 +902,31 @@ def app_from_env() -> FastAPI:
 
     configure()
     config = load_config(os.environ.get("OCOP_CONFIG", "config.toml"))
-    return settled(create_app(Ocop(config, clock_from_env(config, moving=True))))
+    return create_app(Ocop(config, clock_from_env(config, moving=True)), prepare=True)
 
 
-def settled(app: FastAPI) -> FastAPI:
-    """``app``, with every object the server process holds by now left out of the garbage
-    collector's full passes (``gc.freeze``): the modules, the app and its routes, the workflows.
+def prepared(ocop: Ocop) -> None:
+    """A server process, before its first request: builds what every write needs (the engine,
+    each workflow's state machine), then leaves every object it holds by then out of the garbage
+    collector's full passes (``gc.freeze``).
 
-    A full pass walks every tracked object — some 115,000 once the app is built — and took
-    80-150 ms on the development machine, in the middle of a request: under bench/api.py one
-    came every few hundred advances and held up all 16 clients at once (their p99), and cost
-    the server a tenth of a millisecond per request. These objects live as long as the process;
-    what the requests make is still collected as before. For the server processes only
-    (``serve``, ``app_from_env``), not ``create_app``: a test process building apps must keep
+    Built by the first requests instead, they held up the first advance 40-50 ms, and the 16
+    first advances of bench/api.py with it. A full pass walked every tracked object, some
+    115,000 once the app is built, and took 80-150 ms on the development machine in the middle
+    of a request: under bench/api.py one came every few hundred advances and held up all 16
+    clients at once (their p99), and cost the server a tenth of a millisecond per request. These
+    objects live as long as the process; what requests make is still collected as before. A
+    database not ready or a workflow that does not load is left to the requests (and
+    ``/readyz``) to report. Not for every ``create_app``: a test process building apps must keep
     collecting what its earlier tests left."""
     import gc
 
+    from .machine import machine_for
+
+    try:
+        ocop.engine  # noqa: B018 (built on first use)
+        for workflow in ocop.registry.loadable():
+            machine_for(workflow)
+    except OcopError:
+        pass
     gc.freeze()
-    return app
