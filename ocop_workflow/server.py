@@ -48,7 +48,8 @@ NOW_HEADER = "X-Ocop-Now"
 #: Threads a server process runs requests in (anyio's default is 40): the size of SQLAlchemy's
 #: connection pool, so that no request opens and closes a connection of its own (on PostgreSQL
 #: a new backend process each time), and few enough that they do not spend their time taking
-#: the one interpreter lock from each other. More throughput comes from ``--workers``.
+#: the one interpreter lock from each other. More throughput comes from ``--workers``. On a
+#: SQLite file the short writes run on one thread apart from these (``Writer``).
 THREADS = 5
 #: Password logins checked at once, on threads apart from ``THREADS`` (see ``login``).
 LOGIN_THREADS = 2
