@@ -40,7 +40,7 @@ from .errors import (
 )
 from .render import when
 from .service import Ocop
-from .sqlite_reads import sqlite_path
+from .sqlite_reads import ReaderBusy, sqlite_path
 
 T = TypeVar("T")
 API = "/api/v1"
@@ -53,6 +53,9 @@ NOW_HEADER = "X-Ocop-Now"
 THREADS = 5
 #: Password logins checked at once, on threads apart from ``THREADS`` (see ``login``).
 LOGIN_THREADS = 2
+#: How long a read on the event loop (a SQLite file) waits for a lock before the thread pool
+#: takes it over: every other request of the process waits meanwhile.
+LOOP_BUSY_MS = 50
 
 
 def status_of(error: OcopError) -> int:
@@ -237,10 +240,17 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         connection take tens of microseconds (and a WAL reader waits for no writer); handing
         them to a thread costs more than that, and the thread and the loop then trade the one
         interpreter lock at every statement. Only bounded reads go here: a long one (a list, a
-        report) would hold up every other request.
+        report) would hold up every other request. For the same reason the loop's reader
+        waits at most ``LOOP_BUSY_MS`` for a lock (``Ocop.read_briefly_here``): a database
+        locked longer (``ReaderBusy``) is waited for on the thread pool, where the reader
+        waits as long as any other.
         """
         if inline:
-            return read(*args)
+            ocop.read_briefly_here(LOOP_BUSY_MS)
+            try:
+                return read(*args)
+            except ReaderBusy:
+                pass
         return await run_in_threadpool(read, *args)
 
     async def writing(write: Callable[[], T]) -> T:

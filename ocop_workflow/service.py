@@ -203,11 +203,12 @@ class Ocop:
     def _plain_reads(self) -> SqliteReads | bool:
         """A plain reader: sqlite3 on a SQLite file, a pooled psycopg connection on
         PostgreSQL; False for any other URL (a SQLite URL with options: ``CoreReads``)."""
-        from .sqlite_reads import SqliteReads, sqlite_path
+        from .sqlite_reads import BUSY_TIMEOUT_MS, SqliteReads, sqlite_path
 
         path = sqlite_path(self.config.database_url)
         if path is not None:
-            reads = SqliteReads(self.config.database_url, path)
+            wait = getattr(self.thread_reads, "busy_timeout_ms", BUSY_TIMEOUT_MS)
+            reads = SqliteReads(self.config.database_url, path, busy_timeout_ms=wait)
             reads.check_schema()
             return reads
         store = self.checked_store()
@@ -226,6 +227,19 @@ class Ocop:
         database takes to answer a dossier's few indexed reads.
         """
         self.thread_reads = threading.local()
+
+    def read_briefly_here(self, busy_timeout_ms: int) -> None:
+        """This thread's plain SQLite reader (``read_per_thread``) waits at most
+        ``busy_timeout_ms`` for a lock, then raises ``ReaderBusy``: the server's event loop,
+        which must not sleep in SQLite's busy handler while other requests wait. Opens nothing
+        (the reader, made later, starts with this timeout, its schema check included)."""
+        local = self.thread_reads
+        if local is None or getattr(local, "busy_timeout_ms", None) == busy_timeout_ms:
+            return
+        local.busy_timeout_ms = busy_timeout_ms
+        mine = getattr(local, "reads", None)
+        if mine is not None and not isinstance(mine, bool):
+            mine.wait_at_most(busy_timeout_ms)
 
     def close(self) -> None:
         """Close the plain sqlite3 connection of ``reads``, if one was opened."""

@@ -41,6 +41,10 @@ _INSTANTS = frozenset(
 )
 
 
+#: How long a reader waits for a lock by default (as ``Store``'s connections).
+BUSY_TIMEOUT_MS = 30_000
+
+
 def sqlite_path(url: str) -> str | None:
     """The file of a plain ``sqlite:///FILE`` URL; None for anything else (left to ``Store``)."""
     prefix = "sqlite:///"
@@ -61,10 +65,19 @@ def _bind_instant(value: datetime) -> str:
     )
 
 
+class ReaderBusy(EnvironmentProblem):
+    """The database stayed locked for the whole of a reader's busy timeout (SQLITE_BUSY).
+
+    Under WAL a reader waits for no writer; it sees a lock only in rare moments (another
+    process recovering the WAL after a crash, a connection holding the file in exclusive
+    mode). The server's event-loop reader waits briefly and then hands the read to a thread
+    (``server.create_app``'s ``short_read``) instead of stalling every request."""
+
+
 class SqliteReads:
     """Read transactions over one ``sqlite3`` connection, errors mapped as ``Store.read`` does."""
 
-    def __init__(self, url: str, path: str, *, busy_timeout_ms: int = 30_000) -> None:
+    def __init__(self, url: str, path: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.url = url  # a plain sqlite:///FILE URL holds no secret: shown as is (Store.safe_url)
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
@@ -80,8 +93,8 @@ class SqliteReads:
             with self.read() as db:
                 found = db.execute("SELECT version_num FROM alembic_version").fetchone()
         except EnvironmentProblem as exc:
-            if "unreachable" in exc.message:
-                raise
+            if "unreachable" in exc.message or isinstance(exc, ReaderBusy):
+                raise  # a locked database is no missing one
             found = None
             missing = True
         else:
@@ -137,7 +150,18 @@ class SqliteReads:
             finally:
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                raise ReaderBusy(
+                    f"database locked ({self.url}) for {self.busy_timeout_ms} ms: "
+                    f"{_first_line(exc)}"
+                ) from None
             raise EnvironmentProblem(f"database error ({self.url}): {_first_line(exc)}") from None
+
+    def wait_at_most(self, busy_timeout_ms: int) -> None:
+        """How long this reader waits for a lock from now on (its connection's busy timeout)."""
+        self.busy_timeout_ms = busy_timeout_ms
+        if self._db is not None:
+            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
 
     def close(self) -> None:
         if self._db is not None:

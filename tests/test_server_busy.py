@@ -1,0 +1,115 @@
+"""A locked SQLite file does not stall a server process's event loop.
+
+On a SQLite file the server reads a dossier's page and a token's row right on the event loop
+(``short_read``: a handful of indexed reads, cheaper than a hand-over to a thread). A reader
+under WAL almost never waits, but when it does (another process recovering the WAL after a
+crash, a connection holding the file in exclusive mode) it would sleep in SQLite's busy
+handler for as long as its timeout allows, and every other request of the process with it.
+The loop's reader waits at most ``LOOP_BUSY_MS``; the read then goes to the thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from conftest import write_config
+
+from ocop_workflow.server import LOOP_BUSY_MS
+
+HELD_S = 1.5
+
+
+def test_a_locked_database_is_waited_for_off_the_event_loop(tmp_path: Path) -> None:
+    from ocop_workflow.clock import ManualClock
+    from ocop_workflow.config import load_config
+    from ocop_workflow.migrate import upgrade
+    from ocop_workflow.server import create_app
+    from ocop_workflow.service import Ocop
+
+    db = tmp_path / "ocop.db"
+    write_config(tmp_path)
+    config = load_config(tmp_path / "config.toml", {"OCOP_DATABASE_URL": f"sqlite:///{db}"})
+    ocop = Ocop(config, ManualClock(datetime(2026, 3, 2, 2, 0, tzinfo=UTC)))
+    upgrade(ocop.store)
+    lan = ocop.config.user("lan")
+    dossier = ocop.register(
+        lan, product="Cà phê bột", producer="HTX Cà phê Ia Le", commune="Ia Le"
+    ).id
+    token = ocop.create_token("lan").token
+    app = create_app(ocop)
+    ocop.store.dispose()  # no connection of this process holds the file: the lock can be taken
+
+    # Another connection holds the file in exclusive mode: under WAL, readers then get
+    # SQLITE_BUSY until it lets go (as while another process recovers the WAL).
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE dossier SET version = version")
+    holder.execute("COMMIT")
+    released = threading.Timer(HELD_S, holder.close)
+
+    async def scenario() -> tuple[httpx.Response, float, bool, float]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ocop") as client:
+            started = time.perf_counter()
+            released.start()
+            page = asyncio.create_task(
+                client.get(
+                    f"/api/v1/dossiers/{dossier}", headers={"Authorization": f"Bearer {token}"}
+                )
+            )
+            await asyncio.sleep(0.3)  # the page's read is waiting for the lock by now
+            health = await client.get("/healthz")
+            # when the loop got to answer: a loop stuck in the page's read gets there only once
+            # the lock is gone
+            answered_s = time.perf_counter() - started
+            assert health.status_code == 200
+            page_pending = not page.done()
+            shown = await page
+            return shown, answered_s, page_pending, time.perf_counter() - started
+
+    try:
+        shown, answered_s, page_pending, page_s = asyncio.run(scenario())
+    finally:
+        released.join()
+    # the loop answered while the page's read waited on a thread (before: after the lock)
+    assert answered_s < HELD_S / 2 and page_pending, (answered_s, shown.status_code, shown.text)
+    # and the page itself waited for the lock, as long as it was held, and came out right
+    assert page_s >= HELD_S - LOOP_BUSY_MS / 1000, page_s
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["id"] == dossier
+
+
+def test_a_locked_database_is_reported_locked_not_uninitialised(tmp_path: Path) -> None:
+    """The schema check used to read any failure but "unreachable" as a missing schema: a
+    locked file was told to run ``ocop init``."""
+    import pytest
+
+    from ocop_workflow.config import load_config
+    from ocop_workflow.migrate import upgrade
+    from ocop_workflow.sqlite_reads import ReaderBusy, SqliteReads
+    from ocop_workflow.store import Store
+
+    db = tmp_path / "ocop.db"
+    write_config(tmp_path)
+    config = load_config(tmp_path / "config.toml", {"OCOP_DATABASE_URL": f"sqlite:///{db}"})
+    store = Store(config.database_url)
+    upgrade(store)
+    store.dispose()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE dossier SET version = version")
+    holder.execute("COMMIT")
+    try:
+        with pytest.raises(ReaderBusy, match="database locked"):
+            SqliteReads(f"sqlite:///{db}", str(db), busy_timeout_ms=20).check_schema()
+    finally:
+        holder.close()
+    SqliteReads(f"sqlite:///{db}", str(db), busy_timeout_ms=20).check_schema()  # free again
