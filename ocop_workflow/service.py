@@ -344,9 +344,9 @@ class Ocop:
         from .views import _filtered, dossier_of
 
         filters.check(self.registry)
-        filters.check_commune(self.config, self.checked_store())
         now = self.now()
         clause = self.policy.read_filter(actor) if actor is not None else None
+        filters.check_commune(self.config, self.checked_store(), clause)
         rows = _filtered(sa.select(dossier_t).order_by(dossier_t.c.id), filters, now)
         count = _filtered(sa.select(sa.func.count()).select_from(dossier_t), filters, now)
         if clause is not None:
@@ -383,7 +383,11 @@ class Ocop:
         from .views import list_dossiers
 
         filters.check(self.registry)
-        filters.check_commune(self.config, self.reads())
+        clause = self.policy.read_filter(actor) if actor is not None else None
+        if clause is None:
+            filters.check_commune(self.config, self.reads())
+        else:
+            filters.check_commune(self.config, self.checked_store(), clause)
         keep = None if actor is None else (lambda row: self.may_see(actor, row))
         yield from list_dossiers(
             self.reads(), self.registry, filters, self.now(), self.tz, keep=keep

@@ -138,11 +138,19 @@ class DossierFilter:
         if self.stage is not None and not any(self.stage in wf.stages for wf in workflows):
             raise NotFound(f"--stage {self.stage}: no such stage in {scope}")
 
-    def check_commune(self, config: Config, store: Store | Reads) -> None:
+    def check_commune(
+        self,
+        config: Config,
+        store: Store | Reads,
+        readable: sa.ColumnElement[bool] | None = None,
+    ) -> None:
         """``--commune`` must name a known commune: "Ia le" is a typo to point out, not "none".
 
         Known: ``[communes] names`` when configured, else the communes of the configuration and
-        of the dossiers on file.
+        of the dossiers on file — only of those ``readable`` selects (the policy's read filter;
+        ``store`` is then a ``Store``): to one who reads some dossiers, a commune known only
+        from dossiers they may not see is as unknown as one that never was, or "known: …" and
+        404 against 200 would tell them where the others' dossiers are.
         """
         if self.commune is None:
             return
@@ -150,7 +158,17 @@ class DossierFilter:
 
         known = set(config.known_communes())
         if not config.communes_closed:
-            known |= as_reads(store).communes()
+            if readable is None:
+                known |= as_reads(store).communes()
+            else:
+                import sqlalchemy as sa
+
+                from .store import Store, dossier_t
+
+                assert isinstance(store, Store)
+                query = sa.select(dossier_t.c.commune).where(readable).distinct()
+                with store.read() as conn:
+                    known |= set(conn.execute(query).scalars())
         check_commune(self.commune, known, closed=True, what="--commune")
 
 

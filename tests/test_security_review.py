@@ -1,0 +1,71 @@
+"""A second hostile review (2026-12-07): what a low-privilege token, no token, or a crafted file
+could learn or break that the first review (test_hostile_review.py) did not try.
+
+Each test is one attack against the real app (httpx against the ASGI app in-process) or the real
+``ocop`` command, and the behaviour the office relies on: nothing about a dossier one may not see
+is told, bad input is a one-line error with its documented exit code (422 through the server),
+and the database is exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*httpx2:DeprecationWarning")
+
+
+def _served(root: Path, url: str) -> Iterator[Any]:
+    """The app on ``url``; a server error is a 500 answer, as a real client sees it."""
+    from fastapi.testclient import TestClient
+    from test_server import make_api
+
+    made = make_api(root, url)
+    made.client = TestClient(made.client.app, raise_server_exceptions=False)
+    try:
+        yield made
+    finally:
+        made.ocop.store.dispose()
+
+
+@pytest.fixture
+def server_api(tmp_path: Path, sqlite_url: str) -> Iterator[Any]:
+    """The app on a SQLite file."""
+    yield from _served(tmp_path, sqlite_url)
+
+
+@pytest.fixture
+def both_api(tmp_path: Path, db_url: str) -> Iterator[Any]:
+    """The app on SQLite and on PostgreSQL."""
+    yield from _served(tmp_path, db_url)
+
+
+# --- list filters: a commune one may not see is not a commune one is told of -------------------
+
+
+def test_the_commune_filter_tells_no_commune_of_a_dossier_one_may_not_see(both_api: Any) -> None:
+    """Without ``[communes] names``, the known communes include those of dossiers on file. A
+    producer or a commune officer probing ``?commune=`` must not learn that dossiers exist in
+    a commune outside their scope: not by 200 against 404, not from "known: …", not from "did
+    you mean …"."""
+    api = both_api
+    api.register(user="hung", commune="Xã Bí Mật", producer="HTX Bí Mật", product="Mật ong")
+    for user in ("htx_iale", "lan", "council"):
+        hidden = api.get("/api/v1/dossiers", user, params={"commune": "Xã Bí Mật"})
+        never = api.get("/api/v1/dossiers", user, params={"commune": "Xã Không Có"})
+        typo = api.get("/api/v1/dossiers", user, params={"commune": "Xa Bi Matt"})
+        assert hidden.status_code == never.status_code == typo.status_code == 404, hidden.text
+        for answer in (hidden, never, typo):
+            assert "Bí Mật" not in answer.json()["error"]["message"].replace("'Xã Bí Mật'", "")
+    # those who may see it still filter by it, and are still told of the typo
+    seen = api.get("/api/v1/dossiers", "hung", params={"commune": "Xã Bí Mật"})
+    assert seen.status_code == 200 and seen.json()["total"] == 1
+    typo = api.get("/api/v1/dossiers", "auditor", params={"commune": "Xa Bi Matt"})
+    assert typo.status_code == 404 and "did you mean 'Xã Bí Mật'" in typo.text
+    # a commune of one's own dossiers that no user's scope names is still a known one
+    api.register(user="hung", commune="Xã Xa", producer="HTX Cà phê Ia Le", product="Cà phê")
+    own = api.get("/api/v1/dossiers", "htx_iale", params={"commune": "Xã Xa"})
+    assert own.status_code == 200 and own.json()["total"] == 1, own.text
