@@ -69,6 +69,9 @@ _OfDossier = TypeVar("_OfDossier", bound=_HasDossier)
 
 #: How many dossiers one page of ``list`` holds at most (the API's ``limit`` ceiling).
 MAX_PAGE = 1000
+#: The largest ``offset`` of a page: what SQLite's and PostgreSQL's OFFSET hold (a signed 64-bit
+#: integer). One past it made the database driver fail (a server error), not the request.
+MAX_OFFSET = 2**63 - 1
 #: How many coming weeks the HTML report's deadline calendar may show.
 MAX_WEEKS = 260
 
@@ -330,8 +333,8 @@ class Ocop:
         """
         if limit is not None and not 1 <= limit <= MAX_PAGE:
             raise UsageError(f"limit must be between 1 and {MAX_PAGE}")
-        if offset < 0:
-            raise UsageError("offset must not be negative")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise UsageError(f"offset must be between 0 and {MAX_OFFSET}")
         from .shapes import Page
 
         if filters.overdue:

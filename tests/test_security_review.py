@@ -69,3 +69,19 @@ def test_the_commune_filter_tells_no_commune_of_a_dossier_one_may_not_see(both_a
     api.register(user="hung", commune="Xã Xa", producer="HTX Cà phê Ia Le", product="Cà phê")
     own = api.get("/api/v1/dossiers", "htx_iale", params={"commune": "Xã Xa"})
     assert own.status_code == 200 and own.json()["total"] == 1, own.text
+
+
+# --- paging: numbers the database cannot hold ---------------------------------------------------
+
+
+@pytest.mark.parametrize("offset", ["9223372036854775808", "1" + "0" * 30])
+def test_an_offset_past_what_the_database_counts_is_422_not_a_server_error(
+    both_api: Any, offset: str
+) -> None:
+    api = both_api
+    api.register()
+    answer = api.get("/api/v1/dossiers", "lan", params={"offset": offset})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "usage"
+    last = api.get("/api/v1/dossiers", "lan", params={"offset": str(2**63 - 1)})
+    assert last.status_code == 200 and last.json()["items"] == [], last.text
