@@ -88,13 +88,26 @@ class ImportRejected(UsageError):
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number as a person sees it, row) from a CSV (UTF-8, BOM tolerated) or XLSX file.
 
-    A file that is not what its name says is a usage error naming the file, not a traceback.
+    A file that is not what its name says is a usage error naming the file, not a traceback —
+    also an XLSX whose XML the parser refuses (malformed, or an entity expansion past expat's
+    amplification limit: ``ParseError`` is a ``SyntaxError``, not a ``ValueError``) or whose
+    cell names a shared string that is not there (openpyxl's ``IndexError``).
     """
+    from xml.etree.ElementTree import ParseError
+
     try:
         yield from _read_rows(path)
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text (save the sheet as CSV UTF-8)") from None
-    except (csv.Error, OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+    except (
+        csv.Error,
+        OSError,
+        KeyError,
+        IndexError,
+        ValueError,
+        zipfile.BadZipFile,
+        ParseError,
+    ) as exc:
         if isinstance(exc, OcopError):
             raise
         raise UsageError(f"{path}: cannot be read as {path.suffix or 'a sheet'}: {exc}") from None

@@ -9,11 +9,13 @@ and the database is exactly as it was.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Workspace, dump_database
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*httpx2:DeprecationWarning")
 
@@ -85,3 +87,80 @@ def test_an_offset_past_what_the_database_counts_is_422_not_a_server_error(
     assert answer.json()["error"]["code"] == "usage"
     last = api.get("/api/v1/dossiers", "lan", params={"offset": str(2**63 - 1)})
     assert last.status_code == 200 and last.json()["items"] == [], last.text
+
+
+# --- import files: a sheet that is not what it says --------------------------------------------
+
+NOW = "2026-03-02T09:00:00+07:00"
+
+
+def _xlsx(path: Path, edit: Any) -> Path:
+    """A one-row dossier sheet whose worksheet XML ``edit`` rewrites (a crafted file)."""
+    import io
+    import zipfile
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["product", "producer", "commune"])
+    book.active.append(["Cà phê", "HTX Cà phê Ia Le", "Ia Le"])
+    made = io.BytesIO()
+    book.save(made)
+    with zipfile.ZipFile(made) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = edit(data.decode("utf-8")).encode("utf-8")
+            out.writestr(info, data)
+    return path
+
+
+#: "Billion laughs": nine levels of ten entities each, a gigabyte of "lol" from a kilobyte.
+LAUGHS = (
+    '<?xml version="1.0"?><!DOCTYPE worksheet [<!ENTITY l0 "lol">'
+    + "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10))
+    + "]>"
+)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(
+            lambda xml: LAUGHS + xml[xml.index("<worksheet") :].replace(">Cà phê<", ">&l9;<", 1),
+            id="entity-expansion",
+        ),
+        pytest.param(lambda xml: xml[: len(xml) // 2], id="cut-in-half"),
+        pytest.param(lambda xml: xml.replace("<sheetData>", "<sheetData><row>", 1), id="unclosed"),
+        pytest.param(
+            lambda xml: re.sub(r'<c r="A2"[^>]*>.*?</c>', '<c r="A2" t="s"><v>99999</v></c>', xml),
+            id="shared-string-out-of-range",
+        ),
+    ],
+)
+def test_an_xlsx_whose_sheet_is_not_well_formed_xml_is_one_line_exit_2(
+    sqlite_workspace: Workspace, edit: Any
+) -> None:
+    """openpyxl parses the sheet with the standard library's XML parser, whose refusal (a
+    ``ParseError``, not a ``ValueError``) came out as a traceback from the CLI and a 500 from
+    the server; so did a cell naming a shared string past the end of the table."""
+    ws = sqlite_workspace
+    path = _xlsx(ws.root / "ho-so.xlsx", edit)
+    before = dump_database(ws.url)
+    done = ws.run("import", str(path), user="lan", now=NOW)
+    assert done.code == 2, done
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done
+    assert "cannot be read as .xlsx" in done.stderr, done
+    assert dump_database(ws.url) == before
+
+
+def test_an_xlsx_import_through_the_server_that_is_not_xml_is_422(
+    server_api: Any, tmp_path: Path
+) -> None:
+    api = server_api
+    path = _xlsx(tmp_path / "ho-so.xlsx", lambda xml: xml[: len(xml) // 2])
+    answer = api.post(
+        "/api/v1/imports", "htx_iale", files={"file": ("ho-so.xlsx", path.read_bytes())}
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "usage"
