@@ -173,6 +173,21 @@ def _cell(value: Any) -> str:
 
 
 def _check_header(header: Sequence[str], path: Path) -> None:
+    """The columns a dossier needs, each named once (names compared as read: stripped).
+
+    A column named twice is refused: a person reading the sheet sees the first copy, the
+    rows would be read from the last, so a crafted sheet could show one value and register
+    another. Blank header cells are no columns and may repeat.
+    """
+    from collections import Counter
+
+    names = [h.strip() for h in header if h and h.strip()]
+    twice = sorted(name for name, n in Counter(names).items() if n > 1)
+    if twice:
+        raise UsageError(
+            f"{path}: the header names column(s) {', '.join(twice)} twice: keep one of each"
+        )
+    header = names
     missing = [c for c in ("product", "producer", "commune") if c not in header]
     if missing:
         raise UsageError(f"{path}: the header lacks column(s) {', '.join(missing)}")

@@ -164,3 +164,36 @@ def test_an_xlsx_import_through_the_server_that_is_not_xml_is_422(
     )
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["code"] == "usage"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["product,producer,commune,product", "product,producer,commune, product "],
+)
+def test_a_sheet_naming_a_column_twice_is_refused_not_read_by_its_last_copy(
+    sqlite_workspace: Workspace, header: str
+) -> None:
+    """A reviewer opening the sheet reads the first "product" column; the importer read the
+    last one. A crafted file could so show one value and register another."""
+    ws = sqlite_workspace
+    path = ws.root / "ho-so.csv"
+    path.write_text(f"{header}\nCà phê sạch,HTX Cà phê Ia Le,Ia Le,Cà phê khác\n", encoding="utf-8")
+    before = dump_database(ws.url)
+    done = ws.run("import", str(path), user="lan", now=NOW)
+    assert done.code == 2, done
+    assert "product" in done.stderr and "twice" in done.stderr, done
+    assert done.stderr.count("\n") == 1, done
+    assert dump_database(ws.url) == before
+
+
+def test_an_xlsx_naming_a_column_twice_is_refused(sqlite_workspace: Workspace) -> None:
+    from openpyxl import Workbook
+
+    ws = sqlite_workspace
+    path = ws.root / "ho-so.xlsx"
+    book = Workbook()
+    book.active.append(["product", "producer", "commune", "producer"])
+    book.active.append(["Cà phê", "HTX Cà phê Ia Le", "Ia Le", "HTX Hồ tiêu Ia Le"])
+    book.save(path)
+    done = ws.run("import", str(path), user="lan", now=NOW)
+    assert done.code == 2 and "producer" in done.stderr and "twice" in done.stderr, done
