@@ -93,7 +93,10 @@ def _hasher() -> Any:
 
 
 def set_password(store: Store, config: Config, user_key: str, password: str, now: datetime) -> None:
-    """Store the Argon2 hash of ``password`` for ``user_key`` (replacing any earlier one)."""
+    """Store the Argon2 hash of ``password`` for ``user_key`` (replacing any earlier one), and
+    revoke the sessions opened with a password before: a password is reset because someone
+    else may know it, and their session must not outlive it. API tokens (``ocop token
+    create``) do not come from the password and are left to ``ocop token revoke``."""
     config.user(user_key)  # unknown user: exit 3; 'system': exit 6
     if len(password) < MIN_PASSWORD:
         raise UsageError(f"password too short: at least {MIN_PASSWORD} characters")
@@ -105,6 +108,15 @@ def set_password(store: Store, config: Config, user_key: str, password: str, now
         conn.execute(
             credential_t.insert(),
             [{"user_key": user_key, "password_hash": hashed, "updated_at": now}],
+        )
+        conn.execute(
+            token_t.update()
+            .where(
+                token_t.c.user_key == user_key,
+                token_t.c.kind == "session",
+                token_t.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
         )
 
 

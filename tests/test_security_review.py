@@ -197,3 +197,30 @@ def test_an_xlsx_naming_a_column_twice_is_refused(sqlite_workspace: Workspace) -
     book.save(path)
     done = ws.run("import", str(path), user="lan", now=NOW)
     assert done.code == 2 and "producer" in done.stderr and "twice" in done.stderr, done
+
+
+# --- logins: a new password ends the sessions of the old one ----------------------------------
+
+
+def test_setting_a_new_password_ends_the_sessions_logged_in_with_the_old_one(
+    server_api: Any,
+) -> None:
+    """The office resets a password because someone else learnt it: that someone must not keep
+    the session they opened with it for the rest of ``session_hours``. API tokens made with
+    ``ocop token create`` do not come from the password and stay (``ocop token revoke``)."""
+    api = server_api
+    api.ocop.set_password("lan", "mật khẩu bị lộ")
+    stolen = api.client.post("/api/v1/login", json={"user": "lan", "password": "mật khẩu bị lộ"})
+    assert stolen.status_code == 200, stolen.text
+    session = {"Authorization": f"Bearer {stolen.json()['token']}"}
+    laptop = api.h("lan")  # an API token of lan's
+    assert api.client.get("/api/v1/me", headers=session).status_code == 200
+    api.ocop.set_password("lan", "mật khẩu mới của Lan")
+    assert api.client.get("/api/v1/me", headers=session).status_code == 401
+    assert api.client.get("/api/v1/me", headers=laptop).status_code == 200
+    fresh = api.client.post(
+        "/api/v1/login", json={"user": "lan", "password": "mật khẩu mới của Lan"}
+    )
+    assert fresh.status_code == 200, fresh.text
+    other = {"Authorization": f"Bearer {fresh.json()['token']}"}
+    assert api.client.get("/api/v1/me", headers=other).status_code == 200
