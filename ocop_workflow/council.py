@@ -35,11 +35,13 @@ def record_score(
     """One member's score for the current round; the member or the chair records it."""
     if note is not None:
         check_text(note, "--note", multiline=True)
-    if member not in engine.config.users:
-        raise NotFound(f"unknown member '{member}': not a user in {engine.config.path}")
 
     def change(row: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        # Here, after the policy's first check (``Engine.amend``): asked before it, "unknown
+        # member" against a refusal told anyone who may see a dossier which user keys exist.
         wf, state, council = _scoring_context(engine, row, council_key)
+        if member not in engine.config.users:
+            raise NotFound(f"unknown member '{member}': not a key of [users]")
         if member not in council.members:
             raise NotFound(f"{member} is not a member of council {council.key} ({council.title})")
         engine.policy.check_score(actor, council, row, member=member)

@@ -224,3 +224,24 @@ def test_setting_a_new_password_ends_the_sessions_logged_in_with_the_old_one(
     assert fresh.status_code == 200, fresh.text
     other = {"Authorization": f"Bearer {fresh.json()['token']}"}
     assert api.client.get("/api/v1/me", headers=other).status_code == 200
+
+
+# --- council scoring: the member named in a body is no oracle of user keys ---------------------
+
+
+def test_scoring_as_nobody_of_the_council_tells_not_which_user_keys_exist(
+    server_api: Any,
+) -> None:
+    """A producer who may see its dossier named ``member`` in ``POST /scores``: an unknown key
+    was 404 "not a user in /path/of/config.toml" before anyone asked whether the producer may
+    score at all, a known one 403 — a way to list the province's logins, and the server's
+    config path with it."""
+    api = server_api
+    dossier = api.register()["id"]
+    answers = {
+        member: api.post(f"/api/v1/dossiers/{dossier}/scores", "htx_iale", json={"member": member})
+        for member in ("lan", "chair", "no_such_user", "system")
+    }
+    assert {m: a.status_code for m, a in answers.items()} == dict.fromkeys(answers, 403)
+    messages = {a.json()["error"]["message"] for a in answers.values()}
+    assert len(messages) == 1 and "config.toml" not in messages.pop()
