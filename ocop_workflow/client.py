@@ -122,8 +122,22 @@ def server_url(env: Mapping[str, str], config_url: str | None) -> str | None:
     return None if url is None else check_server_url(url)
 
 
-#: Hosts a plain-HTTP URL may name: the token then never leaves the machine.
-_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+#: Host names a plain-HTTP URL may use besides loopback addresses (``127.0.0.0/8``, ``::1``):
+#: the token then never leaves the machine.
+_LOOPBACK = {"localhost"}
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: ``localhost`` or a loopback address — an address, not
+    a name that merely starts with ``127.`` (``127.example.org`` resolves anywhere)."""
+    import ipaddress
+
+    if host in _LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_server_url(url: str) -> str:
@@ -150,7 +164,7 @@ def check_server_url(url: str) -> str:
         raise ConfigError(
             f"server URL {shown} holds credentials: remove them (the token is the credential)"
         )
-    if parts.scheme == "http" and host not in _LOOPBACK and not host.startswith("127."):
+    if parts.scheme == "http" and not _loopback(host):
         raise ConfigError(
             f"server URL {shown}: use https:// (over plain http the token would cross the "
             "network in clear)"

@@ -245,3 +245,29 @@ def test_scoring_as_nobody_of_the_council_tells_not_which_user_keys_exist(
     assert {m: a.status_code for m, a in answers.items()} == dict.fromkeys(answers, 403)
     messages = {a.json()["error"]["message"] for a in answers.values()}
     assert len(messages) == 1 and "config.toml" not in messages.pop()
+
+
+# --- the CLI through a server: plain http only to this machine ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.attacker.example:8000", "http://127.0.0.1.attacker.example", "http://127.1x"],
+)
+def test_plain_http_to_a_host_named_like_loopback_is_refused(url: str) -> None:
+    """``127.`` as the start of a host name is not the loopback network: the token would
+    cross the network in clear to whatever that name resolves to."""
+    from ocop_workflow.client import check_server_url
+    from ocop_workflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="use https://"):
+        check_server_url(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000", "http://127.8.9.10", "http://[::1]:8000", "http://localhost"]
+)
+def test_plain_http_to_this_machine_stays_allowed(url: str) -> None:
+    from ocop_workflow.client import check_server_url
+
+    assert check_server_url(url) == url
