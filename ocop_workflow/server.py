@@ -83,6 +83,23 @@ def status_of(error: OcopError) -> int:
     return 500
 
 
+#: What a client is told when the server cannot use its database (503): the cause names the
+#: database URL (user, host, port, name; a SQLite file's path) and the driver's words, which are
+#: for the operator, not for whoever asks ``/readyz`` or sends a made-up token.
+UNAVAILABLE = (
+    "the server cannot use its database now: its log says why "
+    "(a database never prepared needs `ocop init`)"
+)
+
+
+def unavailable(exc: OcopError) -> JSONResponse:
+    """The 503 answer to ``exc`` (an :class:`EnvironmentProblem`), its cause logged instead."""
+    import structlog
+
+    structlog.get_logger("ocop.server").warning("server.unavailable", error=exc.message)
+    return JSONResponse(error_body(exc.code, UNAVAILABLE), status_code=503)
+
+
 def error_body(code: str, message: str, reasons: list[str] | None = None) -> dict[str, Any]:
     document: dict[str, Any] = {"code": code, "message": message}
     if reasons and len(reasons) > 1:
@@ -193,6 +210,8 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
 
     @app.exception_handler(OcopError)
     def _ocop_error(_request: Request, exc: OcopError) -> JSONResponse:
+        if isinstance(exc, EnvironmentProblem):
+            return unavailable(exc)
         reasons = getattr(exc, "reasons", None) or getattr(exc, "problems", None)
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
         return JSONResponse(
@@ -328,6 +347,8 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         try:
             ocop.store.check_schema()
             workflows = [wf.name for wf in ocop.registry.all()]
+        except EnvironmentProblem as exc:
+            return unavailable(exc)
         except OcopError as exc:
             return JSONResponse(error_body(exc.code, exc.message), status_code=503)
         return JSONResponse({"status": "ready", "workflows": workflows})

@@ -271,3 +271,43 @@ def test_plain_http_to_this_machine_stays_allowed(url: str) -> None:
     from ocop_workflow.client import check_server_url
 
     assert check_server_url(url) == url
+
+
+# --- no token at all: an outage tells nothing of where the database is ------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://ocop_hidden_role:pw@127.0.0.1:1/ocop_hidden_db",
+        "sqlite:///{root}/hidden-folder/never-made.db",
+    ],
+)
+def test_an_anonymous_client_is_not_told_the_database_url_when_it_is_down(
+    tmp_path: Path, url: str
+) -> None:
+    """``/readyz``, ``/login`` and any request with a made-up token answer 503 when the database
+    cannot be used; the message named the database URL (user, host, port, database name, or the
+    SQLite file's path) and the driver's words, to anyone. The server's log keeps them."""
+    from conftest import write_config
+    from fastapi.testclient import TestClient
+
+    from ocop_workflow.clock import SystemClock
+    from ocop_workflow.config import load_config
+    from ocop_workflow.server import create_app
+    from ocop_workflow.service import Ocop
+
+    write_config(tmp_path)
+    url = url.format(root=tmp_path)
+    config = load_config(tmp_path / "config.toml", {"OCOP_DATABASE_URL": url})
+    client = TestClient(create_app(Ocop(config, SystemClock())), raise_server_exceptions=False)
+    answers = [
+        client.get("/readyz"),
+        client.post("/api/v1/login", json={"user": "lan", "password": "đoán thử"}),
+        client.get("/api/v1/me", headers={"Authorization": "Bearer ocop_made_up"}),
+    ]
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "environment"
+        for secret in ("hidden", "127.0.0.1", str(tmp_path)):
+            assert secret not in answer.text, answer.text
