@@ -212,10 +212,13 @@ def _json_error(code: str, message: str) -> None:
 @click.pass_context
 def init(ctx: click.Context, as_json: bool) -> None:
     """Create or upgrade the database schema (idempotent; safe on every start)."""
-    from .migrate import upgrade
+    from .migrate import exposed_sqlite_file, upgrade
 
     app = app_of(ctx)
     before, after = upgrade(app.store)
+    exposed = exposed_sqlite_file(app.store)
+    if exposed:
+        click.echo(exposed, err=True)
     if app.store.is_superuser():
         click.echo(
             "warning: connected to PostgreSQL as a superuser, who can rewrite the audit trail "

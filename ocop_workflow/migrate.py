@@ -21,6 +21,7 @@ def upgrade(store: Store) -> tuple[str | None, str]:
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
+    _create_private(store)
     before = store.schema_revision()
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
@@ -44,3 +45,52 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(cfg).get_current_head()
     assert head is not None
     return head
+
+
+#: The mode of a SQLite database ``ocop init`` creates (its WAL and shared-memory files take it).
+SQLITE_MODE = 0o600
+
+
+def _create_private(store: Store) -> None:
+    """Create a missing SQLite file ``0600`` whatever the umask, before SQLite creates it.
+
+    For SQLite the file is the credential: under the usual umask it was ``0644``, and every
+    login on the machine could read every dossier and the password hashes around the policy.
+    An empty file is an empty database. Anything unusual (no such folder) is left to SQLite to
+    report as it does.
+    """
+    import os
+
+    from .sqlite_reads import sqlite_path
+
+    path = sqlite_path(store.url)
+    if path is None:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SQLITE_MODE)
+    except OSError:
+        return
+    os.close(fd)
+
+
+def exposed_sqlite_file(store: Store) -> str | None:
+    """A warning when the SQLite file is readable or writable by other logins, else None."""
+    import os
+    import stat
+
+    from .sqlite_reads import sqlite_path
+
+    path = sqlite_path(store.url)
+    if path is None:
+        return None
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (
+        f"warning: database file {path} is readable by other logins (mode {mode:04o}): "
+        f"they can read every dossier and the password hashes around the policy: "
+        f"chmod 600 {path}"
+    )

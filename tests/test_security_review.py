@@ -311,3 +311,42 @@ def test_an_anonymous_client_is_not_told_the_database_url_when_it_is_down(
         assert answer.json()["error"]["code"] == "environment"
         for secret in ("hidden", "127.0.0.1", str(tmp_path)):
             assert secret not in answer.text, answer.text
+
+
+# --- a shell on the server machine: the SQLite file is the credential --------------------------
+
+
+def test_ocop_init_creates_the_sqlite_file_readable_by_its_owner_only(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A SQLite database's credential is its file: created ``0644`` under the usual umask,
+    every login on the machine could read every dossier and the password hashes, around the
+    policy — the README's ``0600`` was left to the operator. Its WAL and shared-memory files
+    take the database file's mode."""
+    import os
+    import stat
+
+    from conftest import write_config
+
+    write_config(tmp_path)
+    ws = Workspace(tmp_path, sqlite_url)
+    old = os.umask(0o022)
+    try:
+        ws.run("init", check=True)
+        ws.run("--as", "lan", "dossier", "list", check=True)
+    finally:
+        os.umask(old)
+    db = tmp_path / "ocop.db"
+    for path in (db, db.with_name("ocop.db-wal"), db.with_name("ocop.db-shm")):
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_ocop_init_warns_of_a_sqlite_file_other_logins_can_read(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    (ws.root / "ocop.db").chmod(0o644)
+    done = ws.run("init")
+    assert done.code == 0, done
+    assert "readable by other logins" in done.stderr and "chmod 600" in done.stderr, done
