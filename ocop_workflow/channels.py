@@ -312,7 +312,9 @@ def _send_file(row: Mapping[str, Any], config: NotificationsConfig) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # O_APPEND and one write per line: concurrent workers never interleave inside a line.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        # 0640 when created, as stored documents: the bodies speak of dossiers that the policy
+        # shows only to some, and the umask's usual 0644 would show them to every login.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             view = memoryview(data)
             while view:

@@ -350,3 +350,35 @@ def test_ocop_init_warns_of_a_sqlite_file_other_logins_can_read(
     done = ws.run("init")
     assert done.code == 0, done
     assert "readable by other logins" in done.stderr and "chmod 600" in done.stderr, done
+
+
+def test_the_file_channel_creates_its_outbox_readable_by_owner_and_group_only(
+    tmp_path: Path,
+) -> None:
+    """The outbox file holds every message's body (dossiers, deadlines, addresses) and the
+    audit checkpoints: created ``0644`` under the usual umask, any login could read what the
+    policy lets only some people see. It is created ``0640``, as stored documents are."""
+    import os
+    import stat
+
+    from sqlmodel import SQLModel
+    from test_notify import T0, add, deliver_pending
+
+    from ocop_workflow.channels import FileChannel
+    from ocop_workflow.config import NotificationsConfig
+    from ocop_workflow.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    try:
+        SQLModel.metadata.create_all(store.engine)
+        add(store)
+        path = tmp_path / "outbox.jsonl"
+        config = NotificationsConfig(channels=("file",), settings={"file": FileChannel(path)})
+        old = os.umask(0o022)
+        try:
+            deliver_pending(store, config, T0, env={})
+        finally:
+            os.umask(old)
+    finally:
+        store.dispose()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
