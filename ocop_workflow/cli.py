@@ -1613,7 +1613,17 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
     ocop.checked_store()
     ocop.store.dispose()  # worker processes open their own connections
     os.environ["OCOP_CONFIG"] = str(app.config_path.resolve())  # for the worker processes
-    run(ocop, host, port, workers=workers, announce=lambda line: click.echo(line, err=True))
+
+    def announce(line: str) -> None:
+        click.echo(line, err=True)
+        if app.config.allow_clock_override:  # after the "serving on" line scripts wait for
+            click.echo(
+                "warning: [clock] allow_override is on: every client may date what it does "
+                "with X-Ocop-Now (audit entries included): for rehearsals only",
+                err=True,
+            )
+
+    run(ocop, host, port, workers=workers, announce=announce)
 
 
 def _live_clock(app: App) -> Any:

@@ -382,3 +382,23 @@ def test_the_file_channel_creates_its_outbox_readable_by_owner_and_group_only(
     finally:
         store.dispose()
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+# --- a rehearsal switch left on in production ---------------------------------------------------
+
+
+def test_serve_warns_when_every_client_may_date_its_acts(sqlite_workspace: Workspace) -> None:
+    """With ``[clock] allow_override`` on, any token holder dates what it does with
+    ``X-Ocop-Now`` (an audit entry "at" any instant): fine for a rehearsal, a forgery tool on a
+    province's server. Nothing said so when the server started."""
+    import httpx
+    from conftest import serving
+
+    with serving(sqlite_workspace) as server:
+        assert server.process.stderr is not None
+        # an answer means the announcement is over (it comes before the server runs)
+        assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200
+        server.stop()
+        warning = server.process.stderr.read()
+    assert warning.startswith("warning: [clock] allow_override is on"), warning
+    assert "X-Ocop-Now" in warning, warning
