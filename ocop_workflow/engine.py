@@ -33,7 +33,7 @@ from .guards import GUARDS, GuardContext
 from .inputs import check_text, nfc
 from .log import get_logger
 from .machine import move, transition_of
-from .policy import Policy, advance_problems
+from .policy import CERTIFICATE_FIELDS, Policy, advance_problems
 from .store import (
     CoreWrites,
     SqliteWrites,
@@ -292,6 +292,9 @@ class Engine:
         protected = [name for name in values if name in wf.fields and wf.fields[name].protected]
         if protected:
             migration.append("protected field(s) " + ", ".join(protected))
+        official = [name for name in values if name in CERTIFICATE_FIELDS]
+        if official:  # a new dossier with a certificate's numbers records a certified one
+            migration.append("the certificate's " + ", ".join(official))
         new = NewDossier(
             workflow=wf,
             state=target.name,
@@ -516,6 +519,7 @@ class Engine:
                 if isinstance(data, Mapping)
                 else wf.parse_data(data, allow_protected=protected)
             )
+            self.policy.check_data(actor, transition, updates)
             after = {**before, **updates}
         else:  # nothing to parse (most advances): the same as merging an empty parse
             after = dict(before)

@@ -101,7 +101,9 @@ def score_at_least(ctx: GuardContext) -> str | None:
 
 def certificate_details(ctx: GuardContext) -> str | None:
     """A certificate names its number and the recognition decision (quyết định công nhận)."""
-    missing = [k for k in ("certificate_no", "decision_no") if not ctx.data.get(k)]
+    from .policy import CERTIFICATE_FIELDS
+
+    missing = [k for k in CERTIFICATE_FIELDS if not ctx.data.get(k)]
     if missing:
         return "record the certificate: " + ", ".join(f"--set {k}=…" for k in missing)
     return None

@@ -17,9 +17,12 @@ import (new ideas)     the same as register: rows in the initial state, no prote
                        field, no ``state_entered_at``
 import (migration)     a ``records_officer`` covering the commune: rows placed mid-cycle
                        (``state`` other than the initial one, ``state_entered_at``) or
-                       carrying protected fields (stars, score, certificate dates…)
+                       carrying protected fields (stars, score, certificate dates…) or the
+                       certificate's numbers
 advance                a role the transition lists, covering the commune; a producer
-                       only for its own organisation; ``expire`` only by ``system``
+                       only for its own organisation; ``expire`` only by ``system``;
+                       the certificate's numbers (``certificate_no``, ``decision_no``)
+                       only with a transition that issues the certificate
 attach                 as register, on the dossier's producer and commune
 score                  the member themself or the council's chair, of a council of the
                        dossier's level that covers the dossier's commune
@@ -67,6 +70,11 @@ READ_SCOPED_ROLES = frozenset(
 MIGRATING_ROLES = frozenset({"province_officer", "central_officer"})
 #: The ``Engine.amend`` events the policy knows; any other event is refused (fail closed).
 COUNCIL_EVENTS = frozenset({"score", "close_scoring", "rescore"})
+#: The certificate's own numbers, which the ``certificate_details`` guard asks of ``certify``:
+#: recorded with the transition that issues the certificate, or by a records migration. Given
+#: earlier (a producer at registration), they satisfied that guard with numbers of the
+#: producer's choosing.
+CERTIFICATE_FIELDS = ("certificate_no", "decision_no")
 
 
 def advance_problems(
@@ -173,6 +181,16 @@ class Policy:
         self, user: User, transition: TransitionDef, dossier: Mapping[str, Any]
     ) -> None:
         _refuse(advance_problems(user, transition, dossier))
+
+    def check_data(self, user: User, transition: TransitionDef, fields: Iterable[str]) -> None:
+        """Values given with ``transition``: the certificate's numbers only with a transition
+        that issues a certificate (whoever may fire it), else nobody but ``system``."""
+        early = [f for f in fields if f in CERTIFICATE_FIELDS]
+        if early and transition.certificate_months is None and user.key != SYSTEM_ACTOR:
+            raise PermissionDenied(
+                f"{', '.join(early)}: recorded with the transition that issues the certificate "
+                f"(certify), not with '{transition.trigger}'"
+            )
 
     def check_attach(self, user: User, dossier: Mapping[str, Any]) -> None:
         """Attaching a document: the producer itself, or an officer covering the commune."""

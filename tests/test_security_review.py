@@ -402,3 +402,44 @@ def test_serve_warns_when_every_client_may_date_its_acts(sqlite_workspace: Works
         warning = server.process.stderr.read()
     assert warning.startswith("warning: [clock] allow_override is on"), warning
     assert "X-Ocop-Now" in warning, warning
+
+
+# --- official numbers: recorded by who issues the certificate -----------------------------------
+
+CERTIFICATE = {"certificate_no": "OCOP-GL-2026-999", "decision_no": "999/QĐ-UBND"}
+
+
+def test_a_producer_cannot_write_its_own_certificate_and_decision_numbers(
+    both_api: Any,
+) -> None:
+    """``certificate_no`` and ``decision_no`` are what the ``certify`` guard checks: a producer
+    who set them at registration (or with any trigger it may fire) satisfied that guard with
+    numbers of its own choosing, and a certifying officer who did not retype them issued the
+    certificate under the producer's numbers. They are recorded with the transition that
+    issues the certificate, or by a records migration."""
+    api = both_api
+    body = {"product": "Cà phê", "producer": "HTX Cà phê Ia Le", "commune": "Ia Le"}
+    api.token("htx_iale"), api.token("lan")  # their tokens' rows first
+    before = dump_database(api.url)
+    for user in ("htx_iale", "lan"):
+        made = api.post("/api/v1/dossiers", user, json={**body, "data": CERTIFICATE})
+        assert made.status_code == 403, made.text
+        assert "certificate_no" in made.json()["error"]["message"]
+    assert dump_database(api.url) == before
+    dossier = api.register(user="htx_iale")["id"]
+    moved = api.post(
+        f"/api/v1/dossiers/{dossier}/advance",
+        "htx_iale",
+        json={"trigger": "withdraw", "reason": "thử", "data": {"decision_no": "1/QĐ"}},
+    )
+    assert moved.status_code == 403, moved.text
+    assert "decision_no" in moved.json()["error"]["message"]
+    shown = api.get(f"/api/v1/dossiers/{dossier}", "lan").json()
+    assert shown["state"] == "registration" and "decision_no" not in shown["data"]
+    # other fields stay the producer's to give
+    noted = api.post(
+        f"/api/v1/dossiers/{dossier}/advance",
+        "htx_iale",
+        json={"trigger": "withdraw", "reason": "thử", "data": {"note": "Rút để làm lại"}},
+    )
+    assert noted.status_code == 200, noted.text
