@@ -386,7 +386,10 @@ class Ocop:
         from .views import list_dossiers
 
         filters.check(self.registry)
-        clause = self.policy.read_filter(actor) if actor is not None else None
+        # The read filter (SQLAlchemy) only when the commune is checked against dossiers: a
+        # plain ``dossier list`` on SQLite imports no SQLAlchemy.
+        asks = filters.commune is not None and not self.config.communes_closed
+        clause = self.policy.read_filter(actor) if asks and actor is not None else None
         if clause is None:
             filters.check_commune(self.config, self.reads())
         else:

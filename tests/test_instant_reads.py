@@ -86,6 +86,7 @@ def _heavy_imports(ws: Workspace, *args: str) -> tuple[int, list[str], str]:
         ("dossier", "show", "IALE-1", "--json"),
         ("dossier", "list"),
         ("dossier", "list", "--json", "--commune", "Ia Le", "--overdue"),
+        ("--as", "lan", "dossier", "list"),  # a partial reader: its read filter is not built
     ],
 )
 def test_dossier_show_and_list_on_sqlite_import_no_sqlalchemy_nor_sqlmodel(
