@@ -100,6 +100,17 @@ def unavailable(exc: OcopError) -> JSONResponse:
     return JSONResponse(error_body(exc.code, UNAVAILABLE), status_code=503)
 
 
+def error_response(exc: OcopError) -> JSONResponse:
+    """The answer to an error of the one hierarchy: its status and the error body."""
+    if isinstance(exc, EnvironmentProblem):
+        return unavailable(exc)
+    reasons = getattr(exc, "reasons", None) or getattr(exc, "problems", None)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+    return JSONResponse(
+        error_body(exc.code, exc.message, reasons), status_code=status_of(exc), headers=headers
+    )
+
+
 def error_body(code: str, message: str, reasons: list[str] | None = None) -> dict[str, Any]:
     document: dict[str, Any] = {"code": code, "message": message}
     if reasons and len(reasons) > 1:
@@ -204,19 +215,15 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         description="Dossiers of Vietnam's OCOP programme: register, advance, score, audit.",
     )
     settings = ocop.config.server
+    # Innermost of the three: the sender of an upload is known before its body is read.
+    app.add_middleware(KnownSender, check=lambda request: principal(request))
     # The multipart envelope adds a little to the file itself.
     app.add_middleware(BodyLimit, limit=ocop.config.max_document_bytes, envelope=64 * 1024)
     app.add_middleware(ClientAddress, trusted=settings.trusted_proxies)
 
     @app.exception_handler(OcopError)
     def _ocop_error(_request: Request, exc: OcopError) -> JSONResponse:
-        if isinstance(exc, EnvironmentProblem):
-            return unavailable(exc)
-        reasons = getattr(exc, "reasons", None) or getattr(exc, "problems", None)
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
-        return JSONResponse(
-            error_body(exc.code, exc.message, reasons), status_code=status_of(exc), headers=headers
-        )
+        return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     def _framework_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -796,6 +803,40 @@ JSON_BODY_LIMIT = 1 << 20
 LARGE_BODIES = re.compile(
     rf"^{re.escape(API)}/(?:dossiers/.+/documents|imports|audit/verify)$", re.DOTALL
 )
+
+
+class KnownSender:
+    """Uploads, imports and checkpoints (``LARGE_BODIES``) only from a sender the server knows.
+
+    The framework spools a multipart body to disk before the endpoint's dependencies ask who
+    sent it: anonymous clients sending files just under ``[documents] max_bytes`` at once could
+    fill the server's disk. Here the token (or trusted proxy header) is checked first, with
+    ``check`` (the endpoints' own ``principal``). An unknown sender's declared body is not read
+    at all; a chunked one is read and dropped in memory, so that ``BodyLimit`` still answers
+    413 past the limit, before the 401.
+    """
+
+    def __init__(self, app: Any, check: Callable[[Request], Any]) -> None:
+        self.app = app
+        self.check = check
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and LARGE_BODIES.match(scope.get("path", ""))
+        ):
+            try:
+                await self.check(Request(scope))
+            except OcopError as exc:
+                declared = any(name == b"content-length" for name, _ in scope.get("headers", ()))
+                if not declared:
+                    while (message := await receive())["type"] == "http.request":
+                        if not message.get("more_body", False):
+                            break
+                await error_response(exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -443,3 +443,62 @@ def test_a_producer_cannot_write_its_own_certificate_and_decision_numbers(
         json={"trigger": "withdraw", "reason": "thử", "data": {"note": "Rút để làm lại"}},
     )
     assert noted.status_code == 200, noted.text
+
+
+# --- no token at all: an upload is not read before its sender is known ------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/dossiers/OCOP-2026-0001/documents", "/api/v1/imports", "/api/v1/audit/verify"]
+)
+def test_an_upload_without_a_valid_token_is_401_before_its_body_is_read(
+    server_api: Any, path: str
+) -> None:
+    """Under the upload limit (50 MiB by default), the framework spooled a multipart body to
+    the server's disk before the token was looked at: anonymous clients, each sending a few
+    files just under the limit at once, could fill the disk. Uploads, imports and checkpoints
+    are now answered 401 without reading a byte of a declared body when the sender is unknown
+    (a chunked one is read and dropped in memory, for the 413 past the limit)."""
+    api = server_api
+    api.register()
+    size = len(b"".join(_upload()))
+    for headers in ({}, {"Authorization": "Bearer ocop_made_up"}):
+        started: list[bool] = []
+
+        def body(started: list[bool] = started) -> Iterator[bytes]:
+            started.append(True)
+            yield from _upload()
+
+        answer = api.client.post(
+            path,
+            content=body(),
+            headers={
+                "Content-Type": "multipart/form-data; boundary=b",
+                "Content-Length": str(size),
+                **headers,
+            },
+        )
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"]["code"] == "unauthenticated"
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+        assert started == [], "the body was read before the sender was known"
+        chunked = api.client.post(
+            path,
+            content=_upload(),
+            headers={"Content-Type": "multipart/form-data; boundary=b", **headers},
+        )
+        assert chunked.status_code == 401, chunked.text
+    # a known sender's body is read as before (the endpoint then judges it)
+    known = api.client.post(
+        path,
+        content=b"".join(_upload()),
+        headers={"Content-Type": "multipart/form-data; boundary=b", **api.h("lan")},
+    )
+    assert known.status_code not in (401, 500), known.text
+
+
+def _upload() -> Iterator[bytes]:
+    yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n'
+    for _ in range(100):
+        yield b"x" * 10_000
+    yield b"\r\n--b--\r\n"
