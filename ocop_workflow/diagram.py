@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -112,14 +113,25 @@ def render(wf: WorkflowDef, fmt: str) -> str:
 
 
 def svg(wf: WorkflowDef) -> str:
-    binary = shutil.which("dot")
-    if binary is None:
+    """Graphviz's layout of ``dot(wf)`` as SVG text.
+
+    Laid out once per distinct DOT text (``layout``): a server answers every
+    ``GET /workflows/{name}/diagram?format=svg`` and every HTML report with it, and a process of
+    Graphviz per request would let any token holder keep the server's cores busy."""
+    if shutil.which("dot") is None:
         raise EnvironmentProblem(
             "--format svg needs Graphviz's `dot` on PATH (apt-get install graphviz); "
             "--format dot or mermaid need nothing"
         )
+    return layout(dot(wf))
+
+
+@functools.lru_cache(maxsize=32)
+def layout(text: str) -> str:
+    """``dot -Tsvg`` of a DOT text (a failure is raised, never remembered)."""
+    binary = shutil.which("dot") or "dot"
     done = subprocess.run(
-        [binary, "-Tsvg"], input=dot(wf), capture_output=True, text=True, check=False, timeout=60
+        [binary, "-Tsvg"], input=text, capture_output=True, text=True, check=False, timeout=60
     )
     if done.returncode != 0:
         raise EnvironmentProblem(f"graphviz failed: {done.stderr.strip().splitlines()[0]}")

@@ -7,6 +7,8 @@ limited, logins are throttled in the database.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -556,3 +558,30 @@ def test_a_nul_in_a_dossier_id_is_bad_input_not_a_database_outage(api: Api) -> N
         assert refused.json()["error"]["code"] in ("not_found", "usage")
     for _ in range(3):
         assert api.get(f"/api/v1/dossiers/{made['id']}", "lan").status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz (installed by .ci/run)")
+def test_an_svg_diagram_is_laid_out_once_however_often_it_is_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any token holder may ask for a workflow's SVG: a Graphviz process per request would let
+    them keep the server's cores busy. ``dot`` on PATH is a wrapper that counts its runs."""
+    from ocop_workflow.diagram import layout
+
+    real = shutil.which("dot")
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    runs = tmp_path / "runs"
+    (shim / "dot").write_text(f'#!/bin/sh\necho run >> "{runs}"\nexec "{real}" "$@"\n')
+    (shim / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    layout.cache_clear()
+    api = make_api(tmp_path / "app", f"sqlite:///{tmp_path / 'ocop.db'}")
+    try:
+        drawn = [api.get("/api/v1/workflows/ocop-1489/diagram?format=svg", "lan") for _ in range(3)]
+    finally:
+        api.ocop.store.dispose()
+        layout.cache_clear()
+    assert all(r.status_code == 200 for r in drawn), drawn[0].text
+    assert "<svg" in drawn[0].text and drawn[0].text == drawn[2].text
+    assert runs.read_text().splitlines() == ["run"]
