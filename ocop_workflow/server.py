@@ -566,6 +566,9 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
                 body = error_body(rejected.code, rejected.message, rejected.problems)
                 body["report"] = rejected.report.document()
                 return JSONResponse(body, status_code=422)
+            except OcopError as exc:  # named as the caller sent it, not the server's folder
+                exc.message = exc.message.replace(str(path), name)
+                raise
         return JSONResponse(report.document())
 
     # --- timers, notifications ------------------------------------------------------------

@@ -164,6 +164,10 @@ def test_an_xlsx_import_through_the_server_that_is_not_xml_is_422(
     )
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["code"] == "usage"
+    # named as sent: the server's temporary folder is nobody's business
+    message = answer.json()["error"]["message"]
+    assert message.startswith("ho-so.xlsx: cannot be read"), message
+    assert "ocop-import-" not in message, message
 
 
 @pytest.mark.parametrize(
