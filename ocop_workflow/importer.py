@@ -91,9 +91,10 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     A file that is not what its name says is a usage error naming the file, not a traceback —
     also an XLSX whose XML the parser refuses (malformed, or an entity expansion past expat's
     amplification limit: ``ParseError`` is a ``SyntaxError``, not a ``ValueError``) or whose
-    cell names a shared string that is not there (openpyxl's ``IndexError``).
+    cell names a shared string that is not there (openpyxl's ``IndexError``), or whose
+    compressed parts are damaged or cut short (``zlib.error``, ``EOFError``).
     """
-    from xml.etree.ElementTree import ParseError
+    import zlib
 
     try:
         yield from _read_rows(path)
@@ -106,7 +107,10 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
         IndexError,
         ValueError,
         zipfile.BadZipFile,
-        ParseError,
+        zlib.error,  # a member's compressed bytes damaged (its CRC is checked only at its end)
+        EOFError,  # a member cut short
+        SyntaxError,  # malformed XML: the standard library's ParseError and lxml's, which
+        # openpyxl uses for some parts when lxml happens to be installed
     ) as exc:
         if isinstance(exc, OcopError):
             raise

@@ -150,12 +150,18 @@ class SqliteReads:
             finally:
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
-                raise ReaderBusy(
-                    f"database locked ({self.url}) for {self.busy_timeout_ms} ms: "
-                    f"{_first_line(exc)}"
-                ) from None
-            raise EnvironmentProblem(f"database error ({self.url}): {_first_line(exc)}") from None
+            raise self.refusal(exc) from None
+
+    def refusal(self, exc: sqlite3.Error) -> EnvironmentProblem:
+        """A read's failure as the one hierarchy says it: ``ReaderBusy`` for a lock held past
+        the busy timeout, else the database's error."""
+        # ``sqlite_errorcode`` is the extended code: SQLITE_BUSY_RECOVERY (another process
+        # recovering the WAL) and the other SQLITE_BUSY_* are SQLITE_BUSY in their low byte
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+            return ReaderBusy(
+                f"database locked ({self.url}) for {self.busy_timeout_ms} ms: {_first_line(exc)}"
+            )
+        return EnvironmentProblem(f"database error ({self.url}): {_first_line(exc)}")
 
     def wait_at_most(self, busy_timeout_ms: int) -> None:
         """How long this reader waits for a lock from now on (its connection's busy timeout)."""

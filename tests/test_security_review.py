@@ -154,6 +154,35 @@ def test_an_xlsx_whose_sheet_is_not_well_formed_xml_is_one_line_exit_2(
     assert dump_database(ws.url) == before
 
 
+def test_an_xlsx_whose_compressed_sheet_is_damaged_is_one_line_exit_2(
+    sqlite_workspace: Workspace,
+) -> None:
+    """zipfile checks a member's CRC only at its end: damaged deflate data in the middle is a
+    ``zlib.error`` while openpyxl streams the sheet (it was an "unexpected error", exit 1)."""
+    import zipfile
+
+    ws = sqlite_workspace
+    padding = "<!--" + " ".join(str(i * 7919 % 10007) for i in range(3000)) + "-->"
+    path = _xlsx(
+        ws.root / "ho-so.xlsx", lambda xml: xml.replace("<sheetData>", padding + "<sheetData>")
+    )
+    with zipfile.ZipFile(path) as book:
+        member = book.getinfo("xl/worksheets/sheet1.xml")
+    raw = bytearray(path.read_bytes())
+    # the local header: 30 bytes, the name, the extra field; then the compressed data
+    start = member.header_offset + 30 + len(member.filename.encode())
+    start += int.from_bytes(raw[member.header_offset + 28 : member.header_offset + 30], "little")
+    middle = start + member.compress_size // 3
+    raw[middle : middle + 20] = bytes(b ^ 0x5A for b in raw[middle : middle + 20])
+    path.write_bytes(bytes(raw))
+    before = dump_database(ws.url)
+    done = ws.run("import", str(path), user="lan", now=NOW)
+    assert done.code == 2, done
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done
+    assert "cannot be read as .xlsx" in done.stderr, done
+    assert dump_database(ws.url) == before
+
+
 def test_an_xlsx_import_through_the_server_that_is_not_xml_is_422(
     server_api: Any, tmp_path: Path
 ) -> None:

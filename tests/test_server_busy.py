@@ -113,3 +113,19 @@ def test_a_locked_database_is_reported_locked_not_uninitialised(tmp_path: Path) 
     finally:
         holder.close()
     SqliteReads(f"sqlite:///{db}", str(db), busy_timeout_ms=20).check_schema()  # free again
+
+
+def test_every_kind_of_busy_is_a_busy_reader_and_nothing_else_is() -> None:
+    """Python gives SQLite's extended result code: a reader waiting out another process's WAL
+    recovery fails with SQLITE_BUSY_RECOVERY (261), not 5 — and must still be ``ReaderBusy``,
+    or the event loop's read would be a 503 after 50 ms instead of going to a thread."""
+    from ocop_workflow.errors import EnvironmentProblem
+    from ocop_workflow.sqlite_reads import ReaderBusy, SqliteReads
+
+    reads = SqliteReads("sqlite:///x.db", "x.db", busy_timeout_ms=50)
+    for code, busy in ((5, True), (261, True), (517, True), (773, True), (2067, False), (1, False)):
+        error = sqlite3.OperationalError("database is locked" if busy else "something else")
+        error.sqlite_errorcode = code  # as the sqlite3 module sets it from the result code
+        said = reads.refusal(error)
+        assert isinstance(said, EnvironmentProblem)
+        assert isinstance(said, ReaderBusy) is busy, code
