@@ -621,10 +621,9 @@ class Engine:
             check_text(reason, "reason", multiline=True)
         now = self.clock()
         with self.store.write() as conn:
-            found = self.store.lock_dossier(conn, dossier_id)
-            if found is None:
+            row = self.store.lock_dossier(conn, dossier_id)
+            if row is None:
                 raise dossier_not_found(conn, dossier_id)
-            row = dict(found._mapping)
             self.policy.check_amend(actor, event, row)
             after = change(row, json.loads(row["data"]))
             seq, _ = audit.append(

@@ -471,10 +471,9 @@ def _apply(
 ) -> None:
     from .engine import snapshot
 
-    found = engine.store.lock_dossier(conn, move.id)
-    if found is None:
+    row = engine.store.lock_dossier(conn, move.id)
+    if row is None:
         raise Conflict(f"dossier {move.id} was removed meanwhile")
-    row = dict(found._mapping)
     if row["state"] != move.from_state or row["workflow"] != source.name:
         raise Conflict(f"dossier {move.id} moved meanwhile (now {row['state']}): run again")
     assert move.to_state is not None

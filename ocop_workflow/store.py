@@ -284,7 +284,23 @@ def _lock_query() -> sa.Select[Any]:
 
 # Built once: constructing a statement per call costs more than SQLite executing it.
 _LOCK_SQLITE = _lock_query()
-_LOCK_FOR_UPDATE = _lock_query().with_for_update(of=dossier_t)
+# On PostgreSQL the row is locked first and the chain's head read by a second statement: a
+# SELECT … FOR UPDATE that waited for another transaction's lock returns the row as that one
+# left it, but its subqueries still read the snapshot taken before the wait (READ COMMITTED),
+# so the head would be the one before the other transaction's entry (its seq taken twice: a
+# conflict, "try again", although the lock had put the two in order). Each statement of a
+# READ COMMITTED transaction reads a new snapshot: the second one sees the other's entry.
+_LOCK_FOR_UPDATE = (
+    sa.select(dossier_t)
+    .where(dossier_t.c.id == sa.bindparam("dossier_id"))
+    .with_for_update(of=dossier_t)
+)
+_HEAD = (
+    sa.select(audit_t.c.seq, audit_t.c.hash)
+    .where(audit_t.c.dossier_id == sa.bindparam("dossier_id"))
+    .order_by(audit_t.c.seq.desc())
+    .limit(1)
+)
 
 
 def dumps(value: Any) -> str:
@@ -388,14 +404,24 @@ class Store:
             return _sqlite_writes(self)
         return _pg_writes(self)
 
-    def lock_dossier(self, conn: Connection, dossier_id: str) -> sa.Row[Any] | None:
+    def lock_dossier(self, conn: Connection, dossier_id: str) -> dict[str, Any] | None:
         """Load a dossier for update: ``FOR UPDATE`` on PostgreSQL, the write lock on SQLite.
 
-        The row carries ``audit_seq`` and ``audit_hash``, the head of its audit chain, so a
-        transition needs no second round trip to link its entry.
+        The row carries ``audit_seq`` and ``audit_hash``, the head of its audit chain (None
+        before the first entry), read after the lock is held (``_LOCK_FOR_UPDATE``); on SQLite,
+        whose BEGIN IMMEDIATE already holds the lock, in the same statement.
         """
-        query = _LOCK_SQLITE if self.is_sqlite else _LOCK_FOR_UPDATE
-        return conn.execute(query, {"dossier_id": dossier_id}).first()
+        params = {"dossier_id": dossier_id}
+        if self.is_sqlite:
+            found = conn.execute(_LOCK_SQLITE, params).first()
+            return None if found is None else dict(found._mapping)
+        locked = conn.execute(_LOCK_FOR_UPDATE, params).first()
+        if locked is None:
+            return None
+        head = conn.execute(_HEAD, params).first()
+        row = dict(locked._mapping)
+        row["audit_seq"], row["audit_hash"] = (None, None) if head is None else tuple(head)
+        return row
 
     def claim_query(self, query: sa.Select[Any]) -> sa.Select[Any]:
         """Rows claimed by one of several workers: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL."""
@@ -652,8 +678,7 @@ class CoreWrites:
         self.conn = conn
 
     def lock_dossier(self, dossier_id: str) -> dict[str, Any] | None:
-        found = self.store.lock_dossier(self.conn, dossier_id)
-        return None if found is None else dict(found._mapping)
+        return self.store.lock_dossier(self.conn, dossier_id)
 
     def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -792,7 +817,20 @@ class PgWrites(SqliteWrites):
     ``UTCDateTime`` does.
     """
 
-    _LOCK = SqliteWrites._LOCK + " FOR UPDATE OF dossier"
+    _LOCK_ROW = "SELECT * FROM dossier WHERE id = ? FOR UPDATE"
+    _HEAD = "SELECT seq, hash FROM audit_entry WHERE dossier_id = ? ORDER BY seq DESC LIMIT 1"
+
+    def lock_dossier(self, dossier_id: str) -> dict[str, Any] | None:
+        """The row locked, then the chain's head read by a statement of its own (see
+        ``_LOCK_FOR_UPDATE``: read with the lock, a waiter would get the head of before)."""
+        cursor = self.db.execute(self._LOCK_ROW, (dossier_id,))
+        found = cursor.fetchone()
+        if found is None:
+            return None
+        row = dict(zip(map(_first, cursor.description), found, strict=True))
+        head = self.db.execute(self._HEAD, (dossier_id,)).fetchone()
+        row["audit_seq"], row["audit_hash"] = (None, None) if head is None else head
+        return row
 
     def _text(self, value: datetime) -> Any:
         return value

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -186,3 +188,69 @@ def test_eight_processes_registering_one_id_only_one_gets_it(workspace: Workspac
     report = ok(ws, "audit", "verify")
     assert report["ok"] is True, report
     assert (report["dossiers_checked"], report["entries_checked"]) == (1, 1)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("second", ["advance", "attach"])
+def test_a_transition_that_waited_for_the_lock_links_to_the_entry_written_meanwhile(
+    pg_url: str, tmp_path: Path, second: str
+) -> None:
+    """PostgreSQL, READ COMMITTED: a ``SELECT … FOR UPDATE`` that waited for another
+    transaction returns the row as that one left it, but its subqueries read the snapshot of
+    before the wait. The chain's head read that way was the one before the other's entry: the
+    second of two acts on one dossier, correctly put in order by the lock, failed with a
+    conflict ("try again") on the audit key. Both go through now, in order — an advance
+    (``PgWrites``) and an amendment (``Store.lock_dossier`` over SQLAlchemy Core) alike."""
+    from datetime import UTC, datetime
+
+    from conftest import write_config
+
+    from ocop_workflow import audit, documents
+    from ocop_workflow.clock import ManualClock
+    from ocop_workflow.config import load_config
+    from ocop_workflow.migrate import upgrade
+    from ocop_workflow.service import Ocop
+
+    write_config(tmp_path)
+    config = load_config(tmp_path / "config.toml", {"OCOP_DATABASE_URL": pg_url})
+    ocop = Ocop(config, ManualClock(datetime(2026, 3, 2, 2, 0, tzinfo=UTC)))
+    upgrade(ocop.store)
+    lan = config.user("lan")
+    dossier = ocop.register(
+        lan, product="Cà phê bột", producer="HTX Cà phê Ia Le", commune="Ia Le"
+    ).id
+    engine = ocop.engine
+    first_wrote, outcome = threading.Event(), {}
+
+    def first() -> None:  # accept_idea, holding the dossier's lock a while after its entry
+        with engine.store.write() as conn:
+            engine.advance_in(conn, dossier, "accept_idea", lan, now=engine.clock())
+            first_wrote.set()
+            time.sleep(0.8)
+
+    def then() -> None:  # started while the first holds the lock: waits for it
+        try:
+            if second == "advance":
+                outcome["seq"] = engine.advance(dossier, "approve_plan", lan).seq
+            else:
+                plan = tmp_path / "ke-hoach.pdf"
+                plan.write_text("kế hoạch", encoding="utf-8")
+                documents.attach(engine, dossier, lan, "business_plan", plan)
+                outcome["seq"] = 3
+        except Exception as exc:
+            outcome["error"] = exc
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    assert first_wrote.wait(10)
+    waiter = threading.Thread(target=then)
+    waiter.start()
+    holder.join()
+    waiter.join()
+    try:
+        assert "error" not in outcome, outcome
+        history = ocop.history(lan, dossier)
+        assert [e.seq for e in history] == [1, 2, 3], history
+        assert audit.verify(ocop.store).ok
+    finally:
+        ocop.store.dispose()
