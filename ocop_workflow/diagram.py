@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 from .definitions import WorkflowDef
-from .errors import EnvironmentProblem, UsageError
+from .errors import EnvironmentProblem, MissingTool, UsageError
 
 FORMATS = ("mermaid", "dot", "svg")
 
@@ -119,7 +119,7 @@ def svg(wf: WorkflowDef) -> str:
     ``GET /workflows/{name}/diagram?format=svg`` and every HTML report with it, and a process of
     Graphviz per request would let any token holder keep the server's cores busy."""
     if shutil.which("dot") is None:
-        raise EnvironmentProblem(
+        raise MissingTool(
             "--format svg needs Graphviz's `dot` on PATH (apt-get install graphviz); "
             "--format dot or mermaid need nothing"
         )
@@ -134,7 +134,7 @@ def layout(text: str) -> str:
         [binary, "-Tsvg"], input=text, capture_output=True, text=True, check=False, timeout=60
     )
     if done.returncode != 0:
-        raise EnvironmentProblem(f"graphviz failed: {done.stderr.strip().splitlines()[0]}")
+        raise MissingTool(f"graphviz failed: {done.stderr.strip().splitlines()[0]}")
     return done.stdout
 
 

@@ -43,6 +43,12 @@ class EnvironmentProblem(OcopError):
     code = "environment"
 
 
+class MissingTool(EnvironmentProblem):
+    """A program a request needs (Graphviz) is missing or failed. Unlike the database's
+    problems, which a server tells its clients only as "see the log" (they name the database),
+    its message holds no secret and says what to do instead."""
+
+
 class UsageError(OcopError):
     """A malformed value the option parser could not catch (bad --set, bad date)."""
 

@@ -30,6 +30,7 @@ from .errors import (
     ConfigError,
     Conflict,
     EnvironmentProblem,
+    MissingTool,
     NotFound,
     OcopError,
     PayloadTooLarge,
@@ -102,7 +103,7 @@ def unavailable(exc: OcopError) -> JSONResponse:
 
 def error_response(exc: OcopError) -> JSONResponse:
     """The answer to an error of the one hierarchy: its status and the error body."""
-    if isinstance(exc, EnvironmentProblem):
+    if isinstance(exc, EnvironmentProblem) and not isinstance(exc, MissingTool):
         return unavailable(exc)
     reasons = getattr(exc, "reasons", None) or getattr(exc, "problems", None)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
@@ -804,7 +805,7 @@ JSON_BODY_LIMIT = 1 << 20
 #: upload, a spreadsheet import, and the signed checkpoints of ``POST /audit/verify`` (about
 #: 150 bytes a dossier), which its endpoint reads only once the caller may read the whole trail.
 LARGE_BODIES = re.compile(
-    rf"^{re.escape(API)}/(?:dossiers/.+/documents|imports|audit/verify)$", re.DOTALL
+    rf"^{re.escape(API)}/(?:dossiers/.*/documents|imports|audit/verify)$", re.DOTALL
 )
 
 

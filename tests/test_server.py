@@ -585,3 +585,23 @@ def test_an_svg_diagram_is_laid_out_once_however_often_it_is_asked_for(
     assert all(r.status_code == 200 for r in drawn), drawn[0].text
     assert "<svg" in drawn[0].text and drawn[0].text == drawn[2].text
     assert runs.read_text().splitlines() == ["run"]
+
+
+def test_a_server_without_graphviz_says_so_and_what_works_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database's problems reach clients only as "see the log" (they name the database);
+    Graphviz missing is no database problem, and its message says to ask for dot or mermaid."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    api = make_api(tmp_path / "app", f"sqlite:///{tmp_path / 'ocop.db'}")
+    try:
+        drawn = api.get("/api/v1/workflows/ocop-1489/diagram?format=svg", "lan")
+        mermaid = api.get("/api/v1/workflows/ocop-1489/diagram", "lan")
+    finally:
+        api.ocop.store.dispose()
+    assert drawn.status_code == 503, drawn.text
+    message = drawn.json()["error"]["message"]
+    assert "Graphviz" in message and "mermaid" in message and "database" not in message
+    assert mermaid.status_code == 200 and mermaid.text.startswith("stateDiagram")
