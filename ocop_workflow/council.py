@@ -40,8 +40,8 @@ def record_score(
         # Here, after the policy's first check (``Engine.amend``): asked before it, "unknown
         # member" against a refusal told anyone who may see a dossier which user keys exist.
         wf, state, council = _scoring_context(engine, row, council_key)
-        if member not in engine.config.users:
-            raise NotFound(f"unknown member '{member}': not a key of [users]")
+        # one answer for a key of [users] and any other name: a council member who may
+        # score (themselves) learns nothing of which user keys exist
         if member not in council.members:
             raise NotFound(f"{member} is not a member of council {council.key} ({council.title})")
         engine.policy.check_score(actor, council, row, member=member)

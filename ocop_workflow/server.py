@@ -222,8 +222,13 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
     app.add_middleware(BodyLimit, limit=ocop.config.max_document_bytes, envelope=64 * 1024)
     app.add_middleware(ClientAddress, trusted=settings.trusted_proxies)
 
+    config_path = str(ocop.config.path)
+
     @app.exception_handler(OcopError)
     def _ocop_error(_request: Request, exc: OcopError) -> JSONResponse:
+        # a message pointing an officer at the config file names it, not where it lies on
+        # the server ("see [councils] in config.toml")
+        exc.message = exc.message.replace(config_path, ocop.config.path.name)
         return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
@@ -357,8 +362,12 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
             workflows = [wf.name for wf in ocop.registry.all()]
         except EnvironmentProblem as exc:
             return unavailable(exc)
-        except OcopError as exc:
-            return JSONResponse(error_body(exc.code, exc.message), status_code=503)
+        except OcopError as exc:  # anyone may ask: the file and the problem go to the log
+            import structlog
+
+            structlog.get_logger("ocop.server").warning("server.not_ready", error=exc.message)
+            body = error_body(exc.code, "the workflows do not load: the server's log says why")
+            return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ready", "workflows": workflows})
 
     # --- logins ---------------------------------------------------------------------------

@@ -280,6 +280,38 @@ def test_scoring_as_nobody_of_the_council_tells_not_which_user_keys_exist(
     assert len(messages) == 1 and "config.toml" not in messages.pop()
 
 
+def test_a_council_member_learns_neither_user_keys_nor_the_servers_config_path(
+    server_api: Any,
+) -> None:
+    """A member may score only themselves: naming another showed "unknown member" for a
+    made-up key and "not a member of council" for a real one (an oracle of logins), and an
+    unknown ``council`` named the server's config file with its path."""
+    api = server_api
+    sheet = (
+        "id,product,producer,commune,group,workflow,state\n"
+        "OCOP-T-1,Cà phê,HTX Cà phê Ia Le,Ia Le,,ocop-1489,evaluation_province\n"
+    )
+    imported = api.post(
+        "/api/v1/imports", "records", files={"file": ("ho-so.csv", sheet.encode(), "text/csv")}
+    )
+    assert imported.status_code == 200, imported.text
+    path = "/api/v1/dossiers/OCOP-T-1/scores"
+    answers = {
+        member: api.post(path, "m1", json={"member": member, "a": 30, "b": 20, "c": 22})
+        for member in ("lan", "no_such_user")
+    }
+    said = {
+        m: (a.status_code, a.json()["error"]["message"].replace(m, "NAME"))
+        for m, a in answers.items()
+    }
+    assert said["lan"] == said["no_such_user"], said  # the same answer, the name aside
+    assert said["lan"][1].startswith("NAME is not a member of council tinh"), said
+    unknown = api.post(path, "m1", json={"member": "m1", "a": 30, "council": "nope"})
+    assert unknown.status_code == 404, unknown.text
+    message = unknown.json()["error"]["message"]
+    assert "config.toml" in message and str(api.ocop.config.path) not in message, message
+
+
 # --- the CLI through a server: plain http only to this machine ---------------------------------
 
 

@@ -605,3 +605,34 @@ def test_a_server_without_graphviz_says_so_and_what_works_instead(
     message = drawn.json()["error"]["message"]
     assert "Graphviz" in message and "mermaid" in message and "database" not in message
     assert mermaid.status_code == 200 and mermaid.text.startswith("stateDiagram")
+
+
+def test_readyz_says_the_workflows_do_not_load_without_naming_the_servers_files(
+    tmp_path: Path,
+) -> None:
+    """``/readyz`` answers anyone: a broken workflow file is 503, its path and its problem
+    only in the server's log."""
+    from conftest import WORKFLOWS
+    from fastapi.testclient import TestClient
+
+    from ocop_workflow.clock import ManualClock
+    from ocop_workflow.config import load_config
+    from ocop_workflow.migrate import upgrade
+    from ocop_workflow.server import create_app
+    from ocop_workflow.service import Ocop
+
+    folder = tmp_path / "quy-trinh"
+    shutil.copytree(WORKFLOWS, folder)
+    (folder / "hong.toml").write_text("x = 1\n", encoding="utf-8")
+    write_config(tmp_path)
+    config_file = tmp_path / "config.toml"
+    text = config_file.read_text(encoding="utf-8").replace(str(WORKFLOWS), str(folder))
+    config_file.write_text(text, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'ocop.db'}"
+    ocop = Ocop(load_config(config_file, {"OCOP_DATABASE_URL": url}), ManualClock(NOW))
+    upgrade(ocop.store)
+    ready = TestClient(create_app(ocop)).get("/readyz")
+    ocop.store.dispose()
+    assert ready.status_code == 503, ready.text
+    assert "workflows do not load" in ready.json()["error"]["message"]
+    assert str(tmp_path) not in ready.text and "hong.toml" not in ready.text
