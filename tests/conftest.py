@@ -521,3 +521,18 @@ def serving(ws: Workspace, *args: str, **env: str) -> Iterator[Server]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def import_before_council(api: Any, dossier_id: str = "OCOP-T-1") -> str:
+    """A dossier of HTX Cà phê Ia Le put before the province council by a records import
+    through the API (``api.post(path, user, **kw)``); its id."""
+    sheet = (
+        "id,product,producer,commune,group,workflow,state\n"
+        f"{dossier_id},Cà phê,HTX Cà phê Ia Le,Ia Le,,ocop-1489,evaluation_province\n"
+    )
+    imported = api.post(
+        "/api/v1/imports", "records", files={"file": ("ho-so.csv", sheet.encode(), "text/csv")}
+    )
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["imported"] == 1
+    return dossier_id

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Workspace, dump_database
+from conftest import Workspace, dump_database, import_before_council
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*httpx2:DeprecationWarning")
 
@@ -287,15 +287,7 @@ def test_a_council_member_learns_neither_user_keys_nor_the_servers_config_path(
     made-up key and "not a member of council" for a real one (an oracle of logins), and an
     unknown ``council`` named the server's config file with its path."""
     api = server_api
-    sheet = (
-        "id,product,producer,commune,group,workflow,state\n"
-        "OCOP-T-1,Cà phê,HTX Cà phê Ia Le,Ia Le,,ocop-1489,evaluation_province\n"
-    )
-    imported = api.post(
-        "/api/v1/imports", "records", files={"file": ("ho-so.csv", sheet.encode(), "text/csv")}
-    )
-    assert imported.status_code == 200, imported.text
-    path = "/api/v1/dossiers/OCOP-T-1/scores"
+    path = f"/api/v1/dossiers/{import_before_council(api)}/scores"
     answers = {
         member: api.post(path, "m1", json={"member": member, "a": 30, "b": 20, "c": 22})
         for member in ("lan", "no_such_user")

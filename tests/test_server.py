@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import dump_database, write_config
+from conftest import dump_database, import_before_council, write_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*httpx2:DeprecationWarning")
 
@@ -338,16 +338,7 @@ def test_readyz_is_503_on_a_database_ocop_init_never_prepared(tmp_path: Path) ->
 
 
 def test_council_scoring_through_the_api_from_an_imported_dossier(api: Api) -> None:
-    sheet = (
-        "id,product,producer,commune,group,workflow,state\n"
-        "OCOP-T-1,Cà phê,HTX Cà phê Ia Le,Ia Le,,ocop-1489,evaluation_province\n"
-    )
-    imported = api.post(
-        "/api/v1/imports", "records", files={"file": ("ho-so.csv", sheet.encode(), "text/csv")}
-    )
-    assert imported.status_code == 200, imported.text
-    assert imported.json()["imported"] == 1
-    path = "/api/v1/dossiers/OCOP-T-1"
+    path = "/api/v1/dossiers/" + import_before_council(api)
     assert api.get(path, "m1").status_code == 200  # before their council: members see it
     for member in ("chair", "m1", "m2", "m3", "m4", "m5"):
         scored = api.post(
