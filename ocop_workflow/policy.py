@@ -184,9 +184,13 @@ class Policy:
 
     def check_data(self, user: User, transition: TransitionDef, fields: Iterable[str]) -> None:
         """Values given with ``transition``: the certificate's numbers only with a transition
-        that issues a certificate (whoever may fire it), else nobody but ``system``."""
+        that issues a certificate or asks for its numbers (``certificate_details``; whoever
+        may fire it), else nobody but ``system``."""
         early = [f for f in fields if f in CERTIFICATE_FIELDS]
-        if early and transition.certificate_months is None and user.key != SYSTEM_ACTOR:
+        issues = transition.certificate_months is not None or (
+            "certificate_details" in transition.guards  # the one that asks for them
+        )
+        if early and not issues and user.key != SYSTEM_ACTOR:
             raise PermissionDenied(
                 f"{', '.join(early)}: recorded with the transition that issues the certificate "
                 f"(certify), not with '{transition.trigger}'"

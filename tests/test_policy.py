@@ -318,3 +318,25 @@ def test_insert_new_asks_the_policy_even_when_called_directly(
     with app.store.write() as conn, pytest.raises(PermissionDenied):
         app.engine.insert_new(conn, new, users["tuan"], app.now)
     assert dump_database(sqlite_workspace.url) == before
+
+
+def test_the_certificate_numbers_go_with_the_transition_that_asks_for_them(
+    workspace: Workspace,
+) -> None:
+    """``certificate_no`` and ``decision_no`` are accepted with a transition that issues the
+    certificate or whose ``certificate_details`` guard asks for them — a workflow may ask
+    for the numbers on a transition with no validity of its own — and with no other."""
+    from dataclasses import replace
+
+    app = workspace.app()
+    policy, lan = app.engine.policy, app.config.user("lan")
+    certify = next(t for t in app.registry.get("ocop-1489").transitions if t.trigger == "certify")
+    numbers = ["certificate_no", "decision_no"]
+    policy.check_data(lan, certify, numbers)
+    asks = replace(certify, certificate_months=None)
+    assert "certificate_details" in asks.guards
+    policy.check_data(lan, asks, numbers)
+    neither = replace(asks, guards=("scoring_closed",))
+    with pytest.raises(PermissionDenied, match="certificate_no, decision_no"):
+        policy.check_data(lan, neither, numbers)
+    policy.check_data(lan, neither, ["note"])  # any other field is no business of this rule
