@@ -817,6 +817,10 @@ class PgWrites(SqliteWrites):
     ``UTCDateTime`` does.
     """
 
+    # Plans of their own: a plan holds SQLite's text form of any instant default.
+    _sql: ClassVar[dict[tuple[str, tuple[str, ...]], tuple[str, tuple[int, ...]]]] = {}
+    _inserts: ClassVar[dict[tuple[str, tuple[str, ...]], _InsertPlan]] = {}
+
     _LOCK_ROW = "SELECT * FROM dossier WHERE id = ? FOR UPDATE"
     _HEAD = "SELECT seq, hash FROM audit_entry WHERE dossier_id = ? ORDER BY seq DESC LIMIT 1"
 
