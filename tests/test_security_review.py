@@ -115,6 +115,16 @@ def _xlsx(path: Path, edit: Any) -> Path:
     return path
 
 
+def assert_unreadable_sheet_refused(ws: Workspace, path: Path) -> None:
+    """``ocop import PATH``: one line, exit 2, "cannot be read as .xlsx", nothing written."""
+    before = dump_database(ws.url)
+    done = ws.run("import", str(path), user="lan", now=NOW)
+    assert done.code == 2, done
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done
+    assert "cannot be read as .xlsx" in done.stderr, done
+    assert dump_database(ws.url) == before
+
+
 #: "Billion laughs": nine levels of ten entities each, a gigabyte of "lol" from a kilobyte.
 LAUGHS = (
     '<?xml version="1.0"?><!DOCTYPE worksheet [<!ENTITY l0 "lol">'
@@ -146,12 +156,7 @@ def test_an_xlsx_whose_sheet_is_not_well_formed_xml_is_one_line_exit_2(
     the server; so did a cell naming a shared string past the end of the table."""
     ws = sqlite_workspace
     path = _xlsx(ws.root / "ho-so.xlsx", edit)
-    before = dump_database(ws.url)
-    done = ws.run("import", str(path), user="lan", now=NOW)
-    assert done.code == 2, done
-    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done
-    assert "cannot be read as .xlsx" in done.stderr, done
-    assert dump_database(ws.url) == before
+    assert_unreadable_sheet_refused(ws, path)
 
 
 def test_an_xlsx_whose_compressed_sheet_is_damaged_is_one_line_exit_2(
@@ -175,12 +180,7 @@ def test_an_xlsx_whose_compressed_sheet_is_damaged_is_one_line_exit_2(
     middle = start + member.compress_size // 3
     raw[middle : middle + 20] = bytes(b ^ 0x5A for b in raw[middle : middle + 20])
     path.write_bytes(bytes(raw))
-    before = dump_database(ws.url)
-    done = ws.run("import", str(path), user="lan", now=NOW)
-    assert done.code == 2, done
-    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done
-    assert "cannot be read as .xlsx" in done.stderr, done
-    assert dump_database(ws.url) == before
+    assert_unreadable_sheet_refused(ws, path)
 
 
 def test_an_xlsx_import_through_the_server_that_is_not_xml_is_422(
