@@ -16,6 +16,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from conftest import write_config
@@ -25,16 +26,18 @@ from ocop_workflow.server import LOOP_BUSY_MS
 HELD_S = 1.5
 
 
-def test_a_locked_database_is_waited_for_off_the_event_loop(tmp_path: Path) -> None:
+def _app_on_a_file(root: Path) -> tuple[Any, str, str, Path]:
+    """The app on a fresh SQLite file with one dossier and a token of lan's; no connection of
+    this process left holding the file (so that another can take it exclusively)."""
     from ocop_workflow.clock import ManualClock
     from ocop_workflow.config import load_config
     from ocop_workflow.migrate import upgrade
     from ocop_workflow.server import create_app
     from ocop_workflow.service import Ocop
 
-    db = tmp_path / "ocop.db"
-    write_config(tmp_path)
-    config = load_config(tmp_path / "config.toml", {"OCOP_DATABASE_URL": f"sqlite:///{db}"})
+    db = root / "ocop.db"
+    write_config(root)
+    config = load_config(root / "config.toml", {"OCOP_DATABASE_URL": f"sqlite:///{db}"})
     ocop = Ocop(config, ManualClock(datetime(2026, 3, 2, 2, 0, tzinfo=UTC)))
     upgrade(ocop.store)
     lan = ocop.config.user("lan")
@@ -43,15 +46,24 @@ def test_a_locked_database_is_waited_for_off_the_event_loop(tmp_path: Path) -> N
     ).id
     token = ocop.create_token("lan").token
     app = create_app(ocop)
-    ocop.store.dispose()  # no connection of this process holds the file: the lock can be taken
+    ocop.store.dispose()
+    return app, dossier, token, db
 
-    # Another connection holds the file in exclusive mode: under WAL, readers then get
-    # SQLITE_BUSY until it lets go (as while another process recovers the WAL).
+
+def _hold_exclusively(db: Path) -> sqlite3.Connection:
+    """A connection holding the file in exclusive mode: under WAL, readers then get
+    SQLITE_BUSY until it closes (as while another process recovers the WAL)."""
     holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     holder.execute("PRAGMA locking_mode=EXCLUSIVE")
     holder.execute("BEGIN EXCLUSIVE")
     holder.execute("UPDATE dossier SET version = version")
     holder.execute("COMMIT")
+    return holder
+
+
+def test_a_locked_database_is_waited_for_off_the_event_loop(tmp_path: Path) -> None:
+    app, dossier, token, db = _app_on_a_file(tmp_path)
+    holder = _hold_exclusively(db)
     released = threading.Timer(HELD_S, holder.close)
 
     async def scenario() -> tuple[httpx.Response, float, bool, float]:
@@ -84,6 +96,41 @@ def test_a_locked_database_is_waited_for_off_the_event_loop(tmp_path: Path) -> N
     assert page_s >= HELD_S - LOOP_BUSY_MS / 1000, page_s
     assert shown.status_code == 200, shown.text
     assert shown.json()["id"] == dossier
+
+
+def test_while_the_database_stays_locked_the_loop_stops_trying_to_read_itself(
+    tmp_path: Path,
+) -> None:
+    """Once a read on the loop found the file locked, the next short reads go to the thread
+    pool at once for a while: six page requests then cost the loop nothing, where each would
+    otherwise have held it up to ``LOOP_BUSY_MS`` in turn (300 ms for six)."""
+    app, dossier, token, db = _app_on_a_file(tmp_path)
+    holder = _hold_exclusively(db)
+    released = threading.Timer(HELD_S, holder.close)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def scenario() -> tuple[list[int], float]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ocop") as client:
+            released.start()
+            page = f"/api/v1/dossiers/{dossier}"
+            first = asyncio.create_task(client.get(page, headers=headers))
+            await asyncio.sleep(0.3)  # the first found the lock: its read went to a thread
+            asked = time.perf_counter()
+            more = [asyncio.create_task(client.get(page, headers=headers)) for _ in range(6)]
+            await asyncio.sleep(0.01)  # the six start their reads (each on the loop, before)
+            health = await client.get("/healthz")
+            loop_s = time.perf_counter() - asked
+            assert health.status_code == 200
+            shown = [await task for task in (first, *more)]
+            return [r.status_code for r in shown], loop_s
+
+    try:
+        codes, loop_s = asyncio.run(scenario())
+    finally:
+        released.join()
+    assert codes == [200] * 7, codes
+    assert loop_s < 3 * LOOP_BUSY_MS / 1000, loop_s
 
 
 def test_a_locked_database_is_reported_locked_not_uninitialised(tmp_path: Path) -> None:
