@@ -89,17 +89,18 @@ class SqliteReads:
         """As ``Store.check_schema``: the same messages for a missing or old database."""
         if not Path(self.path).exists():  # do not leave an empty file behind
             raise EnvironmentProblem(f"database {self.url} does not exist: run `ocop init`")
-        try:
-            with self.read() as db:
-                found = db.execute("SELECT version_num FROM alembic_version").fetchone()
-        except EnvironmentProblem as exc:
-            if "unreachable" in exc.message or isinstance(exc, ReaderBusy):
-                raise  # a locked database is no missing one
-            found = None
-            missing = True
-        else:
-            missing = False
-        if missing:
+        # Asked, as Store.check_schema asks (``has_table``), rather than read off a failure:
+        # a locked, damaged or unreadable file is then said as such, not "not initialised".
+        with self.read() as db:
+            initialised = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+            ).fetchone()
+            found = (
+                db.execute("SELECT version_num FROM alembic_version").fetchone()
+                if initialised
+                else None
+            )
+        if not initialised:
             raise EnvironmentProblem(f"database {self.url} is not initialised: run `ocop init`")
         revision = found[0] if found else None
         if revision != SCHEMA_REVISION:

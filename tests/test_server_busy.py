@@ -176,3 +176,24 @@ def test_every_kind_of_busy_is_a_busy_reader_and_nothing_else_is() -> None:
         said = reads.refusal(error)
         assert isinstance(said, EnvironmentProblem)
         assert isinstance(said, ReaderBusy) is busy, code
+
+
+def test_a_file_that_is_no_database_is_not_told_to_run_ocop_init(tmp_path: Path) -> None:
+    """The schema check asks whether the version table is there, as ``Store.check_schema``
+    does, instead of taking any failure for a missing schema: ``ocop init`` on a damaged or
+    foreign file is not the advice to give."""
+    import pytest
+
+    from ocop_workflow.errors import EnvironmentProblem
+    from ocop_workflow.sqlite_reads import SqliteReads
+
+    junk = tmp_path / "ocop.db"
+    junk.write_bytes(b"not a database, but a file of " + b"x" * 5000)
+    with pytest.raises(EnvironmentProblem) as refused:
+        SqliteReads(f"sqlite:///{junk}", str(junk)).check_schema()
+    assert "not a database" in refused.value.message
+    assert "ocop init" not in refused.value.message
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(EnvironmentProblem, match="not initialised: run `ocop init`"):
+        SqliteReads(f"sqlite:///{empty}", str(empty)).check_schema()
