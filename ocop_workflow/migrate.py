@@ -61,7 +61,7 @@ def _create_private(store: Store) -> None:
     """
     import os
 
-    path = _sqlite_file(store)
+    path = store.sqlite_file
     if path is None:
         return
     try:
@@ -76,7 +76,7 @@ def exposed_sqlite_file(store: Store) -> str | None:
     import os
     import stat
 
-    path = _sqlite_file(store)
+    path = store.sqlite_file
     if path is None:
         return None
     try:
@@ -90,15 +90,3 @@ def exposed_sqlite_file(store: Store) -> str | None:
         f"they can read every dossier and the password hashes around the policy: "
         f"chmod 600 {path}"
     )
-
-
-def _sqlite_file(store: Store) -> str | None:
-    """The file of a SQLite URL, options (``?timeout=5``) or not; None for memory, a URI
-    filename or another database."""
-    import sqlalchemy as sa
-
-    url = sa.engine.make_url(store.url)
-    if url.get_backend_name() != "sqlite" or url.query.get("uri"):
-        return None
-    database = url.database
-    return None if not database or database == ":memory:" else database

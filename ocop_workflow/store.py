@@ -398,11 +398,10 @@ class Store:
             except (sa.exc.OperationalError, sa.exc.DataError, sa.exc.IntegrityError) as exc:
                 raise _refusal(self, exc) from None
 
-    def writes(self) -> AbstractContextManager[CoreWrites | SqliteWrites]:
-        """One write transaction for a transition's few statements (see ``SqliteWrites``)."""
-        if self.is_sqlite:
-            return _sqlite_writes(self)
-        return _pg_writes(self)
+    def writes(self) -> AbstractContextManager[SqliteWrites]:
+        """One write transaction for a transition's few statements, in plain DB-API statements
+        (``SqliteWrites``; ``PgWrites`` on PostgreSQL)."""
+        return _sqlite_writes(self) if self.is_sqlite else _pg_writes(self)
 
     def lock_dossier(self, conn: Connection, dossier_id: str) -> dict[str, Any] | None:
         """Load a dossier for update: ``FOR UPDATE`` on PostgreSQL, the write lock on SQLite.
@@ -435,10 +434,20 @@ class Store:
                 return None
             return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
+    @property
+    def sqlite_file(self) -> str | None:
+        """The file of a SQLite URL, with options (``?timeout=5``) or without; None for an
+        in-memory database, a URI filename (``?uri=true``) or another database."""
+        url = sa.engine.make_url(self.url)
+        if not self.is_sqlite or url.query.get("uri"):
+            return None
+        database = url.database
+        return None if not database or database == ":memory:" else database
+
     def check_schema(self) -> None:
         """Refuse to run against a database that ``ocop init`` has not brought up to date."""
-        database = sa.engine.make_url(self.url).database
-        if self.is_sqlite and database and database != ":memory:":
+        database = self.sqlite_file
+        if database is not None:
             from pathlib import Path
 
             if not Path(database).exists():  # do not leave an empty file behind
@@ -746,13 +755,10 @@ class SqliteWrites:
         return found
 
     def lock_dossier(self, dossier_id: str) -> dict[str, Any] | None:
-        cursor = self.db.execute(self._LOCK, (dossier_id,))
-        found = cursor.fetchone()
-        if found is None:
-            return None
-        row = dict(zip(map(_first, cursor.description), found, strict=True))
-        for name in self._INSTANTS["dossier"]:
-            row[name] = read_instant(row[name])
+        row = _fetch_row(self.db.execute(self._LOCK, (dossier_id,)))
+        if row is not None:
+            for name in self._INSTANTS["dossier"]:
+                row[name] = read_instant(row[name])
         return row
 
     def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -827,11 +833,9 @@ class PgWrites(SqliteWrites):
     def lock_dossier(self, dossier_id: str) -> dict[str, Any] | None:
         """The row locked, then the chain's head read by a statement of its own (see
         ``_LOCK_FOR_UPDATE``: read with the lock, a waiter would get the head of before)."""
-        cursor = self.db.execute(self._LOCK_ROW, (dossier_id,))
-        found = cursor.fetchone()
-        if found is None:
+        row = _fetch_row(self.db.execute(self._LOCK_ROW, (dossier_id,)))
+        if row is None:
             return None
-        row = dict(zip(map(_first, cursor.description), found, strict=True))
         head = self.db.execute(self._HEAD, (dossier_id,)).fetchone()
         row["audit_seq"], row["audit_hash"] = (None, None) if head is None else head
         return row
@@ -841,6 +845,12 @@ class PgWrites(SqliteWrites):
 
 
 _first = operator.itemgetter(0)
+
+
+def _fetch_row(cursor: Any) -> dict[str, Any] | None:
+    """A DB-API cursor's next row by column name, or None."""
+    found = cursor.fetchone()
+    return None if found is None else dict(zip(map(_first, cursor.description), found, strict=True))
 
 
 class _InsertPlan:
@@ -878,12 +888,6 @@ class _InsertPlan:
             else defaults[n]
             for n in rest
         ]
-
-
-@contextmanager
-def _core_writes(store: Store) -> Iterator[CoreWrites]:
-    with store.write() as conn:
-        yield CoreWrites(store, conn)
 
 
 @contextmanager
