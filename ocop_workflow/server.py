@@ -825,6 +825,12 @@ LARGE_BODIES = re.compile(
 )
 
 
+def carries_files(scope: Any) -> bool:
+    """An HTTP request that may carry a document's worth of body (``LARGE_BODIES``): the one
+    test of ``BodyLimit`` and ``KnownSender``, so that they never disagree on a path."""
+    return scope.get("method") == "POST" and LARGE_BODIES.match(scope.get("path", "")) is not None
+
+
 class KnownSender:
     """Uploads, imports and checkpoints (``LARGE_BODIES``) only from a sender the server knows.
 
@@ -841,11 +847,7 @@ class KnownSender:
         self.check = check
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] == "http"
-            and scope.get("method") == "POST"
-            and LARGE_BODIES.match(scope.get("path", ""))
-        ):
+        if scope["type"] == "http" and carries_files(scope):
             try:
                 await self.check(Request(scope))
             except OcopError as exc:
@@ -884,8 +886,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        large = scope.get("method") == "POST" and LARGE_BODIES.match(scope.get("path", ""))
-        limit, refusal = self.large if large else self.small
+        limit, refusal = self.large if carries_files(scope) else self.small
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await self._refuse(scope, receive, send, refusal)
