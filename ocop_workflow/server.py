@@ -99,9 +99,9 @@ UNAVAILABLE = (
 
 def unavailable(exc: OcopError) -> JSONResponse:
     """The 503 answer to ``exc`` (an :class:`EnvironmentProblem`), its cause logged instead."""
-    import structlog
+    from .log import get_logger
 
-    structlog.get_logger("ocop.server").warning("server.unavailable", error=exc.message)
+    get_logger("ocop.server").warning("server.unavailable", error=exc.message)
     return JSONResponse(error_body(exc.code, UNAVAILABLE), status_code=503)
 
 
@@ -370,9 +370,9 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         except EnvironmentProblem as exc:
             return unavailable(exc)
         except OcopError as exc:  # anyone may ask: the file and the problem go to the log
-            import structlog
+            from .log import get_logger
 
-            structlog.get_logger("ocop.server").warning("server.not_ready", error=exc.message)
+            get_logger("ocop.server").warning("server.not_ready", error=exc.message)
             body = error_body(exc.code, "the workflows do not load: the server's log says why")
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ready", "workflows": workflows})
