@@ -43,6 +43,7 @@ from .errors import (
 from .render import when
 from .service import Ocop
 from .sqlite_reads import ReaderBusy, sqlite_path
+from .store import WriterBusy
 
 T = TypeVar("T")
 API = "/api/v1"
@@ -293,11 +294,36 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         return await run_in_threadpool(read, *args)
 
     async def writing(write: Callable[[], T]) -> T:
-        """A short write request's work (its reads and its one write transaction): on a SQLite
-        file on the process's one writer thread (``Writer``), on PostgreSQL on the thread pool
-        (its writers do not wait for one another)."""
+        """A short write request's work (its reads and its one write transaction).
+
+        On a SQLite file, right here on the event loop when the write lock is free
+        (``Store.at_once``): a transition takes a few tenths of a millisecond, less than
+        handing it to another thread and back, and one thread never fights another for the
+        interpreter lock. When the lock is held (a write queued on the writer thread, a worker
+        or a command in another process) or a read waits for one (``ReaderBusy``), nothing was
+        written: the same work goes to the process's one writer thread (``Writer``), which
+        waits as long as the busy timeout allows while the loop goes on. Every
+        ``AT_ONCE_CHECKPOINT_EVERY`` commits, the writer thread also copies the WAL back
+        (the loop's commits do not). On PostgreSQL, on the thread pool (its writers do not
+        wait for one another).
+        """
         if writer is None:
             return await run_in_threadpool(write)
+        store = ocop.store
+        if time.monotonic() >= busy["until"]:
+            with store.at_once() as attempt:
+                ocop.read_briefly_here(LOOP_BUSY_MS)
+                try:
+                    done = write()
+                except (WriterBusy, ReaderBusy) as exc:
+                    if attempt.begun:  # after the write began: its own error, not a retry
+                        raise
+                    if isinstance(exc, ReaderBusy):
+                        busy["until"] = time.monotonic() + LOOP_BUSY_BACKOFF_S
+                else:
+                    if store.checkpoint_due():
+                        writer.submit(store.checkpoint)
+                    return done
         return await writer.run(write)
 
     def bearer(request: Request) -> str | None:
@@ -706,19 +732,18 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
 
 
 class Writer:
-    """The one thread on which a server process on a SQLite file runs its short write requests
-    (register, advance, score, close, rescore, logout), in the order they came.
+    """The one thread on which a server process on a SQLite file runs the short write requests
+    (register, advance, score, close, rescore, logout) that could not start at once on the event
+    loop (``writing``), in the order they came, and the checkpoints those it did run leave due.
 
-    SQLite lets one writer in at a time anyway. On the thread pool, five threads took those
-    requests at once: while one wrote, the others read their dossier, queued on the store's write
-    lock and fought the event loop for the interpreter lock at every ``sqlite3`` call — some 13
-    to 25 context switches per advance under bench/api.py, and 0.9-1.4 ms of the server's CPU
-    per advance where the engine takes about 0.4. Here the next write starts as the last one
-    ends, without waiting for the event loop to hand it over (an anyio ``CapacityLimiter(1)``
-    on the pool does wait: 3 switches per advance), and the loop only reads, parses and answers:
-    under one switch per advance, about 0.6 ms. A write that waits for another process (a worker,
-    a command) holding the database still waits as long as the busy timeout allows; the reads
-    go on meanwhile. The thread starts with the first write; ``close`` ends it.
+    SQLite lets one writer in at a time anyway, and a write usually finds the lock free: then it
+    runs on the loop. This thread takes the others — the lock held by another process (a
+    worker's sweep, a command) or by a write already here — and waits for the lock as long as
+    the busy timeout allows while the loop goes on answering. (On the thread pool, five threads
+    took writes at once, queued on the store's write lock and fought the event loop for the
+    interpreter lock at every ``sqlite3`` call: 0.9-1.4 ms of the server's CPU per advance where
+    the engine takes about 0.4; with every write handed to this thread, about 0.75; on the loop
+    when the lock is free, about 0.45.) The thread starts with its first work; ``close`` ends it.
     """
 
     def __init__(self) -> None:
@@ -729,18 +754,35 @@ class Writer:
         import asyncio
         import contextvars
 
+        context = contextvars.copy_context()
+        return await asyncio.wrap_future(self._start().submit(context.run, work))
+
+    def submit(self, work: Callable[[], object]) -> None:
+        """``work()`` on the writer thread, nobody waiting for it; a failure is logged."""
+        future = self._start().submit(work)
+        future.add_done_callback(_log_failure)
+
+    def _start(self) -> Any:
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="ocop-writer")
-        context = contextvars.copy_context()
-        return await asyncio.wrap_future(self._executor.submit(context.run, work))
+        return self._executor
 
     def close(self) -> None:
         """Finish the writes queued and end the thread (the server stops)."""
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
+
+
+def _log_failure(future: Any) -> None:
+    """A ``Writer.submit``'s failure, which no request is waiting to be told: to the log."""
+    exc = future.exception()
+    if exc is not None:
+        from .log import get_logger
+
+        get_logger("ocop.server").warning("server.background_failed", error=str(exc))
 
 
 class ClientAddress:

@@ -28,6 +28,28 @@ from .instants import read_instant
 from .sqlite_reads import SCHEMA_REVISION as SCHEMA_REVISION
 
 
+class WriterBusy(EnvironmentProblem):
+    """A write begun inside ``Store.at_once`` found the write lock held — by another thread of
+    this process or by another process (a worker's sweep, a command). Nothing was written: the
+    caller hands the whole work to a thread that may wait for the lock (the server's
+    ``Writer``)."""
+
+
+class AtOnce:
+    """One ``Store.at_once`` block: ``begun`` once its first write transaction holds the lock
+    (from then on a failure is no longer "nothing was written")."""
+
+    __slots__ = ("begun",)
+
+    def __init__(self) -> None:
+        self.begun = False
+
+
+#: Commits without a checkpoint (``Store.at_once``) after which one is due, about 10 pages each:
+#: well under ``WAL_AUTOCHECKPOINT_PAGES``, the point at which a commit would copy it back itself.
+AT_ONCE_CHECKPOINT_EVERY = 500
+
+
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out, on both SQLite and PostgreSQL.
 
@@ -332,6 +354,13 @@ class Store:
         self._busy_timeout_s = busy_timeout_ms / 1000
         #: On SQLite, the write lock of this process's writers (``_write_turn``).
         self._turn = threading.RLock()
+        #: Per thread: the ``AtOnce`` block it is in, if any.
+        self._here = threading.local()
+        #: ``at_once``'s own writer (busy timeout 0, no checkpoint on commit), used under the
+        #: write turn only; and its commits since the last checkpoint was asked for.
+        self._at_once_db: Any = None
+        self._at_once_commits = 0
+        self._busy_timeout_ms = busy_timeout_ms
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url, busy_timeout_ms)
         elif self.dialect == "postgresql":
@@ -348,11 +377,73 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction: BEGIN IMMEDIATE on SQLite; commit on success, else roll back."""
-        with self._write_turn(), self._connect(write=True) as conn, conn.begin():
-            yield conn
+        with self._write_turn() as attempt, self._connect(write=True) as conn:
+            if attempt is None:
+                with conn.begin():
+                    yield conn
+                return
+            # at_once: SQLite's own wait and the checkpoint a commit may do are off for this
+            # one transaction (the driver connection directly: a statement through ``conn``
+            # would begin the transaction, and wait, first)
+            driver: Any = conn.connection.driver_connection
+            driver.execute("PRAGMA busy_timeout=0")
+            driver.execute("PRAGMA wal_autocheckpoint=0")
+            try:
+                try:
+                    transaction = conn.begin()
+                except sa.exc.OperationalError as exc:
+                    raise _busy_or(self, exc.orig or exc) from None
+                attempt.begun = True
+                with transaction:
+                    yield conn
+                self._committed_at_once()
+            finally:
+                driver.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+                driver.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
 
     @contextmanager
-    def _write_turn(self) -> Iterator[None]:
+    def at_once(self) -> Iterator[AtOnce]:
+        """Within the block, this thread's first write transaction does not wait: it gets the
+        write lock at once or raises ``WriterBusy`` with nothing written. Its commit does not
+        copy the WAL back into the database either (``checkpoint_due`` says when to, on a
+        thread that may take the time). Later transactions of the block wait as usual.
+
+        For the server's event loop on a SQLite file, where every other request waits while a
+        write waits: a write that starts at once runs there, in a fraction of a millisecond,
+        instead of paying a hand-over to another thread and the two threads' fight over the
+        interpreter lock (``server.Writer``). Elsewhere (PostgreSQL) nothing changes.
+        """
+        attempt = AtOnce()
+        if not self.is_sqlite:
+            yield attempt
+            return
+        outer = getattr(self._here, "at_once", None)
+        self._here.at_once = attempt
+        try:
+            yield attempt
+        finally:
+            self._here.at_once = outer
+
+    def checkpoint_due(self) -> bool:
+        """True once every ``AT_ONCE_CHECKPOINT_EVERY`` commits made by ``at_once`` blocks,
+        which do not checkpoint themselves: time for ``checkpoint`` (elsewhere)."""
+        if self._at_once_commits < AT_ONCE_CHECKPOINT_EVERY:
+            return False
+        self._at_once_commits = 0
+        return True
+
+    def _committed_at_once(self) -> None:
+        self._at_once_commits += 1
+
+    def _write_turn(self) -> AbstractContextManager[AtOnce | None]:
+        """``_take_turn``, and the ``AtOnce`` block whose first transaction this is (or None)."""
+        attempt = getattr(self._here, "at_once", None) if self.is_sqlite else None
+        if attempt is not None and attempt.begun:
+            attempt = None
+        return self._take_turn(attempt)
+
+    @contextmanager
+    def _take_turn(self, attempt: AtOnce | None) -> Iterator[AtOnce | None]:
         """On SQLite, this process's writers take turns on a lock of their own before BEGIN
         IMMEDIATE; elsewhere, nothing.
 
@@ -364,15 +455,19 @@ class Store:
         wait for the turn is bounded by the busy timeout and fails the same way ("database is
         locked"); a writer that got its turn can then wait the busy timeout again in SQLite if
         another process (a worker, a command) holds the database: up to twice in all.
-        Re-entrant, so a thread already writing reaches SQLite as before.
+        Re-entrant, so a thread already writing reaches SQLite as before. An ``at_once``
+        attempt does not wait for its turn: ``WriterBusy``.
         """
         if not self.is_sqlite:
-            yield
+            yield None
             return
-        if not self._turn.acquire(timeout=self._busy_timeout_s):
+        if attempt is not None:
+            if not self._turn.acquire(blocking=False):
+                raise WriterBusy(f"database busy ({self.safe_url}): another write is under way")
+        elif not self._turn.acquire(timeout=self._busy_timeout_s):
             raise EnvironmentProblem(f"database error ({self.safe_url}): database is locked")
         try:
-            yield
+            yield attempt
         finally:
             self._turn.release()
 
@@ -501,7 +596,8 @@ class Store:
     def dispose(self) -> None:
         """Close every connection (the pool's and the kept writers'); new ones open on use."""
         idle, self._idle = self._idle, []
-        for db in idle:
+        quick, self._at_once_db = self._at_once_db, None
+        for db in [*idle, quick] if quick is not None else idle:
             db.close()
         self.engine.dispose()
 
@@ -527,6 +623,19 @@ class Store:
         db = raw.driver_connection  # (a detached fairy no longer knows it)
         raw.detach()
         return db, self._idle
+
+    def _at_once_writer(self) -> Any:
+        """``at_once``'s writer: taken out of the pool like ``_writer``'s, with SQLite's busy
+        wait and the checkpoint on commit off. Only the thread holding the write turn uses it."""
+        db = self._at_once_db
+        if db is None:
+            raw = self._raw_connection()
+            db = raw.driver_connection
+            raw.detach()
+            db.execute("PRAGMA busy_timeout=0")
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            self._at_once_db = db
+        return db
 
     def _raw_connection(self) -> Any:
         """A DB-API connection from the pool (SQLAlchemy's wrapper: ``driver_connection``,
@@ -591,6 +700,16 @@ def _refusal(store: Store, exc: BaseException) -> OcopError:
             f"the change conflicts with one made meanwhile: {_first_line(exc)}; "
             "nothing was written, try again"
         )
+    return EnvironmentProblem(f"database error ({store.safe_url}): {_first_line(exc)}")
+
+
+def _busy_or(store: Store, exc: BaseException) -> OcopError:
+    """A failed BEGIN IMMEDIATE of an ``at_once`` attempt: ``WriterBusy`` when the lock is held
+    (any SQLITE_BUSY_* extended code: SQLITE_BUSY in its low byte), else the database's error."""
+    import sqlite3
+
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+        return WriterBusy(f"database busy ({store.safe_url}): {_first_line(exc)}")
     return EnvironmentProblem(f"database error ({store.safe_url}): {_first_line(exc)}")
 
 
@@ -893,7 +1012,19 @@ class _InsertPlan:
 @contextmanager
 def _sqlite_writes(store: Store) -> Iterator[SqliteWrites]:
     """BEGIN IMMEDIATE … COMMIT on a kept connection, errors mapped as ``Store.write`` does."""
-    with store._write_turn():
+    with store._write_turn() as attempt:
+        if attempt is not None and isinstance(store.engine.pool, sa.pool.QueuePool):
+            db = store._at_once_writer()
+            try:
+                yield from _sqlite_transaction(store, db, attempt)
+            finally:
+                if db.in_transaction:  # a failed ROLLBACK: not to be used again
+                    store._at_once_db = None
+                    db.close()
+            store._committed_at_once()
+            return
+        if attempt is not None:  # an in-memory database: its one connection, as usual
+            attempt.begun = True
         db, idle = store._writer()
         try:
             yield from _sqlite_transaction(store, db)
@@ -926,11 +1057,20 @@ def _pg_writes(store: Store) -> Iterator[SqliteWrites]:
         pooled.close()
 
 
-def _sqlite_transaction(store: Store, db: Any) -> Iterator[SqliteWrites]:
+def _sqlite_transaction(
+    store: Store, db: Any, attempt: AtOnce | None = None
+) -> Iterator[SqliteWrites]:
     import sqlite3
 
     try:
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if attempt is not None:
+                raise _busy_or(store, exc) from None
+            raise
+        if attempt is not None:
+            attempt.begun = True
         try:
             yield SqliteWrites(db, store._instant_texts)
         except BaseException:

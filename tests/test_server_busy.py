@@ -98,6 +98,48 @@ def test_a_locked_database_is_waited_for_off_the_event_loop(tmp_path: Path) -> N
     assert shown.json()["id"] == dossier
 
 
+def test_a_write_waits_for_another_process_off_the_event_loop(tmp_path: Path) -> None:
+    """A write request runs on the event loop only when it gets the write lock at once. While
+    another process writes (a worker's sweep, a command), the loop must not sleep in SQLite's
+    busy handler: the request goes to the writer thread, which waits for the lock, and every
+    other request is answered meanwhile."""
+    app, dossier, token, db = _app_on_a_file(tmp_path)
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE dossier SET version = version")
+    released = threading.Timer(HELD_S, lambda: (other.execute("COMMIT"), other.close()))
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def scenario() -> tuple[httpx.Response, float, bool, float]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ocop") as client:
+            started = time.perf_counter()
+            released.start()
+            move = asyncio.create_task(
+                client.post(
+                    f"/api/v1/dossiers/{dossier}/advance",
+                    json={"trigger": "accept_idea", "expect_version": 1},
+                    headers=headers,
+                )
+            )
+            await asyncio.sleep(0.3)  # the advance is waiting for the lock by now
+            page = await client.get(f"/api/v1/dossiers/{dossier}", headers=headers)
+            answered_s = time.perf_counter() - started
+            assert page.status_code == 200 and page.json()["version"] == 1, page.text
+            move_pending = not move.done()
+            moved = await move
+            return moved, answered_s, move_pending, time.perf_counter() - started
+
+    try:
+        moved, answered_s, move_pending, move_s = asyncio.run(scenario())
+    finally:
+        released.join()
+    assert answered_s < HELD_S / 2 and move_pending, (answered_s, moved.status_code, moved.text)
+    assert move_s >= HELD_S - 0.1, move_s  # it did wait for the other writer, and then wrote
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["version"] == 2
+
+
 def test_while_the_database_stays_locked_the_loop_stops_trying_to_read_itself(
     tmp_path: Path,
 ) -> None:
