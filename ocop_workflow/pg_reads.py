@@ -34,6 +34,8 @@ class PgReads(SqliteReads):
         self._lent: _Placeholders | None = None
         #: Answers read ahead (``page_ahead``) by (read, argument), for the reads of its block.
         self._ahead: dict[tuple[str, str], Any] = {}
+        #: Inside ``answered``: a read without an answer raises ``NotAhead``.
+        self._only_ahead = False
 
     def check_schema(self) -> None:
         self.store.check_schema()
@@ -41,7 +43,11 @@ class PgReads(SqliteReads):
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """Several reads on one connection (``SqliteReads.snapshot``'s counterpart): in
-        autocommit there is no snapshot to share, only the round trips to the pool."""
+        autocommit there is no snapshot to share, only the round trips to the pool. Inside
+        ``answered`` the answers are one snapshot already: nothing to open."""
+        if self._only_ahead:
+            yield
+            return
         with self.read():
             yield
 
@@ -55,6 +61,8 @@ class PgReads(SqliteReads):
         if self._lent is not None:
             yield self._lent
             return
+        if self._only_ahead:
+            raise NotAhead("a read answered() holds no answer for")
         import psycopg
         import sqlalchemy as sa
 
@@ -103,18 +111,32 @@ class PgReads(SqliteReads):
         """
         with self.snapshot():
             with self.read() as db:
-                found = db.execute(_PAGE, (digest, dossier_id, dossier_id, dossier_id)).fetchone()
-            token, dossier, timers, first = found
-            self._ahead = {
-                ("api_token", digest): _instants(token),
-                ("dossier", dossier_id): _instants(dossier),
-                ("pending_timers", dossier_id): [_instants(t) for t in timers],
-                ("first_entry", dossier_id): _instants(first),
-            }
+                found = db.execute(_PAGE, (digest, dossier_id)).fetchone()
+            self._ahead = _answers(digest, dossier_id, found)
             try:
                 yield
             finally:
                 self._ahead = {}
+
+    @contextmanager
+    def answered(self, digest: str, dossier_id: str, found: Any) -> Iterator[None]:
+        """``page_ahead`` with its row already read (``pages``, for the server's event loop):
+        the block's reads answer from it, and a read it holds no answer for raises
+        ``NotAhead`` rather than wait for the database on the event loop."""
+        self._ahead = _answers(digest, dossier_id, found)
+        self._only_ahead = True
+        try:
+            yield
+        finally:
+            self._ahead = {}
+            self._only_ahead = False
+
+    def pages(self, asked: list[tuple[str, str]]) -> list[Any]:
+        """``page_ahead``'s row for each (token digest, dossier id) of ``asked``, in order, in
+        one statement: one round trip and one snapshot for all (``page_batch``)."""
+        with self.read() as db:
+            digests, dossiers = [a for a, _ in asked], [b for _, b in asked]
+            return list(db.execute(_PAGES, (digests, dossiers)))
 
     def api_token(self, digest: str) -> dict[str, Any] | None:
         if ("api_token", digest) in self._ahead:
@@ -140,19 +162,47 @@ class PgReads(SqliteReads):
         """Nothing of its own to close: the connections are the pool's."""
 
 
-#: ``page_ahead``'s statement: ``SqliteReads``' four, each answer as JSON (NULL: no row). The
-#: same columns, order and conditions as ``api_token``, ``dossier``, ``pending_timers`` and
-#: ``first_entry``; tests/test_instant_reads.py holds the answers equal.
+#: The page's four reads as the columns of one row, each answer as JSON (NULL: no row), for a
+#: token digest ``{digest}`` and a dossier id ``{dossier}``. The same columns, order and
+#: conditions as ``api_token``, ``dossier``, ``pending_timers`` and ``first_entry``;
+#: tests/test_instant_reads.py holds the answers equal.
+_PAGE_COLUMNS = (
+    "(SELECT row_to_json(t) FROM (SELECT id, user_key, expires_at, revoked_at FROM api_token "
+    "WHERE token_sha256 = {digest}) t), "
+    "(SELECT row_to_json(d) FROM dossier d WHERE d.id = {dossier}), "
+    "(SELECT coalesce(json_agg(t ORDER BY t.due_at, t.id), '[]') FROM timer t "
+    "WHERE t.dossier_id = {dossier} AND t.status = 'pending'), "
+    "(SELECT row_to_json(a) FROM (SELECT trigger, actor, at, data_after FROM audit_entry "
+    "WHERE dossier_id = {dossier} AND seq = 1) a)"
+)
+#: ``page_ahead``'s statement: one page.
 _PAGE = (
     "SELECT "
-    "(SELECT row_to_json(t) FROM (SELECT id, user_key, expires_at, revoked_at FROM api_token "
-    "WHERE token_sha256 = ?) t), "
-    "(SELECT row_to_json(d) FROM dossier d WHERE d.id = ?), "
-    "(SELECT coalesce(json_agg(t ORDER BY t.due_at, t.id), '[]') FROM timer t "
-    "WHERE t.dossier_id = ? AND t.status = 'pending'), "
-    "(SELECT row_to_json(a) FROM (SELECT trigger, actor, at, data_after FROM audit_entry "
-    "WHERE dossier_id = ? AND seq = 1) a)"
+    + _PAGE_COLUMNS.format(digest="?", dossier="p.dossier")
+    + (" FROM (SELECT ?::text AS dossier) p")
 )
+#: ``pages``' statement: a page per (digest, dossier id) of two arrays, in their order.
+_PAGES = (
+    "SELECT "
+    + _PAGE_COLUMNS.format(digest="q.digest", dossier="q.dossier")
+    + (" FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS q(digest, dossier, n) ORDER BY q.n")
+)
+
+
+def _answers(digest: str, dossier_id: str, found: Any) -> dict[tuple[str, str], Any]:
+    """A page's row (``_PAGE``, ``_PAGES``) as the answers of the four reads it stands for."""
+    token, dossier, timers, first = found
+    return {
+        ("api_token", digest): _instants(token),
+        ("dossier", dossier_id): _instants(dossier),
+        ("pending_timers", dossier_id): [_instants(t) for t in timers],
+        ("first_entry", dossier_id): _instants(first),
+    }
+
+
+class NotAhead(Exception):
+    """A read inside ``PgReads.answered`` that its row holds no answer for: the caller runs the
+    whole work again where reads may wait (reads change nothing, so nothing is done twice)."""
 
 
 def _instants(row: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -338,3 +338,98 @@ def sqlalchemy_reads(text: str) -> datetime:
         found = conn.execute(sa.select(column.c.at)).scalar_one()
     engine.dispose()
     return found
+
+
+@pytest.mark.postgres
+def test_the_servers_postgresql_pages_read_together_answer_as_each_read_alone(
+    pg_app: Any,
+) -> None:
+    """``PgReads.pages`` (the server's batched ``GET /dossiers/{id}``) gives, for each (token,
+    dossier) asked, in order, the answers ``page_ahead`` gives for it alone: a known and an
+    unknown token, a dossier with timers, another commune's, one that does not exist."""
+    from ocop_workflow.auth import token_digest
+
+    core = app_core = pg_app.ocop
+    plain = app_core.at(core.clock)
+    plain.read_per_thread()
+    reads = plain.reads()
+    known = token_digest(core.create_token("lan").token)
+    unknown = token_digest("not-a-token")
+    asked = [
+        (known, "IALE-1"),
+        (unknown, "IAPHANG-1"),
+        (known, "NO-SUCH-1"),
+        (known, "IAPHANG-1"),
+        (known, "IALE-1"),
+    ]
+    together = reads.pages(asked)
+    assert len(together) == len(asked)
+    for (digest, dossier), row in zip(asked, together, strict=True):
+        with reads.answered(digest, dossier, row):
+            batched = (reads.api_token(digest), reads.dossier(dossier))
+            batched += (list(reads.pending_timers(dossier)), reads.first_entry(dossier))
+        with reads.page_ahead(digest, dossier):
+            alone = (reads.api_token(digest), reads.dossier(dossier))
+            alone += (list(reads.pending_timers(dossier)), reads.first_entry(dossier))
+        assert batched == alone, (digest, dossier)
+    assert together[0][1]["id"] == "IALE-1" and together[0][0] is not None
+    assert together[1][0] is None and together[2][1] is None
+
+
+@pytest.mark.postgres
+def test_the_servers_postgresql_page_is_built_from_the_batch_without_another_read(
+    pg_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sixteen pages asked at once through the API: each answer is its own dossier's, as the
+    Core reads show it, and none of them was read again on a thread (``page_ahead``, the path
+    a page takes when the batch's answers do not suffice) — which is what happened while the
+    page's snapshot asked the database for a connection of its own."""
+    import asyncio
+
+    import httpx
+
+    from ocop_workflow.pg_reads import PgReads
+    from ocop_workflow.server import create_app
+
+    core = pg_app.ocop
+    token = core.create_token("lan").token
+    expected = {"IALE-1": core.show(pg_app.actor(), "IALE-1").to_json()}
+    alone: list[str] = []
+    batches: list[int] = []
+    page_ahead, pages = PgReads.page_ahead, PgReads.pages
+
+    def counted_ahead(self: PgReads, digest: str, dossier_id: str) -> Any:
+        alone.append(dossier_id)
+        return page_ahead(self, digest, dossier_id)
+
+    def counted_pages(self: PgReads, asked: list[tuple[str, str]]) -> list[Any]:
+        batches.append(len(asked))
+        return pages(self, asked)
+
+    monkeypatch.setattr(PgReads, "page_ahead", counted_ahead)
+    monkeypatch.setattr(PgReads, "pages", counted_pages)
+    app = create_app(core)
+    asked = ["IALE-1", "IAPHANG-1"] * 8
+
+    async def scenario() -> list[Any]:
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://ocop") as client,
+        ):
+            return list(
+                await asyncio.gather(
+                    *(client.get(f"/api/v1/dossiers/{d}", headers=headers) for d in asked)
+                )
+            )
+
+    answers = asyncio.run(scenario())
+    # lan sees Ia Le's dossiers only: Ia Phang's is "not found", as for any page
+    for dossier, answer in zip(asked, answers, strict=True):
+        if dossier == "IALE-1":
+            assert answer.status_code == 200 and answer.json() == expected[dossier]
+        else:
+            assert answer.status_code == 404, answer.text
+    assert alone == []
+    assert sum(batches) == len(asked) and len(batches) < len(asked), batches
