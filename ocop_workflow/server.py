@@ -756,7 +756,8 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
 class Writer:
     """The one thread on which a server process on a SQLite file runs the short write requests
     (register, advance, score, close, rescore, logout) that could not start at once on the event
-    loop (``writing``), in the order they came, and the checkpoints those it did run leave due.
+    loop (``writing``), one after another in the order they reached it (the loop may write
+    others meanwhile), and the checkpoints that the loop's own writes leave due.
 
     SQLite lets one writer in at a time anyway, and a write usually finds the lock free: then it
     runs on the loop. This thread takes the others — the lock held by another process (a
@@ -780,9 +781,15 @@ class Writer:
         return await asyncio.wrap_future(self._start().submit(context.run, work))
 
     def submit(self, work: Callable[[], object]) -> None:
-        """``work()`` on the writer thread, nobody waiting for it; a failure is logged."""
-        future = self._start().submit(work)
-        future.add_done_callback(_log_failure)
+        """``work()`` on the writer thread, nobody waiting for it; a failure, to run it or to
+        hand it over (no thread to be had, the interpreter shutting down), is logged: the
+        request that hands it over has committed already and must not be told it failed."""
+        try:
+            future = self._start().submit(work)
+        except RuntimeError as exc:
+            _log_failure_of(exc)
+            return
+        future.add_done_callback(lambda done: _log_failure_of(done.exception()))
 
     def _start(self) -> Any:
         if self._executor is None:
@@ -798,9 +805,8 @@ class Writer:
             executor.shutdown(wait=True)
 
 
-def _log_failure(future: Any) -> None:
+def _log_failure_of(exc: BaseException | None) -> None:
     """A ``Writer.submit``'s failure, which no request is waiting to be told: to the log."""
-    exc = future.exception()
     if exc is not None:
         from .log import get_logger
 

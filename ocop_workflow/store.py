@@ -377,29 +377,43 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction: BEGIN IMMEDIATE on SQLite; commit on success, else roll back."""
-        with self._write_turn() as attempt, self._connect(write=True) as conn:
-            if attempt is None:
-                with conn.begin():
-                    yield conn
-                return
-            # at_once: SQLite's own wait and the checkpoint a commit may do are off for this
-            # one transaction (the driver connection directly: a statement through ``conn``
-            # would begin the transaction, and wait, first)
-            driver: Any = conn.connection.driver_connection
-            driver.execute("PRAGMA busy_timeout=0")
-            driver.execute("PRAGMA wal_autocheckpoint=0")
+        with self._write_turn() as attempt:
+            if attempt is not None and not self._idle_in_pool():
+                raise WriterBusy(f"database busy ({self.safe_url}): no connection open to write")
+            with self._connect(write=True) as conn:
+                yield from self._write_on(conn, attempt)
+
+    def _idle_in_pool(self) -> bool:
+        """Whether the pool holds an open connection to lend (so none is opened: a new one's
+        settings wait the busy timeout); True for pools that keep none (``:memory:``)."""
+        pool = self.engine.pool
+        return not isinstance(pool, sa.pool.QueuePool) or pool.checkedin() > 0
+
+    def _write_on(self, conn: Connection, attempt: AtOnce | None) -> Iterator[Connection]:
+        """``write``'s transaction on ``conn``; an ``at_once`` attempt's first, without waits."""
+        if attempt is None:
+            with conn.begin():
+                yield conn
+            return
+        # at_once: SQLite's own wait and the checkpoint a commit may do are off for this
+        # one transaction (the driver connection directly: a statement through ``conn``
+        # would begin the transaction, and wait, first). Opening a connection would wait
+        # the busy timeout in its settings: ``write`` refused that already.
+        driver: Any = conn.connection.driver_connection
+        driver.execute("PRAGMA busy_timeout=0")
+        driver.execute("PRAGMA wal_autocheckpoint=0")
+        try:
             try:
-                try:
-                    transaction = conn.begin()
-                except sa.exc.OperationalError as exc:
-                    raise _busy_or(self, exc.orig or exc) from None
-                attempt.begun = True
-                with transaction:
-                    yield conn
-                self._committed_at_once()
-            finally:
-                driver.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-                driver.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+                transaction = conn.begin()
+            except sa.exc.OperationalError as exc:
+                raise _busy_or(self, exc.orig or exc) from None
+            attempt.begun = True
+            with transaction:
+                yield conn
+            self._committed_at_once()
+        finally:
+            driver.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            driver.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
 
     @contextmanager
     def at_once(self) -> Iterator[AtOnce]:
@@ -473,7 +487,15 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read transaction (deferred on SQLite, so readers never block writers under WAL)."""
+        """A read transaction (deferred on SQLite, so readers never block writers under WAL).
+
+        Not before an ``at_once`` attempt's write has begun (``WriterBusy``): this read, or the
+        connection it may open, waits the busy timeout for a lock (a file another process holds
+        exclusively), and the attempt must not wait at all. The hot paths read through
+        ``sqlite_reads`` there; what does read here (a first schema check) is done elsewhere."""
+        attempt = getattr(self._here, "at_once", None) if self.is_sqlite else None
+        if attempt is not None and not attempt.begun:
+            raise WriterBusy(f"database {self.safe_url}: a read here could wait for a lock")
         with self._connect(write=False) as conn, conn.begin():
             yield conn
 
@@ -552,6 +574,8 @@ class Store:
         try:
             with self.read() as conn:
                 revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        except WriterBusy:  # not checked yet: an at_once attempt leaves it to its writer
+            raise
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, EnvironmentProblem) as exc:
             message = str(getattr(exc, "message", exc))
             if "unreachable" in message:
@@ -629,11 +653,18 @@ class Store:
         wait and the checkpoint on commit off. Only the thread holding the write turn uses it."""
         db = self._at_once_db
         if db is None:
-            raw = self._raw_connection()
-            db = raw.driver_connection
-            raw.detach()
-            db.execute("PRAGMA busy_timeout=0")
-            db.execute("PRAGMA wal_autocheckpoint=0")
+            import sqlite3
+
+            database = self.sqlite_file
+            if database is None:  # (the server uses at_once on a plain file URL only)
+                raise WriterBusy(f"database {self.safe_url}: no writer of its own here")
+            db = sqlite3.connect(database, timeout=0, check_same_thread=False)
+            try:
+                # made here, not by the pool: its settings must not wait for a lock either
+                _configure_sqlite(db, 0, 0)
+            except sqlite3.Error as exc:
+                db.close()
+                raise _busy_or(self, exc) from None
             self._at_once_db = db
         return db
 
@@ -722,23 +753,29 @@ def _first_line(exc: BaseException) -> str:
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 
+def _configure_sqlite(dbapi_conn: Any, busy_timeout_ms: int, autocheckpoint_pages: int) -> None:
+    """A new SQLite connection's settings (the pool's, and ``Store.at_once``'s own writer)."""
+    # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite's implicit BEGIN is deferred).
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    # the busy timeout first: it bounds the wait of the journal mode's lock too
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # An officer's commit should not pay for copying the WAL back into the database: the
+    # worker checkpoints (passively) after every sweep; a commit only does it when the WAL
+    # has grown past ~40 MB (no worker running), instead of every ~4 MB.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
+    cursor.close()
+
+
 def _sqlite_engine(url: str, busy_timeout_ms: int) -> Engine:
     engine = sa.create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite's implicit BEGIN is deferred).
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        # An officer's commit should not pay for copying the WAL back into the database: the
-        # worker checkpoints (passively) after every sweep; a commit only does it when the WAL
-        # has grown past ~40 MB (no worker running), instead of every ~4 MB.
-        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-        cursor.close()
+        _configure_sqlite(dbapi_conn, busy_timeout_ms, WAL_AUTOCHECKPOINT_PAGES)
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:

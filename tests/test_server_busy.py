@@ -140,6 +140,65 @@ def test_a_write_waits_for_another_process_off_the_event_loop(tmp_path: Path) ->
     assert moved.json()["version"] == 2
 
 
+def test_a_write_that_would_open_a_connection_leaves_it_to_the_writer_thread(
+    tmp_path: Path,
+) -> None:
+    """A write reaching the database before any read of the process (a registration through
+    the trusted proxy header reads no token) would open its connection on the event loop, and
+    the connection's settings wait for a lock the busy timeout long: while another process
+    holds the file, every request of this one would wait too. It goes to the writer thread."""
+    from ocop_workflow.clock import ManualClock
+    from ocop_workflow.config import load_config
+    from ocop_workflow.migrate import upgrade
+    from ocop_workflow.server import create_app
+    from ocop_workflow.service import Ocop
+
+    db = tmp_path / "ocop.db"
+    write_config(
+        tmp_path,
+        extra='[server]\ntrusted_user_header = "X-User"\ntrusted_proxies = ["127.0.0.1/32"]\n',
+    )
+    config = load_config(tmp_path / "config.toml", {"OCOP_DATABASE_URL": f"sqlite:///{db}"})
+    ocop = Ocop(config, ManualClock(datetime(2026, 3, 2, 2, 0, tzinfo=UTC)))
+    upgrade(ocop.store)
+    app = create_app(ocop)
+    ocop.store.dispose()
+    holder = _hold_exclusively_empty(db)
+    released = threading.Timer(HELD_S, holder.close)
+    body = {"product": "Cà phê bột", "producer": "HTX Cà phê Ia Le", "commune": "Ia Le"}
+
+    async def timed() -> tuple[httpx.Response, float]:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ocop") as client:
+            started = time.perf_counter()
+            released.start()
+            made = asyncio.create_task(
+                client.post("/api/v1/dossiers", json=body, headers={"X-User": "lan"})
+            )
+            await asyncio.sleep(0.3)
+            health = await client.get("/healthz")
+            answered_s = time.perf_counter() - started
+            assert health.status_code == 200
+            return await made, answered_s
+
+    try:
+        made, answered_s = asyncio.run(timed())
+    finally:
+        released.join()
+    assert answered_s < HELD_S / 2, answered_s
+    assert made.status_code == 201, made.text
+
+
+def _hold_exclusively_empty(db: Path) -> sqlite3.Connection:
+    """``_hold_exclusively`` on a database with no dossier yet."""
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE counter SET value = value")
+    holder.execute("COMMIT")
+    return holder
+
+
 def test_while_the_database_stays_locked_the_loop_stops_trying_to_read_itself(
     tmp_path: Path,
 ) -> None:

@@ -31,7 +31,7 @@ def threads_of(pid: int) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
-def test_a_sqlite_server_writes_on_one_thread_however_many_clients_write_at_once(
+def test_a_sqlite_server_writes_on_its_loop_or_one_writer_thread_however_many_write_at_once(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
@@ -153,3 +153,24 @@ def test_the_loops_writes_leave_their_checkpoint_to_the_writer_thread(
     assert asyncio.run(main()) == [201] * 5
     # five commits on the loop: two checkpoints due, both run on the writer thread
     assert len(ran) == 2 and all(name.startswith("ocop-writer") for name in ran), ran
+
+
+def test_a_checkpoint_that_cannot_be_handed_over_does_not_fail_the_committed_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Writer.submit`` runs after the request's write committed: a thread that cannot be
+    started (the process's thread limit) is logged, not raised — the client would otherwise be
+    told that a registration failed which is in the database, and register it again."""
+    writer = Writer()
+
+    def no_thread() -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(writer, "_start", no_thread)
+    writer.submit(lambda: None)  # no exception
+    ran: list[str] = []
+    working = Writer()
+    working.submit(lambda: ran.append(threading.current_thread().name))
+    working.submit(lambda: 1 / 0)  # a failure of the work itself: logged as well
+    working.close()
+    assert len(ran) == 1 and ran[0].startswith("ocop-writer")

@@ -45,6 +45,13 @@ def counters(db: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT name FROM counter")}
 
 
+def warm(store: Store) -> Store:
+    """A store as a server's is after its first requests: a connection open in its pool."""
+    with store.read():
+        pass
+    return store
+
+
 def engine_write(store: Store, name: str) -> None:
     """A write through the engine's path (``Store.writes``: a plain sqlite3 connection)."""
     with store.writes() as writes:
@@ -61,7 +68,7 @@ def core_write(store: Store, name: str) -> None:
 def test_at_once_refuses_at_once_and_writes_nothing_while_another_process_writes(
     db: Path, write: Any
 ) -> None:
-    store = Store(f"sqlite:///{db}")
+    store = warm(Store(f"sqlite:///{db}"))
     other = held(db)
     try:
         started = time.perf_counter()
@@ -115,7 +122,7 @@ def test_at_once_writes_when_the_lock_is_free_and_later_transactions_wait_as_usu
 ) -> None:
     """Once the block's first transaction has begun, a failure is no longer "nothing was
     written": the next transactions wait for the lock, as outside the block."""
-    store = Store(f"sqlite:///{db}")
+    store = warm(Store(f"sqlite:///{db}"))
     try:
         with store.at_once() as attempt:
             write(store, "first")
@@ -152,3 +159,49 @@ def test_at_once_commits_leave_the_checkpoint_due_every_so_many(
     finally:
         store.dispose()
     assert dues == [False, False, True, False, False, True, False]
+
+
+def exclusively(db: Path) -> sqlite3.Connection:
+    """A connection holding the file in exclusive mode (as while another process recovers
+    the WAL): under WAL even opening a connection's settings meets SQLITE_BUSY."""
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE counter SET value = value")
+    holder.execute("COMMIT")
+    return holder
+
+
+@pytest.mark.parametrize("write", [engine_write, core_write], ids=["writes", "write"])
+def test_at_once_opens_no_connection_that_would_wait_for_a_lock(db: Path, write: Any) -> None:
+    """A store with no connection open yet: the pool's new connection would wait the busy
+    timeout in its settings (``PRAGMA journal_mode``), on the server's event loop. The attempt
+    is refused at once instead, and the write done later, where it may wait."""
+    store = Store(f"sqlite:///{db}")
+    holder = exclusively(db)
+    try:
+        started = time.perf_counter()
+        with pytest.raises(WriterBusy), store.at_once() as attempt:
+            write(store, "mine")
+        assert time.perf_counter() - started < 0.5
+        assert not attempt.begun
+    finally:
+        holder.close()
+    write(store, "later")
+    store.dispose()
+    assert counters(db) == {"later"}
+
+
+def test_at_once_refuses_a_read_through_the_pool_before_its_write(db: Path) -> None:
+    """A read through the pool (SQLAlchemy Core) waits the busy timeout for a lock: not
+    inside an attempt that must not wait, until its write has begun."""
+    store = warm(Store(f"sqlite:///{db}"))
+    try:
+        with pytest.raises(WriterBusy, match="could wait"), store.at_once(), store.read() as c:
+            c.exec_driver_sql("SELECT 1")
+        with store.at_once():
+            engine_write(store, "first")
+            with store.read() as conn:  # after the write began: as usual
+                assert conn.exec_driver_sql("SELECT count(*) FROM counter").scalar() == 1
+    finally:
+        store.dispose()
