@@ -50,13 +50,15 @@ def _app_on_a_file(root: Path) -> tuple[Any, str, str, Path]:
     return app, dossier, token, db
 
 
-def _hold_exclusively(db: Path) -> sqlite3.Connection:
+def _hold_exclusively(db: Path, table: str = "dossier") -> sqlite3.Connection:
     """A connection holding the file in exclusive mode: under WAL, readers then get
-    SQLITE_BUSY until it closes (as while another process recovers the WAL)."""
+    SQLITE_BUSY until it closes (as while another process recovers the WAL). It takes the
+    lock by writing ``table`` (any table will do: ``counter`` in a database with no dossier)."""
     holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     holder.execute("PRAGMA locking_mode=EXCLUSIVE")
     holder.execute("BEGIN EXCLUSIVE")
-    holder.execute("UPDATE dossier SET version = version")
+    column = "version" if table == "dossier" else "value"
+    holder.execute(f"UPDATE {table} SET {column} = {column}")
     holder.execute("COMMIT")
     return holder
 
@@ -163,7 +165,7 @@ def test_a_write_that_would_open_a_connection_leaves_it_to_the_writer_thread(
     upgrade(ocop.store)
     app = create_app(ocop)
     ocop.store.dispose()
-    holder = _hold_exclusively_empty(db)
+    holder = _hold_exclusively(db, table="counter")
     released = threading.Timer(HELD_S, holder.close)
     body = {"product": "Cà phê bột", "producer": "HTX Cà phê Ia Le", "commune": "Ia Le"}
 
@@ -187,16 +189,6 @@ def test_a_write_that_would_open_a_connection_leaves_it_to_the_writer_thread(
         released.join()
     assert answered_s < HELD_S / 2, answered_s
     assert made.status_code == 201, made.text
-
-
-def _hold_exclusively_empty(db: Path) -> sqlite3.Connection:
-    """``_hold_exclusively`` on a database with no dossier yet."""
-    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-    holder.execute("BEGIN EXCLUSIVE")
-    holder.execute("UPDATE counter SET value = value")
-    holder.execute("COMMIT")
-    return holder
 
 
 def test_while_the_database_stays_locked_the_loop_stops_trying_to_read_itself(

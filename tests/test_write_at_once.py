@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_server_busy import _hold_exclusively
 
 from ocop_workflow import migrate
 from ocop_workflow import store as store_module
@@ -161,24 +162,13 @@ def test_at_once_commits_leave_the_checkpoint_due_every_so_many(
     assert dues == [False, False, True, False, False, True, False]
 
 
-def exclusively(db: Path) -> sqlite3.Connection:
-    """A connection holding the file in exclusive mode (as while another process recovers
-    the WAL): under WAL even opening a connection's settings meets SQLITE_BUSY."""
-    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-    holder.execute("BEGIN EXCLUSIVE")
-    holder.execute("UPDATE counter SET value = value")
-    holder.execute("COMMIT")
-    return holder
-
-
 @pytest.mark.parametrize("write", [engine_write, core_write], ids=["writes", "write"])
 def test_at_once_opens_no_connection_that_would_wait_for_a_lock(db: Path, write: Any) -> None:
     """A store with no connection open yet: the pool's new connection would wait the busy
     timeout in its settings (``PRAGMA journal_mode``), on the server's event loop. The attempt
     is refused at once instead, and the write done later, where it may wait."""
     store = Store(f"sqlite:///{db}")
-    holder = exclusively(db)
+    holder = _hold_exclusively(db, table="counter")
     try:
         started = time.perf_counter()
         with pytest.raises(WriterBusy), store.at_once() as attempt:
