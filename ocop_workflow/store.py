@@ -503,16 +503,14 @@ class Store:
     def _connect(self, *, write: bool) -> Iterator[Connection]:
         try:
             conn = self.engine.connect()
-        except sa.exc.OperationalError as exc:
-            raise EnvironmentProblem(
-                f"database unreachable ({self.safe_url}): {_first_line(exc)}"
-            ) from None
+        except sa.exc.DBAPIError as exc:
+            raise _not_opened(self, exc) from None
         with conn:
             if self.is_sqlite:
                 conn = conn.execution_options(ocop_write=write)
             try:
                 yield conn
-            except (sa.exc.OperationalError, sa.exc.DataError, sa.exc.IntegrityError) as exc:
+            except sa.exc.DBAPIError as exc:  # any of PEP 249's: a file that is no database too
                 raise _refusal(self, exc) from None
 
     def writes(self) -> AbstractContextManager[SqliteWrites]:
@@ -571,18 +569,14 @@ class Store:
                 raise EnvironmentProblem(
                     f"database {self.safe_url} does not exist: run `ocop init`"
                 )
-        try:
-            with self.read() as conn:
-                revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-        except WriterBusy:  # not checked yet: an at_once attempt leaves it to its writer
-            raise
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError, EnvironmentProblem) as exc:
-            message = str(getattr(exc, "message", exc))
-            if "unreachable" in message:
-                raise
+        # Asked (``schema_revision``: is the version table there?) rather than read off a
+        # failure: an unreachable, locked, damaged or foreign database is said as it is (and an
+        # ``at_once`` attempt's ``WriterBusy`` passes through), not as "not initialised".
+        revision = self.schema_revision()
+        if revision is None:
             raise EnvironmentProblem(
                 f"database {self.safe_url} is not initialised: run `ocop init`"
-            ) from None
+            )
         if revision != SCHEMA_REVISION:
             raise EnvironmentProblem(
                 f"database schema is at revision {revision}, this ocop expects {SCHEMA_REVISION}: "
@@ -673,10 +667,8 @@ class Store:
         ``close`` gives it back), or "database unreachable"."""
         try:
             return self.engine.raw_connection()
-        except sa.exc.OperationalError as exc:
-            raise EnvironmentProblem(
-                f"database unreachable ({self.safe_url}): {_first_line(exc)}"
-            ) from None
+        except sa.exc.DBAPIError as exc:
+            raise _not_opened(self, exc) from None
 
     def _writer_done(self, db: Any, idle: list[Any] | None) -> None:
         """Keep a writer for the next transaction if it is idle and the store was not disposed
@@ -732,6 +724,14 @@ def _refusal(store: Store, exc: BaseException) -> OcopError:
             "nothing was written, try again"
         )
     return EnvironmentProblem(f"database error ({store.safe_url}): {_first_line(exc)}")
+
+
+def _not_opened(store: Store, exc: BaseException) -> OcopError:
+    """A connection that could not be opened: "unreachable" (no server, no such file's folder,
+    refused credentials), or what the database said of the file it found (not a database)."""
+    if isinstance(exc, sa.exc.OperationalError):
+        return EnvironmentProblem(f"database unreachable ({store.safe_url}): {_first_line(exc)}")
+    return _refusal(store, exc)
 
 
 def _busy_or(store: Store, exc: BaseException) -> OcopError:

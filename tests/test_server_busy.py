@@ -286,6 +286,12 @@ def test_a_file_that_is_no_database_is_not_told_to_run_ocop_init(tmp_path: Path)
         SqliteReads(f"sqlite:///{junk}", str(junk)).check_schema()
     assert "not a database" in refused.value.message
     assert "ocop init" not in refused.value.message
+    from ocop_workflow.store import Store
+
+    with pytest.raises(EnvironmentProblem) as refused_too:  # the store's check says the same
+        Store(f"sqlite:///{junk}").check_schema()
+    assert "not a database" in refused_too.value.message
+    assert "ocop init" not in refused_too.value.message
     empty = tmp_path / "empty.db"
     empty.touch()
     with pytest.raises(EnvironmentProblem, match="not initialised: run `ocop init`"):
