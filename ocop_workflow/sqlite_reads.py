@@ -65,6 +65,14 @@ def _bind_instant(value: datetime) -> str:
     )
 
 
+def locked(exc: BaseException) -> bool:
+    """Whether a ``sqlite3`` error says the database is locked (SQLITE_BUSY).
+
+    ``sqlite_errorcode`` is the extended code: SQLITE_BUSY_RECOVERY (another process recovering
+    the WAL) and the other SQLITE_BUSY_* are SQLITE_BUSY in their low byte."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+
+
 class ReaderBusy(EnvironmentProblem):
     """The database stayed locked for the whole of a reader's busy timeout (SQLITE_BUSY).
 
@@ -156,9 +164,7 @@ class SqliteReads:
     def refusal(self, exc: sqlite3.Error) -> EnvironmentProblem:
         """A read's failure as the one hierarchy says it: ``ReaderBusy`` for a lock held past
         the busy timeout, else the database's error."""
-        # ``sqlite_errorcode`` is the extended code: SQLITE_BUSY_RECOVERY (another process
-        # recovering the WAL) and the other SQLITE_BUSY_* are SQLITE_BUSY in their low byte
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+        if locked(exc):
             return ReaderBusy(
                 f"database locked ({self.url}) for {self.busy_timeout_ms} ms: {_first_line(exc)}"
             )

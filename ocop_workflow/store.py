@@ -735,11 +735,11 @@ def _not_opened(store: Store, exc: BaseException) -> OcopError:
 
 
 def _busy_or(store: Store, exc: BaseException) -> OcopError:
-    """A failed BEGIN IMMEDIATE of an ``at_once`` attempt: ``WriterBusy`` when the lock is held
-    (any SQLITE_BUSY_* extended code: SQLITE_BUSY in its low byte), else the database's error."""
-    import sqlite3
+    """A failed start of an ``at_once`` attempt (BEGIN IMMEDIATE, its writer's settings):
+    ``WriterBusy`` when the database is locked, else the database's error."""
+    from .sqlite_reads import locked
 
-    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+    if locked(exc):
         return WriterBusy(f"database busy ({store.safe_url}): {_first_line(exc)}")
     return EnvironmentProblem(f"database error ({store.safe_url}): {_first_line(exc)}")
 
