@@ -110,21 +110,20 @@ class PgReads(SqliteReads):
         the answers as JSON instead, which costs less to read back.
         """
         with self.snapshot():
-            with self.read() as db:
-                found = db.execute(_PAGE, (digest, dossier_id)).fetchone()
-            self._ahead = _answers(digest, dossier_id, found)
-            try:
+            (found,) = self.pages([(digest, dossier_id)])
+            with self.answered(digest, dossier_id, found, strict=False):
                 yield
-            finally:
-                self._ahead = {}
 
     @contextmanager
-    def answered(self, digest: str, dossier_id: str, found: Any) -> Iterator[None]:
-        """``page_ahead`` with its row already read (``pages``, for the server's event loop):
-        the block's reads answer from it, and a read it holds no answer for raises
-        ``NotAhead`` rather than wait for the database on the event loop."""
+    def answered(
+        self, digest: str, dossier_id: str, found: Any, *, strict: bool = True
+    ) -> Iterator[None]:
+        """The block's reads of the page answer from ``found``, its row (``pages``: read
+        ahead, on the server's event loop by ``page_batch``). ``strict``: a read it holds no
+        answer for raises ``NotAhead`` rather than wait for the database (the event loop);
+        else it asks the database as usual (``page_ahead``)."""
         self._ahead = _answers(digest, dossier_id, found)
-        self._only_ahead = True
+        self._only_ahead = strict
         try:
             yield
         finally:
@@ -132,8 +131,9 @@ class PgReads(SqliteReads):
             self._only_ahead = False
 
     def pages(self, asked: list[tuple[str, str]]) -> list[Any]:
-        """``page_ahead``'s row for each (token digest, dossier id) of ``asked``, in order, in
-        one statement: one round trip and one snapshot for all (``page_batch``)."""
+        """The page's row for each (token digest, dossier id) of ``asked``, in order, in one
+        statement: one round trip and one snapshot for all (``page_batch``; ``page_ahead``
+        asks for one)."""
         with self.read() as db:
             digests, dossiers = [a for a, _ in asked], [b for _, b in asked]
             return list(db.execute(_PAGES, (digests, dossiers)))
@@ -162,35 +162,25 @@ class PgReads(SqliteReads):
         """Nothing of its own to close: the connections are the pool's."""
 
 
-#: The page's four reads as the columns of one row, each answer as JSON (NULL: no row), for a
-#: token digest ``{digest}`` and a dossier id ``{dossier}``. The same columns, order and
-#: conditions as ``api_token``, ``dossier``, ``pending_timers`` and ``first_entry``;
+#: ``pages``' statement: for each (token digest, dossier id) of two arrays, in their order,
+#: a row of the page's four reads, each answer as JSON (NULL: no row). The same columns, order
+#: and conditions as ``api_token``, ``dossier``, ``pending_timers`` and ``first_entry``;
 #: tests/test_instant_reads.py holds the answers equal.
-_PAGE_COLUMNS = (
-    "(SELECT row_to_json(t) FROM (SELECT id, user_key, expires_at, revoked_at FROM api_token "
-    "WHERE token_sha256 = {digest}) t), "
-    "(SELECT row_to_json(d) FROM dossier d WHERE d.id = {dossier}), "
-    "(SELECT coalesce(json_agg(t ORDER BY t.due_at, t.id), '[]') FROM timer t "
-    "WHERE t.dossier_id = {dossier} AND t.status = 'pending'), "
-    "(SELECT row_to_json(a) FROM (SELECT trigger, actor, at, data_after FROM audit_entry "
-    "WHERE dossier_id = {dossier} AND seq = 1) a)"
-)
-#: ``page_ahead``'s statement: one page.
-_PAGE = (
-    "SELECT "
-    + _PAGE_COLUMNS.format(digest="?", dossier="p.dossier")
-    + (" FROM (SELECT ?::text AS dossier) p")
-)
-#: ``pages``' statement: a page per (digest, dossier id) of two arrays, in their order.
 _PAGES = (
     "SELECT "
-    + _PAGE_COLUMNS.format(digest="q.digest", dossier="q.dossier")
-    + (" FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS q(digest, dossier, n) ORDER BY q.n")
+    "(SELECT row_to_json(t) FROM (SELECT id, user_key, expires_at, revoked_at FROM api_token "
+    "WHERE token_sha256 = q.digest) t), "
+    "(SELECT row_to_json(d) FROM dossier d WHERE d.id = q.dossier), "
+    "(SELECT coalesce(json_agg(t ORDER BY t.due_at, t.id), '[]') FROM timer t "
+    "WHERE t.dossier_id = q.dossier AND t.status = 'pending'), "
+    "(SELECT row_to_json(a) FROM (SELECT trigger, actor, at, data_after FROM audit_entry "
+    "WHERE dossier_id = q.dossier AND seq = 1) a) "
+    "FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS q(digest, dossier, n) ORDER BY q.n"
 )
 
 
 def _answers(digest: str, dossier_id: str, found: Any) -> dict[tuple[str, str], Any]:
-    """A page's row (``_PAGE``, ``_PAGES``) as the answers of the four reads it stands for."""
+    """A page's row (``_PAGES``) as the answers of the four reads it stands for."""
     token, dossier, timers, first = found
     return {
         ("api_token", digest): _instants(token),

@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -44,6 +44,9 @@ from .render import when
 from .service import Ocop
 from .sqlite_reads import ReaderBusy, sqlite_path
 from .store import WriterBusy
+
+if TYPE_CHECKING:
+    from .pg_reads import PgReads
 
 T = TypeVar("T")
 API = "/api/v1"
@@ -200,11 +203,20 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
     ocop.read_per_thread()
     inline = sqlite_path(ocop.config.database_url) is not None
     writer = Writer() if inline else None
+
+    def pg_reads() -> "PgReads":
+        """This thread's reader on PostgreSQL (``read_per_thread``)."""
+        from .pg_reads import PgReads
+
+        reads = ocop.reads()
+        assert isinstance(reads, PgReads), reads
+        return reads
+
     batches = None
     if not inline and ocop.store.dialect == "postgresql":
         from .page_batch import PageBatches
 
-        batches = PageBatches(lambda asked: ocop.reads().pages(asked))  # type: ignore[attr-defined]
+        batches = PageBatches(lambda asked: pg_reads().pages(asked))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -392,7 +404,7 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
             found = await batches.fetch(digest, page)
             if found is not ALONE:
                 try:
-                    with ocop.reads().answered(digest, page, found):  # type: ignore[attr-defined]
+                    with pg_reads().answered(digest, page, found):
                         actor = authenticated(request)
                         return work(actor, clocked(request))
                 except NotAhead:  # the page needs another read: all of it on the pool after all
