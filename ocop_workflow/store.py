@@ -410,7 +410,7 @@ class Store:
             attempt.begun = True
             with transaction:
                 yield conn
-            self._committed_at_once()
+            self._at_once_commits += 1
         finally:
             driver.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
             driver.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
@@ -446,15 +446,14 @@ class Store:
         self._at_once_commits = 0
         return True
 
-    def _committed_at_once(self) -> None:
-        self._at_once_commits += 1
+    def _attempt(self) -> AtOnce | None:
+        """This thread's ``at_once`` block if its first write has not begun yet, else None."""
+        attempt: AtOnce | None = getattr(self._here, "at_once", None) if self.is_sqlite else None
+        return None if attempt is None or attempt.begun else attempt
 
     def _write_turn(self) -> AbstractContextManager[AtOnce | None]:
         """``_take_turn``, and the ``AtOnce`` block whose first transaction this is (or None)."""
-        attempt = getattr(self._here, "at_once", None) if self.is_sqlite else None
-        if attempt is not None and attempt.begun:
-            attempt = None
-        return self._take_turn(attempt)
+        return self._take_turn(self._attempt())
 
     @contextmanager
     def _take_turn(self, attempt: AtOnce | None) -> Iterator[AtOnce | None]:
@@ -493,8 +492,7 @@ class Store:
         connection it may open, waits the busy timeout for a lock (a file another process holds
         exclusively), and the attempt must not wait at all. The hot paths read through
         ``sqlite_reads`` there; what does read here (a first schema check) is done elsewhere."""
-        attempt = getattr(self._here, "at_once", None) if self.is_sqlite else None
-        if attempt is not None and not attempt.begun:
+        if self._attempt() is not None:
             raise WriterBusy(f"database {self.safe_url}: a read here could wait for a lock")
         with self._connect(write=False) as conn, conn.begin():
             yield conn
@@ -643,8 +641,9 @@ class Store:
         return db, self._idle
 
     def _at_once_writer(self) -> Any:
-        """``at_once``'s writer: taken out of the pool like ``_writer``'s, with SQLite's busy
-        wait and the checkpoint on commit off. Only the thread holding the write turn uses it."""
+        """``at_once``'s writer, opened here rather than by the pool: SQLite's busy wait (its
+        settings' included) and the checkpoint on commit are off. Only the thread holding the
+        write turn uses it."""
         db = self._at_once_db
         if db is None:
             import sqlite3
@@ -1058,7 +1057,7 @@ def _sqlite_writes(store: Store) -> Iterator[SqliteWrites]:
                 if db.in_transaction:  # a failed ROLLBACK: not to be used again
                     store._at_once_db = None
                     db.close()
-            store._committed_at_once()
+            store._at_once_commits += 1
             return
         if attempt is not None:  # an in-memory database: its one connection, as usual
             attempt.begun = True
