@@ -592,12 +592,15 @@ class Store:
         """Copy what the WAL holds back into the database file without waiting for readers
         (SQLite only; the worker calls it after each sweep so no officer's commit has to)."""
         if self.is_sqlite:
-            raw = self.engine.raw_connection()  # outside any transaction, as SQLite requires
+            # On one of ``writes()``' kept connections (outside any transaction, as SQLite
+            # requires), not the pool's: a server's event loop writes through the pool only
+            # while a connection waits idle there (``write``), and would otherwise fall back to
+            # its writer thread while the checkpoint borrowed it.
+            db, idle = self._writer()
             try:
-                driver: Any = raw.driver_connection
-                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             finally:
-                raw.close()
+                self._writer_done(db, idle)
 
     @property
     def safe_url(self) -> str:
