@@ -88,32 +88,15 @@ class ImportRejected(UsageError):
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number as a person sees it, row) from a CSV (UTF-8, BOM tolerated) or XLSX file.
 
-    A file that is not what its name says is a usage error naming the file, not a traceback —
-    also an XLSX whose XML the parser refuses (malformed, or an entity expansion past expat's
-    amplification limit: ``ParseError`` is a ``SyntaxError``, not a ``ValueError``) or whose
-    cell names a shared string that is not there (openpyxl's ``IndexError``), or whose
-    compressed parts are damaged or cut short (``zlib.error``, ``EOFError``).
+    A file that is not what its name says is a usage error naming the file, not a traceback:
+    a CSV that is no UTF-8 text or no CSV, and any XLSX that openpyxl cannot read
+    (``_xlsx_rows``).
     """
-    import zlib
-
     try:
         yield from _read_rows(path)
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text (save the sheet as CSV UTF-8)") from None
-    except (
-        csv.Error,
-        OSError,
-        KeyError,
-        IndexError,
-        ValueError,
-        zipfile.BadZipFile,
-        zlib.error,  # a member's compressed bytes damaged (its CRC is checked only at its end)
-        EOFError,  # a member cut short
-        SyntaxError,  # malformed XML: the standard library's ParseError and lxml's, which
-        # openpyxl uses for some parts when lxml happens to be installed
-    ) as exc:
-        if isinstance(exc, OcopError):
-            raise
+    except (csv.Error, OSError) as exc:
         raise UsageError(f"{path}: cannot be read as {path.suffix or 'a sheet'}: {exc}") from None
 
 
@@ -129,23 +112,40 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                     {k.strip(): restore((v or "").strip()) for k, v in row.items() if k},
                 )
     elif suffix == ".xlsx":
-        from openpyxl import load_workbook
+        rows = _xlsx_rows(path)
+        header = [str(h).strip() if h is not None else "" for h in next(rows, ())]
+        _check_header(header, path)
+        for number, values in enumerate(rows, start=2):
+            if values is None or all(v is None for v in values):
+                continue
+            yield number, {h: _cell(v) for h, v in zip(header, values, strict=False) if h}
+    else:
+        raise UsageError(f"{path}: import reads .csv or .xlsx files")
 
+
+def _xlsx_rows(path: Path) -> Iterator[Any]:
+    """The first sheet's rows (tuples of cell values) as openpyxl reads them.
+
+    Whatever openpyxl (or the zip, zlib and XML parsers under it) raises on a file it cannot
+    read is a usage error naming the file. Its failures on a damaged or crafted file are too
+    many to list one by one (``BadZipFile``, ``zlib.error``, ``EOFError``, ``SyntaxError``
+    from the XML parsers, ``IndexError`` for a shared string that is not there, ``TypeError``
+    and ``NotImplementedError`` from crafted parts…); only openpyxl's work is caught here, so
+    an error of this module's own is not taken for a bad file.
+    """
+    from openpyxl import load_workbook
+
+    try:
         _check_unpacked_size(path)
         book = load_workbook(path, read_only=True, data_only=True)
         try:
-            sheet = book.worksheets[0]
-            rows = sheet.iter_rows(values_only=True)
-            header = [str(h).strip() if h is not None else "" for h in next(rows, ())]
-            _check_header(header, path)
-            for number, values in enumerate(rows, start=2):
-                if values is None or all(v is None for v in values):
-                    continue
-                yield number, {h: _cell(v) for h, v in zip(header, values, strict=False) if h}
+            yield from book.worksheets[0].iter_rows(values_only=True)
         finally:
             book.close()
-    else:
-        raise UsageError(f"{path}: import reads .csv or .xlsx files")
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"{path}: cannot be read as {path.suffix}: {exc}") from None
 
 
 #: What an XLSX may unpack to. 10,000 rows of a dossier sheet unpack to a few megabytes.
