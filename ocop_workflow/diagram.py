@@ -134,7 +134,8 @@ def layout(text: str) -> str:
         [binary, "-Tsvg"], input=text, capture_output=True, text=True, check=False, timeout=60
     )
     if done.returncode != 0:
-        raise MissingTool(f"graphviz failed: {done.stderr.strip().splitlines()[0]}")
+        said = done.stderr.strip().splitlines()
+        raise MissingTool(f"graphviz failed: {said[0] if said else f'exit {done.returncode}'}")
     return done.stdout
 
 

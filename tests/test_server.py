@@ -627,3 +627,21 @@ def test_readyz_says_the_workflows_do_not_load_without_naming_the_servers_files(
     assert ready.status_code == 503, ready.text
     assert "workflows do not load" in ready.json()["error"]["message"]
     assert str(tmp_path) not in ready.text and "hong.toml" not in ready.text
+
+
+def test_a_graphviz_that_fails_without_a_word_is_named_by_its_exit_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``dot`` that fails with nothing on stderr (killed, a broken build) made the message
+    itself fail (an IndexError: a 500 from the server, a traceback from the CLI)."""
+    from ocop_workflow.diagram import layout
+    from ocop_workflow.errors import MissingTool
+
+    fake = tmp_path / "bin" / "dot"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    layout.cache_clear()
+    with pytest.raises(MissingTool, match="graphviz failed: exit 3"):
+        layout("digraph { a -> b }")
