@@ -348,8 +348,8 @@ class Ocop:
 
         filters.check(self.registry)
         now = self.now()
+        filters.check_commune(self.config, self.reads(), lambda: self._limited(actor))
         clause = self.policy.read_filter(actor) if actor is not None else None
-        filters.check_commune(self.config, self.checked_store(), clause)
         rows = _filtered(sa.select(dossier_t).order_by(dossier_t.c.id), filters, now)
         count = _filtered(sa.select(sa.func.count()).select_from(dossier_t), filters, now)
         if clause is not None:
@@ -381,19 +381,18 @@ class Ocop:
         with self.checked_store().read() as conn:
             return int(conn.execute(count).scalar_one())
 
+    def _limited(self, actor: User | None) -> tuple[Store, Any] | None:
+        """For one who may read only some dossiers: the store and the policy's read filter
+        (SQLAlchemy: asked for only when needed, so a plain SQLite read imports none)."""
+        clause = self.policy.read_filter(actor) if actor is not None else None
+        return None if clause is None else (self.checked_store(), clause)
+
     def iter_dossiers(self, actor: User | None, filters: DossierFilter) -> Iterator[Dossier]:
         """Every dossier the actor may see, filtered, streamed (for exports)."""
         from .views import list_dossiers
 
         filters.check(self.registry)
-        # The read filter (SQLAlchemy) only when the commune is checked against dossiers: a
-        # plain ``dossier list`` on SQLite imports no SQLAlchemy.
-        asks = filters.commune is not None and not self.config.communes_closed
-        clause = self.policy.read_filter(actor) if asks and actor is not None else None
-        if clause is None:
-            filters.check_commune(self.config, self.reads())
-        else:
-            filters.check_commune(self.config, self.checked_store(), clause)
+        filters.check_commune(self.config, self.reads(), lambda: self._limited(actor))
         keep = None if actor is None else (lambda row: self.may_see(actor, row))
         yield from list_dossiers(
             self.reads(), self.registry, filters, self.now(), self.tz, keep=keep

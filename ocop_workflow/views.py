@@ -141,31 +141,33 @@ class DossierFilter:
     def check_commune(
         self,
         config: Config,
-        store: Store | Reads,
-        readable: sa.ColumnElement[bool] | None = None,
+        reads: Store | Reads,
+        limited: Callable[[], tuple[Store, sa.ColumnElement[bool]] | None] | None = None,
     ) -> None:
         """``--commune`` must name a known commune: "Ia le" is a typo to point out, not "none".
 
-        Known: ``[communes] names`` when configured, else the communes of the configuration and
-        of the dossiers on file — only of those ``readable`` selects (the policy's read filter;
-        ``store`` is then a ``Store``): to one who reads some dossiers, a commune known only
-        from dossiers they may not see is as unknown as one that never was, or "known: …" and
-        404 against 200 would tell them where the others' dossiers are.
+        Known: ``[communes] names`` when configured, else the communes of the configuration and,
+        for a commune not among them, of the dossiers on file — only of those the reader may
+        read (``limited``: called only then, the store and the policy's read filter, or None
+        for one who reads them all): to one who reads some dossiers, a commune known only from
+        dossiers they may not see is as unknown as one that never was, or "known: …" and 404
+        against 200 would tell them where the others' dossiers are.
         """
         if self.commune is None:
             return
         from .communes import check_commune
 
         known = set(config.known_communes())
-        if not config.communes_closed:
-            if readable is None:
-                known |= as_reads(store).communes()
+        if self.commune not in known and not config.communes_closed:
+            scope = limited() if limited is not None else None
+            if scope is None:
+                known |= as_reads(reads).communes()
             else:
                 import sqlalchemy as sa
 
-                from .store import Store, dossier_t
+                from .store import dossier_t
 
-                assert isinstance(store, Store)
+                store, readable = scope
                 query = sa.select(dossier_t.c.commune).where(readable).distinct()
                 with store.read() as conn:
                     known |= set(conn.execute(query).scalars())

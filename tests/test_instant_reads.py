@@ -87,6 +87,8 @@ def _heavy_imports(ws: Workspace, *args: str) -> tuple[int, list[str], str]:
         ("dossier", "list"),
         ("dossier", "list", "--json", "--commune", "Ia Le", "--overdue"),
         ("--as", "lan", "dossier", "list"),  # a partial reader: its read filter is not built
+        # nor for a commune the configuration knows (open communes: no dossier is asked)
+        ("--as", "lan", "dossier", "list", "--commune", "Ia Le"),
     ],
 )
 def test_dossier_show_and_list_on_sqlite_import_no_sqlalchemy_nor_sqlmodel(
