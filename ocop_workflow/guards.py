@@ -100,12 +100,28 @@ def score_at_least(ctx: GuardContext) -> str | None:
 
 
 def certificate_details(ctx: GuardContext) -> str | None:
-    """A certificate names its number and the recognition decision (quyết định công nhận)."""
+    """A certificate names its number and the recognition decision (quyết định công nhận) —
+    its own: a certificate that supersedes another (an upgrade, a renewal) does not carry the
+    numbers of the one before, which stay in the data until then (that one is still valid)."""
+    import json
+
     from .policy import CERTIFICATE_FIELDS
 
-    missing = [k for k in CERTIFICATE_FIELDS if not ctx.data.get(k)]
+    before = json.loads(ctx.dossier.get("data") or "{}")
+    superseded = before if before.get("certified_on") else {}
+    missing = [
+        k for k in CERTIFICATE_FIELDS if not ctx.data.get(k) or ctx.data[k] == superseded.get(k)
+    ]
     if missing:
-        return "record the certificate: " + ", ".join(f"--set {k}=…" for k in missing)
+        return (
+            "record the certificate: "
+            + ", ".join(f"--set {k}=…" for k in missing)
+            + (
+                " (new numbers: those of the certificate it supersedes stay with that one)"
+                if superseded
+                else ""
+            )
+        )
     return None
 
 

@@ -964,3 +964,37 @@ def test_bad_scores_unknown_members_double_scores_and_protected_stars_write_noth
     shown = ok(ws, "dossier", "show", d)
     assert list(shown["data"]["scoring"]["province"]["scores"]) == ["m1"]
     assert "stars" not in shown["data"]
+
+
+def test_a_re_certification_takes_new_numbers_not_those_of_the_certificate_it_supersedes(
+    sqlite_workspace: Workspace,
+) -> None:
+    """After an upgrade the old certificate's numbers are still in the data (that certificate
+    is valid until the new one replaces it): ``certify`` with no ``--set`` passed the guard,
+    and the new certificate carried the superseded number (review, helper)."""
+    ws = sqlite_workspace
+    row = dossier_row("OCOP-T-STALE", "promotion")
+    row.update(
+        certificate_no="GCN-2023-001",
+        decision_no="QĐ-2023-001",
+        certified_on="2023-07-01",
+        valid_until="2026-07-01",
+        stars="3",
+        certificate_stars="3",
+        state_entered_at="2023-07-01",
+    )
+    [d] = import_dossiers(ws, [row])
+    ok(ws, "dossier", "advance", d, "upgrade", user="lan", now="2026-05-21T09:00:00+07:00")
+    ok(ws, "dossier", "advance", d, "forward", user="lan", now="2026-05-22T09:00:00+07:00")
+    assert council_scores(ws, d, FOUR_STAR_COUNCIL, now=T_SCORE).code == 0
+    certify = ("dossier", "advance", d, "certify")
+    at = "2026-07-01T09:00:00+07:00"
+    message = refused(ws, 4, "refused", *certify, user="hung", now=at)
+    assert "certificate_no" in message and "decision_no" in message
+    same = ("--set", "certificate_no=GCN-2023-001", "--set", "decision_no=QĐ-2026-088")
+    assert "certificate_no" in refused(ws, 4, "refused", *certify, *same, user="hung", now=at)
+    new = ("--set", "certificate_no=GCN-2026-017", "--set", "decision_no=QĐ-2026-088")
+    ok(ws, *certify, *new, user="hung", now=at)
+    data = ok(ws, "dossier", "show", d, now="2026-07-01T10:00:00+07:00")["data"]
+    assert (data["certificate_no"], data["decision_no"]) == ("GCN-2026-017", "QĐ-2026-088")
+    assert data["previous_certificates"][0]["certificate_no"] == "GCN-2023-001"
