@@ -72,21 +72,28 @@ def _create_private(store: Store) -> None:
 
 
 def exposed_sqlite_file(store: Store) -> str | None:
-    """A warning when the SQLite file is readable or writable by other logins, else None."""
+    """A warning when the SQLite file, or its WAL or shared-memory file beside it (the WAL holds
+    the latest writes), is readable or writable by other logins, else None."""
     import os
+    import shlex
     import stat
 
     path = store.sqlite_file
     if path is None:
         return None
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
+    exposed = []
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            exposed.append((name, mode))
+    if not exposed:
         return None
-    if not mode & 0o077:
-        return None
+    files = ", ".join(f"{name} (mode {mode:04o})" for name, mode in exposed)
     return (
-        f"warning: database file {path} is readable by other logins (mode {mode:04o}): "
-        f"they can read every dossier and the password hashes around the policy: "
-        f"chmod 600 {path}"
+        f"warning: database file(s) {files} readable by other logins: they can read every "
+        f"dossier and the password hashes around the policy: "
+        f"chmod 600 {' '.join(shlex.quote(name) for name, _ in exposed)}"
     )

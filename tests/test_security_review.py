@@ -589,3 +589,25 @@ def _upload() -> Iterator[bytes]:
     for _ in range(100):
         yield b"x" * 10_000
     yield b"\r\n--b--\r\n"
+
+
+def test_ocop_init_warns_of_a_wal_file_other_logins_can_read_beside_a_private_database(
+    tmp_path: Path,
+) -> None:
+    """The WAL holds the latest writes: a database chmod 600 as the warning advised, its
+    ``-wal`` left 0644 by a process running meanwhile, was not warned of."""
+    from ocop_workflow.migrate import exposed_sqlite_file
+    from ocop_workflow.store import Store
+
+    db = tmp_path / "ocop db.db"
+    db.touch(0o600)
+    wal = tmp_path / "ocop db.db-wal"
+    wal.touch(0o644)
+    wal.chmod(0o644)
+    said = exposed_sqlite_file(Store(f"sqlite:///{db}"))
+    assert said is not None and "ocop db.db-wal (mode 0644)" in said, said
+    import shlex
+
+    assert said.endswith(f"chmod 600 {shlex.quote(str(wal))}"), said  # a path one can paste
+    wal.chmod(0o600)
+    assert exposed_sqlite_file(Store(f"sqlite:///{db}")) is None
