@@ -231,10 +231,14 @@ class _Cursor:
 
     def __init__(self, cursor: Any) -> None:
         self.cursor = cursor
-        # Only the names (all ``_Shape`` reads), from the result itself: psycopg's
-        # ``description`` builds a Column object per column on every access.
-        result = cursor.pgresult
-        self.description = [(result.fname(i).decode(),) for i in range(result.nfields)]
+
+    @property
+    def description(self) -> list[tuple[str]]:
+        """Only the names (all ``_Shape`` reads), from the result itself: psycopg's
+        ``description`` builds a Column object per column on every access. (A property: in a
+        pipeline the result arrives with the first fetch.)"""
+        result = self.cursor.pgresult
+        return [(result.fname(i).decode(),) for i in range(result.nfields)]
 
     def fetchone(self) -> Any:
         return _utc(self.cursor.fetchone())

@@ -268,7 +268,15 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         )
 
     @app.exception_handler(RequestValidationError)
-    def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422, once the sender is known: a write checks its token after the body is parsed
+        (``acting_write``), so a request both unauthenticated and malformed would otherwise
+        learn of its body's faults before being told to log in."""
+        if bearer(request) is not None:
+            try:
+                await principal(request)
+            except OcopError as refused:
+                return _ocop_error(request, refused)
         problems = [
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
         ]
@@ -411,8 +419,21 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
                     pass
         return await short_read(job)
 
+    async def sender(request: Request) -> None:
+        """A write request names someone: a bearer token (checked in the write's own trip,
+        ``acting_write``) or the trusted proxy header, else 401 before its body is looked at."""
+        if bearer(request) is None:
+            authenticated(request)
+
+    async def acting_write(request: Request, work: Callable[[User, Ocop], T]) -> T:
+        """``work(actor, facade)`` for a short write (``writing``), the token's row read in the
+        same trip: on PostgreSQL one hand-over to a thread instead of two. As in ``acting``,
+        the person is authenticated before the request's clock is looked at."""
+        return await writing(lambda: work(authenticated(request), clocked(request)))
+
     Core = Annotated[Ocop, Depends(facade)]
     Actor = Annotated[User, Depends(principal)]
+    Sender = Depends(sender)
 
     # --- process and readiness ------------------------------------------------------------
 
@@ -505,11 +526,12 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         page = core.list_dossiers(actor, filters, limit=limit, offset=offset)
         return JSONResponse(page.to_json())
 
-    @app.post(f"{API}/dossiers", tags=["dossiers"], status_code=201)
-    async def register(body: RegisterBody, actor: Actor, core: Core) -> JSONResponse:
+    @app.post(f"{API}/dossiers", tags=["dossiers"], status_code=201, dependencies=[Sender])
+    async def register(body: RegisterBody, request: Request) -> JSONResponse:
         """Register a new dossier in its workflow's initial state."""
-        registered = await writing(
-            lambda: core.register(
+        registered = await acting_write(
+            request,
+            lambda actor, core: core.register(
                 actor,
                 product=body.product,
                 producer=body.producer,
@@ -518,7 +540,7 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
                 workflow=body.workflow,
                 dossier_id=body.id,
                 data=body.data,
-            )
+            ),
         )
         return JSONResponse(registered.to_json(), status_code=201)
 
@@ -532,18 +554,19 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         """Each trigger from the current state: may you fire it now, and every reason why not."""
         return JSONResponse([t.to_json() for t in core.triggers(actor, dossier_id)])
 
-    @app.post(API + "/dossiers/{dossier_id:path}/advance", tags=["dossiers"])
-    async def advance(dossier_id: str, body: AdvanceBody, actor: Actor, core: Core) -> JSONResponse:
+    @app.post(API + "/dossiers/{dossier_id:path}/advance", tags=["dossiers"], dependencies=[Sender])
+    async def advance(dossier_id: str, body: AdvanceBody, request: Request) -> JSONResponse:
         """Fire a trigger (409 when ``expect_version`` is stale or the move is refused)."""
-        moved = await writing(
-            lambda: core.advance(
+        moved = await acting_write(
+            request,
+            lambda actor, core: core.advance(
                 actor,
                 dossier_id,
                 body.trigger,
                 reason=body.reason,
                 data=body.data,
                 expect_version=body.expect_version,
-            )
+            ),
         )
         return JSONResponse(moved.to_json())
 
@@ -573,37 +596,44 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         path, name = core.document_file(actor, dossier_id, sha256)
         return FileResponse(path, filename=name, media_type="application/octet-stream")
 
-    @app.post(API + "/dossiers/{dossier_id:path}/scores", tags=["council"])
-    async def score(dossier_id: str, body: ScoreBody, actor: Actor, core: Core) -> JSONResponse:
+    @app.post(API + "/dossiers/{dossier_id:path}/scores", tags=["council"], dependencies=[Sender])
+    async def score(dossier_id: str, body: ScoreBody, request: Request) -> JSONResponse:
         """A council member's score (entered by the member or the chair)."""
         parts = {k: v for k, v in (("a", body.a), ("b", body.b), ("c", body.c)) if v is not None}
-        scored = await writing(
-            lambda: core.score(
+        scored = await acting_write(
+            request,
+            lambda actor, core: core.score(
                 actor,
                 dossier_id,
                 member=body.member,
                 parts=parts,
                 note=body.note,
                 council=body.council,
-            )
+            ),
         )
         return JSONResponse(scored.to_json())
 
-    @app.post(API + "/dossiers/{dossier_id:path}/scoring/close", tags=["council"])
-    async def close_scoring(
-        dossier_id: str, body: CloseBody, actor: Actor, core: Core
-    ) -> JSONResponse:
+    @app.post(
+        API + "/dossiers/{dossier_id:path}/scoring/close", tags=["council"], dependencies=[Sender]
+    )
+    async def close_scoring(dossier_id: str, body: CloseBody, request: Request) -> JSONResponse:
         """The chair closes the round: mean score, stars."""
-        closed = await writing(lambda: core.close_scoring(actor, dossier_id, council=body.council))
+        closed = await acting_write(
+            request,
+            lambda actor, core: core.close_scoring(actor, dossier_id, council=body.council),
+        )
         return JSONResponse(closed.to_json())
 
-    @app.post(API + "/dossiers/{dossier_id:path}/scoring/rescore", tags=["council"])
-    async def rescore(dossier_id: str, body: RescoreBody, actor: Actor, core: Core) -> JSONResponse:
+    @app.post(
+        API + "/dossiers/{dossier_id:path}/scoring/rescore", tags=["council"], dependencies=[Sender]
+    )
+    async def rescore(dossier_id: str, body: RescoreBody, request: Request) -> JSONResponse:
         """The chair clears the scores (or one member's) to redo them."""
-        cleared = await writing(
-            lambda: core.rescore(
+        cleared = await acting_write(
+            request,
+            lambda actor, core: core.rescore(
                 actor, dossier_id, reason=body.reason, member=body.member, council=body.council
-            )
+            ),
         )
         return JSONResponse(cleared.to_json())
 

@@ -951,6 +951,10 @@ class SqliteWrites:
         self.db.execute(self._CANCEL, (dossier_id,))
 
     def move_dossier(self, dossier_id: str, seen_version: int, values: dict[str, Any]) -> int:
+        return int(self._queue_move(dossier_id, seen_version, values).rowcount)
+
+    def _queue_move(self, dossier_id: str, seen_version: int, values: dict[str, Any]) -> Any:
+        """The dossier's UPDATE, guarded by the version it was read at; its cursor."""
         names = tuple(values)
         key = ("dossier:move", names)
         found = self._sql.get(key)
@@ -967,7 +971,7 @@ class SqliteWrites:
         for i in positions:
             if (value := params[i]) is not None:
                 params[i] = texts.get(value) or self._text(value)
-        return int(self.db.execute(sql, params).rowcount)
+        return self.db.execute(sql, params)
 
 
 class PgWrites(SqliteWrites):
@@ -988,15 +992,42 @@ class PgWrites(SqliteWrites):
     _LOCK_ROW = "SELECT * FROM dossier WHERE id = ? FOR UPDATE"
     _HEAD = "SELECT seq, hash FROM audit_entry WHERE dossier_id = ? ORDER BY seq DESC LIMIT 1"
 
+    def __init__(self, dbapi: Any, pipeline: AbstractContextManager[Any]) -> None:
+        super().__init__(dbapi)
+        #: psycopg's pipeline (``Connection.pipeline()``), open from BEGIN to the dossier's
+        #: UPDATE (``move_dossier``).
+        self._pipeline: AbstractContextManager[Any] | None = pipeline
+        pipeline.__enter__()
+
     def lock_dossier(self, dossier_id: str) -> dict[str, Any] | None:
         """The row locked, then the chain's head read by a statement of its own (see
-        ``_LOCK_FOR_UPDATE``: read with the lock, a waiter would get the head of before)."""
-        row = _fetch_row(self.db.execute(self._LOCK_ROW, (dossier_id,)))
+        ``_LOCK_FOR_UPDATE``: read with the lock, a waiter would get the head of before).
+
+        Both go out with the BEGIN in one round trip (the pipeline): the server runs the head's
+        statement only once the lock's is done, and under READ COMMITTED that statement takes
+        its own snapshot, so it sees the head a transaction we waited for committed."""
+        locked = self.db.execute(self._LOCK_ROW, (dossier_id,))
+        head_cursor = self.db.execute(self._HEAD, (dossier_id,))
+        row = _fetch_row(locked)
+        head = head_cursor.fetchone()
         if row is None:
             return None
-        head = self.db.execute(self._HEAD, (dossier_id,)).fetchone()
         row["audit_seq"], row["audit_hash"] = (None, None) if head is None else head
         return row
+
+    def move_dossier(self, dossier_id: str, seen_version: int, values: dict[str, Any]) -> int:
+        """The last statement of a transition: it leaves the pipeline, whose Sync sends the
+        writes queued since the lock and brings back their results in one round trip, this
+        statement's row count among them."""
+        cursor = self._queue_move(dossier_id, seen_version, values)
+        self.end_pipeline()
+        return int(cursor.rowcount)
+
+    def end_pipeline(self, exc: BaseException | None = None) -> None:
+        """Leave the pipeline (once): every queued statement sent, its result or error in."""
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
 
     def _text(self, value: datetime) -> Any:
         return value
@@ -1082,9 +1113,12 @@ def _pg_writes(store: Store) -> Iterator[SqliteWrites]:
     pooled = store._raw_connection()
     db: Any = pooled.driver_connection
     try:
+        writes = PgWrites(_Placeholders(db), db.pipeline())
         try:
-            yield PgWrites(_Placeholders(db))
-        except BaseException:
+            yield writes
+            writes.end_pipeline()
+        except BaseException as exc:
+            writes.end_pipeline(exc)
             db.rollback()
             raise
         db.commit()

@@ -113,10 +113,13 @@ def test_a_dossier_id_in_the_wrong_case_is_not_found_with_the_id_meant(
     assert "did you mean" not in ws.run("dossier", "show", "OCOP-2026-0999").stderr
 
 
+@pytest.mark.parametrize("act", ["show", "advance"])
 def test_the_server_does_not_hint_at_a_dossier_id_existence_must_not_leak(
-    sqlite_workspace: Workspace,
+    workspace: Workspace, act: str
 ) -> None:
-    ws = sqlite_workspace
+    """A read and an act alike (an advance asks the row its transaction locks, not a read of
+    its own), on both databases."""
+    ws = workspace
     ws.run(*REGISTER, "--commune", "Ia Le", "--id", "OCOP-2026-0001", user="htx_iale", check=True)
     config = load_config(ws.config, ws.env())
     for conceal, message in (
@@ -125,8 +128,12 @@ def test_the_server_does_not_hint_at_a_dossier_id_existence_must_not_leak(
     ):
         ocop = Ocop(config, FixedClock(datetime(2026, 3, 2, tzinfo=UTC)), conceal=conceal)
         with pytest.raises(NotFound) as caught:
-            ocop.show(config.user("tuan"), "ocop-2026-0001")
+            if act == "show":
+                ocop.show(config.user("tuan"), "ocop-2026-0001")
+            else:
+                ocop.advance(config.user("lan"), "ocop-2026-0001", "accept_idea")
         assert caught.value.message == message
+        ocop.store.dispose()
 
 
 def test_a_misspelt_acting_user_names_the_user_meant(sqlite_workspace: Workspace) -> None:

@@ -183,6 +183,39 @@ def test_requests_without_a_valid_token_are_401(api: Api) -> None:
             assert late.status_code == 401, (path, headers, late.text)
 
 
+def test_a_write_without_a_valid_token_is_401_even_when_its_body_is_malformed(api: Api) -> None:
+    """A write checks its token in the same trip as its transaction, after the body is parsed;
+    one that is both unauthenticated and malformed still learns only that it must log in, and
+    nothing is written. A valid token with the malformed body gets the 422."""
+    from conftest import dump_database
+
+    dossier = api.register()["id"]
+    d = f"/api/v1/dossiers/{dossier}"
+    writes = {
+        "/api/v1/dossiers": {"product": "Cà phê", "producer": "HTX", "commune": "Ia Le"},
+        f"{d}/advance": {"trigger": "accept_idea", "expect_version": 1},
+        f"{d}/scores": {"member": "chair", "a": 10},
+        f"{d}/scoring/close": {},
+        f"{d}/scoring/rescore": {"reason": "làm lại"},
+    }
+    revoked = api.ocop.create_token("lan")
+    api.ocop.revoke_token(revoked.info.id)
+    before = dump_database(api.url)
+    for path, body in writes.items():
+        for headers in (
+            {},
+            {"Authorization": "Bearer ocop_not-a-token"},
+            {"Authorization": f"Bearer {revoked.token}"},
+        ):
+            for sent in ({"json": body}, {"json": {"nonsense": [1]}}, {"content": b"{"}):
+                response = api.client.post(path, headers=headers, **sent)
+                assert response.status_code == 401, (path, headers, sent, response.text)
+                assert response.json()["error"]["code"] == "unauthenticated"
+        malformed = api.client.post(path, headers=api.h("lan"), content=b"{")
+        assert malformed.status_code == 422, (path, malformed.text)
+    assert dump_database(api.url) == before
+
+
 def test_the_rehearsal_header_sets_now_only_where_the_config_allows(
     tmp_path: Path, sqlite_url: str
 ) -> None:

@@ -140,3 +140,46 @@ def test_rows_of_one_insert_with_other_columns_are_refused_and_nothing_is_writte
         writes.insert(timer_t, [first, dict(reversed(first.items()))])
     assert len(dump_database(ws.url)["timer"]) == 2
     store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_write_postgresql_refuses_mid_transition_writes_nothing_and_the_pool_goes_on(
+    tmp_path: Path,
+) -> None:
+    """``PgWrites`` sends a transition's writes in one pipeline: the database's refusal of one
+    of them (here a CHECK on the audit entry's reason) comes back when the pipeline ends, after
+    the statements queued behind it were skipped. The act is refused as a conflict, nothing of
+    it stays (entry, timers, row), and the pooled connection serves the next transition."""
+    import sqlalchemy as sa
+
+    from ocop_workflow.errors import Conflict
+
+    with pg_schema() as url:
+        ws = _workspace(tmp_path / "ws", url)
+        app = ws.app(user="lan", now=T0)
+        engine, lan = app.engine, app.config.users["lan"]
+        ids = [
+            ws.run(
+                "dossier", "register", "--product", f"Cà phê {i}", "--producer",
+                "HTX Cà phê Ia Le", "--commune", "Ia Le", "--json", user="lan", now=T0, check=True,
+            ).json()["id"]
+            for i in range(2)
+        ]  # fmt: skip
+        with engine.store.write() as conn:
+            conn.execute(
+                sa.text(
+                    "ALTER TABLE audit_entry ADD CONSTRAINT no_boom "
+                    "CHECK (reason IS DISTINCT FROM 'boom')"
+                )
+            )
+        before = dump_database(url)
+        for _ in range(3):  # more than once: the connection went back to the pool usable
+            with pytest.raises(Conflict) as refused:
+                engine.advance(ids[0], "accept_idea", lan, reason="boom")
+            assert "no_boom" in refused.value.message
+        assert dump_database(url) == before
+        for dossier_id in ids:
+            moved = engine.advance(dossier_id, "accept_idea", lan, reason="ok", expect_version=1)
+            assert (moved.seq, moved.version) == (2, 2)
+        assert audit.verify(engine.store).ok
+        engine.store.dispose()
