@@ -450,15 +450,12 @@ class Engine:
         reason: str | None = None,
         data: Iterable[str] | Mapping[str, Any] = (),
         expect_version: int | None = None,
-        seen: Callable[[Mapping[str, Any]], None] | None = None,
         hint: bool = True,
     ) -> Moved:
         """Fire ``trigger`` on a dossier as ``actor``, in one transaction.
 
-        ``seen(row)``: the caller's check that ``actor`` may see the dossier, on the locked row
-        before anything else is looked at (it raises ``NotFound`` for one concealed): the
-        server's visibility rule without a read of its own. ``hint``: a dossier not found names
-        the ids meant (a read after the transaction); off where existence must not leak."""
+        ``hint``: a dossier not found names the ids meant (a read after the transaction); off
+        where existence must not leak (the server)."""
         now = self.clock()
         pairs = data if isinstance(data, Mapping) else list(data)
         try:
@@ -472,7 +469,6 @@ class Engine:
                     reason=reason,
                     data=pairs,
                     expect_version=expect_version,
-                    seen=seen,
                 )
         except NotFound as missing:
             if missing.message != f"dossier {dossier_id} not found" or not hint:
@@ -495,7 +491,6 @@ class Engine:
         data: Iterable[str] | Mapping[str, Any] = (),
         expect_version: int | None = None,
         pinned: bool = True,
-        seen: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> Moved:
         """The body of ``advance`` inside the caller's transaction (the sweep reuses it).
 
@@ -508,8 +503,6 @@ class Engine:
         if found is None:
             raise NotFound(f"dossier {dossier_id} not found")
         row = found
-        if seen is not None:
-            seen(row)
         if expect_version is not None and row["version"] != expect_version:
             raise Conflict(
                 f"dossier {dossier_id} is at version {row['version']}, not {expect_version}: "

@@ -270,13 +270,19 @@ class Policy:
         if not self.can_read(user, dossier):
             raise PermissionDenied(f"{user.key} may not read dossier {dossier['id']}")
 
+    def reads_all(self, user: User) -> bool:
+        """May ``user`` read every dossier (``read_filter`` is None), asked without building a
+        clause."""
+        scoped = bool(user.roles & READ_SCOPED_ROLES)
+        return bool(user.roles & READ_ALL_ROLES or (scoped and "*" in user.communes))
+
     def read_filter(self, user: User) -> sa.ColumnElement[bool] | None:
         """A WHERE clause on ``dossier_t`` selecting what ``user`` may read; None: everything.
 
         The same rules as :meth:`can_read`, for listing queries (``query.where(clause)``).
         """
         scoped = bool(user.roles & READ_SCOPED_ROLES)
-        if user.roles & READ_ALL_ROLES or (scoped and "*" in user.communes):
+        if self.reads_all(user):
             return None  # (before importing SQLAlchemy: a plain SQLite read needs none)
         import sqlalchemy as sa
 

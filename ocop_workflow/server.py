@@ -269,10 +269,11 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """422, once the sender is known: a write checks its token after the body is parsed
-        (``acting_write``), so a request both unauthenticated and malformed would otherwise
-        learn of its body's faults before being told to log in."""
-        if bearer(request) is not None:
+        """422, once the sender is known, on every route but the open ones: a body that is not
+        JSON is refused before any dependency runs, and a write checks its token after its body
+        is parsed (``acting_write``), so a request both unauthenticated and malformed would
+        otherwise learn of its body's faults before being told to log in."""
+        if request.scope.get("endpoint") not in open_routes:
             try:
                 await principal(request)
             except OcopError as refused:
@@ -426,9 +427,15 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
             authenticated(request)
 
     async def acting_write(request: Request, work: Callable[[User, Ocop], T]) -> T:
-        """``work(actor, facade)`` for a short write (``writing``), the token's row read in the
-        same trip: on PostgreSQL one hand-over to a thread instead of two. As in ``acting``,
-        the person is authenticated before the request's clock is looked at."""
+        """``work(actor, facade)`` for a short write (``writing``). On PostgreSQL the token's
+        row is read in the write's own trip to a thread: one hand-over instead of two. On a
+        SQLite file there is no hand-over to save (the token's row is read on the loop), and it
+        is read first: a request nobody sent must not queue on the writer thread behind real
+        writes when the loop cannot take it. As in ``acting``, the person is authenticated
+        before the request's clock is looked at."""
+        if writer is not None:
+            actor = await principal(request)
+            return await writing(lambda: work(actor, clocked(request)))
         return await writing(lambda: work(authenticated(request), clocked(request)))
 
     Core = Annotated[Ocop, Depends(facade)]
@@ -485,6 +492,9 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
             "user": made.info.user,
             "expires_at": when(made.info.expires_at, ocop.tz),
         }
+
+    #: The routes anyone may call: a bad request to one of them is told what is wrong with it.
+    open_routes = {healthz, readyz, login}
 
     @app.post(f"{API}/logout", tags=["logins"])
     async def logout(request: Request, actor: Actor, core: Core) -> dict[str, Any]:

@@ -291,19 +291,6 @@ class Ocop:
             self.policy.check_read(actor, row)
         return row
 
-    def _seen_by(self, actor: User, dossier_id: str) -> Callable[[Mapping[str, Any]], None] | None:
-        """``_row``'s rule for an act, as a check of the row an act has already read: a dossier
-        the actor may not see is "not found" when concealing; otherwise the act's own policy
-        check names every reason (None: nothing to check)."""
-        if not self.conceal:
-            return None
-
-        def seen(row: Mapping[str, Any]) -> None:
-            if not self.may_see(actor, row):
-                raise NotFound(f"dossier {dossier_id} not found")
-
-        return seen
-
     @cached_property
     def policy(self) -> Policy:
         from .policy import Policy
@@ -543,11 +530,16 @@ class Ocop:
     ) -> Advanced:
         """Fire ``trigger`` as ``actor`` (one transaction; a refusal writes nothing).
 
-        Whether ``actor`` may see the dossier is asked of the row the transaction locks
-        (``_seen_by``), not of a read before it: one statement less on the busiest path, and
-        the answer is the row's as it is moved."""
+        The server's reader of every dossier has nothing to be hidden from: the transaction's
+        own "not found" answers, without a read before it (one statement less on the busiest
+        path). Anyone else's view is asked of a read first, so that a dossier they may not see
+        is "not found" at once, like one that does not exist — never after waiting for its
+        row's lock, which would tell that it exists — and the command line's "did you mean"
+        for a mistyped id does not wait for another writer either."""
         from .shapes import Advanced
 
+        if not (self.conceal and self.policy.reads_all(actor)):
+            self._row(actor, dossier_id, acting=True)
         moved = self.engine.advance(
             dossier_id,
             trigger,
@@ -555,7 +547,6 @@ class Ocop:
             reason=reason,
             data=data if data is not None else {},
             expect_version=expect_version,
-            seen=self._seen_by(actor, dossier_id),
             hint=not self.conceal,
         )
         return Advanced.from_moved(moved, self.tz)

@@ -113,6 +113,35 @@ def test_a_dossier_id_in_the_wrong_case_is_not_found_with_the_id_meant(
     assert "did you mean" not in ws.run("dossier", "show", "OCOP-2026-0999").stderr
 
 
+def test_a_mistyped_id_is_answered_while_another_process_writes(
+    sqlite_workspace: Workspace,
+) -> None:
+    """``dossier advance`` of an id that is not there answers from a read: it does not wait for
+    the write lock another process holds (up to the busy timeout) to say "did you mean"."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    ws = sqlite_workspace
+    ws.run(*REGISTER, "--commune", "Ia Le", "--id", "OCOP-2026-0001", user="htx_iale", check=True)
+    other = sqlite3.connect(ws.root / "ocop.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ocop_workflow", "dossier", "advance", "ocop-2026-0001",
+             "accept_idea"],
+            env={**ws.env(), "OCOP_USER": "lan"},
+            cwd=ws.root, capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("still waiting for the write lock")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert done.returncode == 3, done
+    assert "dossier ocop-2026-0001 not found (did you mean OCOP-2026-0001?)" in done.stderr
+
+
 @pytest.mark.parametrize("act", ["show", "advance"])
 def test_the_server_does_not_hint_at_a_dossier_id_existence_must_not_leak(
     workspace: Workspace, act: str

@@ -187,8 +187,6 @@ def test_a_write_without_a_valid_token_is_401_even_when_its_body_is_malformed(ap
     """A write checks its token in the same trip as its transaction, after the body is parsed;
     one that is both unauthenticated and malformed still learns only that it must log in, and
     nothing is written. A valid token with the malformed body gets the 422."""
-    from conftest import dump_database
-
     dossier = api.register()["id"]
     d = f"/api/v1/dossiers/{dossier}"
     writes = {
@@ -214,6 +212,80 @@ def test_a_write_without_a_valid_token_is_401_even_when_its_body_is_malformed(ap
         malformed = api.client.post(path, headers=api.h("lan"), content=b"{")
         assert malformed.status_code == 422, (path, malformed.text)
     assert dump_database(api.url) == before
+
+
+def test_a_request_whose_body_is_not_json_is_401_without_credentials_but_a_login_is_422(
+    api: Api,
+) -> None:
+    """A body that is not JSON is refused before any dependency runs: the sender is asked
+    first on every route that needs one, and never on the open ones (a login with a stale
+    token left in its headers is told what is wrong with its body)."""
+    dossier = api.register()["id"]
+    as_json = {"Content-Type": "application/json"}
+    for path in (f"/api/v1/dossiers/{dossier}/advance", "/api/v1/dossiers"):
+        response = api.client.post(path, headers=as_json, content=b"{")
+        assert response.status_code == 401, (path, response.text)
+    stale = api.ocop.create_token("lan")
+    api.ocop.revoke_token(stale.info.id)
+    for sent in ({"content": b"{"}, {"json": {"user": 1}}):
+        login = api.client.post(
+            "/api/v1/login", headers={**as_json, "Authorization": f"Bearer {stale.token}"}, **sent
+        )
+        assert login.status_code == 422, login.text
+
+
+def test_a_dossier_one_may_not_see_is_404_whatever_its_version_or_trigger(api: Api) -> None:
+    """Whether the actor may see the dossier is asked before its version, its state's
+    triggers or the reason are looked at: none of them tells a dossier that exists from one
+    that does not."""
+    dossier = api.register()["id"]
+    for body in (
+        {"trigger": "accept_idea", "expect_version": 99},
+        {"trigger": "no_such_trigger"},
+        {"trigger": "accept_idea", "reason": "x\x00"},
+    ):
+        for target in (dossier, "OCOP-2026-9999"):
+            response = api.post(f"/api/v1/dossiers/{target}/advance", "tuan", json=body)
+            assert response.status_code == 404, (target, body, response.text)
+            assert response.json()["error"]["message"] == f"dossier {target} not found"
+
+
+@pytest.mark.postgres
+def test_a_dossier_one_may_not_see_is_404_at_once_while_someone_holds_its_row(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A missing dossier is answered at once; one the actor may not see must be too, not after
+    waiting for the lock of a transaction that is moving it (the wait would tell it exists)."""
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    api = make_api(tmp_path, pg_url)
+    dossier = api.register()["id"]
+    holder = sa.create_engine(pg_url)
+    other = holder.connect()
+    other.execute(sa.text("SELECT 1 FROM dossier WHERE id = :i FOR UPDATE"), {"i": dossier})
+    answers: dict[str, Any] = {}
+    try:
+        for target in ("OCOP-2026-9999", dossier):
+
+            def advance(target: str = target) -> None:
+                response = api.post(
+                    f"/api/v1/dossiers/{target}/advance", "tuan", json={"trigger": "accept_idea"}
+                )
+                answers[target] = response.status_code
+
+            thread = threading.Thread(target=advance, daemon=True)
+            thread.start()
+            thread.join(2.0)
+        assert answers == {"OCOP-2026-9999": 404, dossier: 404}, answers
+    finally:
+        other.rollback()
+        other.close()
+        holder.dispose()
+        time.sleep(0.2)
+        api.ocop.store.dispose()
 
 
 def test_the_rehearsal_header_sets_now_only_where_the_config_allows(

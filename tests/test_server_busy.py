@@ -296,3 +296,41 @@ def test_a_file_that_is_no_database_is_not_told_to_run_ocop_init(tmp_path: Path)
     empty.touch()
     with pytest.raises(EnvironmentProblem, match="not initialised: run `ocop init`"):
         SqliteReads(f"sqlite:///{empty}", str(empty)).check_schema()
+
+
+def test_a_write_with_a_made_up_token_never_queues_on_the_writer_thread(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """SQLite: while the file is locked the loop hands writes to the one writer thread, where
+    they wait in turn. A request nobody sent is refused before that (its token checked on the
+    loop, or on a reading thread once the loop stops reading), not queued behind real writes."""
+    from ocop_workflow.service import Ocop
+
+    threads: list[str] = []
+    original = Ocop.authenticate
+
+    def spy(self: Ocop, token: str) -> Any:
+        threads.append(threading.current_thread().name)
+        return original(self, token)
+
+    monkeypatch.setattr(Ocop, "authenticate", spy)
+    app, dossier, _token, db = _app_on_a_file(tmp_path)
+    holder = _hold_exclusively(db)
+    released = threading.Timer(HELD_S, holder.close)
+
+    async def scenario() -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ocop") as client:
+            released.start()
+            refused = await client.post(
+                f"/api/v1/dossiers/{dossier}/advance",
+                json={"trigger": "accept_idea"},
+                headers={"Authorization": "Bearer ocop_" + "x" * 40},
+            )
+            return refused.status_code
+
+    try:
+        assert asyncio.run(scenario()) == 401
+    finally:
+        released.join()
+    assert threads and not any(name.startswith("ocop-writer") for name in threads), threads
