@@ -272,8 +272,10 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         """422, once the sender is known, on every route but the open ones: a body that is not
         JSON is refused before any dependency runs, and a write checks its token after its body
         is parsed (``acting_write``), so a request both unauthenticated and malformed would
-        otherwise learn of its body's faults before being told to log in."""
-        if request.scope.get("endpoint") not in open_routes:
+        otherwise learn of its body's faults before being told to log in. A request whose
+        token a dependency already checked (``authenticated`` noted its id) is not read again."""
+        known = getattr(request.state, "token_id", None) is not None
+        if not known and request.scope.get("endpoint") not in open_routes:
             try:
                 await principal(request)
             except OcopError as refused:

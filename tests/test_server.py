@@ -234,6 +234,27 @@ def test_a_request_whose_body_is_not_json_is_401_without_credentials_but_a_login
         assert login.status_code == 422, login.text
 
 
+def test_a_bad_request_from_someone_already_authenticated_reads_the_token_once(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 422 handler asks for the sender only when no dependency has: a logged-in list with
+    a bad ``limit`` costs one token read, not two."""
+    from ocop_workflow.service import Ocop
+
+    token = api.token("lan")
+    reads: list[str] = []
+    original = Ocop.authenticate
+
+    def counted(self: Ocop, given: str) -> Any:
+        reads.append(given)
+        return original(self, given)
+
+    monkeypatch.setattr(Ocop, "authenticate", counted)
+    response = api.get("/api/v1/dossiers?limit=many", "lan")
+    assert response.status_code == 422, response.text
+    assert reads == [token]
+
+
 def test_a_dossier_one_may_not_see_is_404_whatever_its_version_or_trigger(api: Api) -> None:
     """Whether the actor may see the dossier is asked before its version, its state's
     triggers or the reason are looked at: none of them tells a dossier that exists from one
