@@ -428,17 +428,28 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         if bearer(request) is None:
             authenticated(request)
 
-    async def acting_write(request: Request, work: Callable[[User, Ocop], T]) -> T:
+    async def acting_write(
+        request: Request, work: Callable[[User, Ocop], T], *, dossier: str | None = None
+    ) -> T:
         """``work(actor, facade)`` for a short write (``writing``). On PostgreSQL the token's
-        row is read in the write's own trip to a thread: one hand-over instead of two. On a
-        SQLite file there is no hand-over to save (the token's row is read on the loop), and it
-        is read first: a request nobody sent must not queue on the writer thread behind real
-        writes when the loop cannot take it. As in ``acting``, the person is authenticated
-        before the request's clock is looked at."""
+        row is read in the write's own trip to a thread: one hand-over instead of two; with
+        ``dossier`` (the dossier ``work`` acts on) read with the dossier's row in one statement,
+        and the transaction on the same pooled connection (``Ocop.acting``). On a SQLite file
+        there is no hand-over to save (the token's row is read on the loop), and it is read
+        first: a request nobody sent must not queue on the writer thread behind real writes
+        when the loop cannot take it. As in ``acting``, the person is authenticated before the
+        request's clock is looked at."""
         if writer is not None:
             actor = await principal(request)
             return await writing(lambda: work(actor, clocked(request)))
-        return await writing(lambda: work(authenticated(request), clocked(request)))
+        if dossier is None:
+            return await writing(lambda: work(authenticated(request), clocked(request)))
+
+        def job() -> T:
+            with ocop.acting(token=bearer(request), dossier=dossier):
+                return work(authenticated(request), clocked(request))
+
+        return await writing(job)
 
     Core = Annotated[Ocop, Depends(facade)]
     Actor = Annotated[User, Depends(principal)]
@@ -579,6 +590,7 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
                 data=body.data,
                 expect_version=body.expect_version,
             ),
+            dossier=dossier_id,
         )
         return JSONResponse(moved.to_json())
 

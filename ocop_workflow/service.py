@@ -203,6 +203,20 @@ class Ocop:
         snapshot = getattr(reads, "snapshot", None)
         return nullcontext() if snapshot is None else snapshot()
 
+    def acting(self, *, token: str | None, dossier: str) -> AbstractContextManager[object]:
+        """A write request's block, from its token's check to its transaction's end: on
+        PostgreSQL (the server's reader) on one pooled connection, the token's row and the
+        dossier's read up front in one statement (``PgReads.acting_ahead``); the token is
+        still checked, by ``authenticate``, before anything else is done. Elsewhere nothing."""
+        from contextlib import nullcontext
+
+        ahead = getattr(self.reads(), "acting_ahead", None)
+        if ahead is None or token is None:
+            return nullcontext()
+        from .auth import token_digest
+
+        return ahead(token_digest(token), dossier)
+
     def _plain_reads(self) -> SqliteReads | bool:
         """A plain reader: sqlite3 on a SQLite file, a pooled psycopg connection on
         PostgreSQL; False for any other URL (a SQLite URL with options: ``CoreReads``)."""

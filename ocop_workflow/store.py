@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import operator
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -356,6 +356,8 @@ class Store:
         self._turn = threading.RLock()
         #: Per thread: the ``AtOnce`` block it is in, if any.
         self._here = threading.local()
+        #: Per thread, on PostgreSQL: the connection ``holding`` lends (a ``_Lease``).
+        self._held = threading.local()
         #: ``at_once``'s own writer (busy timeout 0, no checkpoint on commit), used under the
         #: write turn only; and its commits since the last checkpoint was asked for.
         self._at_once_db: Any = None
@@ -664,6 +666,37 @@ class Store:
             self._at_once_db = db
         return db
 
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """On PostgreSQL, one pooled connection for every read (``PgReads``) and transition
+        (``writes``) of this thread inside the block, instead of one checked out for each: the
+        server's advance reads the token's row and the dossier's, then moves it, on one. A
+        block inside another holds the outer one's."""
+        if getattr(self._held, "lease", None) is not None:
+            yield
+            return
+        lease = _Lease(self._raw_connection())
+        self._held.lease = lease
+        try:
+            yield
+        finally:
+            self._held.lease = None
+            lease.give_back()
+
+    @contextmanager
+    def _lease(self) -> Iterator[_Lease]:
+        """A pooled connection for the block: ``holding``'s, else one from the pool, given back
+        after (or thrown away if the block marked it ``broken``)."""
+        held = getattr(self._held, "lease", None)
+        if held is not None and not held.broken:
+            yield held
+            return
+        lease = _Lease(self._raw_connection())
+        try:
+            yield lease
+        finally:
+            lease.give_back()
+
     def _raw_connection(self) -> Any:
         """A DB-API connection from the pool (SQLAlchemy's wrapper: ``driver_connection``,
         ``close`` gives it back), or "database unreachable"."""
@@ -710,6 +743,23 @@ class _CheckedOut:
 
 #: URL query keys whose values are secrets (``?password=…``, ``sslpassword``, tokens).
 _SECRET_KEYS = ("password", "secret", "token", "passfile")
+
+
+class _Lease:
+    """A pooled connection lent for a while: ``connection`` (psycopg's), and whether it may
+    go back to the pool (``broken``: not, it is thrown away)."""
+
+    __slots__ = ("broken", "connection", "pooled")
+
+    def __init__(self, pooled: Any) -> None:
+        self.pooled = pooled
+        self.connection: Any = pooled.driver_connection
+        self.broken = False
+
+    def give_back(self) -> None:
+        if self.broken:
+            self.pooled.invalidate()  # never given back to the pool
+        self.pooled.close()
 
 
 def _refusal(store: Store, exc: BaseException) -> OcopError:
@@ -975,62 +1025,160 @@ class SqliteWrites:
 
 
 class PgWrites(SqliteWrites):
-    """``SqliteWrites``' statements over a pooled psycopg connection, on PostgreSQL.
+    """``SqliteWrites``' statements on PostgreSQL, sent in batches: a transition is three round
+    trips to the database whatever its number of statements — ``BEGIN``, the row's lock and
+    the chain's head; then the writes; then ``COMMIT``.
 
-    Through SQLAlchemy Core each of a transition's five statements cost a compiled-cache
-    lookup, parameter processing and a result set-up, and the transaction its own connection
-    wrapper: more of the server's CPU than psycopg and the database together. The dossier is
-    locked ``FOR UPDATE`` (SQLite's BEGIN IMMEDIATE locks the whole file instead); instants
-    are bound as the aware datetimes they are and read back in UTC (``pg_reads``' cursor), as
-    ``UTCDateTime`` does.
+    Each batch is one message of PostgreSQL's simple query protocol, its values bound by
+    psycopg (``ClientCursor``: libpq's ``PQescapeLiteral`` on this connection; a NUL in a text
+    refused, as a bound parameter would be). Why not bound on the server, one statement at a
+    time or in psycopg's pipeline mode: on the server's one Python process every round trip
+    costs tens of microseconds of CPU (the wake-up, psycopg's result machinery) and pipeline
+    mode more still per statement; the same transition in batches took half the CPU
+    (README, Benchmarks). The database parses the few short statements each time instead of
+    reusing prepared ones, which its own CPU did not show.
+
+    Instants are bound as the aware datetimes they are and read back in UTC (``pg_reads``),
+    as ``UTCDateTime`` does.
     """
 
     # Plans of their own: a plan holds SQLite's text form of any instant default.
     _sql: ClassVar[dict[tuple[str, tuple[str, ...]], tuple[str, tuple[int, ...]]]] = {}
     _inserts: ClassVar[dict[tuple[str, tuple[str, ...]], _InsertPlan]] = {}
 
-    _LOCK_ROW = "SELECT * FROM dossier WHERE id = ? FOR UPDATE"
-    _HEAD = "SELECT seq, hash FROM audit_entry WHERE dossier_id = ? ORDER BY seq DESC LIMIT 1"
+    #: The transaction's first batch, after its BEGIN. The head is a statement of its own (see
+    #: ``_LOCK_FOR_UPDATE``): under READ COMMITTED each statement of a batch takes its own
+    #: snapshot, so once the lock is held it sees the head a transaction we waited for wrote.
+    _LOCK_HEAD = (
+        "SELECT * FROM dossier WHERE id = ? FOR UPDATE",
+        "SELECT seq, hash FROM audit_entry WHERE dossier_id = ? ORDER BY seq DESC LIMIT 1",
+    )
 
-    def __init__(self, dbapi: Any, pipeline: AbstractContextManager[Any]) -> None:
-        super().__init__(dbapi)
-        #: psycopg's pipeline (``Connection.pipeline()``), open from BEGIN to the dossier's
-        #: UPDATE (``move_dossier``).
-        self._pipeline: AbstractContextManager[Any] | None = pipeline
-        pipeline.__enter__()
+    def __init__(self, conn: Any) -> None:
+        self._batch = _Batch(conn)
+        super().__init__(self._batch)
 
     def lock_dossier(self, dossier_id: str) -> dict[str, Any] | None:
-        """The row locked, then the chain's head read by a statement of its own (see
-        ``_LOCK_FOR_UPDATE``: read with the lock, a waiter would get the head of before).
-
-        Both go out with the BEGIN in one round trip (the pipeline): the server runs the head's
-        statement only once the lock's is done, and under READ COMMITTED that statement takes
-        its own snapshot, so it sees the head a transaction we waited for committed."""
-        locked = self.db.execute(self._LOCK_ROW, (dossier_id,))
-        head_cursor = self.db.execute(self._HEAD, (dossier_id,))
-        row = _fetch_row(locked)
-        head = head_cursor.fetchone()
-        if row is None:
+        """BEGIN, the row locked ``FOR UPDATE`` and the chain's head: one round trip."""
+        cursor = self._batch.send(self._LOCK_HEAD, [dossier_id, dossier_id])
+        found = cursor.fetchone()
+        names = [column.name for column in cursor.description]
+        cursor.nextset()
+        head = cursor.fetchone()
+        if found is None:
             return None
+        row = dict(zip(names, _utc(found), strict=True))
         row["audit_seq"], row["audit_hash"] = (None, None) if head is None else head
         return row
 
     def move_dossier(self, dossier_id: str, seen_version: int, values: dict[str, Any]) -> int:
-        """The last statement of a transition: it leaves the pipeline, whose Sync sends the
-        writes queued since the lock and brings back their results in one round trip, this
-        statement's row count among them."""
-        cursor = self._queue_move(dossier_id, seen_version, values)
-        self.end_pipeline()
+        """The dossier's UPDATE, sent with the writes queued since the lock in one round trip;
+        its row count (checked by the engine before the COMMIT)."""
+        self._queue_move(dossier_id, seen_version, values)
+        cursor = self._batch.send([])
+        while cursor.nextset():  # to the last statement's result: the UPDATE's
+            pass
         return int(cursor.rowcount)
 
-    def end_pipeline(self, exc: BaseException | None = None) -> None:
-        """Leave the pipeline (once): every queued statement sent, its result or error in."""
-        pipeline, self._pipeline = self._pipeline, None
-        if pipeline is not None:
-            pipeline.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+    def commit(self) -> None:
+        """Whatever is still queued, then COMMIT: one round trip."""
+        self._batch.send([], commit=True)
+
+    def rollback(self) -> None:
+        """ROLLBACK, if a transaction is open; whatever is queued is dropped."""
+        self._batch.rollback()
 
     def _text(self, value: datetime) -> Any:
         return value
+
+
+class _Batch:
+    """``SqliteWrites``' DB-API connection for ``PgWrites``: ``execute`` and ``executemany``
+    queue their statement with its values bound; ``send`` sends the queue and more as one
+    batch, in the simple query protocol.
+
+    A statement is one of this module's own (``?`` placeholders, as ``sqlite3`` takes them;
+    never a user's text); each value goes in as the literal psycopg makes of it
+    (``Transformer.as_literal``, what psycopg's ``ClientCursor`` binds with: libpq's
+    ``PQescapeLiteral`` on this connection, a typed literal for an instant, a NUL in a text
+    refused with ``DataError``). Done here rather than by ``ClientCursor`` because psycopg
+    re-parses a query of more than 50 values each time, and a transition's writes hold more:
+    the statement's pieces around its placeholders are split once (``_pieces``)."""
+
+    #: A statement's text around its placeholders, by statement.
+    _pieces: ClassVar[dict[str, tuple[bytes, ...]]] = {}
+
+    def __init__(self, conn: Any) -> None:
+        from psycopg.adapt import Transformer
+
+        self.conn = conn
+        self.cursor = conn.cursor()
+        self._literal = Transformer.from_context(conn).as_literal
+        self._sql: list[bytes] = []
+        self.begun = False
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        pieces = self._pieces.get(sql)
+        if pieces is None:
+            pieces = self._pieces[sql] = tuple(part.encode() for part in sql.split("?"))
+        if len(pieces) != len(params) + 1:
+            raise ValueError(f"{len(params)} values for {len(pieces) - 1} placeholders: {sql}")
+        literal = self._literal
+        out = [pieces[0]]
+        for value, piece in zip(params, pieces[1:], strict=True):
+            out += (b"NULL" if value is None else literal(value), piece)
+        self._sql.append(b"".join(out))
+
+    def executemany(self, sql: str, params: list[Any]) -> None:
+        """An ``INSERT … VALUES (…)`` of several rows, as one statement with a group per row."""
+        head, values, group = sql.partition(" VALUES ")
+        self.execute(f"{head}{values}{', '.join([group] * len(params))}", _flat(params))
+
+    def send(self, sql: Sequence[str], params: Sequence[Any] = (), *, commit: bool = False) -> Any:
+        """The queue, then ``sql`` (bound to ``params`` in turn), as one batch: BEGIN first if
+        no transaction is open, COMMIT last if ``commit``. The cursor on the first result after
+        the queue's (on the queue's last if ``sql`` is empty); None if nothing was sent."""
+        queued = len(self._sql)
+        at = 0
+        for statement in sql:
+            count = statement.count("?")
+            self.execute(statement, params[at : at + count])
+            at += count
+        statements, self._sql = self._sql, []
+        if not statements and not (commit and self.begun):
+            return None
+        skip = queued if sql else max(queued - 1, 0)
+        if not self.begun:
+            statements.insert(0, b"BEGIN")
+            skip += 1
+            self.begun = True
+        if commit:
+            statements.append(b"COMMIT")
+            self.begun = False
+        cursor = self.cursor
+        cursor.execute(b"; ".join(statements))
+        for _ in range(skip):
+            cursor.nextset()
+        return cursor
+
+    def rollback(self) -> None:
+        self._sql = []
+        if self.conn.pgconn.transaction_status != _IDLE:
+            self.cursor.execute(b"ROLLBACK")
+        self.begun = False
+
+
+_IDLE = 0  # libpq's PQTRANS_IDLE
+
+
+def _flat(rows: list[Any]) -> list[Any]:
+    return [value for row in rows for value in row]
+
+
+def _utc(row: Any) -> Any:
+    from .pg_reads import _utc as utc
+
+    return utc(row)
 
 
 _first = operator.itemgetter(0)
@@ -1104,30 +1252,34 @@ def _sqlite_writes(store: Store) -> Iterator[SqliteWrites]:
 
 @contextmanager
 def _pg_writes(store: Store) -> Iterator[SqliteWrites]:
-    """BEGIN … COMMIT on a pooled psycopg connection, errors mapped as ``Store.write`` maps
-    them; a connection whose rollback fails is not given back to the pool."""
+    """A transition's transaction in batches (``PgWrites``) on a pooled psycopg connection
+    (``holding``'s, if the thread holds one); errors mapped as ``Store.write`` maps them. A
+    connection lost, or left in a transaction by a failed ROLLBACK, is not given back to the
+    pool."""
     import psycopg
 
-    from .pg_reads import _Placeholders
-
-    pooled = store._raw_connection()
-    db: Any = pooled.driver_connection
-    try:
-        writes = PgWrites(_Placeholders(db), db.pipeline())
+    with store._lease() as lease:
+        db: Any = lease.connection
         try:
-            yield writes
-            writes.end_pipeline()
-        except BaseException as exc:
-            writes.end_pipeline(exc)
-            db.rollback()
+            db.autocommit = True  # the batches say BEGIN and COMMIT themselves
+            writes = PgWrites(db)
+            try:
+                yield writes
+                writes.commit()
+            except BaseException:
+                writes.rollback()
+                raise
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError) or db.pgconn.transaction_status:
+                lease.broken = True
+            if isinstance(
+                exc, (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError)
+            ):
+                raise _refusal(store, exc) from None
             raise
-        db.commit()
-    except (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError) as exc:
-        if isinstance(exc, psycopg.OperationalError):
-            pooled.invalidate()
-        raise _refusal(store, exc) from None
-    finally:
-        pooled.close()
+        finally:
+            if not lease.broken:
+                db.autocommit = False  # as the pool lent it: SQLAlchemy runs transactions
 
 
 def _sqlite_transaction(
