@@ -1062,7 +1062,8 @@ class PgWrites(SqliteWrites):
         """BEGIN, the row locked ``FOR UPDATE`` and the chain's head: one round trip."""
         cursor = self._batch.send(self._LOCK_HEAD, [dossier_id, dossier_id])
         found = cursor.fetchone()
-        names = [column.name for column in cursor.description]
+        result = cursor.pgresult  # (psycopg's description makes a Column object per column)
+        names = [result.fname(i).decode() for i in range(result.nfields)]
         cursor.nextset()
         head = cursor.fetchone()
         if found is None:
@@ -1114,6 +1115,9 @@ class _Batch:
         self.conn = conn
         self.cursor = conn.cursor()
         self._literal = Transformer.from_context(conn).as_literal
+        #: The literals made in this transaction, by value: the dossier's id, the instant of
+        #: the transition and the timers' due instants recur in most of its rows.
+        self._made: dict[tuple[type, Any], bytes] = {}
         self._sql: list[bytes] = []
         self.begun = False
 
@@ -1123,10 +1127,17 @@ class _Batch:
             pieces = self._pieces[sql] = tuple(part.encode() for part in sql.split("?"))
         if len(pieces) != len(params) + 1:
             raise ValueError(f"{len(params)} values for {len(pieces) - 1} placeholders: {sql}")
-        literal = self._literal
+        made, literal = self._made, self._literal
         out = [pieces[0]]
         for value, piece in zip(params, pieces[1:], strict=True):
-            out += (b"NULL" if value is None else literal(value), piece)
+            if value is None:
+                out += (b"NULL", piece)
+                continue
+            key = (type(value), value)  # by type too: True == 1, and they are other literals
+            found = made.get(key)
+            if found is None:
+                found = made[key] = literal(value)
+            out += (found, piece)
         self._sql.append(b"".join(out))
 
     def executemany(self, sql: str, params: list[Any]) -> None:
