@@ -129,9 +129,13 @@ class PgReads(SqliteReads):
         are read up front in one statement; ``api_token`` and ``dossier`` then answer from
         them (each once), and the transition runs on the same connection. Three checkouts from
         the pool and two round trips before the transaction become one of each."""
+        from .store import SimpleBatch
+
         with self.store.holding():
             with self.read() as db:
-                token, dossier = db.execute(_ACTING, (digest, dossier_id)).fetchone()
+                # bound by psycopg into one simple query: no prepared statement to manage
+                cursor = SimpleBatch(db.conn).query(_ACTING, (digest, dossier_id))
+                token, dossier = cursor.fetchone()
             self._ahead = {
                 ("api_token", digest): _instants(token),
                 ("dossier", dossier_id): _instants(dossier),

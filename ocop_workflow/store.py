@@ -1055,7 +1055,7 @@ class PgWrites(SqliteWrites):
     )
 
     def __init__(self, conn: Any) -> None:
-        self._batch = _Batch(conn)
+        self._batch = SimpleBatch(conn)
         super().__init__(self._batch)
 
     def lock_dossier(self, dossier_id: str) -> dict[str, Any] | None:
@@ -1093,7 +1093,7 @@ class PgWrites(SqliteWrites):
         return value
 
 
-class _Batch:
+class SimpleBatch:
     """``SqliteWrites``' DB-API connection for ``PgWrites``: ``execute`` and ``executemany``
     queue their statement with its values bound; ``send`` sends the queue and more as one
     batch, in the simple query protocol.
@@ -1171,6 +1171,14 @@ class _Batch:
         for _ in range(skip):
             cursor.nextset()
         return cursor
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """``sql`` bound to ``params``, sent now as a batch of its own (no BEGIN: a read in
+        autocommit); the cursor on its result."""
+        self.execute(sql, params)
+        statements, self._sql = self._sql, []
+        self.cursor.execute(b"; ".join(statements))
+        return self.cursor
 
     def rollback(self) -> None:
         self._sql = []
