@@ -146,10 +146,10 @@ def test_rows_of_one_insert_with_other_columns_are_refused_and_nothing_is_writte
 def test_a_write_postgresql_refuses_mid_transition_writes_nothing_and_the_pool_goes_on(
     tmp_path: Path,
 ) -> None:
-    """``PgWrites`` sends a transition's writes in one pipeline: the database's refusal of one
-    of them (here a CHECK on the audit entry's reason) comes back when the pipeline ends, after
-    the statements queued behind it were skipped. The act is refused as a conflict, nothing of
-    it stays (entry, timers, row), and the pooled connection serves the next transition."""
+    """``PgWrites`` sends a transition's writes as one batch: the database's refusal of one of
+    them (here a CHECK on the audit entry's reason) skips the statements behind it and leaves
+    the transaction failed. The act is refused as a conflict, nothing of it stays (entry,
+    timers, row), and the pooled connection serves the next transition."""
     import sqlalchemy as sa
 
     from ocop_workflow.errors import Conflict
@@ -183,3 +183,134 @@ def test_a_write_postgresql_refuses_mid_transition_writes_nothing_and_the_pool_g
             assert (moved.seq, moved.version) == (2, 2)
         assert audit.verify(engine.store).ok
         engine.store.dispose()
+
+
+#: Text that would end a literal, a statement or a placeholder if it were pasted into SQL.
+HOSTILE = (
+    "x'); DROP TABLE dossier; -- \\' \" %s %% ? $1 :name E'\\x41' ; COMMIT; "
+    "Hợp tác xã — ‘quotes’\nline two"
+)
+
+
+@pytest.mark.postgres
+def test_values_reach_postgresql_exactly_as_given_whatever_they_hold(tmp_path: Path) -> None:
+    """``PgWrites`` binds values client-side (psycopg's literals, one batch of statements):
+    quotes, backslashes, semicolons, placeholders and non-ASCII text are stored exactly as given
+    (the reason in the audit entry, the data in the row), run nothing, and hash as they are."""
+    import sqlalchemy as sa
+
+    with pg_schema() as url:
+        ws = _workspace(tmp_path / "ws", url)
+        app = ws.app(user="lan", now=T0)
+        engine, lan = app.engine, app.config.users["lan"]
+        dossier_id = ws.run(
+            "dossier", "register", "--product", "Cà phê", "--producer", "HTX Cà phê Ia Le",
+            "--commune", "Ia Le", "--json", user="lan", now=T0, check=True,
+        ).json()["id"]  # fmt: skip
+        moved = engine.advance(dossier_id, "accept_idea", lan, reason=HOSTILE, expect_version=1)
+        assert (moved.seq, moved.version) == (2, 2)
+        with engine.store.read() as conn:
+            reason = conn.execute(
+                sa.text("SELECT reason FROM audit_entry WHERE dossier_id = :d AND seq = 2"),
+                {"d": dossier_id},
+            ).scalar_one()
+            tables = conn.execute(sa.text("SELECT count(*) FROM dossier")).scalar_one()
+        assert reason == HOSTILE
+        assert tables == 1
+        assert audit.verify(engine.store).ok
+        engine.store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_value_postgresql_cannot_hold_is_bad_input_and_the_transaction_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A NUL in a text cannot be stored: psycopg refuses to make it a literal, after the batch
+    that locked the dossier has begun the transaction. The transition is bad input (exit 2),
+    rolled back, and the connection serves the next one."""
+    from datetime import UTC, datetime
+
+    from ocop_workflow.errors import UsageError
+    from ocop_workflow.store import timer_t
+
+    with pg_schema() as url:
+        ws = _workspace(tmp_path / "ws", url)
+        app = ws.app(user="lan", now=T0)
+        store, engine, lan = app.store, app.engine, app.config.users["lan"]
+        dossier_id = ws.run(
+            "dossier", "register", "--product", "Cà phê", "--producer", "HTX Cà phê Ia Le",
+            "--commune", "Ia Le", "--json", user="lan", now=T0, check=True,
+        ).json()["id"]  # fmt: skip
+        at = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+        before = dump_database(url)
+        for _ in range(2):
+            with pytest.raises(UsageError, match="NUL"), store.writes() as writes:
+                assert writes.lock_dossier(dossier_id) is not None
+                writes.insert(
+                    timer_t,
+                    [{
+                        "dossier_id": dossier_id, "state": "idea\x00", "entry_seq": 1,
+                        "kind": "reminder", "due_at": at, "created_at": at, "wake": 1,
+                    }],
+                )  # fmt: skip
+                writes.move_dossier(dossier_id, 1, {"version": 2})
+        assert dump_database(url) == before
+        assert engine.advance(dossier_id, "accept_idea", lan, expect_version=1).version == 2
+        store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_write_request_gives_its_one_connection_back_to_the_pool_as_it_was_lent(
+    tmp_path: Path,
+) -> None:
+    """The server's advance (``Ocop.acting``) reads the token's and the dossier's rows, then
+    moves the dossier, on one pooled connection, in autocommit with the batches' own BEGIN and
+    COMMIT. Whatever the outcome — moved, a stale version, a dossier that does not exist, an
+    error of the caller's — the connection goes back out of autocommit and outside any
+    transaction (SQLAlchemy's own transactions rely on it), and none stays checked out."""
+    from datetime import UTC, datetime
+
+    from ocop_workflow.clock import FixedClock
+    from ocop_workflow.config import load_config
+    from ocop_workflow.errors import Conflict, NotFound
+    from ocop_workflow.service import Ocop
+
+    with pg_schema() as url:
+        ws = _workspace(tmp_path / "ws", url)
+        config = load_config(ws.root / "config.toml", {"OCOP_DATABASE_URL": url})
+        ocop = Ocop(config, FixedClock(datetime(2026, 3, 2, 2, 0, tzinfo=UTC)))
+        ocop.conceal = True  # as the server's facade
+        ocop.read_per_thread()
+        lan = config.user("lan")
+        token = ocop.create_token("lan", label="t").token
+        dossier_id = ocop.register(
+            lan, product="Cà phê", producer="HTX Cà phê Ia Le", commune="Ia Le"
+        ).id
+        pool = ocop.store.engine.pool
+
+        def act(dossier: str, version: int) -> int:
+            with ocop.acting(token=token, dossier=dossier):
+                actor, _ = ocop.authenticate(token)
+                assert pool.checkedout() == 1  # token, row and transaction: one connection
+                return ocop.advance(actor, dossier, "accept_idea", expect_version=version).version
+
+        def as_lent() -> None:
+            assert pool.checkedout() == 0
+            lent = [ocop.store.engine.raw_connection() for _ in range(pool.checkedin())]
+            for pooled in lent:
+                assert pooled.driver_connection.autocommit is False
+                assert pooled.driver_connection.pgconn.transaction_status == 0  # idle
+                pooled.close()
+
+        assert act(dossier_id, 1) == 2
+        as_lent()
+        with pytest.raises(Conflict):
+            act(dossier_id, 1)
+        as_lent()
+        with pytest.raises(NotFound):
+            act("OCOP-2026-9999", 1)
+        as_lent()
+        with pytest.raises(ZeroDivisionError), ocop.acting(token=token, dossier=dossier_id):
+            1 / 0  # noqa: B018
+        as_lent()
+        ocop.store.dispose()
