@@ -7,18 +7,18 @@ the database's own answer, in CPU the server's one Python process has little of.
 is one statement on a connection borrowed from the ``Store``'s pool (so the pool still bounds
 the connections) in autocommit: one round trip, and psycopg prepares a statement on the server
 once it has run a few times. The server's ``GET /dossiers/{id}`` reads the token's row and the
-page in one statement (``page_ahead``). Nothing here writes.
+page in one statement (``page_ahead``); its advance, the token's row and the dossier's, on the
+connection its transaction then runs on (``acting_ahead``). Nothing here writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import EnvironmentProblem, UsageError
-from .instants import read_instant
+from .instants import read_instant, utc_row
 from .sqlite_reads import _INSTANTS, SqliteReads
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class PgReads(SqliteReads):
         are read up front in one statement; ``api_token`` and ``dossier`` then answer from
         them (each once), and the transition runs on the same connection. Three checkouts from
         the pool and two round trips before the transaction become one of each."""
-        from .store import SimpleBatch
+        from .pg_batch import SimpleBatch
 
         with self.store.holding():
             with self.read() as db:
@@ -265,20 +265,14 @@ class _Cursor:
         return [(result.fname(i).decode(),) for i in range(result.nfields)]
 
     def fetchone(self) -> Any:
-        return _utc(self.cursor.fetchone())
+        return utc_row(self.cursor.fetchone())
 
     @property
     def rowcount(self) -> int:
         return int(self.cursor.rowcount)
 
     def __iter__(self) -> Iterator[Any]:
-        return (_utc(row) for row in self.cursor)
-
-
-def _utc(row: Any) -> Any:
-    if row is None:
-        return None
-    return tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row)
+        return (utc_row(row) for row in self.cursor)
 
 
 def _first_line(exc: BaseException) -> str:
