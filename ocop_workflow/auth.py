@@ -191,6 +191,11 @@ _BY_DIGEST = sa.select(
 ).where(token_t.c.token_sha256 == sa.bindparam("digest"))
 
 
+def may_be_token(token: str) -> bool:
+    """Whether ``token`` has a token's form: anything else is refused without a read."""
+    return token.startswith(TOKEN_PREFIX) and len(token) <= 200
+
+
 def authenticate(
     store: Store,
     config: Config,
@@ -207,7 +212,7 @@ def authenticate(
     every server process. ``lookup``: the row by SHA-256 through a cheaper reader (the
     server's plain sqlite3 connection of this thread); else one query through ``store``.
     """
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+    if not may_be_token(token):
         raise Unauthenticated("invalid or expired token")
     digest = token_digest(token)
     row: Any  # a mapping, or None

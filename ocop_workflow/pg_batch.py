@@ -25,7 +25,10 @@ class SimpleBatch:
     ``PQescapeLiteral`` on this connection, a typed literal for an instant, a NUL in a text
     refused with ``DataError``). Done here rather than by ``ClientCursor`` because psycopg
     re-parses a query of more than 50 values each time, and a transition's writes hold more:
-    the statement's pieces around its placeholders are split once (``_pieces``)."""
+    the statement's pieces around its placeholders are split once (``_pieces``). Nothing is
+    prepared on the server (``prepare=False``): with its values in its text, each statement
+    run five times would be kept there as a prepared statement of its own. The values show in
+    the server's own view of the statement (``pg_stat_activity``, a statement log)."""
 
     #: A statement's text around its placeholders, by statement.
     _pieces: ClassVar[dict[str, tuple[bytes, ...]]] = {}
@@ -88,7 +91,7 @@ class SimpleBatch:
             statements.append(b"COMMIT")
             self.begun = False
         cursor = self.cursor
-        cursor.execute(b"; ".join(statements))
+        cursor.execute(b"; ".join(statements), prepare=False)
         for _ in range(skip):
             cursor.nextset()
         return cursor
@@ -98,13 +101,13 @@ class SimpleBatch:
         autocommit); the cursor on its result."""
         self.execute(sql, params)
         statements, self._sql = self._sql, []
-        self.cursor.execute(b"; ".join(statements))
+        self.cursor.execute(b"; ".join(statements), prepare=False)
         return self.cursor
 
     def rollback(self) -> None:
         self._sql = []
         if self.conn.pgconn.transaction_status != _IDLE:
-            self.cursor.execute(b"ROLLBACK")
+            self.cursor.execute(b"ROLLBACK", prepare=False)
         self.begun = False
 
 

@@ -128,18 +128,25 @@ class PgReads(SqliteReads):
         (``Store.holding``), on which the token's row (by ``digest``) and the dossier's row
         are read up front in one statement; ``api_token`` and ``dossier`` then answer from
         them (each once), and the transition runs on the same connection. Three checkouts from
-        the pool and two round trips before the transaction become one of each."""
+        the pool and two round trips before the transaction become one of each.
+
+        An id the database cannot take (a NUL) reads nothing ahead: the block then reads as
+        usual, the token first, so that a request without a valid token is told 401 before
+        anything is said of its input."""
         from .pg_batch import SimpleBatch
 
         with self.store.holding():
-            with self.read() as db:
-                # bound by psycopg into one simple query: no prepared statement to manage
-                cursor = SimpleBatch(db.conn).query(_ACTING, (digest, dossier_id))
-                token, dossier = cursor.fetchone()
-            self._ahead = {
-                ("api_token", digest): _instants(token),
-                ("dossier", dossier_id): _instants(dossier),
-            }
+            try:
+                with self.read() as db:
+                    cursor = SimpleBatch(db.conn).query(_ACTING, (digest, dossier_id))
+                    token, dossier = cursor.fetchone()
+            except UsageError:
+                pass
+            else:
+                self._ahead = {
+                    ("api_token", digest): _instants(token),
+                    ("dossier", dossier_id): _instants(dossier),
+                }
             try:
                 yield
             finally:

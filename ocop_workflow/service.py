@@ -210,11 +210,11 @@ class Ocop:
         still checked, by ``authenticate``, before anything else is done. Elsewhere nothing."""
         from contextlib import nullcontext
 
-        ahead = getattr(self.reads(), "acting_ahead", None)
-        if ahead is None or token is None:
-            return nullcontext()
-        from .auth import token_digest
+        from .auth import may_be_token, token_digest
 
+        ahead = getattr(self.reads(), "acting_ahead", None)
+        if ahead is None or token is None or not may_be_token(token):
+            return nullcontext()  # (a made-up token is refused before any read)
         return ahead(token_digest(token), dossier)
 
     def _plain_reads(self) -> SqliteReads | bool:

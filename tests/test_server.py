@@ -677,6 +677,22 @@ def test_a_nul_in_a_dossier_id_is_bad_input_not_a_database_outage(api: Api) -> N
         assert api.get(f"/api/v1/dossiers/{made['id']}", "lan").status_code == 200
 
 
+def test_an_advance_on_an_id_with_a_nul_is_401_without_a_valid_token_and_422_with_one(
+    api: Api,
+) -> None:
+    """The server's advance reads the token's row and the dossier's together before it
+    authenticates (PostgreSQL); an id the database cannot take must not turn that read into
+    an answer about the input before the sender is known."""
+    api.register()
+    made_up = {"Authorization": "Bearer ocop_" + "x" * 43}
+    path = "/api/v1/dossiers/OCOP%00x/advance"
+    body = {"trigger": "accept_idea"}
+    refused = api.client.post(path, headers=made_up, json=body)
+    assert refused.status_code == 401, refused.text
+    answered = api.post(path, "lan", json=body)
+    assert answered.status_code in (404, 422), answered.text  # SQLite: no such dossier
+
+
 @pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz (installed by .ci/run)")
 def test_an_svg_diagram_is_laid_out_once_however_often_it_is_asked_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -314,3 +314,21 @@ def test_a_write_request_gives_its_one_connection_back_to_the_pool_as_it_was_len
             1 / 0  # noqa: B018
         as_lent()
         ocop.store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_batch_with_its_values_in_its_text_is_never_prepared_on_the_server() -> None:
+    """psycopg prepares a statement it has run five times. A batch's text holds its values, so
+    each would be a prepared statement of its own, kept by the server for the connection's
+    life: a batch, a lone read and a ROLLBACK are sent unprepared."""
+    import psycopg
+
+    from ocop_workflow.pg_batch import SimpleBatch
+
+    with pg_schema() as url, psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as db:
+        for _ in range(7):
+            batch = SimpleBatch(db)
+            assert batch.query("SELECT ?", ["một"]).fetchone() == ("một",)
+            assert batch.send(["SELECT ?"], ["hai"]).fetchone() == ("hai",)
+            batch.rollback()
+        assert db.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
