@@ -1031,13 +1031,13 @@ class PgWrites(SqliteWrites):
     the chain's head; then the writes; then ``COMMIT``.
 
     Each batch is one message of PostgreSQL's simple query protocol, its values bound by
-    psycopg (``ClientCursor``: libpq's ``PQescapeLiteral`` on this connection; a NUL in a text
-    refused, as a bound parameter would be). Why not bound on the server, one statement at a
-    time or in psycopg's pipeline mode: on the server's one Python process every round trip
-    costs tens of microseconds of CPU (the wake-up, psycopg's result machinery) and pipeline
-    mode more still per statement; the same transition in batches took half the CPU
-    (README, Benchmarks). The database parses the few short statements each time instead of
-    reusing prepared ones, which its own CPU did not show.
+    psycopg as literals (``pg_batch.SimpleBatch``: libpq's ``PQescapeLiteral`` on this
+    connection; a NUL in a text refused, as a bound parameter would be). Why not bound on the
+    server, one statement at a time or in psycopg's pipeline mode: on the server's one Python
+    process every round trip costs tens of microseconds of CPU (the wake-up, psycopg's result
+    machinery) and pipeline mode more still per statement; the same statements in batches took
+    half the client's CPU (README, Benchmarks). The database parses the few short statements
+    each time instead of reusing prepared ones, which its own CPU did not show.
 
     Instants are bound as the aware datetimes they are and read back in UTC (``pg_reads``),
     as ``UTCDateTime`` does.
