@@ -1,10 +1,8 @@
-"""Instants read back as aware UTC datetimes: from SQLite's naive UTC text (``read_instant``),
-and from a psycopg row's aware datetimes in the session's time zone (``utc_row``).
+"""Instants as SQLite holds them: naive UTC text, read back as aware UTC datetimes.
 
-One function for each database's read paths: ``store.SqliteWrites`` (the engine's writes) and
-``sqlite_reads`` (the plain-``sqlite3`` reads, which must not import SQLAlchemy), and
-``store.PgWrites`` and ``pg_reads``. They live here, in a module that imports nothing of the
-project.
+One function for the two read paths, ``store.SqliteWrites`` (the engine's writes) and
+``sqlite_reads`` (the plain-``sqlite3`` reads, which must not import SQLAlchemy: it lives here,
+in a module that imports nothing of the project).
 """
 
 from __future__ import annotations
@@ -33,11 +31,3 @@ def read_instant(text: Any) -> Any:
         pass
     parsed = datetime.fromisoformat(text)
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def utc_row(row: Any) -> Any:
-    """A psycopg row (a tuple, or None) with its instants in UTC, as ``store.UTCDateTime``
-    gives them: psycopg returns them in the session's time zone."""
-    if row is None:
-        return None
-    return tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row)

@@ -9,7 +9,8 @@ cost more CPU than the database's own work (README, Benchmarks).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 
@@ -43,7 +44,6 @@ class SimpleBatch:
         #: the transition and the timers' due instants recur in most of its rows.
         self._made: dict[tuple[type, Any], bytes] = {}
         self._sql: list[bytes] = []
-        self.begun = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         pieces = self._pieces.get(sql)
@@ -71,44 +71,39 @@ class SimpleBatch:
 
     def send(self, sql: Sequence[str], params: Sequence[Any] = (), *, commit: bool = False) -> Any:
         """The queue, then ``sql`` (bound to ``params`` in turn), as one batch: BEGIN first if
-        no transaction is open, COMMIT last if ``commit``. The cursor on the first result after
-        the queue's (on the queue's last if ``sql`` is empty); None if nothing was sent."""
-        queued = len(self._sql)
+        no transaction is open, COMMIT last if ``commit``. The cursor on the result of the
+        batch's first statement after its BEGIN; None if there was nothing to send."""
         at = 0
         for statement in sql:
             count = statement.count("?")
             self.execute(statement, params[at : at + count])
             at += count
         statements, self._sql = self._sql, []
-        if not statements and not (commit and self.begun):
+        begin = self.conn.pgconn.transaction_status == _IDLE
+        if not statements and (begin or not commit):
             return None
-        skip = queued if sql else max(queued - 1, 0)
-        if not self.begun:
+        if begin:
             statements.insert(0, b"BEGIN")
-            skip += 1
-            self.begun = True
         if commit:
             statements.append(b"COMMIT")
-            self.begun = False
         cursor = self.cursor
         cursor.execute(b"; ".join(statements), prepare=False)
-        for _ in range(skip):
+        if begin:
             cursor.nextset()
         return cursor
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        """``sql`` bound to ``params``, sent now as a batch of its own (no BEGIN: a read in
-        autocommit); the cursor on its result."""
+        """``sql`` bound to ``params``, sent now on its own (no BEGIN: a read in autocommit);
+        the cursor on its result."""
         self.execute(sql, params)
-        statements, self._sql = self._sql, []
-        self.cursor.execute(b"; ".join(statements), prepare=False)
+        self.cursor.execute(self._sql.pop(), prepare=False)
         return self.cursor
 
     def rollback(self) -> None:
+        """ROLLBACK, if a transaction is open; whatever is queued is dropped."""
         self._sql = []
         if self.conn.pgconn.transaction_status != _IDLE:
             self.cursor.execute(b"ROLLBACK", prepare=False)
-        self.begun = False
 
 
 _IDLE = 0  # libpq's PQTRANS_IDLE
@@ -116,3 +111,32 @@ _IDLE = 0  # libpq's PQTRANS_IDLE
 
 def _flat(rows: list[Any]) -> list[Any]:
     return [value for row in rows for value in row]
+
+
+class UtcCursor:
+    """A psycopg cursor whose instants come back in UTC, as ``store.UTCDateTime`` gives them."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    @property
+    def description(self) -> list[tuple[str]]:
+        """Only the names (all ``_Shape`` reads), from the result itself: psycopg's
+        ``description`` builds a Column object per column on every access. (A property: the
+        cursor may move on to a batch's next result.)"""
+        result = self.cursor.pgresult
+        return [(result.fname(i).decode(),) for i in range(result.nfields)]
+
+    def fetchone(self) -> Any:
+        return _utc(self.cursor.fetchone())
+
+    def __iter__(self) -> Iterator[Any]:
+        return (_utc(row) for row in self.cursor)
+
+
+def _utc(row: Any) -> Any:
+    """A row (a tuple, or None) with its instants in UTC: psycopg gives them in the session's
+    time zone."""
+    if row is None:
+        return None
+    return tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row)

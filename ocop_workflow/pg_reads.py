@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .errors import EnvironmentProblem, UsageError
-from .instants import read_instant, utc_row
+from .instants import read_instant
+from .pg_batch import SimpleBatch, UtcCursor
 from .sqlite_reads import _INSTANTS, SqliteReads
 
 if TYPE_CHECKING:
@@ -133,8 +134,6 @@ class PgReads(SqliteReads):
         An id the database cannot take (a NUL) reads nothing ahead: the block then reads as
         usual, the token first, so that a request without a valid token is told 401 before
         anything is said of its input."""
-        from .pg_batch import SimpleBatch
-
         with self.store.holding():
             try:
                 with self.read() as db:
@@ -241,45 +240,7 @@ class _Placeholders:
         self.conn = conn
 
     def execute(self, sql: str, params: Any = ()) -> Any:
-        return _Cursor(self.conn.execute(sql.replace("?", "%s"), params))
-
-    def executemany(self, sql: str, params: list[Any]) -> None:
-        """``INSERT … VALUES (…)`` of several rows (``SqliteWrites.insert``) as one statement
-        with a ``VALUES`` group per row: psycopg's ``executemany`` runs a pipeline, which cost
-        more than the statement (most inserts are one audit entry or a few timers)."""
-        head, values, group = sql.partition(" VALUES ")
-        if not values or len(params) == 1:
-            for row in params:
-                self.conn.execute(sql.replace("?", "%s"), row)
-            return
-        rows = ", ".join([group] * len(params))
-        flat = [value for row in params for value in row]
-        self.conn.execute(f"{head}{values}{rows}".replace("?", "%s"), flat)
-
-
-class _Cursor:
-    """A psycopg cursor whose instants come back in UTC, as ``store.UTCDateTime`` gives them."""
-
-    def __init__(self, cursor: Any) -> None:
-        self.cursor = cursor
-
-    @property
-    def description(self) -> list[tuple[str]]:
-        """Only the names (all ``_Shape`` reads), from the result itself: psycopg's
-        ``description`` builds a Column object per column on every access. (A property: in a
-        pipeline the result arrives with the first fetch.)"""
-        result = self.cursor.pgresult
-        return [(result.fname(i).decode(),) for i in range(result.nfields)]
-
-    def fetchone(self) -> Any:
-        return utc_row(self.cursor.fetchone())
-
-    @property
-    def rowcount(self) -> int:
-        return int(self.cursor.rowcount)
-
-    def __iter__(self) -> Iterator[Any]:
-        return (utc_row(row) for row in self.cursor)
+        return UtcCursor(self.conn.execute(sql.replace("?", "%s"), params))
 
 
 def _first_line(exc: BaseException) -> str:

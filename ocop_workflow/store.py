@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
 from .errors import Conflict, EnvironmentProblem, OcopError, UsageError
-from .instants import read_instant, utc_row
+from .instants import read_instant
 
 # SCHEMA_REVISION, the Alembic head this code expects (tests/test_migrations.py pins it to the
 # scripts), is written in sqlite_reads.py: its plain-sqlite3 reads check it without this module.
@@ -1062,16 +1062,16 @@ class PgWrites(SqliteWrites):
         super().__init__(self._batch)
 
     def lock_dossier(self, dossier_id: str) -> dict[str, Any] | None:
-        """BEGIN, the row locked ``FOR UPDATE`` and the chain's head: one round trip."""
+        """BEGIN, the row locked ``FOR UPDATE`` and the chain's head: one round trip (the
+        transaction's first: nothing is queued before the dossier is locked)."""
+        from .pg_batch import UtcCursor
+
         cursor = self._batch.send(self._LOCK_HEAD, [dossier_id, dossier_id])
-        found = cursor.fetchone()
-        result = cursor.pgresult  # (psycopg's description makes a Column object per column)
-        names = [result.fname(i).decode() for i in range(result.nfields)]
+        row = _fetch_row(UtcCursor(cursor))
         cursor.nextset()
         head = cursor.fetchone()
-        if found is None:
+        if row is None:
             return None
-        row = dict(zip(names, utc_row(found), strict=True))
         row["audit_seq"], row["audit_hash"] = (None, None) if head is None else head
         return row
 
