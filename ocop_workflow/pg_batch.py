@@ -100,13 +100,24 @@ class SimpleBatch:
         return self.cursor
 
     def rollback(self) -> None:
-        """ROLLBACK, if a transaction is open; whatever is queued is dropped."""
+        """ROLLBACK, if a transaction is open; whatever is queued is dropped. Nothing is sent
+        on a connection that is lost (libpq no longer knows of a transaction): it would only
+        fail again."""
         self._sql = []
-        if self.conn.pgconn.transaction_status != _IDLE:
+        if self.conn.pgconn.transaction_status in _OPEN:
             self.cursor.execute(b"ROLLBACK", prepare=False)
 
 
-_IDLE = 0  # libpq's PQTRANS_IDLE
+def reusable(conn: Any) -> bool:
+    """Whether a psycopg connection may go back to the pool after an error: still open, and
+    in no transaction. A refused value, a lock or statement timeout, a deadlock leave it so once
+    rolled back; a lost server, or a ROLLBACK that failed, do not."""
+    return not conn.closed and conn.pgconn.transaction_status == _IDLE
+
+
+# libpq's PQTRANS_*: IDLE, then INTRANS and INERROR (a transaction open, or failed and open)
+_IDLE = 0
+_OPEN = (2, 3)
 
 
 def _flat(rows: list[Any]) -> list[Any]:

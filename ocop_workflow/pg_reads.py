@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import EnvironmentProblem, UsageError
 from .instants import read_instant
-from .pg_batch import SimpleBatch, UtcCursor
+from .pg_batch import SimpleBatch, UtcCursor, reusable
 from .sqlite_reads import _INSTANTS, SqliteReads
 
 if TYPE_CHECKING:
@@ -79,15 +79,13 @@ class PgReads(SqliteReads):
                 # as Store.read says it; the connection itself is fine
                 raise UsageError(f"the database refused a value: {_first_line(exc)}") from None
             except psycopg.Error as exc:
-                lease.broken = True
                 raise EnvironmentProblem(
                     f"database error ({self.url}): {_first_line(exc)}"
                 ) from None
             finally:
-                try:
-                    if not lease.broken:
-                        conn.autocommit = False  # as lent: SQLAlchemy runs transactions
-                except psycopg.Error:
+                if reusable(conn):  # a statement timeout does not cost a connection
+                    conn.autocommit = False  # as lent: SQLAlchemy runs transactions
+                else:
                     lease.broken = True
 
     @contextmanager

@@ -12,7 +12,7 @@ import json
 import operator
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -766,11 +766,13 @@ def _refusal(store: Store, exc: BaseException) -> OcopError:
     """A database's error as the one hierarchy says it, SQLAlchemy's and psycopg's alike (both
     name their classes after PEP 249): a value the database cannot hold (NUL, out of range) is
     bad input, a row someone else wrote a moment ago a conflict, anything else (operational)
-    the database's error."""
+    the database's error. On PostgreSQL a transaction it rolled back to break a deadlock or a
+    serialization failure (SQLSTATE class 40) is a conflict too: tried again, it goes through."""
     kinds = {kind.__name__ for kind in type(exc).__mro__}
     if "DataError" in kinds:
         return UsageError(f"the database refused a value: {_first_line(exc)}")
-    if "IntegrityError" in kinds:
+    sqlstate = str(getattr(getattr(exc, "orig", None) or exc, "sqlstate", None) or "")
+    if "IntegrityError" in kinds or sqlstate.startswith("40"):
         return Conflict(
             f"the change conflicts with one made meanwhile: {_first_line(exc)}; "
             "nothing was written, try again"
@@ -1168,10 +1170,13 @@ def _sqlite_writes(store: Store) -> Iterator[SqliteWrites]:
 @contextmanager
 def _pg_writes(store: Store) -> Iterator[SqliteWrites]:
     """A transition's transaction in batches (``PgWrites``) on a pooled psycopg connection
-    (``holding``'s, if the thread holds one); errors mapped as ``Store.write`` maps them. A
-    connection lost, or left in a transaction by a failed ROLLBACK, is not given back to the
-    pool."""
+    (``holding``'s, if the thread holds one); errors mapped as ``Store.write`` maps them, the
+    one that ended the transaction told even if its ROLLBACK fails too. The connection goes
+    back to the pool unless it is lost or a failed ROLLBACK left it in the transaction
+    (``pg_batch.reusable``): a lock or statement timeout does not cost a connection."""
     import psycopg
+
+    from .pg_batch import reusable
 
     with store._lease() as lease:
         db: Any = lease.connection
@@ -1182,19 +1187,16 @@ def _pg_writes(store: Store) -> Iterator[SqliteWrites]:
                 yield writes
                 writes.commit()
             except BaseException:
-                writes.rollback()
+                with suppress(psycopg.Error):  # the error that ended it is the one to tell
+                    writes.rollback()
                 raise
         except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError) or db.pgconn.transaction_status:
-                lease.broken = True
-            if isinstance(
-                exc, (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError)
-            ):
-                raise _refusal(store, exc) from None
-            raise
+            raise _refusal(store, exc) from None
         finally:
-            if not lease.broken:
+            if reusable(db):
                 db.autocommit = False  # as the pool lent it: SQLAlchemy runs transactions
+            else:
+                lease.broken = True
 
 
 def _sqlite_transaction(

@@ -36,6 +36,16 @@ def _workspace(root: Path, url: str | None = None) -> Workspace:
     return ws
 
 
+def _register(ws: Workspace) -> str:
+    """One dossier, registered by the commune officer: its id."""
+    return str(
+        ws.run(
+            "dossier", "register", "--product", "Cà phê", "--producer", "HTX Cà phê Ia Le",
+            "--commune", "Ia Le", "--json", user="lan", now=T0, check=True,
+        ).json()["id"]
+    )  # fmt: skip
+
+
 def _walk(ws: Workspace, *, fast: bool) -> None:
     app = ws.app(user="lan", now=T0)
     engine = app.engine
@@ -203,10 +213,7 @@ def test_values_reach_postgresql_exactly_as_given_whatever_they_hold(tmp_path: P
         ws = _workspace(tmp_path / "ws", url)
         app = ws.app(user="lan", now=T0)
         engine, lan = app.engine, app.config.users["lan"]
-        dossier_id = ws.run(
-            "dossier", "register", "--product", "Cà phê", "--producer", "HTX Cà phê Ia Le",
-            "--commune", "Ia Le", "--json", user="lan", now=T0, check=True,
-        ).json()["id"]  # fmt: skip
+        dossier_id = _register(ws)
         moved = engine.advance(dossier_id, "accept_idea", lan, reason=HOSTILE, expect_version=1)
         assert (moved.seq, moved.version) == (2, 2)
         with engine.store.read() as conn:
@@ -237,10 +244,7 @@ def test_a_value_postgresql_cannot_hold_is_bad_input_and_the_transaction_writes_
         ws = _workspace(tmp_path / "ws", url)
         app = ws.app(user="lan", now=T0)
         store, engine, lan = app.store, app.engine, app.config.users["lan"]
-        dossier_id = ws.run(
-            "dossier", "register", "--product", "Cà phê", "--producer", "HTX Cà phê Ia Le",
-            "--commune", "Ia Le", "--json", user="lan", now=T0, check=True,
-        ).json()["id"]  # fmt: skip
+        dossier_id = _register(ws)
         at = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
         before = dump_database(url)
         for _ in range(2):
@@ -332,3 +336,149 @@ def test_a_batch_with_its_values_in_its_text_is_never_prepared_on_the_server() -
             assert batch.send(["SELECT ?"], ["hai"]).fetchone() == ("hai",)
             batch.rollback()
         assert db.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+
+
+def _pooled_backends(store: object) -> set[int]:
+    """The server process ids of the connections the store's pool holds idle."""
+    pool = store.engine.pool  # type: ignore[attr-defined]
+    lent = [store.engine.raw_connection() for _ in range(pool.checkedin())]  # type: ignore[attr-defined]
+    try:
+        return {pooled.driver_connection.info.backend_pid for pooled in lent}
+    finally:
+        for pooled in lent:
+            pooled.close()
+
+
+@pytest.mark.postgres
+def test_a_transition_postgresql_aborts_as_a_deadlock_is_a_conflict_and_keeps_its_connection(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL breaks a deadlock, or a serialization failure, by rolling one transaction
+    back (SQLSTATE class 40): that transition is a conflict (exit 5, 409: try again), writes
+    nothing, and its connection, healthy once rolled back, goes back to the pool rather than
+    being thrown away. The error is raised by a trigger here, as the database raises its own."""
+    import sqlalchemy as sa
+
+    from ocop_workflow.errors import Conflict
+
+    with pg_schema() as url:
+        ws = _workspace(tmp_path / "ws", url)
+        app = ws.app(user="lan", now=T0)
+        engine, lan = app.engine, app.config.users["lan"]
+        dossier_id = _register(ws)
+        with engine.store.write() as conn:
+            conn.execute(sa.text(
+                "CREATE FUNCTION deadlock_on_boom() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN IF NEW.reason = 'boom' THEN "
+                "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END IF; "
+                "RETURN NEW; END $$"
+            ))  # fmt: skip
+            conn.execute(sa.text(
+                "CREATE TRIGGER deadlock_on_boom BEFORE INSERT ON audit_entry "
+                "FOR EACH ROW EXECUTE FUNCTION deadlock_on_boom()"
+            ))  # fmt: skip
+        engine.advance(dossier_id, "accept_idea", lan, reason="ok", expect_version=1)
+        backends = _pooled_backends(engine.store)
+        before = dump_database(url)
+        for _ in range(3):
+            with pytest.raises(Conflict, match="try again"):
+                engine.advance(dossier_id, "approve_plan", lan, reason="boom", expect_version=2)
+        assert dump_database(url) == before
+        assert _pooled_backends(engine.store) == backends
+        assert engine.advance(dossier_id, "approve_plan", lan, expect_version=2).version == 3
+        assert audit.verify(engine.store).ok
+        engine.store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_lock_timeout_mid_transition_refuses_it_writes_nothing_and_keeps_the_connection(
+    tmp_path: Path,
+) -> None:
+    """With a ``lock_timeout`` in the database URL's options, a transition whose dossier another
+    session holds locked for longer gives up: the database's error (exit 1, 503 from the
+    server), nothing written, and the connection goes back to the pool (it is healthy once
+    rolled back); when the lock is let go, the same transition goes through."""
+    import psycopg
+
+    from ocop_workflow.errors import EnvironmentProblem
+
+    with pg_schema() as url:
+        ws = _workspace(tmp_path / "ws", url)
+        dossier_id = _register(ws)
+        impatient = Workspace(ws.root, url + "%20-clock_timeout%3D150")
+        app = impatient.app(user="lan", now=T0)
+        engine, lan = app.engine, app.config.users["lan"]
+        engine.advance(dossier_id, "accept_idea", lan, expect_version=1)
+        backends = _pooled_backends(engine.store)
+        before = dump_database(url)
+        with psycopg.connect(url.replace("+psycopg", "")) as other:
+            other.execute("SELECT 1 FROM dossier WHERE id = %s FOR UPDATE", [dossier_id])
+            for _ in range(2):
+                with pytest.raises(EnvironmentProblem, match="lock timeout"):
+                    engine.advance(dossier_id, "approve_plan", lan, expect_version=2)
+            other.rollback()
+        assert dump_database(url) == before
+        assert _pooled_backends(engine.store) == backends
+        assert engine.advance(dossier_id, "approve_plan", lan, expect_version=2).version == 3
+        engine.store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_transition_whose_connection_is_killed_tells_why_and_the_pool_replaces_it(
+    tmp_path: Path,
+) -> None:
+    """A server process killed mid-transition (an administrator's ``pg_terminate_backend``, a
+    crash): the transition fails with the error that ended it, not with the failed ROLLBACK's
+    after it; nothing is written; the dead connection is not given back to the pool, and the
+    next transition goes through on another."""
+    import psycopg
+
+    from ocop_workflow.errors import EnvironmentProblem
+
+    with pg_schema() as url:
+        ws = _workspace(tmp_path / "ws", url)
+        app = ws.app(user="lan", now=T0)
+        store, engine, lan = app.store, app.engine, app.config.users["lan"]
+        dossier_id = _register(ws)
+        before = dump_database(url)
+        with (
+            pytest.raises(EnvironmentProblem, match="terminat") as failed,
+            store.writes() as writes,
+        ):
+            assert writes.lock_dossier(dossier_id) is not None
+            with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(%s)", [writes._batch.conn.info.backend_pid]
+                )
+            writes.move_dossier(dossier_id, 1, {"version": 2})
+        assert "closed" not in failed.value.message
+        assert store.engine.pool.checkedout() == 0
+        assert dump_database(url) == before
+        assert engine.advance(dossier_id, "accept_idea", lan, expect_version=1).version == 2
+        store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_read_that_times_out_is_the_databases_error_and_keeps_its_connection() -> None:
+    """A read the database cancels (a ``statement_timeout`` in the URL's options) is the
+    database's error (exit 1, 503 from the server); its connection, in autocommit and so in
+    no transaction, is healthy and goes back to the pool, out of autocommit as it was lent."""
+    import sqlalchemy as sa
+
+    from ocop_workflow.errors import EnvironmentProblem
+    from ocop_workflow.pg_reads import PgReads
+    from ocop_workflow.store import Store
+
+    with pg_schema() as url:
+        store = Store(url + "%20-cstatement_timeout%3D100")
+        reads = PgReads(store)
+        with reads.read() as db:
+            assert db.execute("SELECT ?", [1]).fetchone() == (1,)
+        backends = _pooled_backends(store)
+        for _ in range(2):
+            with pytest.raises(EnvironmentProblem, match="statement timeout"), reads.read() as db:
+                db.execute("SELECT pg_sleep(?)", [5])
+        assert _pooled_backends(store) == backends
+        with store.read() as conn:
+            assert conn.execute(sa.text("SELECT 2")).scalar_one() == 2
+        store.dispose()
