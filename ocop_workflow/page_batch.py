@@ -26,6 +26,9 @@ from .errors import UsageError
 
 #: A batch's answer to a request that must be read on its own (see the module's docstring).
 ALONE = object()
+#: Pages read in one batch at most: however many requests arrive at once, one statement stays
+#: of a bounded size, and one request's refused value sends at most this many to be read alone.
+MOST = 64
 
 Reader = Callable[[list[tuple[str, str]]], list[Any]]
 
@@ -50,8 +53,9 @@ class PageBatches:
         return await answer
 
     def _next(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Read every page asked for so far, on the batch thread."""
-        batch, self._asked = self._asked, []
+        """Read the pages asked for so far, ``MOST`` at most, oldest first, on the batch
+        thread."""
+        batch, self._asked = self._asked[:MOST], self._asked[MOST:]
         self._reading = True
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="ocop-pages")

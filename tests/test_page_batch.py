@@ -100,3 +100,16 @@ def test_the_batch_thread_ends_with_close(n: int) -> None:
     before = threading.active_count()
     assert run(reader, [str(i) for i in range(n)]) == [f"t:{i}" for i in range(n)]
     assert threading.active_count() == before
+
+
+def test_however_many_pages_are_asked_at_once_a_batch_reads_at_most_most_in_order() -> None:
+    """A flood of requests must not become one unbounded statement: the pages queued behind
+    the first batch are read ``MOST`` at a time, oldest first, each answered its own."""
+    from ocop_workflow.page_batch import MOST
+
+    reader = Reader()
+    asked = [f"D{i}" for i in range(2 * MOST + 11)]
+    answers = run(reader, asked)
+    assert answers == [f"t:{d}" for d in asked]
+    assert [len(b) for b in reader.batches] == [1, MOST, MOST, 10]
+    assert [d for batch in reader.batches for _, d in batch] == asked
