@@ -14,7 +14,14 @@ if TYPE_CHECKING:
     from .shapes import WorkflowDetail, WorkflowSummary
 
 
-def summary(app: App | Ocop, wf: WorkflowDef) -> WorkflowSummary:
+def _file(ocop: Ocop, wf: WorkflowDef) -> str:
+    """Where the workflow was loaded from: its path for a command on this machine; for the
+    server's callers (``conceal``), only the file's name — the server's own folders are
+    nobody's business but its operator's."""
+    return wf.path.name if ocop.conceal else str(wf.path)
+
+
+def summary(app: Ocop, wf: WorkflowDef) -> WorkflowSummary:
     """One row of ``workflow list`` (and of ``GET /api/v1/workflows``)."""
     from .shapes import WorkflowSummary
 
@@ -25,11 +32,11 @@ def summary(app: App | Ocop, wf: WorkflowDef) -> WorkflowSummary:
         default=wf.name == app.config.default_workflow,
         states=len(wf.states),
         triggers=len(wf.triggers),
-        file=str(wf.path),
+        file=_file(app, wf),
     )
 
 
-def describe(app: App | Ocop, name: str, clause: Any = None) -> WorkflowDetail:
+def describe(app: Ocop, name: str, clause: Any = None) -> WorkflowDetail:
     """``workflow show``: the workflow, and the dossiers on it — those ``clause`` (a policy's
     read filter) selects, when the reader may not see them all."""
     from .shapes import WorkflowDetail, WorkflowField, WorkflowState, WorkflowTransition
@@ -41,7 +48,7 @@ def describe(app: App | Ocop, name: str, clause: Any = None) -> WorkflowDetail:
         version=wf.version,
         title=wf.title,
         legal_basis=wf.legal_basis,
-        file=str(wf.path),
+        file=_file(app, wf),
         sha256=wf.sha256,
         default=wf.name == app.config.default_workflow,
         stages=tuple(wf.stages),
