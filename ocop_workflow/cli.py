@@ -884,13 +884,19 @@ def _remote_upload(client: Any, path: str, file: Any, form: dict[str, Any]) -> A
 
 
 def _remote_import(client: Any, path: Any, dry_run: bool, as_json: bool) -> None:
-    from .errors import UsageError
+    """``import`` through the server: a refused file says what the local one says — each
+    problem on stderr and, with ``--json``, the row-by-row report — whatever its exit code."""
+    from .errors import OcopError
 
     try:
         report = _remote_upload(client, "/imports", path, {"dry_run": str(dry_run).lower()})
-    except UsageError as rejected:
-        for problem in getattr(rejected, "reasons", None) or [rejected.message]:
-            click.echo(problem, err=True)
+    except OcopError as rejected:
+        refused = getattr(rejected, "report", None)
+        for problem in (refused or {}).get("problems") or getattr(rejected, "reasons", ()):
+            click.echo(one_line(problem), err=True)
+        if as_json and refused is not None:
+            emit_json(refused)
+            rejected.reported = True  # type: ignore[attr-defined]
         raise
     if as_json:
         emit_json(report)

@@ -110,6 +110,8 @@ class Client:
         )
         if reasons and not hasattr(failure, "reasons"):
             failure.reasons = reasons  # type: ignore[attr-defined]
+        if isinstance(body.get("report"), dict):  # a refused import's row-by-row report
+            failure.report = body["report"]  # type: ignore[attr-defined]
         raise failure
 
     def close(self) -> None:

@@ -68,7 +68,10 @@ LOOP_BUSY_BACKOFF_S = 1.0
 
 
 def status_of(error: OcopError) -> int:
-    """The HTTP status of an error of the one hierarchy (most specific class first)."""
+    """The HTTP status of an error of the one hierarchy (most specific class first), or of the
+    class whose ``code`` it carries: an import refused for a row someone may not register
+    (``permission_denied``) or for ids taken meanwhile (``conflict``) is 403 or 409, as the
+    same refusal of one ``POST /dossiers`` is."""
     from .auth import Throttled
 
     for kind, status in (
@@ -87,7 +90,7 @@ def status_of(error: OcopError) -> int:
         (ConfigError, 422),
         (EnvironmentProblem, 503),
     ):
-        if isinstance(error, kind):
+        if isinstance(error, kind) or error.code == kind.code:
             return status
     return 500
 
@@ -696,7 +699,7 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
             except ImportRejected as rejected:
                 body = error_body(rejected.code, rejected.message, rejected.problems)
                 body["report"] = rejected.report.document()
-                return JSONResponse(body, status_code=422)
+                return JSONResponse(body, status_code=status_of(rejected))
             except OcopError as exc:  # named as the caller sent it, not the server's folder
                 exc.message = exc.message.replace(str(path), name)
                 raise

@@ -152,6 +152,39 @@ def test_errors_map_to_http_statuses_with_the_cli_error_body(api: Api) -> None:
         assert body["error"]["message"]
 
 
+def test_a_refused_import_answers_the_status_of_its_refusal_with_the_row_by_row_report(
+    api: Api,
+) -> None:
+    """``POST /imports`` refuses a whole file for its worst row: ids taken meanwhile are 409
+    ``conflict`` and a row its sender may not register 403 ``permission_denied``, as the same
+    refusal of one ``POST /dossiers`` is; bad rows are 422 ``usage``. Beside the error, the
+    ``report`` names each problem by line, and nothing was registered."""
+
+    def sent(user: str, sheet: str) -> Any:
+        files = {"file": ("ho-so.csv", sheet.encode(), "text/csv")}
+        return api.post("/api/v1/imports", user, files=files)
+
+    taken = api.register()["id"]
+    before = api.get("/api/v1/dossiers", "hung").json()["total"]
+    cases = [
+        ("lan", f"id,product,producer,commune\n{taken},Mật ong,HTX Cà phê Ia Le,Ia Le\n",
+         409, "conflict"),
+        ("htx_iale", "product,producer,commune\nTrà,HTX Nông nghiệp Ia Phang,Ia Phang\n",
+         403, "permission_denied"),
+        ("lan", "product,producer,commune\n,HTX Cà phê Ia Le,Ia Le\n", 422, "usage"),
+    ]  # fmt: skip
+    for user, sheet, status, code in cases:
+        refused = sent(user, sheet)
+        assert refused.status_code == status, refused.text
+        body = refused.json()
+        assert set(body) == {"error", "report"}
+        assert body["error"]["code"] == code
+        assert body["report"]["imported"] == 0
+        problems = body["report"]["problems"]
+        assert problems and problems[0].startswith("ho-so.csv:2: ")
+    assert api.get("/api/v1/dossiers", "hung").json()["total"] == before
+
+
 def test_requests_without_a_valid_token_are_401(api: Api) -> None:
     """On every way in, the list and the dossier page alike: the page authenticates on a path of
     its own (the token check and the page in one read), so it is checked here too."""
