@@ -892,7 +892,7 @@ def _remote_import(client: Any, path: Any, dry_run: bool, as_json: bool) -> None
         report = _remote_upload(client, "/imports", path, {"dry_run": str(dry_run).lower()})
     except OcopError as rejected:
         refused = getattr(rejected, "report", None)
-        for problem in (refused or {}).get("problems") or getattr(rejected, "reasons", ()):
+        for problem in (refused or {}).get("problems") or getattr(rejected, "reasons", None) or ():
             click.echo(one_line(problem), err=True)
         if as_json and refused is not None:
             emit_json(refused)

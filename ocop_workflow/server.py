@@ -104,6 +104,10 @@ UNAVAILABLE = (
 )
 
 
+#: What a client is told of a bug (500): its detail may name anything the server holds.
+INTERNAL = "the server failed on this request: its log says why"
+
+
 def unavailable(exc: OcopError) -> JSONResponse:
     """The 503 answer to ``exc`` (an :class:`EnvironmentProblem`), its cause logged instead."""
     from .log import get_logger
@@ -269,6 +273,16 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         return JSONResponse(
             error_body(code, str(exc.detail)), status_code=status, headers=exc.headers
         )
+
+    @app.exception_handler(Exception)
+    def _bug(_request: Request, exc: Exception) -> JSONResponse:
+        """Anything outside the one hierarchy is a bug of ours: the caller gets the API's error
+        body (500 ``error``) and no detail; the traceback goes to the log, where the framework
+        then writes it too."""
+        from .log import get_logger
+
+        get_logger("ocop.server").error("server.bug", error=f"{type(exc).__name__}: {exc}")
+        return JSONResponse(error_body("error", INTERNAL), status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -185,6 +185,29 @@ def test_a_refused_import_answers_the_status_of_its_refusal_with_the_row_by_row_
     assert api.get("/api/v1/dossiers", "hung").json()["total"] == before
 
 
+def test_a_bug_answers_500_with_the_error_body_and_no_detail(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure outside the error hierarchy (a bug, simulated here by a facade method that
+    raises) is 500 with the API's one error body, naming nothing of the server's internals;
+    the next request is served as usual."""
+    from fastapi.testclient import TestClient
+
+    from ocop_workflow.service import Ocop
+
+    def broken(self: Ocop) -> Any:
+        raise RuntimeError("secret /srv/ocop/internal detail")
+
+    monkeypatch.setattr(Ocop, "workflows", broken)
+    client = TestClient(api.client.app, raise_server_exceptions=False)
+    failed = client.get("/api/v1/workflows", headers=api.h("lan"))
+    assert failed.status_code == 500
+    assert failed.headers["content-type"] == "application/json"
+    assert failed.json()["error"]["code"] == "error"
+    assert "secret" not in failed.text and "RuntimeError" not in failed.text
+    assert client.get("/api/v1/dossiers", headers=api.h("lan")).status_code == 200
+
+
 def test_requests_without_a_valid_token_are_401(api: Api) -> None:
     """On every way in, the list and the dossier page alike: the page authenticates on a path of
     its own (the token check and the page in one read), so it is checked here too."""
