@@ -571,7 +571,7 @@ class Ocop:
         from .shapes import Attached
 
         self._row(actor, dossier_id, acting=True)
-        return Attached.from_document(attach(self.engine, dossier_id, actor, kind, source))
+        return Attached.from_document(attach(self.engine, dossier_id, actor, kind, source), self.tz)
 
     def attach_stream(
         self,

@@ -335,14 +335,16 @@ class Attached:
     seq: int | None = None
 
     @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> Attached:
+    def from_document(cls, document: Mapping[str, Any], tz: tzinfo) -> Attached:
+        """From the document as the dossier's data records it (its instant in UTC, as stored
+        and hashed), the instant told in ``tz`` like every other."""
         return cls(
             dossier=document["dossier"],
             kind=document["kind"],
             name=document["name"],
             size=document["size"],
             sha256=document["sha256"],
-            at=document["at"],
+            at=datetime.fromisoformat(document["at"]).astimezone(tz).isoformat(),
             by=document["by"],
             already_attached=bool(document["already_attached"]),
             seq=document.get("seq"),

@@ -209,3 +209,19 @@ def test_a_recorded_hash_that_is_not_a_sha256_never_becomes_a_path(ws: Workspace
     result = ws.run("audit", "verify")
     assert result.code == 7, result
     assert "x.pdf (business_plan) records no valid SHA-256" in result.stdout, result
+
+
+def test_an_attachment_tells_its_instant_in_the_business_time_zone(ws: Workspace) -> None:
+    """The document's record in the dossier's data keeps its instant in UTC (as stored and
+    hashed); ``attach --json`` (and ``POST …/documents``) tells it in ``[engine] timezone``,
+    like every other time in the JSON."""
+    scan = ws.root / "dang-ky.pdf"
+    scan.write_bytes("Phiếu đăng ký".encode() * 10)
+    done = ws.run(
+        "dossier", "attach", "OCOP-DOC-1", "registration_form", str(scan), "--json",
+        user="lan", now=NOW,
+    )  # fmt: skip
+    assert done.code == 0, done
+    assert done.json()["at"] == NOW
+    stored = ws.run("dossier", "show", "OCOP-DOC-1", "--json", user="lan", now=NOW).json()
+    assert stored["data"]["documents"][0]["at"] == "2026-03-02T02:00:00+00:00"
