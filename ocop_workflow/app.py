@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from .config import Config, User, load_config
 from .errors import PermissionDenied
@@ -41,6 +41,8 @@ class App:
 
     @cached_property
     def config(self) -> Config:
+        if not self.config_path.exists() and self.through_server():
+            self._not_here(f"no config file {self.config_path}")  # see _no_local_database
         return load_config(self.config_path, self.env)
 
     @cached_property
@@ -49,6 +51,8 @@ class App:
         from .clock import FixedClock, clock_from_env
         from .service import Ocop
 
+        if self.through_server():
+            self._no_local_database()
         ocop = Ocop(self.config, FixedClock(clock_from_env(self.config, self.env).now()))
         ocop.instant_reads = True  # one command, one thread: plain sqlite3 reads are safe
         return ocop
@@ -94,6 +98,27 @@ class App:
         if self.env.get(SERVER_ENV):
             return True
         return self.config_path.exists() and bool(self.config.client.url)
+
+    def _no_local_database(self) -> None:
+        """Through a server, a command that works on the database itself (``token``, ``sweep``,
+        ``audit export``, ``init`` …) on a machine without one is refused as such — not with
+        "no config file" or "run `ocop init`", which would have an officer make a database of
+        their own instead of running the command where the database is."""
+        from .sqlite_reads import sqlite_path
+
+        path = sqlite_path(self.config.database_url)
+        if path is not None and not Path(path).exists():
+            self._not_here(f"no database {path}")
+
+    def _not_here(self, missing: str) -> NoReturn:
+        from .client import SERVER_ENV
+        from .errors import EnvironmentProblem
+
+        raise EnvironmentProblem(
+            f"this command works on the database itself, not through the server "
+            f"({SERVER_ENV} or [client] url), and this machine has {missing}: "
+            "run it where the database is"
+        )
 
     @cached_property
     def remote(self) -> Client | None:

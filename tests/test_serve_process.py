@@ -92,6 +92,27 @@ def test_through_the_server_errors_keep_their_exit_codes(served: Served) -> None
     assert "invalid or expired token" in nobody.stderr
 
 
+def test_a_command_only_the_database_can_do_is_refused_on_an_officers_machine_as_such(
+    served: Served,
+) -> None:
+    """Through a server, ``token``, ``sweep``, ``audit export`` and ``init`` work on the database
+    itself: on an officer's machine (no config file, or one with only ``[client]``) each says
+    to run it where the database is (exit 1), and none leaves a database of its own behind —
+    rather than "run `ocop init`", which would make the officer an empty one."""
+    token = served.token("lan")
+    for config in (None, '[client]\nurl = "' + served.url + '"\n'):
+        if config is not None:
+            (served.officer / "config.toml").write_text(config, encoding="utf-8")
+        for args in (("token", "list"), ("sweep",), ("audit", "export"), ("init",)):
+            refused = served.cli(*args, token=token)
+            assert refused.code == 1, refused
+            assert "works on the database itself" in refused.stderr, refused
+            assert "ocop init" not in refused.stderr, refused
+        assert sorted(p.name for p in served.officer.iterdir()) == (
+            [] if config is None else ["config.toml"]
+        )
+
+
 def test_as_is_refused_through_the_server(served: Served) -> None:
     token = served.token("lan")
     for args, env in (
