@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from .calendar_data import CalendarData, DayDecision
+from .calendar_data import WEEKDAY_NAMES, CalendarData, DayDecision
 from .errors import ConfigError
 
 _DAY = timedelta(days=1)
@@ -35,8 +35,7 @@ class DayOff:
 LABOUR_CODE = "Bộ luật Lao động 2019, Điều 112"
 LABOUR_CODE_2012 = "Bộ luật Lao động 2012, Điều 115"
 
-#: Vietnamese weekday names, Monday first (``date.weekday()`` order); locale-independent.
-WEEKDAY_NAMES = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ nhật")
+#: The names of Saturday and Sunday (``calendar_data.WEEKDAY_NAMES``).
 WEEKEND_NAMES = frozenset(WEEKDAY_NAMES[5:])
 
 

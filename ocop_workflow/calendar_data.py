@@ -28,6 +28,8 @@ from .errors import ConfigError
 PACKAGE_FILE = "vn-days-off.toml"
 STATUSES = ("off", "worked")
 _MAX_TEXT = 500
+#: Vietnamese weekday names, Monday first (``date.weekday()`` order); locale-independent.
+WEEKDAY_NAMES = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ nhật")
 
 
 @dataclass(frozen=True)
@@ -237,8 +239,6 @@ def _text(entry: Mapping[str, Any], key: str, item: str) -> str:
 
 
 def _weekday(day: date) -> str:
-    from .calendar import WEEKDAY_NAMES
-
     return WEEKDAY_NAMES[day.weekday()]
 
 

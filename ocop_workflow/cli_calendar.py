@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import app_of, emit_json, json_option
+from .cli_base import app_of, emit_json, json_option, writing
 
 if TYPE_CHECKING:
     from .calendar import WorkCalendar
@@ -123,8 +123,6 @@ def workflow_migrate(
     as_json: bool,
 ) -> None:
     """Move the dossiers in flight on one rule version (or file content) to another, audited."""
-
-    from .cli import writing
     from .errors import OcopError
     from .rule_migration import migrate
 
