@@ -197,8 +197,10 @@ class Policy:
             )
 
     def check_attach(self, user: User, dossier: Mapping[str, Any]) -> None:
-        """Attaching a document: the producer itself, or an officer covering the commune."""
-        _refuse(act_for_problems(user, dossier["producer"], dossier["commune"]))
+        """Attaching a document: as register, on the dossier's producer and commune — the
+        producer itself, or an officer or records officer covering the commune (whose
+        migration from the spreadsheets brings the scans of the dossiers it places)."""
+        self.check_register(user, producer=dossier["producer"], commune=dossier["commune"])
 
     def check_score(
         self, user: User, council: Council, dossier: Mapping[str, Any], *, member: str
