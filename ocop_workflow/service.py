@@ -766,7 +766,7 @@ class Ocop:
     # --- reports and audit ----------------------------------------------------------------
 
     def progress(self, actor: User | None, year: int) -> Progress:
-        """The progress report of ``year`` (province-wide: officers, councils and auditors)."""
+        """The progress report of ``year`` (province-wide: for those who read every dossier)."""
         from .inputs import check_year
         from .report import progress
         from .shapes import Progress
