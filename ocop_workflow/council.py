@@ -18,7 +18,7 @@ from typing import Any
 from .config import Council, User
 from .definitions import ScorecardDef, StateDef, WorkflowDef
 from .engine import Engine
-from .errors import NotFound, TransitionRefused, UsageError
+from .errors import NotFound, PermissionDenied, TransitionRefused, UsageError
 from .inputs import check_finite, check_text
 
 
@@ -247,11 +247,21 @@ def _check_parts(card: ScorecardDef, parts: Mapping[str, float]) -> dict[str, fl
 def _round(
     data: dict[str, Any], row: Mapping[str, Any], state: StateDef, council: Council
 ) -> dict[str, Any]:
-    """This level's scoring for the current state entry, started afresh for a new round."""
+    """This level's scoring for the current state entry, started afresh for a new round.
+
+    A round is its council's: where several councils of a level cover a commune, another one's
+    members or chair may not add to it, close it or clear it (``PermissionDenied``) — its quorum
+    is counted over its own members only."""
     assert state.level is not None
     scorings = data.setdefault("scoring", {})
     scoring = scorings.get(state.level)
-    if not scoring or scoring.get("round") != row["state_entry_seq"]:
+    if scoring and scoring.get("round") == row["state_entry_seq"]:
+        if scoring.get("council") != council.key:
+            raise PermissionDenied(
+                f"this round of the {state.level} scoring is council {scoring.get('council')}'s; "
+                f"council {council.key} may not score, close or re-score it"
+            )
+    else:
         scoring = {
             "round": row["state_entry_seq"],
             "council": council.key,

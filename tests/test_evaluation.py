@@ -998,3 +998,54 @@ def test_a_re_certification_takes_new_numbers_not_those_of_the_certificate_it_su
     data = ok(ws, "dossier", "show", d, now="2026-07-01T10:00:00+07:00")["data"]
     assert (data["certificate_no"], data["decision_no"]) == ("GCN-2026-017", "QĐ-2026-088")
     assert data["previous_certificates"][0]["certificate_no"] == "GCN-2023-001"
+
+
+TWO_PROVINCE_COUNCILS = """
+[councils.tinh_b]
+title = "Hội đồng tỉnh thứ hai"
+level = "province"
+chair = "b_chair"
+members = ["b_chair", "b1"]
+
+[users.b_chair]
+name = "Chủ tịch Hội đồng tỉnh thứ hai"
+roles = ["council_chair"]
+communes = ["*"]
+
+[users.b1]
+name = "Thành viên Hội đồng tỉnh thứ hai"
+roles = ["council_member"]
+communes = ["*"]
+"""
+
+
+def test_a_round_is_its_councils_another_council_of_the_level_may_not_score_close_or_clear_it(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Two province councils cover Ia Le: the round council ``tinh`` scores is ``tinh``'s. The
+    other council's chair may not add a score to it, close it with ``tinh``'s scores counted as
+    its quorum, or wipe it with a re-score (exit 6, nothing written); ``tinh``'s chair then
+    closes it as usual."""
+    from conftest import write_config
+
+    write_config(tmp_path, extra=TWO_PROVINCE_COUNCILS)
+    ws = Workspace(tmp_path, sqlite_url)
+    ws.run("init", check=True)
+    [d] = import_dossiers(ws, [dossier_row("OCOP-T-TWO", "evaluation_province")])
+    for member, parts in FOUR_STAR_COUNCIL.items():
+        given = ws.run(
+            "score", d, "--member", member, "--a", str(parts[0]), "--b", str(parts[1]),
+            "--c", str(parts[2]), "--council", "tinh", user="chair", now=T_SCORE,
+        )  # fmt: skip
+        assert given.code == 0, given
+    on_b = ("--council", "tinh_b")
+    for args in (
+        ("score", d, "--member", "b_chair", "--a", "30", "--b", "20", "--c", "25", *on_b),
+        ("score", d, "--close", *on_b),
+        ("score", d, "--rescore", "--reason", "làm lại", *on_b),
+    ):
+        message = refused(ws, 6, "permission_denied", *args, user="b_chair")
+        assert "council tinh's" in message, message
+    closed = ws.run("score", d, "--close", "--council", "tinh", "--json", user="chair", now=T_SCORE)
+    result = closed_result(closed, "province")
+    assert result["present"] == sorted(PROVINCE_PRESENT)
