@@ -105,6 +105,10 @@ class AuditConfig:
 
 #: ``[documents] max_bytes`` default: a scanned 500-page dossier is ~20–40 MB.
 DEFAULT_MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
+#: ``[documents] max_per_dossier`` default. A dossier's documents are part of its data, which
+#: every later audit entry of it records whole: without a bound, a producer's thousands of tiny
+#: uploads would grow the (undeletable) trail with their square. A real dossier holds a few dozen.
+DEFAULT_MAX_DOCUMENTS = 100
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ class Config:
     #: A province's own days off (and worked Saturdays), each with its source: ``[calendar]``.
     calendar_days: tuple[DayDecision, ...] = ()
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    max_documents: int = DEFAULT_MAX_DOCUMENTS
     audit: AuditConfig = field(default_factory=AuditConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
@@ -396,7 +401,9 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
 
     calendar_days = parse_local(data.get("calendar"))
     documents = _section(
-        data.get("documents"), "documents", {"dir": _str, "max_bytes": _positive(_int)}
+        data.get("documents"),
+        "documents",
+        {"dir": _str, "max_bytes": _positive(_int), "max_per_dossier": _positive(_int)},
     )
     audit = _audit(data.get("audit"), resolve, notifications)
     server = _section(
@@ -451,6 +458,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         communes=communes,
         log_level=log["level"].upper() if "level" in log else None,
         max_document_bytes=documents.get("max_bytes", DEFAULT_MAX_DOCUMENT_BYTES),
+        max_documents=documents.get("max_per_dossier", DEFAULT_MAX_DOCUMENTS),
         audit=audit,
         server=ServerConfig(
             trusted_user_header=server.get("trusted_user_header"),

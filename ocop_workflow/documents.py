@@ -121,6 +121,8 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
     engine.policy.check_attach(actor, row)
     check_text(source.name, "the file name")
     check_file(source)
+    limit = engine.config.max_documents
+    check_room(dossier_id, held_documents(row), limit)
     sha256, size, _ = store_file(
         engine.config.documents_dir, source, engine.config.max_document_bytes
     )
@@ -132,7 +134,9 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
         "at": engine.clock().isoformat(),
         "by": actor.key,
     }
-    existing = [d for d in _documents(row) if d.get("kind") == kind and d.get("sha256") == sha256]
+    existing = [
+        d for d in held_documents(row) if d.get("kind") == kind and d.get("sha256") == sha256
+    ]
     if existing:
         return {**existing[0], "dossier": dossier_id, "already_attached": True}
 
@@ -140,6 +144,7 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
         for held in data.get("documents", []):  # checked again under the lock: no double record
             if held.get("kind") == kind and held.get("sha256") == sha256:
                 raise _AlreadyAttached(held)
+        check_room(dossier_id, data.get("documents", []), limit)
         data["documents"] = [*data.get("documents", []), entry]
         return data
 
@@ -152,6 +157,15 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
     return {**entry, "dossier": dossier_id, "seq": seq, "already_attached": False}
 
 
+def check_room(dossier_id: str, held: list[Any], limit: int) -> None:
+    """Refuse a document beyond ``[documents] max_per_dossier`` (see config's default)."""
+    if len(held) >= limit:
+        raise UsageError(
+            f"dossier {dossier_id} already holds {len(held)} documents, the most "
+            f"[documents] max_per_dossier allows ({limit}): nothing was stored"
+        )
+
+
 class _AlreadyAttached(Exception):
     """Raised inside the transaction to leave the dossier untouched (rolled back, nothing new)."""
 
@@ -160,7 +174,7 @@ class _AlreadyAttached(Exception):
         self.document = document
 
 
-def _documents(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+def held_documents(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     import json
 
     return list(json.loads(row["data"]).get("documents", []))

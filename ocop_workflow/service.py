@@ -587,8 +587,11 @@ class Ocop:
         than ``max_bytes`` before anything is stored."""
         import tempfile
 
+        from .documents import check_room, held_documents
+
         clean = safe_file_name(name)
-        self._row(actor, dossier_id, acting=True)
+        row = self._row(actor, dossier_id, acting=True)
+        check_room(dossier_id, held_documents(row), self.config.max_documents)  # before a copy
         limit = self.config.max_document_bytes if max_bytes is None else max_bytes
         self.config.documents_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.config.documents_dir, prefix=".upload-") as tmp:
@@ -843,10 +846,16 @@ class Ocop:
 
 
 def safe_file_name(name: str) -> str:
-    """The last component of an uploaded file's name, refused when empty or a path trick."""
+    """The last component of an uploaded file's name, refused when empty, a path trick, or
+    more than a file system takes: 255 bytes of UTF-8 (86 Vietnamese letters with their
+    diacritics are more), or text that is not UTF-8 at all (a lone surrogate)."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not base or base in {".", ".."} or "\x00" in base or len(base) > 255:
-        raise UsageError(f"file name {name!r}: give a plain file name")
+    try:
+        size = len(base.encode())
+    except UnicodeEncodeError:
+        size = 0
+    if not base or base in {".", ".."} or "\x00" in base or not 0 < size <= 255:
+        raise UsageError(f"file name {name!r}: give a plain file name of at most 255 bytes")
     return base
 
 

@@ -225,3 +225,43 @@ def test_an_attachment_tells_its_instant_in_the_business_time_zone(ws: Workspace
     assert done.json()["at"] == NOW
     stored = ws.run("dossier", "show", "OCOP-DOC-1", "--json", user="lan", now=NOW).json()
     assert stored["data"]["documents"][0]["at"] == "2026-03-02T02:00:00+00:00"
+
+
+def test_a_dossier_holds_at_most_max_per_dossier_documents_and_no_more_is_stored(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Every audit entry records the dossier's data whole, its documents list included, and the
+    trail cannot be deleted: a dossier's documents are bounded (``[documents]
+    max_per_dossier``). One more is a usage error (exit 2) that writes nothing and stores no
+    file; the ones held stay as they were."""
+    write_config(tmp_path, extra="[documents]\nmax_per_dossier = 2\n")
+    ws = Workspace(tmp_path, sqlite_url)
+    ws.run("init", check=True)
+    dossier = ws.run(
+        "dossier", "register", "--product", "Cà phê", "--producer", "HTX Cà phê Ia Le",
+        "--commune", "Ia Le", "--json", user="lan", now=NOW, check=True,
+    ).json()["id"]  # fmt: skip
+    for i in range(3):
+        (tmp_path / f"ban-{i}.pdf").write_bytes(f"bản scan {i}".encode())
+    for i in range(2):
+        ws.run("dossier", "attach", dossier, "registration_form", str(tmp_path / f"ban-{i}.pdf"),
+               user="lan", now=NOW, check=True)  # fmt: skip
+    before = dump_database(ws.url)
+    stored = sorted((tmp_path / "documents").rglob("*"))
+    refused = ws.run("dossier", "attach", dossier, "registration_form",
+                     str(tmp_path / "ban-2.pdf"), user="lan", now=NOW)  # fmt: skip
+    assert refused.code == 2, refused
+    assert "already holds 2 documents" in refused.stderr and "max_per_dossier" in refused.stderr
+    assert dump_database(ws.url) == before
+    assert sorted((tmp_path / "documents").rglob("*")) == stored
+    assert ws.run("audit", "verify").code == 0
+
+
+def test_max_per_dossier_must_be_a_positive_integer(tmp_path: Path) -> None:
+    from ocop_workflow.config import load_config
+    from ocop_workflow.errors import ConfigError
+
+    for bad in ("0", "-1", '"100"', "1.5"):
+        write_config(tmp_path, extra=f"[documents]\nmax_per_dossier = {bad}\n")
+        with pytest.raises(ConfigError, match="max_per_dossier"):
+            load_config(tmp_path / "config.toml", {})

@@ -426,6 +426,33 @@ def test_an_upload_over_the_limit_is_413_and_stores_nothing(
     assert blobs == []
 
 
+def test_an_upload_past_the_documents_a_dossier_may_hold_or_with_a_name_too_long_is_422(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Uploads are bounded in number per dossier (``[documents] max_per_dossier``) and in their
+    name's length as a file system counts it (255 bytes of UTF-8: 86 Vietnamese letters with
+    diacritics are more): either is 422 ``usage`` with nothing written, never a 500."""
+    api = make_api(tmp_path, db_url, extra="[documents]\nmax_per_dossier = 1\n")
+    try:
+        dossier = api.register()["id"]
+        long_name = "Phương án sản xuất kinh doanh " * 8 + ".pdf"
+        assert len(long_name) <= 255 < len(long_name.encode())
+        too_long = api.upload(dossier, "lan", "business_plan", long_name, b"%PDF-1.4 a")
+        assert too_long.status_code == 422, too_long.text
+        assert "255 bytes" in too_long.json()["error"]["message"]
+        first = api.upload(dossier, "lan", "business_plan", "ke-hoach.pdf", b"%PDF-1.4 b")
+        assert first.status_code == 201, first.text
+        second = api.upload(dossier, "lan", "business_plan", "ke-hoach-2.pdf", b"%PDF-1.4 c")
+        assert second.status_code == 422, second.text
+        assert "max_per_dossier" in second.json()["error"]["message"]
+        shown = api.get(f"/api/v1/dossiers/{dossier}", "lan").json()
+        assert [d["files"] for d in shown["documents"] if d["kind"] == "business_plan"] == [
+            ["ke-hoach.pdf"]
+        ]
+    finally:
+        api.ocop.store.dispose()
+
+
 def test_uploads_and_imports_over_a_mebibyte_are_taken_up_to_the_document_limit(
     api: Api,
 ) -> None:
