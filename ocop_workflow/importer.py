@@ -40,6 +40,10 @@ BASE_COLUMNS = (
 )
 #: The largest sheet an import reads: 100,000 rows of a real office are a few tens of MiB.
 MAX_IMPORT_BYTES = 64 << 20
+#: Rows an import holds at most: all go in one transaction, which holds the database's write
+#: lock (SQLite) while it runs, and each is a dossier for good (the trail is never deleted). A
+#: province's migration from spreadsheets is split into sheets of this size.
+MAX_IMPORT_ROWS = 10_000
 #: Columns of ``dossier list --format csv|xlsx`` that an import ignores (derived or per-database),
 #: so that an export can be imported elsewhere as it is.
 EXPORT_ONLY = ("state_label", "stage", "deadline_at", "overdue", "version")
@@ -220,6 +224,11 @@ def import_file(
     sha256 = file_sha256(path)
     for line, row in read_rows(path):
         report.rows += 1
+        if report.rows > MAX_IMPORT_ROWS:
+            raise UsageError(
+                f"{path.name}: more than {MAX_IMPORT_ROWS:,} rows; an import sheet holds at "
+                "most that many (split it): nothing was imported"
+            )
         try:
             new, entered = _check_row(engine, actor, row)
             if new.dossier_id is not None:

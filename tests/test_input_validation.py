@@ -449,3 +449,25 @@ def test_an_import_sheet_larger_than_the_cap_is_refused_before_it_is_read(
     line = one_line_error(ws.run("import", str(sheet), user="lan", now=T), 2)
     assert "at most 64 MiB" in line
     assert dump_database(ws.url) == before
+
+
+def test_an_import_of_more_rows_than_the_cap_is_refused_and_writes_nothing(
+    sqlite_workspace: Workspace,
+) -> None:
+    """All of an import's rows go in one transaction and each is a dossier for good: a sheet of
+    more than ``MAX_IMPORT_ROWS`` rows (a producer's flood of junk ideas, or a migration left
+    whole) is refused (exit 2) with nothing written; exactly that many is imported."""
+    from ocop_workflow.importer import MAX_IMPORT_ROWS
+
+    ws = sqlite_workspace
+    row = "Mật ong,HTX Cà phê Ia Le,Ia Le\n"
+    sheet = ws.root / "qua-nhieu.csv"
+    sheet.write_text("product,producer,commune\n" + row * (MAX_IMPORT_ROWS + 1), encoding="utf-8")
+    before = dump_database(ws.url)
+    line = one_line_error(ws.run("import", str(sheet), user="lan", now=T), 2)
+    assert f"more than {MAX_IMPORT_ROWS:,} rows" in line
+    assert dump_database(ws.url) == before
+    sheet.write_text("product,producer,commune\n" + row * MAX_IMPORT_ROWS, encoding="utf-8")
+    done = ws.run("import", str(sheet), "--json", user="lan", now=T)
+    assert done.code == 0, done
+    assert done.json()["imported"] == MAX_IMPORT_ROWS
