@@ -22,10 +22,10 @@ import sqlalchemy as sa
 
 from .config import Config, User
 from .errors import NotFound, OcopError, Unauthenticated, UsageError
+from .inputs import TOKEN_PREFIX, may_be_token
 from .store import Store, credential_t, login_failure_t, token_t
 
 #: Every token starts with this, so a leaked one is recognisable in logs and secret scanners.
-TOKEN_PREFIX = "ocop_"
 MIN_PASSWORD = 10
 #: The longest a token may be made to last (ten years): beyond, the date arithmetic overflows.
 MAX_TOKEN_DAYS = 3650
@@ -191,11 +191,6 @@ _BY_DIGEST = sa.select(
 ).where(token_t.c.token_sha256 == sa.bindparam("digest"))
 
 
-def may_be_token(token: str) -> bool:
-    """Whether ``token`` has a token's form: anything else is refused without a read."""
-    return token.startswith(TOKEN_PREFIX) and len(token) <= 200
-
-
 def authenticate(
     store: Store,
     config: Config,
@@ -281,7 +276,11 @@ def login(
 
     settings = config.server
     since = now - timedelta(seconds=settings.login_window_seconds)
-    key = user_key[:100]
+    # Whatever JSON may carry (a lone surrogate, a NUL) is counted, never a 500: the key as the
+    # database can store it, the password as bytes (set_password's are UTF-8, so equal ones
+    # stay equal).
+    key = user_key[:100].encode("utf-8", "replace").decode().replace("\x00", "?")
+    secret = password[:MAX_PASSWORD].encode("utf-8", "surrogatepass")
     address = throttled_address(address)
     with store.read() as conn:
         by_user, by_address = (
@@ -305,7 +304,7 @@ def login(
         _DUMMY_HASH.append(hasher.hash(secrets.token_hex(16)))
     ok = False
     try:
-        ok = bool(hasher.verify(stored or _DUMMY_HASH[0], password[:MAX_PASSWORD]))
+        ok = bool(hasher.verify(stored or _DUMMY_HASH[0], secret))
     except VerificationError:
         ok = False
     if not ok or stored is None or key not in config.users:

@@ -59,7 +59,12 @@ class Client:
         if now:
             headers["X-Ocop-Now"] = now
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=120.0)
+        # Plain http is allowed only to this machine (``check_server_url``): a proxy from the
+        # environment (http_proxy, ALL_PROXY) would receive the token in clear on the way.
+        plain = self.url.startswith("http://")
+        self.http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=120.0, trust_env=not plain
+        )
 
     def call(
         self,
@@ -175,10 +180,11 @@ def check_server_url(url: str) -> str:
 
 
 def read_token(env: Mapping[str, str], token_file: Path | None) -> str:
-    """The bearer token: ``OCOP_TOKEN``, or the first line of a file only its owner can read."""
+    """The bearer token: ``OCOP_TOKEN``, or the first line of a file only its owner can read;
+    refused (never repeated) unless it has a token's form."""
     token = env.get(TOKEN_ENV)
     if token:
-        return token.strip()
+        return _token_form(token.strip(), TOKEN_ENV)
     path = Path(env.get(TOKEN_FILE_ENV) or token_file or DEFAULT_TOKEN_FILE).expanduser()
     try:
         info = path.stat()
@@ -203,4 +209,15 @@ def read_token(env: Mapping[str, str], token_file: Path | None) -> str:
         raise ConfigError(f"token file {path} is not UTF-8 text") from None
     if not text:
         raise Unauthenticated(f"token file {path} is empty")
-    return text.splitlines()[0].strip()
+    return _token_form(text.splitlines()[0].strip(), f"token file {path}")
+
+
+def _token_form(token: str, where: str) -> str:
+    from .inputs import may_be_token
+
+    if not may_be_token(token):
+        raise Unauthenticated(
+            f"{where} does not hold a token (ocop_ and letters, digits, - or _, as `ocop token "
+            "create` prints it): nothing was sent"
+        )
+    return token

@@ -178,3 +178,16 @@ def json_document(raw: bytes, where: str, error: type[OcopError] = UsageError) -
         raise error(f"{where}: not valid JSON") from None
     except RecursionError:
         raise error(f"{where}: not valid JSON: values nested too deep") from None
+
+
+#: What every token ``auth.create_token`` makes begins with.
+TOKEN_PREFIX = "ocop_"
+_TOKEN_FORM = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{1,195}")
+
+
+def may_be_token(token: str) -> bool:
+    """Whether ``token`` has a token's form (``ocop_`` and URL-safe base64, as
+    ``auth.create_token`` makes them). The server reads nothing for anything else; the CLI
+    refuses to send it (a control character in it would be echoed whole by the HTTP library's
+    error)."""
+    return _TOKEN_FORM.fullmatch(token) is not None

@@ -40,6 +40,7 @@ from .errors import (
     Unauthenticated,
     UsageError,
 )
+from .inputs import may_be_token
 from .render import when
 from .service import Ocop
 from .sqlite_reads import ReaderBusy, sqlite_path
@@ -423,7 +424,15 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
                 return work(actor, clocked(request))
 
         token = bearer(request)
-        if batches is not None and page is not None and token is not None:
+        # A made-up token, or an id the database cannot take (a NUL), reads nothing ahead: the
+        # request is then told 401 before anything is said of its input (``job``).
+        if (
+            batches is not None
+            and page is not None
+            and token is not None
+            and may_be_token(token)
+            and "\x00" not in page
+        ):
             from .auth import token_digest
             from .page_batch import ALONE
             from .pg_reads import NotAhead

@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 from .clock import Clock, FixedClock
 from .config import Config, User
 from .errors import NotFound, PermissionDenied, UsageError
+from .inputs import may_be_token
 
 if TYPE_CHECKING:
     from .auth import NewToken, TokenInfo
@@ -196,7 +197,7 @@ class Ocop:
 
         reads = self.reads()
         ahead = getattr(reads, "page_ahead", None)
-        if ahead is not None and token is not None and page is not None:
+        if ahead is not None and token is not None and page is not None and may_be_token(token):
             from .auth import token_digest
 
             return ahead(token_digest(token), page)
@@ -210,7 +211,7 @@ class Ocop:
         still checked, by ``authenticate``, before anything else is done. Elsewhere nothing."""
         from contextlib import nullcontext
 
-        from .auth import may_be_token, token_digest
+        from .auth import token_digest
 
         ahead = getattr(self.reads(), "acting_ahead", None)
         if ahead is None or token is None or not may_be_token(token):

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,6 +112,50 @@ def test_a_command_only_the_database_can_do_is_refused_on_an_officers_machine_as
         assert sorted(p.name for p in served.officer.iterdir()) == (
             [] if config is None else ["config.toml"]
         )
+
+
+def test_a_plain_http_server_on_this_machine_is_never_reached_through_a_proxy(
+    served: Served,
+) -> None:
+    """Plain ``http://`` is allowed only to this machine: an office's ``http_proxy`` in the
+    environment must not receive the request, whose bearer token would cross its network in
+    clear. A real listening socket stands in for the proxy and records what reaches it."""
+    import socket
+    import threading
+
+    heard: list[bytes] = []
+    proxy = socket.create_server(("127.0.0.1", 0))
+    port = proxy.getsockname()[1]
+
+    def listen() -> None:
+        proxy.settimeout(5)
+        with suppress(OSError), proxy:
+            conn, _ = proxy.accept()
+            with conn:
+                heard.append(conn.recv(65536))
+                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    token = served.token("lan")
+    via = f"http://127.0.0.1:{port}"
+    listed = served.cli("dossier", "list", "--json", token=token, http_proxy=via,
+                        HTTP_PROXY=via, ALL_PROXY=via, NO_PROXY="")  # fmt: skip
+    assert listed.code == 0, listed
+    with socket.create_connection(("127.0.0.1", port)):  # end the listener's wait
+        pass
+    listener.join(10)
+    assert not any(token.encode() in request for request in heard), heard
+
+
+def test_a_token_that_is_no_token_is_refused_without_being_repeated(served: Served) -> None:
+    """A token with a control character (a pasted line break) or of another form is refused
+    before anything is sent, and the error does not print it (the HTTP library's would)."""
+    for bad in ("ocop_SECRETSECRET\nx", "Bearer ocop_SECRETSECRET", "SECRETSECRET"):
+        refused = served.cli("dossier", "list", token=bad)
+        assert refused.code == 6, refused
+        assert "does not hold a token" in refused.stderr, refused
+        assert "SECRETSECRET" not in refused.stderr + refused.stdout, refused
 
 
 def test_as_is_refused_through_the_server(served: Served) -> None:

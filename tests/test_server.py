@@ -473,6 +473,24 @@ def test_uploads_and_imports_over_a_mebibyte_are_taken_up_to_the_document_limit(
     assert "Tiêu sọ Ia Phang" in {d["product"] for d in listed["items"]}, listed
 
 
+def test_a_login_with_text_no_database_can_hold_is_a_wrong_login_not_a_500(api: Api) -> None:
+    """Anyone may try to log in: a lone surrogate or a NUL in the user or the password (legal
+    JSON) is a wrong login (401, counted for throttling), never a 500 with a traceback in the
+    log; the right password still logs in afterwards."""
+    api.ocop.set_password("lan", "mật khẩu đủ dài")
+    for body in (  # JSON text: its escapes are what a client may send
+        '{"user": "lan\\ud800", "password": "x"}',
+        '{"user": "lan", "password": "x\\ud800"}',
+        '{"user": "lan\\u0000", "password": "x"}',
+    ):
+        headers = {"Content-Type": "application/json"}
+        answer = api.client.post("/api/v1/login", content=body, headers=headers)
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"]["code"] == "unauthenticated"
+    good = api.client.post("/api/v1/login", json={"user": "lan", "password": "mật khẩu đủ dài"})
+    assert good.status_code == 200, good.text
+
+
 def test_password_login_yields_a_session_token(api: Api) -> None:
     api.ocop.set_password("lan", "mật khẩu đủ dài")
     response = api.client.post("/api/v1/login", json={"user": "lan", "password": "mật khẩu đủ dài"})
@@ -777,6 +795,22 @@ def test_an_advance_on_an_id_with_a_nul_is_401_without_a_valid_token_and_422_wit
     refused = api.client.post(path, headers=made_up, json=body)
     assert refused.status_code == 401, refused.text
     answered = api.post(path, "lan", json=body)
+    assert answered.status_code in (404, 422), answered.text  # SQLite: no such dossier
+
+
+def test_a_page_of_an_id_with_a_nul_is_401_without_a_valid_token_and_422_or_404_with_one(
+    api: Api,
+) -> None:
+    """On PostgreSQL a dossier's page is read with its token's row in one statement, in a batch
+    with other requests' pages: neither a made-up token nor an id the database cannot take may
+    turn that read into an answer about the input before the sender is known."""
+    api.register()
+    path = "/api/v1/dossiers/OCOP%00x"
+    for token in ("ocop_" + "x" * 43, "not-a-token", "ocop_bad token"):
+        headers = {"Authorization": f"Bearer {token}"}
+        refused = api.client.get(path, headers=headers)
+        assert refused.status_code == 401, (token, refused.text)
+    answered = api.get(path, "lan")
     assert answered.status_code in (404, 422), answered.text  # SQLite: no such dossier
 
 
