@@ -170,13 +170,19 @@ def _replan_one(
 
 
 def _config_drifted(engine: Engine) -> bool:
+    """Whether config.toml's calendar is no longer the one this process runs on.
+
+    The file is read again with no environment: what is compared (the calendar, its holidays
+    and time zone) comes from the file alone — the variables a config reads
+    (``OCOP_DATABASE_URL``, the channels' secrets) neither set it nor fail a load — and the
+    sweep, below the edges, reads no environment of its own."""
     from .config import load_config
 
     path = engine.config.path
     if not path.is_file():  # a config built in memory (tests, the library): nothing to compare
         return False
     try:
-        fresh = load_config(path)
+        fresh = load_config(path, env={})
     except OcopError:
         return True  # a broken file now: certainly not the calendar this process runs on
     return (fresh.calendar_days, fresh.holidays, fresh.timezone) != (

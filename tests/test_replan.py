@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
+import pytest
 from conftest import Workspace, write_config
 
 PRODUCER = "HTX Cà phê Ia Le"
@@ -226,3 +228,45 @@ def test_an_idle_worker_rescans_for_other_calendars_only_every_few_minutes(
         assert fingerprint() == engine.calendar.fingerprint  # but re-planned and re-stamped
     finally:
         app.store.dispose()
+
+
+class _ReadEnvironment(dict[str, str]):
+    """``os.environ`` as a spy: every variable read through it is noted."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def test_the_sweep_reads_no_environment_variable_when_it_checks_config_toml_for_a_new_calendar(
+    sqlite_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the edges read the environment: the worker's check that config.toml's calendar is
+    still its own (``replan._config_drifted``) once reloaded the file with ``os.environ``,
+    from inside the sweep, where ``OCOP_DATABASE_URL`` and the channels' secrets have no say."""
+    import os
+
+    ws = sqlite_workspace
+    register(ws, "2026-03-02T09:00:00+07:00", "Cà phê bột")
+    app = ws.app(now="2026-03-03T08:00:00+07:00")
+    try:
+        ocop = app.ocop  # config and clock from the workspace's environment, at the edge
+        spy = _ReadEnvironment(dict(os.environ))
+        monkeypatch.setattr(os, "environ", spy)
+        write_config(ws.root, extra=LOCAL_DAY_OFF)  # the worker's calendar is now stale
+        assert ocop.sweep().deadlines_replanned == 0  # (the file was read again: it changed)
+    finally:
+        app.close()
+    assert spy.read == set()
