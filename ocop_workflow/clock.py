@@ -49,7 +49,8 @@ class FixedClock:
 
 @dataclass
 class ManualClock:
-    """An instant its owner moves (the demo steps through a year of the story)."""
+    """An instant its owner moves (the demo steps through a year of the story; the worker sets
+    each sweep's own)."""
 
     instant: datetime
 

@@ -18,22 +18,16 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from .clock import SystemClock
-from .errors import EnvironmentProblem
-from .store import Store, insert_ignore, lease_t
+from .clock import ManualClock, SystemClock
 
 if TYPE_CHECKING:
     from .app import App
     from .clock import Clock
-    from .engine import Engine
-
-LEASE_NAME = "sqlite-worker"
+    from .lease import Lease
+    from .service import Ocop
 
 
 def live_clock(app: App) -> Clock:
@@ -41,47 +35,6 @@ def live_clock(app: App) -> Clock:
     from .clock import clock_from_env
 
     return clock_from_env(app.config, app.env, moving=True)
-
-
-class Lease:
-    """The SQLite worker lease: one holder, renewed each sweep, expiring if the holder dies."""
-
-    def __init__(self, store: Store, holder: str, ttl: timedelta) -> None:
-        self.store = store
-        self.holder = holder
-        self.ttl = ttl
-
-    def acquire(self, now: datetime) -> None:
-        with self.store.write() as conn:
-            insert_ignore(
-                conn,
-                lease_t,
-                {"name": LEASE_NAME, "holder": self.holder, "expires_at": now + self.ttl},
-                ["name"],
-            )
-            taken = conn.execute(
-                lease_t.update()
-                .where(
-                    lease_t.c.name == LEASE_NAME,
-                    sa.or_(lease_t.c.holder == self.holder, lease_t.c.expires_at <= now),
-                )
-                .values(holder=self.holder, expires_at=now + self.ttl)
-            ).rowcount
-            if not taken:
-                row = conn.execute(sa.select(lease_t).where(lease_t.c.name == LEASE_NAME)).one()
-                raise EnvironmentProblem(
-                    f"another worker ({row.holder}) is sweeping this SQLite database until "
-                    f"{row.expires_at.isoformat()}: on SQLite only one worker may run "
-                    "(use PostgreSQL for several)"
-                )
-
-    def release(self) -> None:
-        with self.store.write() as conn:
-            conn.execute(
-                lease_t.delete().where(
-                    lease_t.c.name == LEASE_NAME, lease_t.c.holder == self.holder
-                )
-            )
 
 
 def run_worker(app: App, *, once: bool = False) -> None:
@@ -97,20 +50,21 @@ def run_worker(app: App, *, once: bool = False) -> None:
     stops it as soon as it has started: it exits 0 and releases the lease like one stopped later.
     """
     config = app.config
-    ocop = app.ocop.at(live_clock(app))
-    clock = ocop.clock.now
-    engine = ocop.engine
+    live = live_clock(app)
+    sweep_clock = ManualClock(live.now())
+    ocop = app.ocop.at(sweep_clock)
+    ocop.check_database()
     log = _log()
     interval = config.sweep_interval_seconds
     stopping = {signal.SIGTERM, signal.SIGINT}
     previous = None if once else signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
     lease = None
     try:
-        if engine.store.is_sqlite:
-            holder = f"{socket.gethostname()}:{os.getpid()}"
-            lease = Lease(engine.store, holder, timedelta(seconds=max(3 * interval, 60)))
-            lease.acquire(clock())
-        worker = _Worker(engine, clock, lease)
+        holder = f"{socket.gethostname()}:{os.getpid()}"
+        lease = ocop.worker_lease(holder, timedelta(seconds=max(3 * interval, 60)))
+        if lease is not None:
+            lease.acquire(live.now())
+        worker = _Worker(ocop, sweep_clock, live, lease)
         if once:
             worker.tick()
         else:
@@ -131,28 +85,33 @@ def _forget_pending(signals: set[signal.Signals]) -> None:
 
 
 class _Worker:
-    """One sweep at a time; a failing sweep is logged and the next one tries again."""
+    """One sweep at a time; a failing sweep is logged and the next one tries again.
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime], lease: Lease | None) -> None:
-        self.engine = engine
-        self.clock = clock
+    Each sweep sets the facade's clock once (``sweep_clock``, from the ``live`` clock), so the
+    lease, the sweep and the checkpoint all carry its one instant, as a command's rows do. The
+    facade itself is kept from sweep to sweep: its engine remembers when it last found nothing
+    to re-plan (``replan.RECHECK_AFTER``), which keeps an idle sweep in milliseconds.
+    """
+
+    def __init__(
+        self, ocop: Ocop, sweep_clock: ManualClock, live: Clock, lease: Lease | None
+    ) -> None:
+        self.ocop = ocop
+        self.sweep_clock = sweep_clock
+        self.live = live
         self.lease = lease
 
     def tick(self) -> None:
-        from .sweep import run_sweep
-
-        now = self.clock()
+        now = self.sweep_clock.instant = self.live.now()
         try:
             if self.lease is not None:
                 self.lease.acquire(now)
-            run_sweep(self.engine, now)
-            self.engine.store.checkpoint()
+            self.ocop.sweep()
+            self.ocop.flush_wal()
         except Exception as exc:  # a database hiccup must never kill the worker
             _log().error("worker.sweep_failed", error=_error_text(exc))
         try:
-            from .checkpoint import write_scheduled
-
-            write_scheduled(self.engine.store, self.engine.config.audit, now)
+            self.ocop.scheduled_checkpoint()
         except Exception as exc:  # a missing key must not stop the deadlines
             _log().error("worker.checkpoint_failed", error=_error_text(exc))
 

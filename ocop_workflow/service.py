@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .definitions import Registry
     from .engine import Engine
     from .importer import ImportReport
+    from .lease import Lease
     from .policy import Policy
     from .shapes import (
         Advanced,
@@ -684,6 +685,40 @@ class Ocop:
         from .sweep import run_sweep
 
         return run_sweep(self.engine, self.now(), progress=progress)
+
+    def count_due(self) -> int:
+        """How many timers are due (``ocop sweep``'s progress bar; the due index answers)."""
+        from .sweep import count_due
+
+        return count_due(self.engine, self.now())
+
+    def flush_wal(self) -> None:
+        """On SQLite, copy the WAL back into the database file without waiting for readers:
+        the worker does it after each sweep so that no officer's commit has to."""
+        self.checked_store().checkpoint()
+
+    def scheduled_checkpoint(self) -> Path | None:
+        """The signed checkpoint of every chain head that ``[audit]`` schedules, written (and
+        queued for its recipients) when one is due; None when not due or not configured. The
+        worker's, after each sweep: a checkpoint that fails must not stop the deadlines."""
+        from .checkpoint import write_scheduled
+
+        return write_scheduled(self.checked_store(), self.config.audit, self.now())
+
+    def worker_lease(self, holder: str, ttl: timedelta) -> Lease | None:
+        """The lease ``holder`` must hold to sweep a SQLite database (only one worker may), or
+        None on PostgreSQL, where any number of workers sweep side by side."""
+        store = self.checked_store()
+        if not store.is_sqlite:
+            return None
+        from .lease import Lease
+
+        return Lease(store, holder, ttl)
+
+    def check_database(self) -> None:
+        """Refuse, now, a database ``ocop init`` has not prepared: a long-running process (the
+        worker, the server) says so as it starts, not at its first sweep or request."""
+        self.checked_store()
 
     # --- logins -----------------------------------------------------------------------------
 
