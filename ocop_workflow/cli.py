@@ -1084,11 +1084,9 @@ def notifications_list(
 @click.pass_context
 def sweep(ctx: click.Context, as_json: bool) -> None:
     """Once: fire every due timer, deliver pending notifications, print counts, exit."""
-    from .sweep import count_due
-
     app = app_of(ctx)
     writing(app)
-    due = count_due(app.engine, app.now) if _bar_wanted() else 0
+    due = app.ocop.count_due() if _bar_wanted() else 0
     with progress_bar("firing timers", due) as advance:
         counts = app.ocop.sweep(progress=advance)
     document = counts.document()
