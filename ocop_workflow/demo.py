@@ -204,7 +204,6 @@ class Rehearsal:
     def __init__(self, root: Path, out: Callable[[str], None] = print) -> None:
         from .clock import ManualClock
         from .config import load_config
-        from .migrate import upgrade
         from .service import Ocop
 
         self.root = root
@@ -215,7 +214,7 @@ class Rehearsal:
         (root / "config.toml").write_text(config_text(), encoding="utf-8")
         self.clock = ManualClock(datetime(2020, 5, 12, 8, 0, tzinfo=TZ).astimezone(UTC))
         self.ocop = Ocop(load_config(root / "config.toml", {}), self.clock)
-        upgrade(self.ocop.store)
+        self.ocop.init_database()
         self.ids: dict[str, str] = {}
         self.swept_until = self.now
 
@@ -258,17 +257,10 @@ class Rehearsal:
             )
 
     def _fired_kinds(self) -> str:
-        import sqlalchemy as sa
-
-        from .store import timer_t
-
-        with self.ocop.store.read() as conn:
-            rows = conn.execute(
-                sa.select(timer_t.c.kind, timer_t.c.dossier_id).where(
-                    timer_t.c.fired_at == self.now, timer_t.c.status == "fired"
-                )
-            ).all()
-        return ", ".join(f"{kind} {dossier}" for kind, dossier in rows)
+        """What this sweep fired: the timers due by now that fired at this very instant."""
+        due = self.ocop.timers(None, due=True, include_all=True)
+        fired = [t for t in due if t.status == "fired" and t.fired_at == self.now]
+        return ", ".join(f"{t.kind} {t.dossier}" for t in fired)
 
     def stamp(self) -> str:
         return self.now.astimezone(TZ).strftime("%Y-%m-%d")
@@ -519,9 +511,7 @@ def _import_2019(r: Rehearsal) -> None:
 
 
 def _state(r: Rehearsal, p: Product) -> str:
-    from .views import get_dossier
-
-    return str(get_dossier(r.ocop.store, r.ids[p.product])["state"])
+    return r.ocop.dossier(None, r.ids[p.product]).state
 
 
 def _finish(r: Rehearsal) -> dict[str, Any]:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         Dossier,
         DossierDetail,
         HistoryEntry,
+        Initialized,
         Notification,
         Page,
         Progress,
@@ -324,6 +325,13 @@ class Ocop:
             raise PermissionDenied(
                 f"{actor.key} may read only some dossiers: {what} is for those who read them all"
             )
+
+    def dossier(self, actor: User | None, dossier_id: str) -> Dossier:
+        """One dossier as ``dossier list`` lists it (its state, stage, deadline): the light read
+        of ``show``, without its timers, documents and triggers."""
+        from .views import dossier_of
+
+        return dossier_of(self._row(actor, dossier_id), self.registry, self.now(), self.tz)
 
     def show(self, actor: User | None, dossier_id: str) -> DossierDetail:
         """``dossier show``: the dossier, its deadline and why, timers, documents, triggers."""
@@ -677,6 +685,24 @@ class Ocop:
         from .importer import import_file
 
         return import_file(self.engine, actor, path, dry_run=dry_run, progress=progress)
+
+    # --- the database ----------------------------------------------------------------------
+
+    def init_database(self) -> Initialized:
+        """``ocop init``: create or upgrade the schema (idempotent, safe on every start), and
+        what its owner must hear of: a SQLite file other logins can read, a superuser's session
+        (it can rewrite the audit trail and bypass its triggers)."""
+        from .migrate import exposed_sqlite_file, upgrade
+        from .shapes import Initialized
+
+        before, after = upgrade(self.store)
+        return Initialized(
+            database=self.store.safe_url,
+            revision_before=before,
+            revision=after,
+            exposed=exposed_sqlite_file(self.store),
+            superuser=self.store.is_superuser(),
+        )
 
     # --- the scheduler's work -------------------------------------------------------------
 

@@ -291,6 +291,27 @@ class Notification:
 
 
 @dataclass(frozen=True)
+class Initialized:
+    """``ocop init``: the database's schema created or upgraded, and what its owner is warned
+    of (not part of the JSON document, which the command prints on stdout)."""
+
+    database: str  # the URL as shown: its password masked
+    revision_before: str | None
+    revision: str
+    #: The warning when the SQLite file is readable or writable by other logins, else None.
+    exposed: str | None = None
+    #: Connected to PostgreSQL as a superuser, who can rewrite the audit trail.
+    superuser: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "revision_before": self.revision_before,
+            "revision": self.revision,
+        }
+
+
+@dataclass(frozen=True)
 class Verification:
     """``audit verify``: the hash chains recomputed (against the signed checkpoints given), and
     the dossiers that entered by import rather than ``register`` (an auditor's first question)."""
