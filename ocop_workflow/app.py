@@ -83,9 +83,7 @@ class App:
         calls it on exit)."""
         ocop = self.__dict__.get("ocop")
         if ocop is not None:
-            ocop.close()
-            if "store" in ocop.__dict__:
-                ocop.store.dispose()
+            ocop.dispose()
         remote = self.__dict__.get("remote")
         if remote is not None:
             remote.close()

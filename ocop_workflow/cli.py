@@ -155,26 +155,23 @@ def _json_error(code: str, message: str) -> None:
 @click.pass_context
 def init(ctx: click.Context, as_json: bool) -> None:
     """Create or upgrade the database schema (idempotent; safe on every start)."""
-    from .migrate import exposed_sqlite_file, upgrade
-
     app = app_of(ctx)
-    before, after = upgrade(app.store)
-    exposed = exposed_sqlite_file(app.store)
-    if exposed:
-        click.echo(exposed, err=True)
-    if app.store.is_superuser():
+    done = app.ocop.init_database()
+    if done.exposed:
+        click.echo(done.exposed, err=True)
+    if done.superuser:
         click.echo(
             "warning: connected to PostgreSQL as a superuser, who can rewrite the audit trail "
             "and bypass its triggers: run ocop as the role README 'Database roles' creates",
             err=True,
         )
-    document = {"database": app.store.safe_url, "revision_before": before, "revision": after}
     if as_json:
-        emit_json(document)
-    elif before == after:
-        click.echo(f"database {app.store.safe_url} is up to date (revision {after})")
+        emit_json(done.to_json())
+    elif done.revision_before == done.revision:
+        click.echo(f"database {done.database} is up to date (revision {done.revision})")
     else:
-        click.echo(f"database {app.store.safe_url} upgraded {before or 'empty'} → {after}")
+        before = done.revision_before or "empty"
+        click.echo(f"database {done.database} upgraded {before} → {done.revision}")
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -1307,15 +1304,13 @@ def audit_verify(
     if app.remote:
         document = _remote_verify(app.remote, dossier_id, checkpoints, public_key)
     else:
-        from .audit import count_entries
-
         read = []
         if checkpoints:
             from . import checkpoint as cp
 
             key = cp.load_public(_public_key_path(app, public_key))
             read = [cp.read(Path(path), key) for path in checkpoints]
-        total = count_entries(app.checked_store(), dossier_id) if _bar_wanted() else 0
+        total = app.ocop.count_audit_entries(None, dossier_id) if _bar_wanted() else 0
         with progress_bar("verifying", total) as advance:
             verified = app.ocop.audit_verify(None, dossier_id, progress=advance, checkpoints=read)
         document = verified.to_json()
@@ -1460,7 +1455,7 @@ def audit_checkpoint(
     assert output is not None
     if app.config.audit.signing_key is None:
         raise UsageError("set [audit] signing_key (create it with `ocop audit keygen`)")
-    written = cp.build(app.checked_store(), app.config.audit.signing_key, app.now)
+    written = app.ocop.sign_checkpoint(None, app.config.audit.signing_key)
     cp.write(written, Path(output))
     summary = {k: written[k] for k in ("created_at", "count", "entries", "root", "key_id")}
     if as_json:
@@ -1491,12 +1486,11 @@ def audit_export(ctx: click.Context, since: str | None, fmt: str, output: str | 
     """The audit trail for auditors, oldest first per dossier."""
     from contextlib import nullcontext
 
-    from .audit import count_entries
-
     app = app_of(ctx)
     since_at = _parse_since(since, tz_of(app)) if since else None
-    store = app.checked_store()
-    total = count_entries(store, since=since_at) if _bar_wanted(data_on_stdout=not output) else 0
+    app.ocop.check_database()  # before the output file is opened
+    wanted = _bar_wanted(data_on_stdout=not output)
+    total = app.ocop.count_audit_entries(None, since=since_at) if wanted else 0
     with (
         output_file(output) as target,
         (
@@ -1557,8 +1551,8 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
     app = app_of(ctx)
     writing(app)
     ocop = app.ocop.at(_live_clock(app))
-    ocop.checked_store()
-    ocop.store.dispose()  # worker processes open their own connections
+    ocop.check_database()
+    ocop.dispose()  # worker processes open their own connections
     os.environ["OCOP_CONFIG"] = str(app.config_path.resolve())  # for the worker processes
 
     def announce(line: str) -> None:

@@ -124,20 +124,17 @@ def workflow_migrate(
 ) -> None:
     """Move the dossiers in flight on one rule version (or file content) to another, audited."""
     from .errors import OcopError
-    from .rule_migration import migrate
 
     app = app_of(ctx)
     actor = app.actor()
     if not dry_run:
         writing(app)
     try:
-        document = migrate(
-            app.engine,
-            source_name=source,
-            target_name=target,
-            plan_path=plan_path,  # as typed: "./NAME" is a file, "NAME" a shipped plan
-            actor=actor,
-            now=app.now,
+        document = app.ocop.migrate_workflow(
+            actor,
+            source=source,
+            target=target,
+            plan=plan_path,  # as typed: "./NAME" is a file, "NAME" a shipped plan
             dry_run=dry_run,
             reason=reason,
         )

@@ -267,6 +267,14 @@ class Ocop:
         if reads is not None:
             reads.close()
 
+    def dispose(self) -> None:
+        """Close every connection this facade opened: the plain sqlite3 reader and the store's
+        pool (the end of a command; ``ocop serve`` before its processes open their own)."""
+        self.close()
+        store = self.__dict__.get("store")
+        if store is not None:
+            store.dispose()
+
     def at(self, clock: Clock) -> Ocop:
         """The same facade on another clock (a request with its own rehearsal instant)."""
         other = Ocop(
@@ -822,6 +830,32 @@ class Ocop:
         clause = self.policy.read_filter(actor) if actor is not None else None
         return describe(self, name, clause)
 
+    def migrate_workflow(
+        self,
+        actor: User,
+        *,
+        source: str,
+        target: str,
+        plan: str | Path,
+        dry_run: bool,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """``workflow migrate``: the dossiers in flight on ``source`` put on ``target`` as the
+        ``plan`` maps them, audited (``dry_run``: the pre-flight report only). The report is
+        the document ``rule_migration.migrate`` returns (or raises with, when refused)."""
+        from .rule_migration import migrate
+
+        return migrate(
+            self.engine,
+            source_name=source,
+            target_name=target,
+            plan_path=plan,
+            actor=actor,
+            now=self.now(),
+            dry_run=dry_run,
+            reason=reason,
+        )
+
     def diagram(self, name: str, fmt: str = "mermaid") -> str:
         """``workflow diagram``: the state diagram as Mermaid, Graphviz DOT or SVG text."""
         from .diagram import render
@@ -888,6 +922,26 @@ class Ocop:
         return Verification(
             report, tuple(imported(self.checked_store(), dossier_id)), tuple(checkpoints)
         )
+
+    def count_audit_entries(
+        self, actor: User | None, dossier_id: str | None = None, *, since: datetime | None = None
+    ) -> int:
+        """How many entries :meth:`audit_verify` or :meth:`audit_export` will walk (the length
+        of a progress bar)."""
+        from .audit import count_entries
+
+        if actor is not None:
+            self.check_reads_all(actor, "the audit trail")
+        return count_entries(self.checked_store(), dossier_id, since)
+
+    def sign_checkpoint(self, actor: User | None, signing_key: Path) -> dict[str, Any]:
+        """``audit checkpoint``: every chain head as it is now, signed with ``signing_key``
+        (the document ``checkpoint.write`` saves and ``audit verify --checkpoint`` reads)."""
+        from .checkpoint import build
+
+        if actor is not None:
+            self.check_reads_all(actor, "the audit trail")
+        return build(self.checked_store(), signing_key, self.now())
 
     def audit_export(
         self,
