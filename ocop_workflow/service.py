@@ -1,11 +1,12 @@
 """The library facade: everything a person can do, as one object built from a config and a clock.
 
-The CLI, the worker, the demo and the HTTP server all call :class:`Ocop`; none of them builds an
-:class:`~ocop_workflow.engine.Engine` or reads ``OCOP_NOW`` below its own edge. Values come in as
+The CLI, the worker, the demo and the HTTP server all call :class:`Ocop`; none of them builds or
+holds an :class:`~ocop_workflow.engine.Engine` or a :class:`~ocop_workflow.store.Store`, nor reads
+``OCOP_NOW`` below its own edge (tests/test_layers.py). Values come in as
 Python values (a mapping of data fields, never ``K=V`` text) and go out as plain typed objects
 (:mod:`~ocop_workflow.shapes`: :class:`~ocop_workflow.shapes.Dossier`, ``DossierDetail``,
 ``Page``, ``Advanced``, ``TriggerOption``, ``Timer``, ``Notification``, ``Attached``,
-``Scoring``, ``Progress``, ``Verification``, ``WorkflowSummary``; and
+``Scoring``, ``Progress``, ``Verification``, ``WorkflowSummary``, ``Initialized``; and
 :class:`~ocop_workflow.importer.ImportReport`, :class:`~ocop_workflow.sweep.SweepCounts`), each
 with the one definition of its JSON shape (``to_json``/``document``) that the CLI prints
 (``--json``, tables) and the server returns. The history is still plain documents (dicts) of
