@@ -924,8 +924,24 @@ class ClientAddress:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            if client:  # one form of the peer for both decisions: who forwards, who signs on
+                scope["client"] = (unmapped(client[0]), *client[1:])
             scope["ocop.peer"] = scope.get("client")
         await self.app(scope, receive, send)
+
+
+def unmapped(host: str) -> str:
+    """An IPv4 client on a dual-stack socket (``--host ::``) as IPv4: ``::ffff:127.0.0.1`` is
+    127.0.0.1, for ``trusted_proxies`` as for login throttling."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    mapped = getattr(address, "ipv4_mapped", None)
+    return host if mapped is None else str(mapped)
 
 
 def trusted_peer(request: Request, trusted: tuple[str, ...]) -> bool:
@@ -934,13 +950,11 @@ def trusted_peer(request: Request, trusted: tuple[str, ...]) -> bool:
 
     peer = request.scope.get("ocop.peer") or request.scope.get("client")
     try:
-        address = ipaddress.ip_address(peer[0]) if peer else None
+        address = ipaddress.ip_address(unmapped(peer[0])) if peer else None
     except ValueError:
         return False
     if address is None:
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # an IPv4 client on a dual-stack socket
     return any(address in ipaddress.ip_network(entry) for entry in trusted)
 
 

@@ -84,6 +84,18 @@ def test_forwarded_headers_from_an_untrusted_peer_are_ignored(behind: Api) -> No
     assert set(counted(behind)) == {"203.0.113.50"}
 
 
+def test_a_trusted_proxy_reaching_a_dual_stack_socket_is_trusted_for_its_forwarded_address(
+    behind: Api,
+) -> None:
+    """``ocop serve --host ::`` sees an IPv4 proxy as ``::ffff:10.1.2.3``. It is the trusted
+    proxy for forwarded addresses as it is for the sign-on header: its clients are counted by
+    their own addresses, not all as the proxy's (five guesses would then lock everyone out)."""
+    proxy = peer(behind, "::ffff:10.1.2.3")
+    assert [fail(proxy, f"khach{i}", "203.0.113.7") for i in range(5)] == [401] * 5
+    assert fail(proxy, "khach10", "203.0.113.8") == 401
+    assert counted(behind) == ["203.0.113.7"] * 5 + ["203.0.113.8"]
+
+
 def test_ipv6_guessers_are_counted_by_their_64_network(behind: Api) -> None:
     """One subscriber holds a whole /64: rotating addresses inside it must not reset the count."""
     for i in range(5):
