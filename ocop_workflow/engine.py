@@ -154,6 +154,12 @@ def check_dossier_id(dossier_id: str) -> str:
 _OFFICE_ID = re.compile(r"ocop-\d{4}-\d+", re.IGNORECASE)
 
 
+def _taken(dossier_id: str) -> str:
+    """A taken id, said in the caller's own spelling: the stored one (ids are unique whatever
+    their case) would tell someone who may not see that dossier more than that it exists."""
+    return f"id {dossier_id} is taken (ids are unique whatever their case): choose another id"
+
+
 def taken_ids(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
     """Given id (as given) → the existing dossier id equal to it ignoring case.
 
@@ -330,8 +336,8 @@ class Engine:
         self.check_new_allowed(actor, new)
         if new.dossier_id is None:
             dossier_id = self.next_ids(conn, now, 1)[0]
-        elif existing := taken_ids(conn, [new.dossier_id]).get(new.dossier_id):
-            raise Conflict(f"dossier {existing} already exists: choose another id")
+        elif taken_ids(conn, [new.dossier_id]).get(new.dossier_id):
+            raise Conflict(_taken(new.dossier_id))
         else:
             dossier_id = new.dossier_id
         row, entry, timer_rows = self.new_rows(
@@ -340,7 +346,7 @@ class Engine:
         try:
             conn.execute(dossier_t.insert(), [row])
         except sa.exc.IntegrityError:  # another officer registered this id a moment ago
-            raise Conflict(f"dossier {dossier_id} already exists: choose another id") from None
+            raise Conflict(_taken(dossier_id)) from None
         conn.execute(audit_t.insert(), [entry])
         if timer_rows:
             conn.execute(timer_t.insert(), timer_rows)

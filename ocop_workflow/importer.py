@@ -342,9 +342,9 @@ def _ids_taken(engine: Engine, ids: dict[str, int], name: str) -> list[str]:
 
     with engine.store.read() as conn:
         found = taken_ids(conn, ids)
-    taken = [
-        f"{name}:{ids[given]}: dossier {existing} already exists"
-        for given, existing in found.items()
+    taken = [  # in the sheet's spelling, as engine._taken says it
+        f"{name}:{ids[given]}: id {given} is taken (ids are unique whatever their case)"
+        for given in found
     ]
     return sorted(taken, key=lambda p: int(p.split(":")[1]))
 

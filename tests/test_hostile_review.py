@@ -559,7 +559,8 @@ def test_a_dossier_id_differing_only_by_case_is_taken(workspace: Workspace) -> N
     before = dump_database(ws.url)
     twin = ws.run(*base, "--product", "Giả", "--id", "iale-1", user="htx_iale", now=now)
     assert twin.code == 5, twin
-    assert twin.stderr.count("\n") == 1 and "IALE-1 already exists" in twin.stderr
+    assert twin.stderr.count("\n") == 1 and "id iale-1 is taken" in twin.stderr
+    assert "IALE-1" not in twin.stderr  # the stored spelling is not told
     ahead = ws.run(
         *base, "--product", "Mật ong", "--id", "ocop-2026-0002", user="htx_iale", now=now
     )

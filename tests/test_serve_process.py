@@ -246,7 +246,7 @@ def test_attach_and_import_through_the_server(served: Served) -> None:
     taken.write_text(f"id,product,producer,commune\n{dossier},Mật ong,HTX Cà phê Ia Le,Ia Le\n")
     clash = served.cli("import", str(taken), "--json", token=lan)
     assert clash.code == 5, clash
-    assert f"trung.csv:2: dossier {dossier} already exists" in clash.stderr, clash
+    assert f"trung.csv:2: id {dossier} is taken" in clash.stderr, clash
     assert clash.json()["imported"] == 0 and len(clash.json()["problems"]) == 1
     listed = served.cli("dossier", "list", "--json", token=lan).json()
     assert len(listed) == 3
