@@ -98,6 +98,11 @@ class Client:
             body = response.json()
         except ValueError:
             body = None
+        if response.is_success and not isinstance(body, dict | list):
+            raise EnvironmentProblem(  # a captive portal, a proxy's page, another program
+                f"server {self.url} answered {response.status_code} with something that is not "
+                "the API's JSON: is OCOP_SERVER (or [client] url) the ocop server?"
+            )
         if response.is_success or (
             response.status_code in ok and isinstance(body, dict) and "error" not in body
         ):

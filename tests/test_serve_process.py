@@ -148,6 +148,43 @@ def test_a_plain_http_server_on_this_machine_is_never_reached_through_a_proxy(
     assert not any(token.encode() in request for request in heard), heard
 
 
+def test_a_server_that_answers_something_else_than_the_api_is_said_so(tmp_path: Path) -> None:
+    """``OCOP_SERVER`` naming another program (a captive portal's page, a web server) that
+    answers 200 with HTML or with JSON of another shape: exit 1 saying so, not a Python error
+    about a ``NoneType``. A real HTTP server on this machine plays that program."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = [b"<html>Welcome to the hotel network</html>", b'"just a string"']
+
+    class Portal(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = answers[0]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OCOP_")}
+        env |= {"OCOP_SERVER": f"http://127.0.0.1:{server.server_port}",
+                "OCOP_TOKEN": "ocop_" + "x" * 43}  # fmt: skip
+        for _ in range(2):
+            shown = run_ocop(["dossier", "list"], env, tmp_path)
+            assert shown.code == 1, shown
+            assert "not the API's JSON" in shown.stderr, shown
+            assert "TypeError" not in shown.stderr
+            answers.pop(0)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_token_that_is_no_token_is_refused_without_being_repeated(served: Served) -> None:
     """A token with a control character (a pasted line break) or of another form is refused
     before anything is sent, and the error does not print it (the HTTP library's would)."""
