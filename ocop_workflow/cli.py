@@ -109,12 +109,14 @@ def main(argv: list[str] | None = None) -> None:
             _json_error("usage", exc.format_message())
         sys.exit(exc.exit_code)
     except OcopError as exc:
-        click.echo(f"error: {one_line(exc.message)}", err=True)
+        click.echo(f"error: {one_line(exc.message)}{option_hint(exc.fields)}", err=True)
         if json_mode and not getattr(exc, "reported", False):
             document: dict[str, Any] = {"code": exc.code, "message": exc.message}
             reasons = getattr(exc, "reasons", None) or getattr(exc, "problems", None)
             if reasons and len(reasons) > 1:
                 document["reasons"] = reasons
+            if exc.fields:
+                document["fields"] = list(exc.fields)
             click.echo(json.dumps({"error": document}, ensure_ascii=False))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -133,6 +135,41 @@ def main(argv: list[str] | None = None) -> None:
             _json_error("unexpected", f"{type(exc).__name__}: {exc}")
         sys.exit(1)
     sys.exit(0)
+
+
+#: The option that gives each input an error may name (``OcopError.fields``, in the facade's
+#: terms); a data field ``data.NAME`` is ``--set NAME=…``.
+OPTIONS = {
+    "reason": "--reason TEXT",
+    "note": "--note TEXT",
+    "commune": "--commune",
+    "council": "--council KEY",
+    "a": "--a",
+    "b": "--b",
+    "c": "--c",
+    "state": "--state",
+    "stage": "--stage",
+    "status": "--status",
+    "format": "--format",
+    "output": "-o FILE",
+    "label": "--label",
+    "expires_days": "--expires DAYS",
+    "plan": "--plan",
+}
+
+
+def option_hint(fields: Iterable[str]) -> str:
+    """`` — option --reason TEXT``: the options that give the inputs an error names. The
+    facade's messages name values as every caller knows them; only here, at the command line,
+    are they options."""
+    options = [
+        f"--set {field.removeprefix('data.')}=…" if field.startswith("data.") else OPTIONS[field]
+        for field in fields
+        if field.startswith("data.") or field in OPTIONS
+    ]
+    if not options:
+        return ""
+    return f" — option{'s' if len(options) > 1 else ''} {', '.join(options)}"
 
 
 def one_line(message: str) -> str:

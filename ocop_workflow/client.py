@@ -115,8 +115,11 @@ class Client:
         cls = _errors().get(str(error.get("code")), OcopError)
         message = str(error.get("message"))
         reasons = error.get("reasons")
+        fields = tuple(str(f) for f in error.get("fields") or ())
         failure = (
-            cls(message, reasons) if cls in (TransitionRefused, WorkflowFileError) else cls(message)
+            cls(message, reasons, fields=fields)
+            if cls in (TransitionRefused, WorkflowFileError)
+            else cls(message, fields=fields)
         )
         if reasons and not hasattr(failure, "reasons"):
             failure.reasons = reasons  # type: ignore[attr-defined]

@@ -2,6 +2,12 @@
 
 The CLI maps an :class:`OcopError` to ``error: <message>`` on stderr and the exit code of
 interface.md; anything else is a bug and exits 1. Library callers catch :class:`OcopError`.
+
+Messages are worded for every caller (a person at the command line, an API client, a web app):
+they name a value as the facade takes it ("'reject' needs a reason", "data field 'stars'"),
+never as one edge spells it (``--reason``, ``--set stars=…``). Which inputs are at fault is in
+``fields``, in the facade's terms (``reason``, ``commune``, ``council``, ``data.certificate_no``):
+the CLI turns them into its options, the server returns them as they are.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ class OcopError(Exception):
     exit_code: int = 1
     code: str = "error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, fields: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
+        #: The caller's inputs that would fix it, named as the facade takes them (``reason``,
+        #: ``data.<field>``): each edge says how its callers give them.
+        self.fields = fields
 
 
 class ConfigError(OcopError):
@@ -31,8 +40,10 @@ class WorkflowFileError(OcopError):
     exit_code = 1
     code = "workflow"
 
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, problems: list[str] | None = None, *, fields: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, fields=fields)
         self.problems = problems or [message]
 
 
@@ -50,7 +61,7 @@ class MissingTool(EnvironmentProblem):
 
 
 class UsageError(OcopError):
-    """A malformed value the option parser could not catch (bad --set, bad date)."""
+    """A malformed value the edge's parser could not catch (a bad data field, a bad date)."""
 
     exit_code = 2
     code = "usage"
@@ -75,8 +86,10 @@ class TransitionRefused(OcopError):
     exit_code = 4
     code = "refused"
 
-    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, reasons: list[str] | None = None, *, fields: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, fields=fields)
         self.reasons = reasons or [message]
 
 

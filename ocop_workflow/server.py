@@ -124,14 +124,22 @@ def error_response(exc: OcopError) -> JSONResponse:
     reasons = getattr(exc, "reasons", None) or getattr(exc, "problems", None)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
     return JSONResponse(
-        error_body(exc.code, exc.message, reasons), status_code=status_of(exc), headers=headers
+        error_body(exc.code, exc.message, reasons, exc.fields),
+        status_code=status_of(exc),
+        headers=headers,
     )
 
 
-def error_body(code: str, message: str, reasons: list[str] | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, reasons: list[str] | None = None, fields: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``{"error": {"code", "message"}}``, with ``reasons`` when there are several and
+    ``fields`` (the request's inputs at fault: ``reason``, ``data.certificate_no``) when known."""
     document: dict[str, Any] = {"code": code, "message": message}
     if reasons and len(reasons) > 1:
         document["reasons"] = reasons
+    if fields:
+        document["fields"] = list(fields)
     return {"error": document}
 
 
