@@ -42,10 +42,18 @@ def reader(app: App) -> Any:
 
 
 def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:
-    """``--set K=V`` options → a mapping; the workflow's fields check the values."""
-    from .definitions import split_pairs
+    """``--set K=V`` options → data field → text (the last of a repeated key wins): the facade
+    takes values, and the workflow's fields check them."""
+    from .errors import UsageError
 
-    return split_pairs(pairs)
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set {pair}: expected KEY=VALUE")
+        out[key] = text
+    return out
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

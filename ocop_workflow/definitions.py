@@ -40,48 +40,51 @@ class FieldDef:
     protected: bool = False
     choices: tuple[str, ...] = ()
 
-    def parse(self, text: str, where: str | None = None) -> Any:
-        """Turn the text of ``--set name=text`` into the stored value, or say what is wrong.
+    def parse(self, text: str) -> Any:
+        """Turn the text of a value (a data field a caller gives, an import cell) into the
+        stored value, or say what is wrong, naming the field as every caller knows it."""
+        where, field = f"data field '{self.name}'", f"data.{self.name}"
+        check_text(text, where, multiline=self.type == "str", field=field)
+        value = self._typed(text, where, field)
+        if self.choices and value not in self.choices:
+            raise self.refused(f"must be one of {', '.join(self.choices)}")
+        if isinstance(value, int | float):
+            if self.minimum is not None and value < self.minimum:
+                raise self.refused(f"must be at least {self.minimum:g}")
+            if self.maximum is not None and value > self.maximum:
+                raise self.refused(f"must be at most {self.maximum:g}")
+        return value
 
-        ``where`` names the value in an error (default ``--set name=text``; the API says
-        ``data.name``).
-        """
-        check_text(text, where or f"--set {self.name}", multiline=self.type == "str")
-        where = where or f"--set {self.name}={text}"
-        value: Any
+    def _typed(self, text: str, where: str, field: str) -> Any:
+        """``text`` as a value of the field's type."""
         if self.type == "int":
             try:
-                value = int(text)
+                return int(text)
             except ValueError:
-                raise UsageError(f"{where}: '{self.name}' must be a whole number") from None
-        elif self.type == "float":
+                raise self.refused("must be a whole number") from None
+        if self.type == "float":
             try:
-                value = float(text)
+                number = float(text)
             except ValueError:
-                raise UsageError(f"{where}: '{self.name}' must be a number") from None
-            check_finite(value, f"{where}: '{self.name}'")
-        elif self.type == "date":
+                raise self.refused("must be a number") from None
+            return check_finite(number, where, field=field)
+        if self.type == "date":
             try:
                 day = date.fromisoformat(text)
             except ValueError:
-                raise UsageError(f"{where}: '{self.name}' must be a date YYYY-MM-DD") from None
-            value = check_date(day, f"{where}: '{self.name}'").isoformat()
-        elif self.type == "email":
+                raise self.refused("must be a date YYYY-MM-DD") from None
+            return check_date(day, where, field=field).isoformat()
+        if self.type == "email":
             if not _EMAIL.fullmatch(text):
-                raise UsageError(f"{where}: '{self.name}' must be an e-mail address")
-            value = text
-        else:
-            if not text.strip():
-                raise UsageError(f"{where}: '{self.name}' must not be empty")
-            value = nfc(text)
-        if self.choices and value not in self.choices:
-            raise UsageError(f"{where}: '{self.name}' must be one of {', '.join(self.choices)}")
-        if isinstance(value, int | float):
-            if self.minimum is not None and value < self.minimum:
-                raise UsageError(f"{where}: '{self.name}' must be at least {self.minimum:g}")
-            if self.maximum is not None and value > self.maximum:
-                raise UsageError(f"{where}: '{self.name}' must be at most {self.maximum:g}")
-        return value
+                raise self.refused("must be an e-mail address")
+            return text
+        if not text.strip():
+            raise self.refused("must not be empty")
+        return nfc(text)
+
+    def refused(self, problem: str) -> UsageError:
+        """The usage error of a value this field refuses: ``data field 'x': <problem>``."""
+        return UsageError(f"data field '{self.name}': {problem}", fields=(f"data.{self.name}",))
 
 
 @dataclass(frozen=True)
@@ -227,47 +230,28 @@ class WorkflowDef:
             (t for t in self.transitions if t.trigger == trigger and t.source == state), None
         )
 
-    def parse_data(self, pairs: Iterable[str], *, allow_protected: bool = False) -> dict[str, Any]:
-        """``K=V`` strings from ``--set`` → checked data values (UsageError names the bad one)."""
-        return self.parse_values(split_pairs(pairs), allow_protected=allow_protected)
-
     def parse_values(
         self, values: Mapping[str, Any], *, allow_protected: bool = False
     ) -> dict[str, Any]:
-        """A mapping of data values (library and API callers) → checked values, as ``--set``.
+        """A mapping of data values (from any caller) → checked values (UsageError names the
+        bad one).
 
-        Numbers and booleans arrive typed from JSON; each is checked through its text, the same
-        rules as the command line, so no caller can store what ``--set`` would refuse.
+        Numbers arrive typed from JSON and Python; each is checked through its text, so every
+        caller is held to the same rules whatever form its values take.
         """
         out: dict[str, Any] = {}
         for key, raw in values.items():
-            where = f"--set {key}={raw}" if isinstance(values, SetPairs) else f"data.{key}"
             spec = self.fields.get(key)
+            fields = (f"data.{key}",)
             if spec is None:
                 known = ", ".join(n for n, f in self.fields.items() if not f.protected)
-                raise UsageError(f"{where}: unknown field '{key}' (fields: {known})")
+                raise UsageError(f"unknown data field '{key}' (fields: {known})", fields=fields)
             if spec.protected and not allow_protected:
-                raise UsageError(f"{where}: field '{key}' is protected: only the engine sets it")
+                raise spec.refused("set only by the engine (protected)")
             if raw is None or isinstance(raw, bool) or not isinstance(raw, str | int | float):
-                raise UsageError(f"{where}: expected a string or a number")
-            out[key] = spec.parse(str(raw), where)
+                raise spec.refused("expected a string or a number")
+            out[key] = spec.parse(str(raw))
         return out
-
-
-class SetPairs(dict[str, str]):
-    """Data values that came from ``--set K=V`` options: errors name the option as typed."""
-
-
-def split_pairs(pairs: Iterable[str]) -> SetPairs:
-    """``K=V`` texts → a mapping (the last of a repeated key wins)."""
-    out = SetPairs()
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--set {pair}: expected KEY=VALUE")
-        out[key] = text
-    return out
 
 
 # --- loading ----------------------------------------------------------------------------------

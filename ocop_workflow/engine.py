@@ -220,15 +220,14 @@ class Engine:
         group: str | None = None,
         workflow: str | None = None,
         dossier_id: str | None = None,
-        data: Iterable[str] | Mapping[str, Any] = (),
+        data: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A new dossier in its workflow's initial state, with the first audit entry.
 
-        ``data`` is ``K=V`` text from the command line or a mapping of values; both are checked
-        against the workflow's fields.
+        ``data`` (data field → value) is checked against the workflow's fields.
         """
         wf = self.registry.get(self.config.default_workflow if workflow is None else workflow)
-        values = wf.parse_values(data) if isinstance(data, Mapping) else wf.parse_data(data)
+        values = wf.parse_values(data or {})
         new = self.check_new(
             actor,
             product=product,
@@ -454,7 +453,7 @@ class Engine:
         actor: User,
         *,
         reason: str | None = None,
-        data: Iterable[str] | Mapping[str, Any] = (),
+        data: Mapping[str, Any] | None = None,
         expect_version: int | None = None,
         hint: bool = True,
     ) -> Moved:
@@ -463,7 +462,6 @@ class Engine:
         ``hint``: a dossier not found names the ids meant (a read after the transaction); off
         where existence must not leak (the server)."""
         now = self.clock()
-        pairs = data if isinstance(data, Mapping) else list(data)
         try:
             with self.store.writes() as writes:
                 moved = self.advance_in(
@@ -473,7 +471,7 @@ class Engine:
                     actor,
                     now=now,
                     reason=reason,
-                    data=pairs,
+                    data=data,
                     expect_version=expect_version,
                 )
         except NotFound as missing:
@@ -494,7 +492,7 @@ class Engine:
         *,
         now: datetime,
         reason: str | None = None,
-        data: Iterable[str] | Mapping[str, Any] = (),
+        data: Mapping[str, Any] | None = None,
         expect_version: int | None = None,
         pinned: bool = True,
     ) -> Moved:
@@ -520,15 +518,11 @@ class Engine:
         )
         self.policy.check_advance(actor, transition, row)
         if reason is not None:
-            check_text(reason, "--reason", multiline=True)
+            check_text(reason, "reason", multiline=True, field="reason")
         before = json.loads(row["data"])
         if data:
             protected = actor is SYSTEM
-            updates = (
-                wf.parse_values(data, allow_protected=protected)
-                if isinstance(data, Mapping)
-                else wf.parse_data(data, allow_protected=protected)
-            )
+            updates = wf.parse_values(data, allow_protected=protected)
             self.policy.check_data(actor, transition, updates)
             after = {**before, **updates}
         else:  # nothing to parse (most advances): the same as merging an empty parse

@@ -38,22 +38,35 @@ _BAD_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u
 
 
 def check_text(
-    value: str, what: str, *, multiline: bool = False, max_len: int | None = None
+    value: str,
+    what: str,
+    *,
+    multiline: bool = False,
+    max_len: int | None = None,
+    field: str | None = None,
 ) -> str:
     """``value`` unchanged if it is clean text; a usage error naming ``what`` otherwise.
 
     Refused: control characters (C0, C1, DEL; newline and tab too unless ``multiline``), lone
     surrogates (undecodable bytes), bidirectional overrides, and more than ``max_len`` characters.
+    ``field``: the input it came from, as the facade names it (the error's ``fields``).
     """
+    fields = (field,) if field else ()
     limit = max_len if max_len is not None else (TEXT_MAX if multiline else NAME_MAX)
     if len(value) > limit:
-        raise UsageError(f"{what} is {len(value)} characters long; at most {limit} are allowed")
+        raise UsageError(
+            f"{what} is {len(value)} characters long; at most {limit} are allowed", fields=fields
+        )
     bad = (_BAD_TEXT if multiline else _BAD_NAME).search(value)
     if bad is not None:
         char = bad.group()
         if _BIDI.fullmatch(char):
-            raise UsageError(f"{what} contains a bidirectional control character: not allowed")
-        raise UsageError(f"{what} contains the control character {char!r}: not allowed")
+            raise UsageError(
+                f"{what} contains a bidirectional control character: not allowed", fields=fields
+            )
+        raise UsageError(
+            f"{what} contains the control character {char!r}: not allowed", fields=fields
+        )
     return value
 
 
@@ -78,19 +91,22 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def check_finite(value: float, what: str) -> float:
+def check_finite(value: float, what: str, *, field: str | None = None) -> float:
     """A number that JSON, the database and arithmetic can carry: not NaN, not infinite."""
     if not math.isfinite(value):
-        raise UsageError(f"{what} must be a finite number, not {value!r}")
+        raise UsageError(
+            f"{what} must be a finite number, not {value!r}", fields=(field,) if field else ()
+        )
     return value
 
 
-def check_date(value: date, what: str) -> date:
+def check_date(value: date, what: str, *, field: str | None = None) -> date:
     """A date between 1900-01-01 and 2199-12-31."""
     if not EARLIEST <= value <= LATEST:
         raise UsageError(
             f"{what} {value.isoformat()} is out of range "
-            f"({EARLIEST.isoformat()} to {LATEST.isoformat()})"
+            f"({EARLIEST.isoformat()} to {LATEST.isoformat()})",
+            fields=(field,) if field else (),
         )
     return value
 

@@ -29,6 +29,8 @@ from conftest import (
     write_config,
 )
 
+from ocop_workflow.cli import option_hint
+
 PRODUCT = "Cà phê bột Ia Le"
 PRODUCER = "HTX Cà phê Ia Le"
 GROUP = "beverages"  # Đồ uống
@@ -97,7 +99,7 @@ def refused(ws: Workspace, exit_code: int, code: str, *args: str, user: str, now
     assert document["error"]["code"] == code
     message = document["error"]["message"]
     assert isinstance(message, str) and message
-    assert lines[0] == f"error: {message}"
+    assert lines[0] == f"error: {message}{option_hint(document['error'].get('fields', ()))}"
     return message
 
 

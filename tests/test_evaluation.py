@@ -26,6 +26,8 @@ from conftest import (
     dump_database,
 )
 
+from ocop_workflow.cli import option_hint
+
 PRODUCT = "Cà phê bột Ia Le"
 PRODUCER = "HTX Cà phê Ia Le"
 
@@ -71,8 +73,9 @@ def ok(ws: Workspace, *args: str, user: str | None = None, now: str = T_SCORE) -
 def refused(
     ws: Workspace, exit_code: int, code: str, *args: str, user: str | None, now: str = T_SCORE
 ) -> str:
-    """A refused command: its exit code, one ``error:`` line on stderr, the JSON error on
-    stdout, and not one row of the database changed. Returns the message."""
+    """A refused command: its exit code, one ``error:`` line on stderr (the message, then the
+    options of the inputs it names), the JSON error on stdout, and not one row of the database
+    changed. Returns the message."""
     before = dump_database(ws.url)
     result = ws.run(*args, "--json", user=user, now=now)
     after = dump_database(ws.url)
@@ -85,7 +88,7 @@ def refused(
     document = json.loads(result.stdout)
     assert document["error"]["code"] == code, document
     message = document["error"]["message"]
-    assert lines[0] == f"error: {message}"
+    assert lines[0] == f"error: {message}{option_hint(document['error'].get('fields', ()))}"
     return str(message)
 
 

@@ -270,7 +270,7 @@ def test_a_plan_renames_and_drops_fields_and_the_history_keeps_the_old_values(
                 producer=PRODUCER,
                 commune="Ia Le",
                 workflow="ocop-148",
-                data=["producer_phone=0905 000 111", "note=hồ sơ cũ"],
+                data={"producer_phone": "0905 000 111", "note": "hồ sơ cũ"},
             )["id"]
         )
     finally:

@@ -706,7 +706,7 @@ def test_data_values_from_json_are_checked_like_set(api: Api) -> None:
     path = f"/api/v1/dossiers/{dossier['id']}/advance"
     for data, words in (
         ({"stars": 5}, "protected"),
-        ({"nonsense": "x"}, "unknown field"),
+        ({"nonsense": "x"}, "unknown data field"),
         ({"producer_email": ["a"]}, "expected a string or a number"),
         ({"producer_email": "not-an-email"}, "e-mail"),
     ):

@@ -61,7 +61,7 @@ OFFICER_ROLES = {"commune_officer", "district_officer", "province_officer", "cen
 T0 = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # Monday 08:00 in Gia Lai
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
-#: ``--set`` choices: nothing, a star rating (0 and 6 are out of range), a protected field.
+#: ``--set K=V`` choices: nothing, a star rating (0 and 6 are out of range), a protected field.
 SETS: tuple[tuple[str, ...], ...] = (
     (),
     ("stars=0",),
@@ -352,7 +352,7 @@ class DossierMachine(RuleBasedStateMachine):
                 trigger,
                 actor,
                 reason=reason,
-                data=pairs,
+                data=dict(pair.split("=", 1) for pair in pairs),  # as the CLI reads --set
                 expect_version=expect_version,
             )
 
