@@ -133,7 +133,7 @@ def create_token(
     """A new random token for ``user_key``; only its SHA-256 is stored."""
     config.user(user_key)
     if expires is not None and expires <= timedelta(0):
-        raise UsageError("--expires must be a positive number of days")
+        raise UsageError("a token's lifetime must be positive")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = {
         "user_key": user_key,

@@ -50,7 +50,7 @@ def hint(name: str, known: Iterable[str]) -> str:
     return " (did you mean " + " or ".join(f"'{n}'" for n in found) + "?)"
 
 
-def check_commune(name: str, known: Iterable[str], *, closed: bool, what: str = "commune") -> None:
+def check_commune(name: str, known: Iterable[str], *, closed: bool) -> None:
     """Refuse an unknown commune (exit 3) naming the ones meant.
 
     ``closed``: ``known`` is the complete list (``[communes] names``); otherwise only a near miss
@@ -62,6 +62,6 @@ def check_commune(name: str, known: Iterable[str], *, closed: bool, what: str = 
     near = hint(name, known)
     if closed:
         listed = "" if near else f" (known: {', '.join(sorted(known, key=fold)) or 'none'})"
-        raise NotFound(f"{what} '{name}': not a known commune{near}{listed}")
+        raise NotFound(f"'{name}' is not a known commune{near}{listed}", fields=("commune",))
     if any(fold(n) == fold(name) for n in known):  # another spelling of a known name
-        raise NotFound(f"{what} '{name}': not a known commune{near}")
+        raise NotFound(f"'{name}' is not a known commune{near}", fields=("commune",))

@@ -188,14 +188,14 @@ class Config:
         ]
         return frozenset(name for scope in scopes for name in scope if name != "*")
 
-    def check_commune(self, name: str, what: str = "commune") -> None:
+    def check_commune(self, name: str) -> None:
         """Refuse (exit 3, with "did you mean …") a commune that is not known."""
         known = self.known_communes()
         if name in known:  # the common case, once per imported row: no folding
             return
         from .communes import check_commune
 
-        check_commune(name, known, closed=self.communes_closed, what=what)
+        check_commune(name, known, closed=self.communes_closed)
 
     def user(self, key: str) -> User:
         from .errors import NotFound

@@ -34,7 +34,7 @@ def record_score(
 ) -> dict[str, Any]:
     """One member's score for the current round; the member or the chair records it."""
     if note is not None:
-        check_text(note, "--note", multiline=True)
+        check_text(note, "note", multiline=True, field="note")
 
     def change(row: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         # Here, after the policy's first check (``Engine.amend``): asked before it, "unknown
@@ -51,13 +51,13 @@ def record_score(
         if scoring["closed"]:
             raise TransitionRefused(
                 f"the {state.level} council's scoring of this round is closed; "
-                "the chair may open a re-score (ocop score ID --rescore --reason …)"
+                "the chair may open a re-score, giving a reason"
             )
         if member in scoring["scores"]:
             previous = scoring["scores"][member]["total"]
             raise TransitionRefused(
                 f"{member} has already scored this round ({previous:g} points); the chair may "
-                f"open a re-score (ocop score {dossier_id} --rescore --member {member} --reason …)"
+                f"open a re-score of {member}'s score, giving a reason"
             )
         scoring["scores"][member] = {
             **checked,
@@ -123,7 +123,7 @@ def rescore(
     The cleared scores stay in the audit trail: re-scoring never erases what was given.
     """
     if not reason or not reason.strip():
-        raise TransitionRefused("reason_given: a re-score needs a reason: give --reason TEXT")
+        raise TransitionRefused("reason_given: a re-score needs a reason", fields=("reason",))
 
     def change(row: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         _, state, council = _scoring_context(engine, row, council_key)
@@ -204,9 +204,15 @@ def find_council(engine: Engine, level: str, commune: str, key: str | None) -> C
     if key is not None:
         council = councils.get(key)
         if council is None:
-            raise NotFound(f"unknown council '{key}' (see [councils] in {engine.config.path})")
+            raise NotFound(
+                f"unknown council '{key}' (see [councils] in {engine.config.path})",
+                fields=("council",),
+            )
         if council.level != level:
-            raise UsageError(f"council {key} is a {council.level} council, not a {level} one")
+            raise UsageError(
+                f"council {key} is a {council.level} council, not a {level} one",
+                fields=("council",),
+            )
         return council
     found = [c for c in councils.values() if c.level == level and c.covers(commune)]
     if not found:
@@ -216,8 +222,9 @@ def find_council(engine: Engine, level: str, commune: str, key: str | None) -> C
         )
     if len(found) > 1:
         raise UsageError(
-            f"several {level} councils cover {commune} ({', '.join(c.key for c in found)}): "
-            "give --council"
+            f"a council is needed: several {level} councils cover {commune} "
+            f"({', '.join(c.key for c in found)})",
+            fields=("council",),
         )
     return found[0]
 
@@ -231,14 +238,13 @@ def _scorecard(wf: WorkflowDef) -> ScorecardDef:
 def _check_parts(card: ScorecardDef, parts: Mapping[str, float]) -> dict[str, float]:
     checked = {}
     for part, maximum in card.parts.items():
+        named = f"part {part.upper()} ({card.part_labels.get(part, part)})"
         if part not in parts or parts[part] is None:
-            raise UsageError(f"--{part} is required (0 to {maximum:g} points)")
-        value = check_finite(float(parts[part]), f"--{part}")
+            raise UsageError(f"{named} is required: 0 to {maximum:g} points", fields=(part,))
+        value = check_finite(float(parts[part]), named, field=part)
         if not 0 <= value <= maximum:
-            label = card.part_labels.get(part, part)
             raise UsageError(
-                f"--{part} {value:g} is out of range: part {part.upper()} ({label}) "
-                f"scores 0 to {maximum:g}"
+                f"{named}: {value:g} is out of range, it scores 0 to {maximum:g}", fields=(part,)
             )
         checked[part] = value
     return checked

@@ -545,7 +545,7 @@ def _parse_fields(problems: _Problems, raw: Any) -> dict[str, FieldDef]:
             problems.add(item, "must be a table")
             continue
         if not _NAME.fullmatch(fname):
-            problems.add(item, "a field name is lower-case letters, digits and _ (--set NAME=…)")
+            problems.add(item, "a field name is lower-case letters, digits and _")
         elif fname in ENGINE_DATA_KEYS:
             problems.add(
                 item, f"'{fname}' is the engine's own record in a dossier's data, not a field"
@@ -1029,7 +1029,6 @@ class Registry:
             raise WorkflowFileError(
                 f"dossier {dossier['id']} runs on {wf.name} as it was (sha256 {content[:12]}…), "
                 f"but {wf.path} was changed in place (now {wf.sha256[:12]}…): restore the file, "
-                f"or put the dossiers on it with `ocop workflow migrate --from {wf.name} "
-                f"--to {wf.name} --plan PLAN.toml`"
+                "or migrate its dossiers onto it with a plan (`ocop workflow migrate`)"
             )
         return wf

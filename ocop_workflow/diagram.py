@@ -109,7 +109,7 @@ def render(wf: WorkflowDef, fmt: str) -> str:
         return dot(wf)
     if fmt == "svg":
         return svg(wf)
-    raise UsageError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+    raise UsageError(f"format '{fmt}': use one of {', '.join(FORMATS)}", fields=("format",))
 
 
 def svg(wf: WorkflowDef) -> str:
@@ -120,8 +120,9 @@ def svg(wf: WorkflowDef) -> str:
     Graphviz per request would let any token holder keep the server's cores busy."""
     if shutil.which("dot") is None:
         raise MissingTool(
-            "--format svg needs Graphviz's `dot` on PATH (apt-get install graphviz); "
-            "--format dot or mermaid need nothing"
+            "an svg diagram needs Graphviz's `dot` on PATH (apt-get install graphviz); "
+            "formats dot and mermaid need nothing",
+            fields=("format",),
         )
     return layout(dot(wf))
 

@@ -29,7 +29,7 @@ from .errors import (
     UsageError,
     WorkflowFileError,
 )
-from .guards import GUARDS, GuardContext
+from .guards import GUARDS, Failure, GuardContext
 from .inputs import check_text, nfc
 from .log import get_logger
 from .machine import move, transition_of
@@ -534,9 +534,7 @@ class Engine:
             issue_certificate(after, before, today, transition.certificate_months)
         failures = guard_failures(wf, transition, row, after, reason)
         if failures:
-            raise TransitionRefused(
-                f"'{trigger}' refused for dossier {dossier_id}: " + "; ".join(failures), failures
-            )
+            raise refused(f"'{trigger}' refused for dossier {dossier_id}", failures)
         dest = move(wf, row["state"], trigger)
         dest_state = wf.state(dest)
         # The entry's seq is the chain head + 1 (the head was read under the dossier lock): the
@@ -681,9 +679,12 @@ class Engine:
         for transition in wf.transitions_from(row["state"]):
             reasons = held + advance_problems(actor, transition, row)
             needs_reason = "reason_given" in transition.guards
-            reasons += guard_failures(
-                wf, transition, row, data, "(given)" if needs_reason else None
-            )
+            reasons += [
+                failure.text
+                for failure in guard_failures(
+                    wf, transition, row, data, "(given)" if needs_reason else None
+                )
+            ]
             out.append(
                 {
                     "trigger": transition.trigger,
@@ -732,8 +733,9 @@ def guard_failures(
     dossier: Mapping[str, Any],
     data: Mapping[str, Any],
     reason: str | None,
-) -> list[str]:
-    """Every failed guard of ``transition``, in the order the workflow file lists them."""
+) -> list[Failure]:
+    """Every failed guard of ``transition``, in the order the workflow file lists them, each
+    named by its guard (``reason_given: …``)."""
     if not transition.guards:  # most transitions have none: no context to build
         return []
     ctx = GuardContext(
@@ -746,10 +748,20 @@ def guard_failures(
     )
     failures = []
     for name in transition.guards:
-        message = GUARDS[name](ctx)
-        if message is not None:
-            failures.append(f"{name}: {message}")
+        found = GUARDS[name](ctx)
+        if isinstance(found, Failure):
+            failures.append(Failure(f"{name}: {found.text}", found.fields))
+        elif found is not None:
+            failures.append(Failure(f"{name}: {found}", ()))
     return failures
+
+
+def refused(what: str, failures: list[Failure]) -> TransitionRefused:
+    """One refusal naming every failed guard, and every input that would fix one (once each):
+    the caller fixes them all in one go."""
+    reasons = [failure.text for failure in failures]
+    fields = dict.fromkeys(field for failure in failures for field in failure.fields)
+    return TransitionRefused(f"{what}: " + "; ".join(reasons), reasons, fields=tuple(fields))
 
 
 def log_moved(moved: Moved) -> None:

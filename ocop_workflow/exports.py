@@ -83,7 +83,7 @@ def write_table(
 ) -> int:
     """Write ``rows`` (only ``columns``, in order) as CSV or XLSX; returns the rows written."""
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+        raise UsageError(f"format '{fmt}': use one of {', '.join(FORMATS)}", fields=("format",))
     count = 0
     if fmt == "csv":
         handle = output.open("w", encoding="utf-8-sig", newline="") if output else sys.stdout
@@ -100,7 +100,7 @@ def write_table(
                 handle.close()
         return count
     if output is None:
-        raise UsageError("--format xlsx needs -o FILE.xlsx")
+        raise UsageError("an xlsx table needs an output file", fields=("output",))
     from openpyxl import Workbook
 
     book = Workbook(write_only=True)

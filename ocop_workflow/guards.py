@@ -1,8 +1,10 @@
 """Named guard functions that workflow files refer to by name (resolved when a file is loaded).
 
 A guard looks at the proposed move and returns None when it passes, or one sentence saying why it
-fails. The engine evaluates every guard of a transition and reports every failure at once, so an
-officer fixes all the problems in one go instead of one per attempt.
+fails — a :class:`Failure` when the caller fixes it by giving an input (a reason, a data field),
+which it names so that each edge can say how its callers give it. The engine evaluates every
+guard of a transition and reports every failure at once, so an officer fixes all the problems in
+one go instead of one per attempt.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class GuardContext:
-    """What a guard may look at: the workflow, the move, the dossier's data after ``--set``."""
+    """What a guard may look at: the workflow, the move, the dossier's data with the caller's."""
 
     workflow: WorkflowDef
     transition: TransitionDef
@@ -28,13 +30,22 @@ class GuardContext:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-Guard = Callable[[GuardContext], str | None]
+@dataclass(frozen=True)
+class Failure:
+    """A failed guard the caller fixes with ``fields``, named as the facade takes them
+    (``reason``, ``data.<field>``): the sentence stays the same for every caller."""
+
+    text: str
+    fields: tuple[str, ...]
 
 
-def reason_given(ctx: GuardContext) -> str | None:
+Guard = Callable[[GuardContext], str | Failure | None]
+
+
+def reason_given(ctx: GuardContext) -> Failure | None:
     """Returning, rejecting, withdrawing and revoking must say why (the producer reads it)."""
     if ctx.reason is None or not ctx.reason.strip():
-        return f"'{ctx.transition.trigger}' needs a reason: give --reason TEXT"
+        return Failure(f"'{ctx.transition.trigger}' needs a reason", ("reason",))
     return None
 
 
@@ -79,7 +90,7 @@ def scoring_closed(ctx: GuardContext) -> str | None:
     """Stars come only from a council whose chair has closed the scoring of this round."""
     scoring = current_scoring(ctx)
     if scoring is None:
-        return f"the {ctx.state.level} council has not scored this dossier yet (ocop score)"
+        return f"the {ctx.state.level} council has not scored this dossier yet"
     if not scoring.get("closed"):
         return f"the {ctx.state.level} council's scoring is not closed by its chair yet"
     return None
@@ -99,7 +110,7 @@ def score_at_least(ctx: GuardContext) -> str | None:
     return None
 
 
-def certificate_details(ctx: GuardContext) -> str | None:
+def certificate_details(ctx: GuardContext) -> Failure | None:
     """A certificate names its number and the recognition decision (quyết định công nhận) —
     its own: a certificate that supersedes another (an upgrade, a renewal) does not carry the
     numbers of the one before, which stay in the data until then (that one is still valid)."""
@@ -112,17 +123,13 @@ def certificate_details(ctx: GuardContext) -> str | None:
     missing = [
         k for k in CERTIFICATE_FIELDS if not ctx.data.get(k) or ctx.data[k] == superseded.get(k)
     ]
-    if missing:
-        return (
-            "record the certificate: "
-            + ", ".join(f"--set {k}=…" for k in missing)
-            + (
-                " (new numbers: those of the certificate it supersedes stay with that one)"
-                if superseded
-                else ""
-            )
-        )
-    return None
+    if not missing:
+        return None
+    plural = "s" if len(missing) > 1 else ""
+    text = f"record the certificate: data field{plural} {', '.join(missing)} needed"
+    if superseded:
+        text += " (new numbers: those of the certificate it supersedes stay with that one)"
+    return Failure(text, tuple(f"data.{k}" for k in missing))
 
 
 #: The names workflow files may use in ``guards = [...]``.

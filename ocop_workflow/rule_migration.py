@@ -111,7 +111,7 @@ class DossierMove:
 
 
 def resolve_plan(text: str) -> Path:
-    """``--plan``: the name of a shipped plan (``ocop-148-to-ocop-1489``), else a file path.
+    """A plan: the name of a shipped plan (``ocop-148-to-ocop-1489``), else a file path.
 
     A bare name that a shipped plan has is that plan, even if a file of that name lies in the
     working folder (a planted file must not stand in for the plan the README names); write
@@ -128,8 +128,8 @@ def resolve_plan(text: str) -> Path:
 
 def load_plan(path: Path, source: WorkflowDef, target: WorkflowDef) -> Plan:
     """Read and check a plan file against both workflows; UsageError (exit 2) names each problem."""
-    raw_bytes = read_small_file(path, "--plan", PLAN_MAX_BYTES, missing=UsageError)
-    raw = toml_document(raw_bytes, f"--plan {path}")
+    raw_bytes = read_small_file(path, "plan", PLAN_MAX_BYTES, missing=UsageError)
+    raw = toml_document(raw_bytes, f"plan {path}")
     problems: list[str] = []
     for key in raw:
         if key not in _PLAN_KEYS:
@@ -143,8 +143,8 @@ def load_plan(path: Path, source: WorkflowDef, target: WorkflowDef) -> Plan:
             problems.append(f"[plan]: unknown key '{key}'")
     if head.get("from") != source.name or head.get("to") != target.name:
         problems.append(
-            f"[plan] says from = {head.get('from')!r}, to = {head.get('to')!r}; the command "
-            f"says --from {source.name} --to {target.name}"
+            f"[plan] says from = {head.get('from')!r}, to = {head.get('to')!r}; the migration "
+            f"asked is from {source.name} to {target.name}"
         )
     same_names = head.get("same_names", False)
     if not isinstance(same_names, bool):
@@ -194,7 +194,7 @@ def load_plan(path: Path, source: WorkflowDef, target: WorkflowDef) -> Plan:
         if target.groups and new not in target.groups:
             problems.append(f"[groups]: {old} = '{new}': not a product group of {target.name}")
     if problems:
-        raise UsageError(f"--plan {path}: " + "; ".join(problems))
+        raise UsageError(f"plan {path}: " + "; ".join(problems), fields=("plan",))
     return Plan(
         path=path,
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
@@ -258,9 +258,12 @@ def migrate(
     """
     engine.policy.check_migrate(actor)
     if reason is not None:
-        check_text(reason, "--reason", multiline=True, max_len=1000)
+        check_text(reason, "reason", multiline=True, max_len=1000, field="reason")
         if not reason.strip():
-            raise UsageError("--reason must be a non-empty text of at most 1000 characters")
+            raise UsageError(
+                "the reason must be a non-empty text of at most 1000 characters",
+                fields=("reason",),
+            )
     source = engine.registry.get(source_name)
     target = engine.registry.get(target_name)
     plan = load_plan(resolve_plan(str(plan_path)), source, target)
@@ -393,9 +396,9 @@ def _preflight(
         if transition.automatic:
             continue
         failing = [
-            f
+            f.text
             for f in guard_failures(target, transition, moved_row, data, "(pre-flight)")
-            if not f.startswith("reason_given")
+            if not f.text.startswith("reason_given")
         ]
         if failing:
             move.guards_failing[transition.trigger] = failing

@@ -778,12 +778,13 @@ class Ocop:
         if expires_days is not None:
             if not 0 < expires_days <= auth.MAX_TOKEN_DAYS:  # NaN fails this too
                 raise UsageError(
-                    f"--expires {expires_days}: give a number of days above 0 and at most "
-                    f"{auth.MAX_TOKEN_DAYS}"
+                    f"a token lasts more than 0 and at most {auth.MAX_TOKEN_DAYS} days, "
+                    f"not {expires_days}",
+                    fields=("expires_days",),
                 )
             expires = timedelta(days=expires_days)
         if label is not None:
-            check_text(label, "--label")
+            check_text(label, "label", field="label")
         return auth.create_token(
             self.checked_store(), self.config, user_key, self.now(), expires=expires, label=label
         )

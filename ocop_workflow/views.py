@@ -121,7 +121,7 @@ class DossierFilter:
     def check(self, registry: Registry) -> None:
         """A misspelt workflow, state or stage is an error (exit 3), not an empty answer.
 
-        An officer who types ``--state bussiness_plan`` must not conclude that nothing is
+        An officer who asks for state ``bussiness_plan`` must not conclude that nothing is
         waiting. The commune is free text on the dossier, so an unknown one is just no match.
         """
         from .errors import WorkflowFileError
@@ -134,9 +134,9 @@ class DossierFilter:
             return  # the state may be one of a workflow that cannot load now: no false "no such"
         scope = f"workflow {self.workflow}" if self.workflow else "any workflow"
         if self.state is not None and not any(self.state in wf.states for wf in workflows):
-            raise NotFound(f"--state {self.state}: no such state in {scope}")
+            raise NotFound(f"no state '{self.state}' in {scope}", fields=("state",))
         if self.stage is not None and not any(self.stage in wf.stages for wf in workflows):
-            raise NotFound(f"--stage {self.stage}: no such stage in {scope}")
+            raise NotFound(f"no stage '{self.stage}' in {scope}", fields=("stage",))
 
     def check_commune(
         self,
@@ -144,7 +144,7 @@ class DossierFilter:
         reads: Store | Reads,
         limited: Callable[[], tuple[Store, sa.ColumnElement[bool]] | None] | None = None,
     ) -> None:
-        """``--commune`` must name a known commune: "Ia le" is a typo to point out, not "none".
+        """The commune asked for must be a known one: "Ia le" is a typo to point out, not "none".
 
         Known: ``[communes] names`` when configured, else the communes of the configuration and,
         for a commune not among them, of the dossiers on file — only of those the reader may
@@ -171,7 +171,7 @@ class DossierFilter:
                 query = sa.select(dossier_t.c.commune).where(readable).distinct()
                 with store.read() as conn:
                     known |= set(conn.execute(query).scalars())
-        check_commune(self.commune, known, closed=True, what="--commune")
+        check_commune(self.commune, known, closed=True)
 
 
 #: The columns of ``dossier list --format csv|xlsx`` (and of an import file: see importer.py).
@@ -439,7 +439,9 @@ def list_notifications(
     store: Store, tz: tzinfo, *, status: str | None = None, dossier_id: str | None = None
 ) -> Iterator[Notification]:
     if status is not None and status not in NOTIFICATION_STATUSES:
-        raise UsageError(f"--status {status}: use one of {', '.join(NOTIFICATION_STATUSES)}")
+        raise UsageError(
+            f"status '{status}': use one of {', '.join(NOTIFICATION_STATUSES)}", fields=("status",)
+        )
     import sqlalchemy as sa
 
     from .store import notification_t

@@ -50,7 +50,9 @@ def test_a_misspelt_commune_filter_is_not_found_with_the_commune_meant(
     for typo in ("Ia le", "Ia Lê", "IaLe"):
         done = ws.run("dossier", "list", "--commune", typo)
         assert done.code == 3, done
-        assert f"--commune '{typo}': not a known commune (did you mean 'Ia Le'?)" in done.stderr
+        assert done.stderr == (
+            f"error: '{typo}' is not a known commune (did you mean 'Ia Le'?) — option --commune\n"
+        )
     listed = ws.run("dossier", "list", "--commune", "Ia Le", "--json", check=True).json()
     assert len(listed) == 1
 
@@ -75,7 +77,7 @@ def test_with_a_communes_list_an_unlisted_commune_is_refused_everywhere(tmp_path
     assert (
         ws.run(*REGISTER, "--commune", "Chu Puh", user="hung")
         .stderr.strip()
-        .endswith("(did you mean 'Chư Pưh'?)")
+        .endswith("(did you mean 'Chư Pưh'?) — option --commune")
     )
     assert ws.run("dossier", "list", "--commune", "Ia Grai").code == 3
     sheet = tmp_path / "import.csv"
