@@ -969,6 +969,53 @@ def test_bad_scores_unknown_members_double_scores_and_protected_stars_write_noth
     assert "stars" not in shown["data"]
 
 
+def test_the_command_line_ends_an_error_with_the_options_of_the_inputs_it_names(
+    sqlite_workspace: Workspace,
+) -> None:
+    """The facade words an error for every caller ("'reject' needs a reason"); at a terminal
+    the line ends with the options to type, while ``--json`` prints the API's error: the same
+    message, no option in it, and the inputs it names in ``fields``."""
+    ws = sqlite_workspace
+    [d] = import_dossiers(ws, [dossier_row("OCOP-T-OPT", "evaluation_province")])
+    score = ("score", d, "--member", "m1", "--b", "20", "--c", "20")
+    cases = [
+        (
+            ("dossier", "advance", d, "certify"),
+            "hung",
+            ["data.certificate_no", "data.decision_no"],
+            " — options --set certificate_no=…, --set decision_no=…",
+        ),
+        (
+            ("dossier", "advance", d, "return_dossier", "--set", "producer_email=x"),
+            "hung",
+            ["data.producer_email"],
+            " — option --set producer_email=…",
+        ),
+        (
+            ("dossier", "advance", d, "return_dossier"),
+            "hung",
+            ["reason"],
+            " — option --reason TEXT",
+        ),
+        ((*score, "--a", "99"), "chair", ["a"], " — option --a"),
+        (
+            (*score, "--a", "30", "--council", "nope"),
+            "chair",
+            ["council"],
+            " — option --council KEY",
+        ),
+        (("score", d, "--rescore"), "chair", ["reason"], " — option --reason TEXT"),
+        (("dossier", "list", "--commune", "Ia le"), None, ["commune"], " — option --commune"),
+        (("dossier", "list", "--state", "bussiness_plan"), None, ["state"], " — option --state"),
+    ]
+    for args, user, fields, hint in cases:
+        done = ws.run(*args, "--json", user=user, now=T_SCORE)
+        error = json.loads(done.stdout)["error"]
+        assert error.get("fields") == fields, done
+        assert "--" not in error["message"], done
+        assert done.stderr == f"error: {error['message']}{hint}\n", done
+
+
 def test_a_re_certification_takes_new_numbers_not_those_of_the_certificate_it_supersedes(
     sqlite_workspace: Workspace,
 ) -> None:

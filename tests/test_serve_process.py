@@ -91,6 +91,10 @@ def test_through_the_server_errors_keep_their_exit_codes(served: Served) -> None
     nobody = served.cli("dossier", "list", token="ocop_forged", process=True)
     assert nobody.code == 6, nobody
     assert "invalid or expired token" in nobody.stderr
+    # the server names the inputs at fault; the command line through it names their options
+    typo = served.cli("dossier", "list", "--commune", "Ia le", token=token)
+    assert typo.code == 3, typo
+    assert typo.stderr.endswith("(did you mean 'Ia Le'?) — option --commune\n"), typo
 
 
 def test_a_command_only_the_database_can_do_is_refused_on_an_officers_machine_as_such(

@@ -8,6 +8,7 @@ limited, logins are throttled in the database.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -206,6 +207,58 @@ def test_a_bug_answers_500_with_the_error_body_and_no_detail(
     assert failed.json()["error"]["code"] == "error"
     assert "secret" not in failed.text and "RuntimeError" not in failed.text
     assert client.get("/api/v1/dossiers", headers=api.h("lan")).status_code == 200
+
+
+#: An option of the command line (``--reason``, ``--set``, ``--commune``) named in a message.
+CLI_OPTION = re.compile(r"(?<![\w-])--[a-z]")
+
+
+def test_api_errors_name_the_requests_inputs_never_a_command_line_option(api: Api) -> None:
+    """An API client is told what it sent (``reason``, ``data.certificate_no``, ``commune``), as
+    a web app would show it, never the command line's ``--reason``, ``--set …`` or
+    ``--commune``: the facade words its errors for every caller, and ``fields`` names the
+    request's inputs at fault where a message is about one."""
+    d = "/api/v1/dossiers/" + api.register()["id"]
+    council = "/api/v1/dossiers/" + import_before_council(api)
+    score = {"member": "m1", "a": 30, "b": 20, "c": 20}
+    register = {"product": "Tiêu", "producer": "HTX Cà phê Ia Le", "commune": "Ia le"}
+    cases = [
+        (api.post(f"{d}/advance", "lan", json={"trigger": "reject"}), ["reason"]),
+        (api.post(f"{d}/advance", "lan", json={"trigger": "reject", "reason": "\x1b"}), ["reason"]),
+        (
+            api.post(
+                f"{d}/advance",
+                "lan",
+                json={"trigger": "accept_idea", "data": {"producer_email": "x"}},
+            ),
+            ["data.producer_email"],
+        ),
+        (
+            api.post(f"{d}/advance", "lan", json={"trigger": "accept_idea", "data": {"no": "x"}}),
+            ["data.no"],
+        ),
+        (
+            api.post(f"{council}/advance", "hung", json={"trigger": "certify"}),
+            ["data.certificate_no", "data.decision_no"],
+        ),
+        (api.post(f"{council}/scores", "chair", json={**score, "a": 99}), ["a"]),
+        (api.post(f"{council}/scores", "chair", json={**score, "note": "\x00"}), ["note"]),
+        (api.post(f"{council}/scores", "chair", json={**score, "council": "no"}), ["council"]),
+        (api.post(f"{council}/scoring/rescore", "chair", json={}), ["reason"]),
+        (api.post("/api/v1/dossiers", "lan", json=register), ["commune"]),
+        (api.get("/api/v1/dossiers?commune=Ia%20le", "lan"), ["commune"]),
+        (api.get("/api/v1/dossiers?state=bussiness_plan", "lan"), ["state"]),
+        (api.get("/api/v1/dossiers?stage=evaluating", "lan"), ["stage"]),
+        (api.get("/api/v1/notifications?status=lost", "lan"), ["status"]),
+        (api.get("/api/v1/workflows/ocop-1489/diagram?format=png", "lan"), None),
+        (api.get("/api/v1/dossiers?limit=0", "lan"), None),
+    ]
+    for response, fields in cases:
+        assert response.status_code >= 400, response.text
+        error = response.json()["error"]
+        assert error.get("fields") == fields, response.text
+        for said in (error["message"], *error.get("reasons", ())):
+            assert not CLI_OPTION.search(said), response.text
 
 
 def test_requests_without_a_valid_token_are_401(api: Api) -> None:
