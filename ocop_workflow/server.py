@@ -42,7 +42,7 @@ from .errors import (
 )
 from .inputs import may_be_token
 from .render import when
-from .service import Ocop
+from .service import MAX_PAGE, Ocop
 from .sqlite_reads import ReaderBusy, sqlite_path
 from .store import WriterBusy
 
@@ -573,7 +573,7 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         commune: str | None = None,
         workflow: str | None = None,
         overdue: bool = False,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> JSONResponse:
         """The dossiers you may see, filtered as ``ocop dossier list``, one page."""
@@ -745,17 +745,30 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         dossier: str | None = None,
         due: bool = False,
         all: bool = False,
+        limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> JSONResponse:
-        """Pending timers of the dossiers you may see (``all``: whatever their status)."""
-        found = core.timers(actor, dossier_id=dossier, due=due, include_all=all)
+        """Pending timers of the dossiers you may see (``all``: whatever their status), soonest
+        first; ``limit`` and ``offset``: one page of them."""
+        found = core.timers(
+            actor, dossier_id=dossier, due=due, include_all=all, limit=limit, offset=offset
+        )
         return JSONResponse([t.to_json() for t in found])
 
     @app.get(f"{API}/notifications", tags=["notifications"])
     def notifications(
-        actor: Actor, core: Core, status: str | None = None, dossier: str | None = None
+        actor: Actor,
+        core: Core,
+        status: str | None = None,
+        dossier: str | None = None,
+        limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> JSONResponse:
-        """The outbox entries of the dossiers you may see, oldest first."""
-        found = core.notifications(actor, status=status, dossier_id=dossier)
+        """The outbox entries of the dossiers you may see, oldest first; ``limit`` and
+        ``offset``: one page of them."""
+        found = core.notifications(
+            actor, status=status, dossier_id=dossier, limit=limit, offset=offset
+        )
         return JSONResponse([n.to_json() for n in found])
 
     # --- reports and audit ----------------------------------------------------------------

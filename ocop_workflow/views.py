@@ -413,7 +413,12 @@ def list_timers(
     dossier_id: str | None = None,
     due_before: datetime | None = None,
     include_all: bool = False,
+    visible: sa.ColumnElement[bool] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> Iterator[Timer]:
+    """Timers, soonest first; only those of the dossiers ``visible`` selects (``of_visible``),
+    ``limit`` of them from ``offset`` on."""
     import sqlalchemy as sa
 
     from .store import PENDING, pending_due, timer_t
@@ -427,17 +432,48 @@ def list_timers(
         query = query.where(
             timer_t.c.due_at <= due_before if include_all else pending_due(due_before)
         )
+    query = _page(of_visible(query, timer_t, visible), limit, offset)
     with store.read() as conn:
         for row in conn.execution_options(yield_per=1000).execute(query):
             yield Timer.from_row(dict(row._mapping), tz)
+
+
+def of_visible(query: Any, table: sa.Table, visible: sa.ColumnElement[bool] | None) -> Any:
+    """``query`` on a table of rows about dossiers (timers, the outbox), kept to the rows of
+    dossiers that exist and that ``visible`` (a clause on ``dossier_t``: the policy's
+    ``read_filter``, or true) selects; None keeps every row, even one of no dossier.
+
+    Joined in the database: a reader of a few dossiers costs one statement reading those,
+    not a read of the province's rows and one more per dossier to sort them."""
+    if visible is None:
+        return query
+    from .store import dossier_t
+
+    return query.join(dossier_t, dossier_t.c.id == table.c.dossier_id).where(visible)
+
+
+def _page(query: Any, limit: int | None, offset: int) -> Any:
+    """One page of ``query`` (its ORDER BY must be total), or all of it without a ``limit``."""
+    if limit is not None:
+        query = query.limit(limit)
+    return query.offset(offset) if offset else query
 
 
 NOTIFICATION_STATUSES = ("pending", "sent", "dead")
 
 
 def list_notifications(
-    store: Store, tz: tzinfo, *, status: str | None = None, dossier_id: str | None = None
+    store: Store,
+    tz: tzinfo,
+    *,
+    status: str | None = None,
+    dossier_id: str | None = None,
+    visible: sa.ColumnElement[bool] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> Iterator[Notification]:
+    """Outbox entries, oldest first; only those of the dossiers ``visible`` selects
+    (``of_visible``), ``limit`` of them from ``offset`` on."""
     if status is not None and status not in NOTIFICATION_STATUSES:
         raise UsageError(
             f"status '{status}': use one of {', '.join(NOTIFICATION_STATUSES)}", fields=("status",)
@@ -451,6 +487,7 @@ def list_notifications(
         query = query.where(notification_t.c.status == status)
     if dossier_id is not None:
         query = query.where(notification_t.c.dossier_id == dossier_id)
+    query = _page(of_visible(query, notification_t, visible), limit, offset)
     with store.read() as conn:
         for row in conn.execution_options(yield_per=1000).execute(query):
             yield Notification.from_row(row, tz)
