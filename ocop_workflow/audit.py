@@ -4,7 +4,8 @@ Each entry's hash covers the previous entry's hash and a canonical JSON of the e
 removing or reordering any entry breaks every later link. Database triggers (see the first
 migration) reject UPDATE and DELETE; the chain is what still catches an edit made by someone who
 dropped them. Verification streams the table ordered by (dossier, seq), so its memory does not
-grow with the number of dossiers.
+grow with the number of dossiers; an export reads it in that order a batch at a time, so its
+memory does not grow with the trail.
 
 **What an entry stores.** Every entry records the dossier as the change left it (``data_after``,
 the snapshot of ``engine.snapshot``). Entries written by earlier versions also stored
@@ -256,21 +257,31 @@ def history_entries(
     ``data_after``: the row just before it when the rows bring it (a whole history, an
     export), else read by its key (the first entry of an export ``--since``).
     """
-    previous: tuple[str, int] | None = None
-    previous_after: str | None = None
+    previous: Any = None
     for row in rows:
-        before_text = None
-        if row.data_before is None and row.seq > 1:
-            if previous == (row.dossier_id, row.seq - 1):
-                before_text = previous_after
-            else:
-                before_text = conn.execute(
-                    sa.select(audit_t.c.data_after).where(
-                        audit_t.c.dossier_id == row.dossier_id, audit_t.c.seq == row.seq - 1
-                    )
-                ).scalar()
-        yield history_entry(row, timezone, before_text)
-        previous, previous_after = (row.dossier_id, row.seq), row.data_after
+        yield history_entry(row, timezone, before_text(conn, row, previous))
+        previous = row
+
+
+def before_text(conn: Connection, row: Any, previous: Any) -> str | None:
+    """The ``data_before`` to show with ``row`` when it stores none: the ``data_after`` of
+    ``previous`` (the row read just before) when that is its predecessor, else read by key."""
+    if row.data_before is not None or row.seq <= 1:
+        return None
+    if _follows(row, previous):
+        return previous.data_after
+    return conn.execute(
+        sa.select(audit_t.c.data_after).where(
+            audit_t.c.dossier_id == row.dossier_id, audit_t.c.seq == row.seq - 1
+        )
+    ).scalar()
+
+
+def _follows(row: Any, previous: Any) -> bool:
+    """Whether ``row`` is the entry right after ``previous`` in the same chain."""
+    if previous is None:
+        return False
+    return bool(previous.dossier_id == row.dossier_id and previous.seq + 1 == row.seq)
 
 
 # --- verification -----------------------------------------------------------------------------
@@ -632,6 +643,11 @@ EXPORT_COLUMNS = (
 )
 
 
+#: How many entries an export reads at a time, each batch in a short read of its own: what the
+#: export holds in memory at most (with one entry's JSON), however long the trail.
+EXPORT_BATCH = 200
+
+
 def export(
     store: Store,
     out: IO[str],
@@ -643,7 +659,8 @@ def export(
 ) -> int:
     """Write the trail (oldest first per dossier) as CSV or JSON Lines; returns entries written.
 
-    ``progress`` is told every 1,000 entries written (the CLI draws a bar with it).
+    ``progress`` is told every 1,000 entries written (the CLI draws a bar with it). Written as
+    it is read (:func:`export_lines`).
 
     An exported entry is re-hashed from the export alone: SHA-256 of the UTF-8 JSON (keys sorted,
     no spaces, non-ASCII as is) of ``dossier, seq, trigger, from, to, actor, reason``, ``at`` in
@@ -651,33 +668,120 @@ def export(
     ``data_before_stored`` else ``null``, ``data_after`` (the export's ``data``) and
     ``prev_hash`` (README, ``ocop audit export``; tests/test_audit_format.py does it).
     """
-    query = sa.select(audit_t).order_by(audit_t.c.dossier_id, audit_t.c.seq)
-    if since is not None:
-        query = query.where(audit_t.c.at >= since)
+    out.write(export_header(fmt))
     count = 0
-    writer = None
-    from .exports import neutralise
-
-    if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
-        writer.writeheader()
-    with store.read() as conn:
-        for entry in history_entries(conn, _stream(conn, query), timezone):
-            document = entry.to_json()
-            if writer is not None:
-                document["data"] = dumps(document["data"])
-                document["data_before"] = (
-                    None if document["data_before"] is None else dumps(document["data_before"])
-                )
-                document["data_before_stored"] = (
-                    "true" if document["data_before_stored"] else "false"
-                )
-                writer.writerow({k: neutralise(v) for k, v in document.items()})
-            else:
-                out.write(json.dumps(document, ensure_ascii=False) + "\n")
-            count += 1
-            if progress is not None and count % 1000 == 0:
-                progress(1000)
+    for count, line in enumerate(export_lines(store, fmt=fmt, since=since, timezone=timezone), 1):
+        out.write(line)
+        if progress is not None and count % 1000 == 0:
+            progress(1000)
     if progress is not None and count % 1000:
         progress(count % 1000)  # the bar ends at 100 %, not at the last full thousand
     return count
+
+
+def export_text(
+    store: Store, *, fmt: str = "jsonl", since: datetime | None = None, timezone: Any = UTC
+) -> Iterator[str]:
+    """The whole export as :func:`export` writes it, piece by piece as it is read (the server
+    sends it so: its memory does not grow with the trail)."""
+    yield export_header(fmt)
+    yield from export_lines(store, fmt=fmt, since=since, timezone=timezone)
+
+
+def export_header(fmt: str) -> str:
+    """What an export starts with: the CSV's header line; nothing for JSON Lines."""
+    if fmt != "csv":
+        return ""
+    return _csv_line()({column: column for column in EXPORT_COLUMNS})
+
+
+def export_lines(
+    store: Store, *, fmt: str = "jsonl", since: datetime | None = None, timezone: Any = UTC
+) -> Iterator[str]:
+    """One line of text per entry (``fmt`` ``csv`` or ``jsonl``), as they are read."""
+    csv_line = _csv_line() if fmt == "csv" else None
+    for entry in trail(store, since=since, timezone=timezone):
+        document = entry.to_json()
+        if csv_line is None:
+            yield json.dumps(document, ensure_ascii=False) + "\n"
+        else:
+            yield csv_line(_csv_cells(document))
+
+
+def _csv_line() -> Callable[[Mapping[str, Any]], str]:
+    """A row of the export's CSV as its text (the ``csv`` module's quoting and ``\\r\\n``):
+    ``writerow`` returns what its file's ``write`` returns, and this file's returns the line."""
+    writer = csv.DictWriter(_Echo(), fieldnames=EXPORT_COLUMNS)
+
+    def line(row: Mapping[str, Any]) -> str:
+        return str(writer.writerow(row))
+
+    return line
+
+
+class _Echo:
+    """A "file" whose ``write`` gives back the text it is given, keeping nothing."""
+
+    @staticmethod
+    def write(text: str) -> str:
+        return text
+
+
+def _csv_cells(document: dict[str, Any]) -> dict[str, Any]:
+    """An entry's JSON document as CSV cells: the data as JSON text, the flag as ``true`` or
+    ``false``, and no cell a spreadsheet would take for a formula (``exports.neutralise``)."""
+    from .exports import neutralise
+
+    document["data"] = dumps(document["data"])
+    before = document["data_before"]
+    document["data_before"] = None if before is None else dumps(before)
+    document["data_before_stored"] = "true" if document["data_before_stored"] else "false"
+    return {k: neutralise(v) for k, v in document.items()}
+
+
+def trail(
+    store: Store,
+    *,
+    since: datetime | None = None,
+    timezone: Any = UTC,
+    batch: int | None = None,
+) -> Iterator[HistoryEntry]:
+    """Every entry (at or after ``since``), ordered by dossier and seq, as history entries.
+
+    Read ``batch`` entries (``EXPORT_BATCH``) at a time, each batch in a short read transaction
+    of its own that ends before its entries are handed on, from where the last one stopped
+    (its key): the memory is one batch's, however long the trail, and no transaction stays
+    open while whoever takes the entries (a slow client of the server) dawdles. Entries are
+    only ever appended, so each chain exported is its chain as it stood at some instant of
+    the export: one appended meanwhile is in it if its batch had not been read yet.
+    """
+    size = EXPORT_BATCH if batch is None else batch
+    query = sa.select(audit_t).order_by(audit_t.c.dossier_id, audit_t.c.seq).limit(size)
+    if since is not None:
+        query = query.where(audit_t.c.at >= since)
+    previous: Any = None
+    while True:
+        read = _batch(store, query, previous)
+        full = len(read) == size
+        previous = read[-1][0] if read else None
+        read.reverse()
+        while read:  # each row let go once handed on: one batch held, never two
+            row, before = read.pop()
+            yield history_entry(row, timezone, before)
+        if not full:
+            return
+
+
+def _batch(store: Store, query: sa.Select[Any], previous: Any) -> list[tuple[Any, str | None]]:
+    """The rows of ``query`` after ``previous`` (the last row read, or None: from the start),
+    each with the ``data_before`` to show with it (``before_text``), in one read."""
+    if previous is not None:
+        key = sa.tuple_(audit_t.c.dossier_id, audit_t.c.seq)
+        query = query.where(key > (previous.dossier_id, previous.seq))
+    with store.read() as conn:
+        rows = conn.execute(query).all()
+        read = []
+        for row in rows:
+            read.append((row, before_text(conn, row, previous)))
+            previous = row
+    return read

@@ -13,7 +13,7 @@ both only where ``[clock] allow_override`` allows it, exactly as on the command 
 
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -848,22 +848,46 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         since: str | None = None,
         format: Annotated[str, Query(pattern="^(csv|jsonl)$")] = "jsonl",
     ) -> StreamingResponse:
-        """The audit trail for auditors, oldest first per dossier (JSON lines or CSV)."""
-        import io
-
+        """The audit trail for auditors, oldest first per dossier (JSON lines or CSV), sent as
+        it is read: the server holds a batch of entries, never the whole export."""
         from .config import parse_instant
 
         since_at = parse_instant(since, "since", UsageError) if since else None
-        out = io.StringIO()
-        core.audit_export(actor, out, fmt=format, since=since_at)
+        pieces = core.audit_export_text(actor, fmt=format, since=since_at)
         media = "text/csv" if format == "csv" else "application/x-ndjson"
-
-        def body() -> Iterator[bytes]:
-            yield out.getvalue().encode("utf-8")
-
-        return StreamingResponse(body(), media_type=media)
+        return StreamingResponse(read_first(in_chunks(pieces)), media_type=media)
 
     return app
+
+
+#: About how many bytes of a streamed answer go to the event loop at once: one hand-over per
+#: chunk, not per line of an export of millions.
+CHUNK_BYTES = 1 << 16
+
+
+def in_chunks(pieces: Iterable[str], size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """``pieces`` of text as UTF-8 chunks of about ``size`` bytes (the last may be shorter)."""
+    held: list[bytes] = []
+    length = 0
+    for piece in pieces:
+        encoded = piece.encode("utf-8")
+        held.append(encoded)
+        length += len(encoded)
+        if length >= size:
+            yield b"".join(held)
+            held, length = [], 0
+    if held:
+        yield b"".join(held)
+
+
+def read_first(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """``chunks`` with the first already read, here: a streamed answer's status goes out
+    before its body, so a failure of the first read (the database unreachable) must happen
+    while the status can still say so, not after a 200."""
+    import itertools
+
+    first = next(chunks, None)
+    return chunks if first is None else itertools.chain([first], chunks)
 
 
 class Writer:

@@ -969,6 +969,7 @@ class Ocop:
         since: datetime | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> int:
+        """``audit export``: the trail written to ``out`` as it is read; the entries written."""
         from .audit import export
 
         if actor is not None:
@@ -976,6 +977,18 @@ class Ocop:
         return export(
             self.checked_store(), out, fmt=fmt, since=since, timezone=self.tz, progress=progress
         )
+
+    def audit_export_text(
+        self, actor: User | None, *, fmt: str = "jsonl", since: datetime | None = None
+    ) -> Iterator[str]:
+        """The export ``audit_export`` writes, as pieces of text read while they are taken (the
+        server's response: its memory does not grow with the trail). Who may is decided now,
+        before anything is read, not when the first piece is asked for."""
+        from .audit import export_text
+
+        if actor is not None:
+            self.check_reads_all(actor, "the audit trail")
+        return export_text(self.checked_store(), fmt=fmt, since=since, timezone=self.tz)
 
 
 def check_page(limit: int | None, offset: int) -> None:
