@@ -357,9 +357,9 @@ def walk(
                 started = time.perf_counter()
                 if op == "advance":
                     data = (
-                        (f"certificate_no=GCN-{dossier_id}", "decision_no=123/QĐ-UBND")
+                        {"certificate_no": f"GCN-{dossier_id}", "decision_no": "123/QĐ-UBND"}
                         if what == "certify"
-                        else ()
+                        else {}
                     )
                     engine.advance(dossier_id, what, user, data=data, expect_version=step + 1)
                 elif op == "attach":
