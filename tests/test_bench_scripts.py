@@ -1,7 +1,8 @@
 """The benchmark scripts still drive the library as it is: their figures are only measured by
-hand (machines are noisy), but a script broken by an API change would go unnoticed until then —
-the comparison with Django (outside this repository) runs ``bench/transitions.py``'s own walk. Each runs
-here on a handful of dossiers, as a real subprocess, and must end with its JSON line."""
+hand (machines are noisy), but a script broken by an API change would go unnoticed until then,
+and the comparison with Django (outside this repository) runs ``bench/transitions.py``'s own
+walk. Each runs here on a handful of dossiers, as a real subprocess, and must end with its JSON
+line."""
 
 from __future__ import annotations
 
