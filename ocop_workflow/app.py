@@ -51,10 +51,10 @@ class App:
         from .clock import FixedClock, clock_from_env
         from .service import Ocop
 
-        if self.through_server():
-            self._no_local_database()
         ocop = Ocop(self.config, FixedClock(clock_from_env(self.config, self.env).now()))
         ocop.instant_reads = True  # one command, one thread: plain sqlite3 reads are safe
+        if self.through_server():
+            ocop.opening_database = self._no_local_database
         return ocop
 
     @property

@@ -53,6 +53,8 @@ class Client:
     """A JSON API session as one person (their token)."""
 
     def __init__(self, url: str, token: str, *, now: str | None = None) -> None:
+        from urllib.parse import urlsplit
+
         import httpx
 
         headers = {"Authorization": f"Bearer {token}"}
@@ -61,7 +63,7 @@ class Client:
         self.url = url.rstrip("/")
         # Plain http is allowed only to this machine (``check_server_url``): a proxy from the
         # environment (http_proxy, ALL_PROXY) would receive the token in clear on the way.
-        plain = self.url.startswith("http://")
+        plain = urlsplit(self.url).scheme.lower() == "http"  # HTTP:// is plain http too
         self.http = httpx.Client(
             base_url=self.url, headers=headers, timeout=120.0, trust_env=not plain
         )

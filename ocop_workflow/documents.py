@@ -122,7 +122,11 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
     check_text(source.name, "the file name")
     check_file(source)
     limit = engine.config.max_documents
-    check_room(dossier_id, held_documents(row), limit)
+    if len(held_documents(row)) >= limit:  # full: only the same file again, as "already there"
+        already = _held_copy(row, kind, _sha256_of(source))
+        if already is not None:
+            return {**already, "dossier": dossier_id, "already_attached": True}
+        check_room(dossier_id, held_documents(row), limit)
     sha256, size, _ = store_file(
         engine.config.documents_dir, source, engine.config.max_document_bytes
     )
@@ -134,11 +138,9 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
         "at": engine.clock().isoformat(),
         "by": actor.key,
     }
-    existing = [
-        d for d in held_documents(row) if d.get("kind") == kind and d.get("sha256") == sha256
-    ]
-    if existing:
-        return {**existing[0], "dossier": dossier_id, "already_attached": True}
+    existing = _held_copy(row, kind, sha256)
+    if existing is not None:
+        return {**existing, "dossier": dossier_id, "already_attached": True}
 
     def change(locked: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         for held in data.get("documents", []):  # checked again under the lock: no double record
@@ -155,6 +157,23 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
     except _AlreadyAttached as already:
         return {**already.document, "dossier": dossier_id, "already_attached": True}
     return {**entry, "dossier": dossier_id, "seq": seq, "already_attached": False}
+
+
+def _held_copy(row: Mapping[str, Any], kind: str, sha256: str) -> dict[str, Any] | None:
+    """The document of ``kind`` with this content the dossier already holds, if any."""
+    for held in held_documents(row):
+        if held.get("kind") == kind and held.get("sha256") == sha256:
+            return held
+    return None
+
+
+def _sha256_of(source: Path) -> str:
+    """The content's hash without storing it (a full dossier stores nothing new)."""
+    digest = hashlib.sha256()
+    with source.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_room(dossier_id: str, held: list[Any], limit: int) -> None:

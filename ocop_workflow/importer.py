@@ -346,7 +346,7 @@ def _ids_taken(engine: Engine, ids: dict[str, int], name: str) -> list[str]:
         f"{name}:{ids[given]}: id {given} is taken (ids are unique whatever their case)"
         for given in found
     ]
-    return sorted(taken, key=lambda p: int(p.split(":")[1]))
+    return sorted(taken, key=_line_of)
 
 
 def _check_row(

@@ -100,6 +100,10 @@ class Ocop:
         #: The server's threads: each reads through a plain DB-API reader of its own
         #: (``thread_reads``); set by :meth:`read_per_thread`, shared by :meth:`at`.
         self.thread_reads: threading.local | None = None
+        #: Called before the database is first opened (``store``, the plain readers): the
+        #: CLI through a server refuses there a command that works on the database itself,
+        #: while ``workflow validate`` and the like, which never open it, go on.
+        self.opening_database: Callable[[], None] | None = None
         if store is not None:
             self.__dict__["store"] = store
         if registry is not None:
@@ -113,6 +117,8 @@ class Ocop:
     def store(self) -> Store:
         from .store import Store
 
+        if self.opening_database is not None:
+            self.opening_database()
         return Store(self.config.database_url)
 
     @cached_property
@@ -223,6 +229,8 @@ class Ocop:
 
         path = sqlite_path(self.config.database_url)
         if path is not None:
+            if self.opening_database is not None:
+                self.opening_database()
             wait = getattr(self.thread_reads, "busy_timeout_ms", BUSY_TIMEOUT_MS)
             reads = SqliteReads(self.config.database_url, path, busy_timeout_ms=wait)
             reads.check_schema()
@@ -621,11 +629,8 @@ class Ocop:
         than ``max_bytes`` before anything is stored."""
         import tempfile
 
-        from .documents import check_room, held_documents
-
         clean = safe_file_name(name)
-        row = self._row(actor, dossier_id, acting=True)
-        check_room(dossier_id, held_documents(row), self.config.max_documents)  # before a copy
+        self._row(actor, dossier_id, acting=True)
         limit = self.config.max_document_bytes if max_bytes is None else max_bytes
         self.config.documents_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.config.documents_dir, prefix=".upload-") as tmp:

@@ -254,6 +254,12 @@ def test_a_dossier_holds_at_most_max_per_dossier_documents_and_no_more_is_stored
     assert "already holds 2 documents" in refused.stderr and "max_per_dossier" in refused.stderr
     assert dump_database(ws.url) == before
     assert sorted((tmp_path / "documents").rglob("*")) == stored
+    # the same file again is still "already attached", full or not (a retried upload)
+    again = ws.run("dossier", "attach", dossier, "registration_form",
+                   str(tmp_path / "ban-0.pdf"), "--json", user="lan", now=NOW)  # fmt: skip
+    assert again.code == 0, again
+    assert again.json()["already_attached"] is True
+    assert dump_database(ws.url) == before
     assert ws.run("audit", "verify").code == 0
 
 

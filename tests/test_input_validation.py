@@ -471,3 +471,23 @@ def test_an_import_of_more_rows_than_the_cap_is_refused_and_writes_nothing(
     done = ws.run("import", str(sheet), "--json", user="lan", now=T)
     assert done.code == 0, done
     assert done.json()["imported"] == MAX_IMPORT_ROWS
+
+
+def test_an_import_with_a_taken_id_and_a_colon_in_its_file_name_is_exit_5(
+    sqlite_workspace: Workspace,
+) -> None:
+    """The problems are sorted by their line, read past a file name that holds ':' itself."""
+    ws = sqlite_workspace
+    base = ("dossier", "register", "--producer", "HTX Cà phê Ia Le", "--commune", "Ia Le")
+    ws.run(*base, "--product", "Cà phê", "--id", "IALE-9", user="lan", now=T, check=True)
+    sheet = ws.root / "a:b.csv"
+    sheet.write_text(
+        "id,product,producer,commune\nIALE-8,Mật ong,HTX Cà phê Ia Le,Ia Le\n"
+        "IALE-9,Trà,HTX Cà phê Ia Le,Ia Le\n",
+        encoding="utf-8",
+    )
+    before = dump_database(ws.url)
+    refused = ws.run("import", str(sheet), user="lan", now=T)
+    assert refused.code == 5, refused
+    assert "a:b.csv:3: id IALE-9 is taken" in refused.stderr
+    assert dump_database(ws.url) == before

@@ -116,6 +116,9 @@ def test_a_command_only_the_database_can_do_is_refused_on_an_officers_machine_as
         assert sorted(p.name for p in served.officer.iterdir()) == (
             [] if config is None else ["config.toml"]
         )
+        # a command that never opens the database still works there
+        checked = served.cli("workflow", "validate", str(ROOT / "workflows" / "ocop-1489.toml"))
+        assert checked.code == 0, checked
 
 
 def test_a_plain_http_server_on_this_machine_is_never_reached_through_a_proxy(
@@ -143,9 +146,11 @@ def test_a_plain_http_server_on_this_machine_is_never_reached_through_a_proxy(
     listener.start()
     token = served.token("lan")
     via = f"http://127.0.0.1:{port}"
-    listed = served.cli("dossier", "list", "--json", token=token, http_proxy=via,
-                        HTTP_PROXY=via, ALL_PROXY=via, NO_PROXY="")  # fmt: skip
-    assert listed.code == 0, listed
+    for server in (served.url, served.url.replace("http://", "HTTP://")):
+        listed = served.cli("dossier", "list", "--json", token=token, http_proxy=via,
+                            HTTP_PROXY=via, ALL_PROXY=via, NO_PROXY="",
+                            OCOP_SERVER=server)  # fmt: skip
+        assert listed.code == 0, listed
     with socket.create_connection(("127.0.0.1", port)):  # end the listener's wait
         pass
     listener.join(10)

@@ -498,6 +498,9 @@ def test_an_upload_past_the_documents_a_dossier_may_hold_or_with_a_name_too_long
         second = api.upload(dossier, "lan", "business_plan", "ke-hoach-2.pdf", b"%PDF-1.4 c")
         assert second.status_code == 422, second.text
         assert "max_per_dossier" in second.json()["error"]["message"]
+        # who may not attach is told so first, full dossier or not
+        auditor = api.upload(dossier, "auditor", "business_plan", "x.pdf", b"%PDF-1.4 d")
+        assert auditor.status_code == 403, auditor.text
         shown = api.get(f"/api/v1/dossiers/{dossier}", "lan").json()
         assert [d["files"] for d in shown["documents"] if d["kind"] == "business_plan"] == [
             ["ke-hoach.pdf"]
