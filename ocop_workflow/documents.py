@@ -122,11 +122,13 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
     check_text(source.name, "the file name")
     check_file(source)
     limit = engine.config.max_documents
-    if len(held_documents(row)) >= limit:  # full: only the same file again, as "already there"
-        already = _held_copy(row, kind, _sha256_of(source))
-        if already is not None:
-            return {**already, "dossier": dossier_id, "already_attached": True}
-        check_room(dossier_id, held_documents(row), limit)
+    held = _documents(row)
+    if len(held) >= limit:  # full: only the same file again, as "already there", never stored
+        same_size = [d for d in held if d.get("kind") == kind and d.get("size") == _size(source)]
+        already = _held_copy(same_size, kind, file_digest(source)[0]) if same_size else None
+        if already is None:
+            raise _full(dossier_id, len(held), limit)
+        return {**already, "dossier": dossier_id, "already_attached": True}
     sha256, size, _ = store_file(
         engine.config.documents_dir, source, engine.config.max_document_bytes
     )
@@ -138,15 +140,17 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
         "at": engine.clock().isoformat(),
         "by": actor.key,
     }
-    existing = _held_copy(row, kind, sha256)
+    existing = _held_copy(held, kind, sha256)
     if existing is not None:
         return {**existing, "dossier": dossier_id, "already_attached": True}
 
     def change(locked: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        for held in data.get("documents", []):  # checked again under the lock: no double record
-            if held.get("kind") == kind and held.get("sha256") == sha256:
-                raise _AlreadyAttached(held)
-        check_room(dossier_id, data.get("documents", []), limit)
+        now_held = data.get("documents", [])
+        twin = _held_copy(now_held, kind, sha256)  # checked again under the lock
+        if twin is not None:
+            raise _AlreadyAttached(twin)
+        if len(now_held) >= limit:  # another upload filled it meanwhile
+            raise _full(dossier_id, len(now_held), limit)
         data["documents"] = [*data.get("documents", []), entry]
         return data
 
@@ -159,30 +163,24 @@ def attach(engine: Engine, dossier_id: str, actor: User, kind: str, source: Path
     return {**entry, "dossier": dossier_id, "seq": seq, "already_attached": False}
 
 
-def _held_copy(row: Mapping[str, Any], kind: str, sha256: str) -> dict[str, Any] | None:
-    """The document of ``kind`` with this content the dossier already holds, if any."""
-    for held in held_documents(row):
-        if held.get("kind") == kind and held.get("sha256") == sha256:
-            return held
+def _held_copy(held: list[dict[str, Any]], kind: str, sha256: str) -> dict[str, Any] | None:
+    """The document of ``kind`` with this content among ``held``, if any."""
+    for document in held:
+        if document.get("kind") == kind and document.get("sha256") == sha256:
+            return document
     return None
 
 
-def _sha256_of(source: Path) -> str:
-    """The content's hash without storing it (a full dossier stores nothing new)."""
-    digest = hashlib.sha256()
-    with source.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _size(source: Path) -> int:
+    return source.stat().st_size
 
 
-def check_room(dossier_id: str, held: list[Any], limit: int) -> None:
-    """Refuse a document beyond ``[documents] max_per_dossier`` (see config's default)."""
-    if len(held) >= limit:
-        raise UsageError(
-            f"dossier {dossier_id} already holds {len(held)} documents, the most "
-            f"[documents] max_per_dossier allows ({limit}): nothing was stored"
-        )
+def _full(dossier_id: str, count: int, limit: int) -> UsageError:
+    """A document beyond ``[documents] max_per_dossier`` (see config's default)."""
+    return UsageError(
+        f"dossier {dossier_id} already holds {count} documents, the most "
+        f"[documents] max_per_dossier allows ({limit}): it was not recorded"
+    )
 
 
 class _AlreadyAttached(Exception):
@@ -193,7 +191,7 @@ class _AlreadyAttached(Exception):
         self.document = document
 
 
-def held_documents(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _documents(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     import json
 
     return list(json.loads(row["data"]).get("documents", []))
