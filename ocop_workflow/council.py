@@ -39,7 +39,7 @@ def record_score(
     def change(row: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         # Here, after the policy's first check (``Engine.amend``): asked before it, "unknown
         # member" against a refusal told anyone who may see a dossier which user keys exist.
-        wf, state, council = _scoring_context(engine, row, council_key)
+        wf, state, council = _scoring_context(engine, row, data, council_key)
         # one answer for a key of [users] and any other name: a council member who may
         # score (themselves) learns nothing of which user keys exist
         if member not in council.members:
@@ -78,7 +78,7 @@ def close_scoring(
     """The chair closes the round: quorum and agreement checked, mean, stars, caps."""
 
     def change(row: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        wf, state, council = _scoring_context(engine, row, council_key)
+        wf, state, council = _scoring_context(engine, row, data, council_key)
         engine.policy.check_chair(actor, council, row, "closes the scoring")
         card = _scorecard(wf)
         scoring = _round(data, row, state, council)
@@ -126,7 +126,7 @@ def rescore(
         raise TransitionRefused("reason_given: a re-score needs a reason", fields=("reason",))
 
     def change(row: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        _, state, council = _scoring_context(engine, row, council_key)
+        _, state, council = _scoring_context(engine, row, data, council_key)
         engine.policy.check_chair(actor, council, row, "opens a re-score")
         scoring = _round(data, row, state, council)
         if member is not None:
@@ -188,14 +188,21 @@ def cap_stars(
 
 
 def _scoring_context(
-    engine: Engine, row: Mapping[str, Any], council_key: str | None
+    engine: Engine, row: Mapping[str, Any], data: Mapping[str, Any], council_key: str | None
 ) -> tuple[WorkflowDef, StateDef, Council]:
+    """The workflow, the state and the acting council: the one named, else the council whose
+    round this is (``_round``: a round is its council's, so it need not be named again where
+    several councils of the level cover the commune), else the one covering the commune."""
     wf = engine.registry.for_dossier(row)
     state = wf.state(row["state"])
     if not state.council or state.level is None:
         raise TransitionRefused(
             f"dossier {row['id']} is in state {state.name}, where no council scores"
         )
+    if council_key is None:
+        scoring = data.get("scoring", {}).get(state.level) or {}
+        if scoring.get("round") == row["state_entry_seq"]:
+            council_key = scoring.get("council")
     return wf, state, find_council(engine, state.level, row["commune"], council_key)
 
 
