@@ -154,14 +154,14 @@ def check_dossier_id(dossier_id: str) -> str:
 _OFFICE_ID = re.compile(r"ocop-\d{4}-\d+", re.IGNORECASE)
 
 
-def _taken(dossier_id: str) -> str:
+def taken(dossier_id: str) -> str:
     """A taken id, said in the caller's own spelling: the stored one (ids are unique whatever
     their case) would tell someone who may not see that dossier more than that it exists."""
-    return f"id {dossier_id} is taken (ids are unique whatever their case): choose another id"
+    return f"id {dossier_id} is taken (ids are unique whatever their case)"
 
 
-def taken_ids(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
-    """Given id (as given) → the existing dossier id equal to it ignoring case.
+def taken_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
+    """The given ids (as given) equal to an existing dossier's id ignoring case.
 
     Ids are ASCII, so ``lower()`` folds them alike on SQLite and PostgreSQL; the unique index
     on ``lower(id)`` (migration 0006) answers the look-up and refuses a twin inserted by a
@@ -169,14 +169,14 @@ def taken_ids(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
     capitals and no given id may be their other case).
     """
     wanted = {i.lower(): i for i in ids}
-    found: dict[str, str] = {}
+    found: set[str] = set()
     keys = list(wanted)
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
         for existing in conn.execute(
             sa.select(dossier_t.c.id).where(sa.func.lower(dossier_t.c.id).in_(chunk))
         ).scalars():
-            found[wanted[existing.lower()]] = existing
+            found.add(wanted[existing.lower()])
     return found
 
 
@@ -335,8 +335,8 @@ class Engine:
         self.check_new_allowed(actor, new)
         if new.dossier_id is None:
             dossier_id = self.next_ids(conn, now, 1)[0]
-        elif taken_ids(conn, [new.dossier_id]).get(new.dossier_id):
-            raise Conflict(_taken(new.dossier_id))
+        elif taken_ids(conn, [new.dossier_id]):
+            raise Conflict(f"{taken(new.dossier_id)}: choose another id")
         else:
             dossier_id = new.dossier_id
         row, entry, timer_rows = self.new_rows(
@@ -345,7 +345,12 @@ class Engine:
         try:
             conn.execute(dossier_t.insert(), [row])
         except sa.exc.IntegrityError:  # another officer registered this id a moment ago
-            raise Conflict(_taken(dossier_id)) from None
+            remedy = (
+                "choose another id"
+                if new.dossier_id
+                else "registered at the same moment: try again"
+            )
+            raise Conflict(f"{taken(dossier_id)}: {remedy}") from None
         conn.execute(audit_t.insert(), [entry])
         if timer_rows:
             conn.execute(timer_t.insert(), timer_rows)

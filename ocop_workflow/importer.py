@@ -245,7 +245,7 @@ def import_file(
             progress(1)
     bad = len(report.problems)
     taken = _ids_taken(engine, seen_ids, path.name)
-    report.problems = sorted(report.problems + taken, key=_line_of)
+    report.problems = sorted(report.problems + taken, key=lambda p: _line_of(p, path.name))
     if report.problems:
         what = "refused or bad" if refused else "bad"
         raise ImportRejected(
@@ -271,12 +271,11 @@ def import_file(
     return report
 
 
-def _line_of(problem: str) -> int:
-    """The line number of a ``name:N: reason`` problem (file names may hold ':')."""
-    import re
-
-    found = re.match(r".*?:(\d+): ", problem)
-    return int(found.group(1)) if found else 0
+def _line_of(problem: str, name: str) -> int:
+    """The line number of a ``name:N: reason`` problem (read after the file's name, which may
+    hold ':' and digits itself)."""
+    line, _, _ = problem.removeprefix(f"{name}:").partition(":")
+    return int(line) if line.isdigit() else 0
 
 
 def file_sha256(path: Path) -> str:
@@ -338,15 +337,11 @@ def _data_column(text: str) -> dict[str, str]:
 
 def _ids_taken(engine: Engine, ids: dict[str, int], name: str) -> list[str]:
     """Rows whose id is already a dossier in the database, whatever its case."""
-    from .engine import taken_ids
+    from .engine import taken, taken_ids
 
     with engine.store.read() as conn:
         found = taken_ids(conn, ids)
-    taken = [  # in the sheet's spelling, as engine._taken says it
-        f"{name}:{ids[given]}: id {given} is taken (ids are unique whatever their case)"
-        for given in found
-    ]
-    return sorted(taken, key=_line_of)
+    return [f"{name}:{ids[given]}: {taken(given)}" for given in sorted(found, key=ids.__getitem__)]
 
 
 def _check_row(
