@@ -57,7 +57,10 @@ def stars_within_level(ctx: GuardContext) -> str | None:
         return f"{ctx.state.name} may not recognise stars"
     allowed = ", ".join(f"{s}★" for s in power)
     if stars is None:
-        return f"no recognised stars recorded: set stars (this level may recognise {allowed})"
+        return (
+            "no recognised stars recorded: the council's chair closes the scoring "
+            f"(this level may recognise {allowed})"
+        )
     card = ctx.workflow.scorecard
     if card is not None and stars < card.certificate_min_stars:
         return f"{stars}★ earns no certificate (at least {card.certificate_min_stars}★ does)"

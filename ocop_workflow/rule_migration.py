@@ -395,10 +395,9 @@ def _preflight(
     for transition in target.transitions_from(new_state):
         if transition.automatic:
             continue
+        # a reason is given ("(pre-flight)"), so reason_given never fails here
         failing = [
-            f.text
-            for f in guard_failures(target, transition, moved_row, data, "(pre-flight)")
-            if not f.text.startswith("reason_given")
+            f.text for f in guard_failures(target, transition, moved_row, data, "(pre-flight)")
         ]
         if failing:
             move.guards_failing[transition.trigger] = failing

@@ -333,7 +333,7 @@ class Ocop:
     def check_reads_all(self, actor: User, what: str) -> None:
         """Province-wide reads (the audit trail, the progress report) are for those the policy
         lets read every dossier: a partial reader would learn of dossiers it may not see."""
-        if self.policy.read_filter(actor) is not None:
+        if not self.policy.reads_all(actor):
             raise PermissionDenied(
                 f"{actor.key} may read only some dossiers: {what} is for those who read them all"
             )
