@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             _json_error("usage", exc.format_message())
         sys.exit(exc.exit_code)
     except OcopError as exc:
-        click.echo(f"error: {one_line(exc.message)}{option_hint(exc.fields)}", err=True)
+        click.echo(f"error: {one_line(exc.message + option_hint(exc.fields))}", err=True)
         if json_mode and not getattr(exc, "reported", False):
             document: dict[str, Any] = {"code": exc.code, "message": exc.message}
             reasons = getattr(exc, "reasons", None) or getattr(exc, "problems", None)

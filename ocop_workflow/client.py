@@ -116,8 +116,8 @@ class Client:
             )
         cls = _errors().get(str(error.get("code")), OcopError)
         message = str(error.get("message"))
-        reasons = error.get("reasons")
-        fields = tuple(str(f) for f in error.get("fields") or ())
+        reasons = _texts(error.get("reasons"))
+        fields = tuple(_texts(error.get("fields")))
         failure = (
             cls(message, reasons, fields=fields)
             if cls in (TransitionRefused, WorkflowFileError)
@@ -125,12 +125,19 @@ class Client:
         )
         if reasons and not hasattr(failure, "reasons"):
             failure.reasons = reasons  # type: ignore[attr-defined]
-        if isinstance(body.get("report"), dict):  # a refused import's row-by-row report
-            failure.report = body["report"]  # type: ignore[attr-defined]
+        report = body.get("report")
+        if isinstance(report, dict):  # a refused import's row-by-row report
+            failure.report = report | {"problems": _texts(report.get("problems"))}  # type: ignore[attr-defined]
         raise failure
 
     def close(self) -> None:
         self.http.close()
+
+
+def _texts(value: Any) -> list[str]:
+    """The texts of a list in an error answer; anything else (a server that is not ours) is
+    none, never a crash where the error is being told."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def server_url(env: Mapping[str, str], config_url: str | None) -> str | None:

@@ -6,11 +6,12 @@ everything it does goes through HTTP as the owner of its token.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,41 +158,70 @@ def test_a_plain_http_server_on_this_machine_is_never_reached_through_a_proxy(
     assert not any(token.encode() in request for request in heard), heard
 
 
-def test_a_server_that_answers_something_else_than_the_api_is_said_so(tmp_path: Path) -> None:
-    """``OCOP_SERVER`` naming another program (a captive portal's page, a web server) that
-    answers 200 with HTML or with JSON of another shape: exit 1 saying so, not a Python error
-    about a ``NoneType``. A real HTTP server on this machine plays that program."""
+@contextmanager
+def _impostor(answers: list[tuple[int, bytes]]) -> Iterator[dict[str, str]]:
+    """A real HTTP server on this machine that is not ocop's: each request gets the first of
+    ``answers`` (status, body), and the environment of an officer pointed at it."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    answers = [b"<html>Welcome to the hotel network</html>", b'"just a string"']
-
-    class Portal(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = answers[0]
-            self.send_response(200)
+    class Impostor(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            status, body = answers[0]
+            self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
+        do_GET = do_POST = _answer
+
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Impostor)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OCOP_")}
-        env |= {"OCOP_SERVER": f"http://127.0.0.1:{server.server_port}",
-                "OCOP_TOKEN": "ocop_" + "x" * 43}  # fmt: skip
+        yield env | {"OCOP_SERVER": f"http://127.0.0.1:{server.server_port}",
+                     "OCOP_TOKEN": "ocop_" + "x" * 43}  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_that_answers_something_else_than_the_api_is_said_so(tmp_path: Path) -> None:
+    """``OCOP_SERVER`` naming another program (a captive portal's page, a web server) that
+    answers 200 with HTML or with JSON of another shape: exit 1 saying so, not a Python error
+    about a ``NoneType``."""
+    answers = [(200, b"<html>Welcome to the hotel network</html>"), (200, b'"just a string"')]
+    with _impostor(answers) as env:
         for _ in range(2):
             shown = run_ocop(["dossier", "list"], env, tmp_path)
             assert shown.code == 1, shown
             assert "not the API's JSON" in shown.stderr, shown
             assert "TypeError" not in shown.stderr
             answers.pop(0)
-    finally:
-        server.shutdown()
-        server.server_close()
+
+
+def test_an_error_answer_is_told_with_what_the_terminal_would_act_on_escaped(
+    tmp_path: Path,
+) -> None:
+    """An error body's message, fields, reasons and import report come from the server: an
+    escape sequence in any of them is printed escaped, and a field, reason or problem that is
+    not text is left out — never a Python error while the error is being told."""
+    body = {
+        "error": {"code": "conflict", "message": "taken \x1b[2J",
+                  "fields": ["data.\x1b[31mred", 5], "reasons": [1, "r \x07"]},
+        "report": {"problems": [1, "sheet.csv:2: \x1b]0;title\x07"]},
+    }  # fmt: skip
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("product,producer,commune\nTrà,HTX,Ia Le\n", encoding="utf-8")
+    with _impostor([(409, json.dumps(body).encode())]) as env:
+        for args in (["dossier", "list"], ["import", str(sheet)]):
+            told = run_ocop(args, env, tmp_path)
+            assert told.code == 5, told
+            assert "\x1b" not in told.stderr and "\x07" not in told.stderr, told
+            assert "TypeError" not in told.stderr, told
 
 
 def test_a_token_that_is_no_token_is_refused_without_being_repeated(served: Served) -> None:
