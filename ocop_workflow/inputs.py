@@ -81,13 +81,14 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def printable(text: str) -> str:
     """``text`` with every control character (C0, DEL, C1) and bidirectional control shown
     escaped (``\\x1b``): what a remote server or a user wrote is displayed, never obeyed by the
-    terminal (ESC sequences clear screens and retitle windows; 0x9b is ESC [ in one byte)."""
+    terminal (ESC sequences clear screens and retitle windows; 0x9b is ESC [ in one byte). A
+    lone surrogate (legal in JSON, not in UTF-8) is shown escaped too: it cannot be encoded."""
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 

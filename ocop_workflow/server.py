@@ -40,7 +40,7 @@ from .errors import (
     Unauthenticated,
     UsageError,
 )
-from .inputs import may_be_token
+from .inputs import may_be_token, printable
 from .render import when
 from .service import MAX_PAGE, Ocop
 from .sqlite_reads import ReaderBusy, sqlite_path
@@ -134,12 +134,14 @@ def error_body(
     code: str, message: str, reasons: list[str] | None = None, fields: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """``{"error": {"code", "message"}}``, with ``reasons`` when there are several and
-    ``fields`` (the request's inputs at fault: ``reason``, ``data.certificate_no``) when known."""
-    document: dict[str, Any] = {"code": code, "message": message}
+    ``fields`` (the request's inputs at fault: ``reason``, ``data.certificate_no``) when known.
+    What they quote of the request is shown escaped where it is a control character or a
+    lone surrogate (``inputs.printable``): the latter cannot be encoded, a 500 otherwise."""
+    document: dict[str, Any] = {"code": code, "message": printable(message)}
     if reasons and len(reasons) > 1:
-        document["reasons"] = reasons
+        document["reasons"] = [printable(r) for r in reasons]
     if fields:
-        document["fields"] = list(fields)
+        document["fields"] = [printable(f) for f in fields]
     return {"error": document}
 
 

@@ -547,6 +547,23 @@ def test_a_login_with_text_no_database_can_hold_is_a_wrong_login_not_a_500(api: 
     assert good.status_code == 200, good.text
 
 
+def test_an_error_quoting_a_lone_surrogate_of_the_request_is_told_not_a_500(api: Api) -> None:
+    """A refusal quotes what was sent (an unknown trigger, a data field's name, the inputs at fault):
+    a lone surrogate there (legal JSON, not encodable as UTF-8) is shown escaped in the error
+    body, with the refusal's own status."""
+    dossier = api.register()["id"]
+    headers = {**api.h("lan"), "Content-Type": "application/json"}
+    for body, status in (
+        ('{"trigger": "x\\ud800"}', 404),
+        ('{"trigger": "accept_idea", "data": {"k\\ud800": 1}}', 422),
+    ):
+        answer = api.client.post(
+            f"/api/v1/dossiers/{dossier}/advance", content=body, headers=headers
+        )
+        assert answer.status_code == status, answer.text
+        assert "\\ud800" in answer.text  # escaped, as JSON text carries it
+
+
 def test_password_login_yields_a_session_token(api: Api) -> None:
     api.ocop.set_password("lan", "mật khẩu đủ dài")
     response = api.client.post("/api/v1/login", json={"user": "lan", "password": "mật khẩu đủ dài"})
