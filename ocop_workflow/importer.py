@@ -68,25 +68,32 @@ class ImportReport:
 
 
 class ImportRejected(UsageError):
-    """The file has bad rows; nothing was written. ``problems`` names each line.
+    """The file has bad rows (exit 2); nothing was written. ``problems`` names each line, and
+    ``report`` is the row-by-row report. Its kinds below are also the error they amount to."""
 
-    Exit 2 for bad rows; exit 6 (``permission_denied``) when any row is one the acting user may
-    not import (another organisation's, a records migration without the role); exit 5
-    (``conflict``) when the only problem is ids already taken (by another import meanwhile).
-    """
-
-    def __init__(
-        self, message: str, report: ImportReport, *, refused: bool = False, conflict: bool = False
-    ) -> None:
+    def __init__(self, message: str, report: ImportReport) -> None:
         super().__init__(message)
         self.report = report
         self.problems = report.problems
-        if refused:
-            self.exit_code = PermissionDenied.exit_code
-            self.code = PermissionDenied.code
-        elif conflict:  # every row is fine but its id is taken: as `register --id` says, exit 5
-            self.exit_code = Conflict.exit_code
-            self.code = Conflict.code
+
+    @classmethod
+    def of(
+        cls, message: str, report: ImportReport, *, refused: bool, conflict: bool
+    ) -> ImportRejected:
+        """The rejection a report amounts to: refused if any row is one the acting user may not
+        import, a conflict if the only problem is ids already taken, else bad rows."""
+        kind = ImportRefused if refused else ImportConflict if conflict else cls
+        return kind(message, report)
+
+
+class ImportRefused(PermissionDenied, ImportRejected):
+    """A row the acting user may not import (another organisation's, a records migration
+    without the role): exit 6, 403, as one such registration."""
+
+
+class ImportConflict(Conflict, ImportRejected):
+    """Every row is fine but ids are taken (by another import meanwhile): exit 5, 409, as
+    ``register --id`` says."""
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
@@ -248,7 +255,7 @@ def import_file(
     report.problems = sorted(report.problems + taken, key=lambda p: _line_of(p, path.name))
     if report.problems:
         what = "refused or bad" if refused else "bad"
-        raise ImportRejected(
+        raise ImportRejected.of(
             f"{len(report.problems)} {what} row(s) in {path.name}; nothing was imported",
             report,
             refused=refused,

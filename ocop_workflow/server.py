@@ -69,10 +69,7 @@ LOOP_BUSY_BACKOFF_S = 1.0
 
 
 def status_of(error: OcopError) -> int:
-    """The HTTP status of an error of the one hierarchy (most specific class first), or of the
-    class whose ``code`` it carries: an import refused for a row someone may not register
-    (``permission_denied``) or for ids taken meanwhile (``conflict``) is 403 or 409, as the
-    same refusal of one ``POST /dossiers`` is."""
+    """The HTTP status of an error of the one hierarchy (most specific class first)."""
     from .auth import Throttled
 
     for kind, status in (
@@ -91,7 +88,7 @@ def status_of(error: OcopError) -> int:
         (ConfigError, 422),
         (EnvironmentProblem, 503),
     ):
-        if isinstance(error, kind) or error.code == kind.code:
+        if isinstance(error, kind):
             return status
     return 500
 
@@ -267,14 +264,16 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
     config_path = str(ocop.config.path)
 
     @app.exception_handler(OcopError)
-    def _ocop_error(_request: Request, exc: OcopError) -> JSONResponse:
+    async def _ocop_error(_request: Request, exc: OcopError) -> JSONResponse:
+        # (the handlers are async: Starlette runs a plain def on the thread pool, where every
+        # 401 of a flood of made-up tokens would queue behind the requests' threads)
         # a message pointing an officer at the config file names it, not where it lies on
         # the server ("see [councils] in config.toml")
         exc.message = exc.message.replace(config_path, ocop.config.path.name)
         return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    def _framework_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _framework_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """The framework's own refusals (unknown route, wrong method, a body it cannot parse)
         keep the API's one error body instead of ``{"detail": …}``."""
         status = exc.status_code
@@ -286,7 +285,7 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
         )
 
     @app.exception_handler(Exception)
-    def _bug(_request: Request, exc: Exception) -> JSONResponse:
+    async def _bug(_request: Request, exc: Exception) -> JSONResponse:
         """Anything outside the one hierarchy is a bug of ours: the caller gets the API's error
         body (500 ``error``) and no detail; the traceback goes to the log, where the framework
         then writes it too."""
@@ -307,7 +306,7 @@ def create_app(ocop: Ocop, *, prepare: bool = False) -> FastAPI:
             try:
                 await principal(request)
             except OcopError as refused:
-                return _ocop_error(request, refused)
+                return await _ocop_error(request, refused)
         problems = [
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
         ]
