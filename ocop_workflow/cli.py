@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,8 +19,6 @@ from .errors import OcopError
 
 if TYPE_CHECKING:
     from .app import App
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 # --- plumbing ---------------------------------------------------------------------------------
@@ -325,9 +323,15 @@ def workflow_show(ctx: click.Context, name: str, as_json: bool) -> None:
 
 
 def _segment(name: str) -> str:
-    """A name as one URL path segment (a workflow name is a plain file name; never a path)."""
+    """A dossier id or workflow name as one URL path segment. The server decodes ``%2F``
+    before it routes, so a name holding ``/`` (or that is ``.`` or ``..``) would reach another
+    endpoint (``ID/history``): refused here, as no id or workflow name holds one."""
     from urllib.parse import quote
 
+    from .errors import UsageError
+
+    if "/" in name or "\\" in name or name in {".", ".."}:
+        raise UsageError(f"{name!r} is not a dossier id or workflow name")
     return quote(name, safe="")
 
 
@@ -551,7 +555,7 @@ def dossier_show(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     """The dossier, its deadline and why, its pending timers, its next possible triggers."""
     app = app_of(ctx)
     if app.remote:
-        document = app.remote.call("GET", f"/dossiers/{dossier_id}")
+        document = app.remote.call("GET", f"/dossiers/{_segment(dossier_id)}")
     else:
         document = app.ocop.show(reader(app), dossier_id).to_json()
     if as_json:
@@ -668,7 +672,7 @@ def dossier_advance(
         body: dict[str, Any] = {"trigger": trigger, "reason": reason}
         body["data"] = parse_pairs(pairs)
         body["expect_version"] = expect_version
-        document = app.remote.call("POST", f"/dossiers/{dossier_id}/advance", json=body)
+        document = app.remote.call("POST", f"/dossiers/{_segment(dossier_id)}/advance", json=body)
     else:
         writing(app)
         document = app.ocop.advance(
@@ -699,7 +703,7 @@ def dossier_triggers(ctx: click.Context, dossier_id: str, as_json: bool) -> None
     """For the acting user: each trigger from the current state, allowed or not, and why not."""
     app = app_of(ctx)
     if app.remote:
-        rows = app.remote.call("GET", f"/dossiers/{dossier_id}/triggers")
+        rows = app.remote.call("GET", f"/dossiers/{_segment(dossier_id)}/triggers")
     else:
         rows = [t.to_json() for t in app.ocop.triggers(app.actor(), dossier_id)]
     if as_json:
@@ -731,7 +735,7 @@ def dossier_history(ctx: click.Context, dossier_id: str, as_json: bool) -> None:
     """The audit trail of dossier ID, oldest first."""
     app = app_of(ctx)
     if app.remote:
-        entries = app.remote.call("GET", f"/dossiers/{dossier_id}/history")
+        entries = app.remote.call("GET", f"/dossiers/{_segment(dossier_id)}/history")
     else:
         entries = [e.to_json() for e in app.ocop.history(reader(app), dossier_id)]
     if as_json:
@@ -773,7 +777,7 @@ def dossier_attach(
     app = app_of(ctx)
     if app.remote:
         result = _remote_upload(
-            app.remote, f"/dossiers/{dossier_id}/documents", Path(file), {"kind": kind}
+            app.remote, f"/dossiers/{_segment(dossier_id)}/documents", Path(file), {"kind": kind}
         )
     else:
         writing(app)
@@ -992,7 +996,7 @@ def score(
                 raise UsageError("--member is required to record a score")
             path, body = "scores", {"member": member, "a": part_a, "b": part_b, "c": part_c}
             body |= {"note": note, "council": council_key}
-        result = app.remote.call("POST", f"/dossiers/{dossier_id}/{path}", json=body)
+        result = app.remote.call("POST", f"/dossiers/{_segment(dossier_id)}/{path}", json=body)
         _print_scoring(dossier_id, result, as_json)
         return
     writing(app)
@@ -1595,7 +1599,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
 
     app = app_of(ctx)
     writing(app)
-    ocop = app.ocop.at(_live_clock(app))
+    ocop = app.ocop.at(app.live_clock())
     ocop.check_database()
     ocop.dispose()  # worker processes open their own connections
     os.environ["OCOP_CONFIG"] = str(app.config_path.resolve())  # for the worker processes
@@ -1610,12 +1614,6 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
             )
 
     run(ocop, host, port, workers=workers, announce=announce)
-
-
-def _live_clock(app: App) -> Any:
-    from .clock import clock_from_env
-
-    return clock_from_env(app.config, app.env, moving=True)
 
 
 @cli.group()

@@ -234,6 +234,20 @@ def test_a_token_that_is_no_token_is_refused_without_being_repeated(served: Serv
         assert "SECRETSECRET" not in refused.stderr + refused.stdout, refused
 
 
+def test_an_id_holding_a_path_is_one_id_through_the_server(served: Served) -> None:
+    """The id a command is given is one path segment of the request: ``ID/history`` or
+    ``ID?x`` is an id no dossier has, never another endpoint of the API."""
+    token = served.token("lan")
+    dossier = served.cli(
+        "dossier", "register", "--product", "Cà phê", "--producer", "HTX Cà phê Ia Le",
+        "--commune", "Ia Le", "--json", token=token,
+    ).json()["id"]  # fmt: skip
+    for odd in (f"{dossier}/history", f"{dossier}?x=1", f"{dossier}#x"):
+        shown = served.cli("dossier", "show", odd, "--json", token=token)
+        assert shown.code in (2, 3), shown  # bad input, or no such dossier
+        assert shown.stdout.strip() == "" or "error" in shown.json(), shown
+
+
 def test_as_is_refused_through_the_server(served: Served) -> None:
     token = served.token("lan")
     for args, env in (
