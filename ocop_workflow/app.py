@@ -21,6 +21,7 @@ from .errors import PermissionDenied
 
 if TYPE_CHECKING:
     from .client import Client
+    from .clock import Clock
     from .definitions import Registry
     from .engine import Engine
     from .service import Ocop
@@ -56,6 +57,13 @@ class App:
         if self.through_server():
             ocop.opening_database = self._no_local_database
         return ocop
+
+    def live_clock(self) -> Clock:
+        """The clock of a long-running process (``worker``, ``serve``): real time, or — in a
+        rehearsal with OCOP_NOW — that instant moving on at real speed."""
+        from .clock import clock_from_env
+
+        return clock_from_env(self.config, self.env, moving=True)
 
     @property
     def now(self) -> datetime:

@@ -30,13 +30,6 @@ if TYPE_CHECKING:
     from .service import Ocop
 
 
-def live_clock(app: App) -> Clock:
-    """Real time, or — in a rehearsal with OCOP_NOW — that instant moving on at real speed."""
-    from .clock import clock_from_env
-
-    return clock_from_env(app.config, app.env, moving=True)
-
-
 def run_worker(app: App, *, once: bool = False) -> None:
     """Sweep every ``sweep_interval_seconds`` until SIGTERM/SIGINT (or once, with ``once``).
 
@@ -50,7 +43,7 @@ def run_worker(app: App, *, once: bool = False) -> None:
     stops it as soon as it has started: it exits 0 and releases the lease like one stopped later.
     """
     config = app.config
-    live = live_clock(app)
+    live = app.live_clock()
     sweep_clock = ManualClock(live.now())
     ocop = app.ocop.at(sweep_clock)
     ocop.check_database()

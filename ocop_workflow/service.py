@@ -175,16 +175,25 @@ class Ocop:
         if self.instant_reads and "store" not in self.__dict__:
             reads = self.__dict__.get("_sqlite_reads")
             if reads is None:
-                from .sqlite_reads import SqliteReads, sqlite_path
-
-                path = sqlite_path(self.config.database_url)
-                if path is not None:
-                    reads = SqliteReads(self.config.database_url, path)
-                    reads.check_schema()
-                    self.__dict__["_sqlite_reads"] = reads
+                reads = self.__dict__["_sqlite_reads"] = self._sqlite_file_reads()
             if reads is not None:
                 return reads
         return CoreReads(self.checked_store())
+
+    def _sqlite_file_reads(self, busy_timeout_ms: int | None = None) -> SqliteReads | None:
+        """Plain sqlite3 reads of the configured SQLite file, its schema checked (the hook
+        ``opening_database`` asked first); None for any other URL."""
+        from .sqlite_reads import BUSY_TIMEOUT_MS, SqliteReads, sqlite_path
+
+        path = sqlite_path(self.config.database_url)
+        if path is None:
+            return None
+        if self.opening_database is not None:
+            self.opening_database()
+        wait = BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
+        reads = SqliteReads(self.config.database_url, path, busy_timeout_ms=wait)
+        reads.check_schema()
+        return reads
 
     def reading(
         self, *, token: str | None = None, page: str | None = None
@@ -225,15 +234,8 @@ class Ocop:
     def _plain_reads(self) -> SqliteReads | bool:
         """A plain reader: sqlite3 on a SQLite file, a pooled psycopg connection on
         PostgreSQL; False for any other URL (a SQLite URL with options: ``CoreReads``)."""
-        from .sqlite_reads import BUSY_TIMEOUT_MS, SqliteReads, sqlite_path
-
-        path = sqlite_path(self.config.database_url)
-        if path is not None:
-            if self.opening_database is not None:
-                self.opening_database()
-            wait = getattr(self.thread_reads, "busy_timeout_ms", BUSY_TIMEOUT_MS)
-            reads = SqliteReads(self.config.database_url, path, busy_timeout_ms=wait)
-            reads.check_schema()
+        reads = self._sqlite_file_reads(getattr(self.thread_reads, "busy_timeout_ms", None))
+        if reads is not None:
             return reads
         store = self.checked_store()
         if store.dialect == "postgresql":
@@ -1001,9 +1003,9 @@ def check_page(limit: int | None, offset: int) -> None:
     databases' OFFSET holds (one past it made the driver fail: a server error, not the
     request's)."""
     if limit is not None and not 1 <= limit <= MAX_PAGE:
-        raise UsageError(f"limit must be between 1 and {MAX_PAGE}")
+        raise UsageError(f"limit must be between 1 and {MAX_PAGE}", fields=("limit",))
     if not 0 <= offset <= MAX_OFFSET:
-        raise UsageError(f"offset must be between 0 and {MAX_OFFSET}")
+        raise UsageError(f"offset must be between 0 and {MAX_OFFSET}", fields=("offset",))
 
 
 def safe_file_name(name: str) -> str:

@@ -548,7 +548,7 @@ def test_a_login_with_text_no_database_can_hold_is_a_wrong_login_not_a_500(api: 
 
 
 def test_an_error_quoting_a_lone_surrogate_of_the_request_is_told_not_a_500(api: Api) -> None:
-    """A refusal quotes what was sent (an unknown trigger, a data field's name, the inputs at fault):
+    """A refusal quotes what was sent (an unknown trigger, a data field's name, its fields):
     a lone surrogate there (legal JSON, not encodable as UTF-8) is shown escaped in the error
     body, with the refusal's own status."""
     dossier = api.register()["id"]
