@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .errors import EnvironmentProblem, UsageError
+from .errors import UsageError
 from .instants import read_instant
-from .pg_batch import SimpleBatch, UtcCursor, reusable
+from .pg_batch import SimpleBatch, UtcCursor
 from .sqlite_reads import _INSTANTS, SqliteReads
 
 if TYPE_CHECKING:
@@ -64,29 +64,12 @@ class PgReads(SqliteReads):
             return
         if self._only_ahead:
             raise NotAhead("a read answered() holds no answer for")
-        import psycopg
-
-        with self.store._lease() as lease:
-            conn: Any = lease.connection
+        with self.store.autocommit() as conn:  # errors as Store.read says them
+            self._lent = _Placeholders(conn)
             try:
-                conn.autocommit = True
-                self._lent = _Placeholders(conn)
-                try:
-                    yield self._lent
-                finally:
-                    self._lent = None
-            except psycopg.DataError as exc:  # a value PostgreSQL cannot hold (NUL): bad input,
-                # as Store.read says it; the connection itself is fine
-                raise UsageError(f"the database refused a value: {_first_line(exc)}") from None
-            except psycopg.Error as exc:
-                raise EnvironmentProblem(
-                    f"database error ({self.url}): {_first_line(exc)}"
-                ) from None
+                yield self._lent
             finally:
-                if reusable(conn):  # a statement timeout does not cost a connection
-                    conn.autocommit = False  # as lent: SQLAlchemy runs transactions
-                else:
-                    lease.broken = True
+                self._lent = None
 
     @contextmanager
     def page_ahead(self, digest: str, dossier_id: str) -> Iterator[None]:
@@ -248,9 +231,3 @@ class _Placeholders:
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         return UtcCursor(self.conn.execute(sql.replace("?", "%s"), params))
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__

@@ -697,6 +697,30 @@ class Store:
         finally:
             lease.give_back()
 
+    @contextmanager
+    def autocommit(self) -> Iterator[Any]:
+        """A pooled psycopg connection (``holding``'s, if the thread holds one) in autocommit
+        for the block, its errors mapped as ``Store.write`` maps them (``_refusal``). It goes
+        back to the pool out of autocommit, as lent (SQLAlchemy runs transactions on it),
+        unless it is lost or a failed ROLLBACK left it in a transaction (``pg_batch.reusable``):
+        a refused value, a lock or statement timeout do not cost a connection."""
+        import psycopg
+
+        from .pg_batch import reusable
+
+        with self._lease() as lease:
+            db: Any = lease.connection
+            try:
+                db.autocommit = True
+                yield db
+            except psycopg.Error as exc:
+                raise _refusal(self, exc) from None
+            finally:
+                if reusable(db):
+                    db.autocommit = False
+                else:
+                    lease.broken = True
+
     def _raw_connection(self) -> Any:
         """A DB-API connection from the pool (SQLAlchemy's wrapper: ``driver_connection``,
         ``close`` gives it back), or "database unreachable"."""
@@ -1169,34 +1193,20 @@ def _sqlite_writes(store: Store) -> Iterator[SqliteWrites]:
 
 @contextmanager
 def _pg_writes(store: Store) -> Iterator[SqliteWrites]:
-    """A transition's transaction in batches (``PgWrites``) on a pooled psycopg connection
-    (``holding``'s, if the thread holds one); errors mapped as ``Store.write`` maps them, the
-    one that ended the transaction told even if its ROLLBACK fails too. The connection goes
-    back to the pool unless it is lost or a failed ROLLBACK left it in the transaction
-    (``pg_batch.reusable``): a lock or statement timeout does not cost a connection."""
+    """A transition's transaction in batches (``PgWrites``) on a pooled psycopg connection in
+    autocommit (``Store.autocommit``: the batches say BEGIN and COMMIT themselves); the error
+    that ended the transaction is the one told, even if its ROLLBACK fails too."""
     import psycopg
 
-    from .pg_batch import reusable
-
-    with store._lease() as lease:
-        db: Any = lease.connection
+    with store.autocommit() as db:
+        writes = PgWrites(db)
         try:
-            db.autocommit = True  # the batches say BEGIN and COMMIT themselves
-            writes = PgWrites(db)
-            try:
-                yield writes
-                writes.commit()
-            except BaseException:
-                with suppress(psycopg.Error):  # the error that ended it is the one to tell
-                    writes.rollback()
-                raise
-        except psycopg.Error as exc:
-            raise _refusal(store, exc) from None
-        finally:
-            if reusable(db):
-                db.autocommit = False  # as the pool lent it: SQLAlchemy runs transactions
-            else:
-                lease.broken = True
+            yield writes
+            writes.commit()
+        except BaseException:
+            with suppress(psycopg.Error):  # the error that ended it is the one to tell
+                writes.rollback()
+            raise
 
 
 def _sqlite_transaction(
