@@ -979,7 +979,8 @@ class ClientAddress:
 
 def unmapped(host: str) -> str:
     """An IPv4 client on a dual-stack socket (``--host ::``) as IPv4: ``::ffff:127.0.0.1`` is
-    127.0.0.1, for ``trusted_proxies`` as for login throttling."""
+    127.0.0.1, for ``trusted_proxies`` as for login throttling — with or without proxies: kept
+    mapped, every IPv4 client would fall in the one IPv6 /64 throttling counts by."""
     import ipaddress
 
     try:
@@ -996,7 +997,7 @@ def trusted_peer(request: Request, trusted: tuple[str, ...]) -> bool:
 
     peer = request.scope.get("ocop.peer") or request.scope.get("client")
     try:
-        address = ipaddress.ip_address(unmapped(peer[0])) if peer else None
+        address = ipaddress.ip_address(peer[0]) if peer else None  # unmapped by ClientAddress
     except ValueError:
         return False
     if address is None:

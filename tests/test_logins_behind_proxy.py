@@ -96,6 +96,22 @@ def test_a_trusted_proxy_reaching_a_dual_stack_socket_is_trusted_for_its_forward
     assert counted(behind) == ["203.0.113.7"] * 5 + ["203.0.113.8"]
 
 
+def test_ipv4_clients_of_a_dual_stack_socket_are_counted_each_by_its_own_address(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Without proxies too: ``::ffff:203.0.113.7`` is 203.0.113.7. Counted as IPv6, every IPv4
+    client would share the one /64 (``::/64``), and five guesses would lock out them all."""
+    api = make_api(tmp_path, db_url)
+    try:
+        for i in range(5):
+            assert fail(peer(api, "::ffff:203.0.113.7"), f"khach{i}") == 401
+        assert fail(peer(api, "::ffff:203.0.113.7"), "khach9") == 429
+        assert fail(peer(api, "::ffff:198.51.100.9"), "khach10") == 401
+        assert counted(api) == ["203.0.113.7"] * 5 + ["198.51.100.9"]
+    finally:
+        api.ocop.store.dispose()
+
+
 def test_ipv6_guessers_are_counted_by_their_64_network(behind: Api) -> None:
     """One subscriber holds a whole /64: rotating addresses inside it must not reset the count."""
     for i in range(5):
