@@ -25,7 +25,7 @@ from .errors import NotFound, OcopError, Unauthenticated, UsageError
 from .inputs import TOKEN_PREFIX, may_be_token
 from .store import Store, credential_t, login_failure_t, token_t
 
-#: Every token starts with this, so a leaked one is recognisable in logs and secret scanners.
+#: The shortest password ``set_password`` takes.
 MIN_PASSWORD = 10
 #: The longest a token may be made to last (ten years): beyond, the date arithmetic overflows.
 MAX_TOKEN_DAYS = 3650

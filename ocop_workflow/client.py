@@ -63,7 +63,7 @@ class Client:
         self.url = url.rstrip("/")
         # Plain http is allowed only to this machine (``check_server_url``): a proxy from the
         # environment (http_proxy, ALL_PROXY) would receive the token in clear on the way.
-        plain = urlsplit(self.url).scheme.lower() == "http"  # HTTP:// is plain http too
+        plain = urlsplit(self.url).scheme == "http"  # (urlsplit lowers it: HTTP:// too)
         self.http = httpx.Client(
             base_url=self.url, headers=headers, timeout=120.0, trust_env=not plain
         )

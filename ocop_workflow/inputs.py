@@ -197,7 +197,8 @@ def json_document(raw: bytes, where: str, error: type[OcopError] = UsageError) -
         raise error(f"{where}: not valid JSON: values nested too deep") from None
 
 
-#: What every token ``auth.create_token`` makes begins with.
+#: What every token ``auth.create_token`` makes begins with, so a leaked one is recognisable in
+#: logs and secret scanners.
 TOKEN_PREFIX = "ocop_"
 _TOKEN_FORM = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{1,195}")
 
